@@ -1,0 +1,29 @@
+import os
+
+from django.apps import AppConfig
+
+
+def forget_inherited_connection_pools() -> None:
+    """In a forked child, drop the parent's psycopg pools without closing them.
+
+    Closing would send a terminate message down sockets the parent still uses;
+    keeping the objects referenced stops their finalizers doing the same.
+    """
+    try:
+        from django.db.backends.postgresql.base import DatabaseWrapper
+    except ImportError:  # psycopg missing: nothing to forget
+        return
+    _ORPHANED_POOLS.extend(DatabaseWrapper._connection_pools.values())
+    DatabaseWrapper._connection_pools.clear()
+
+
+_ORPHANED_POOLS: list = []
+
+
+class MonitoringConfig(AppConfig):
+    name = "monitoring"
+    verbose_name = "Monitoring"
+
+    def ready(self):
+        # django-q2 forks its workers; Django's psycopg pool is not fork-safe.
+        os.register_at_fork(after_in_child=forget_inherited_connection_pools)

@@ -1,0 +1,221 @@
+"""Ballast settings: the only module that reads the environment.
+
+Every variable is listed and explained in .env.example. A missing or malformed
+value stops start-up with one line naming the variable and what it expects.
+"""
+
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env")
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _bad(name: str, expects: str, shown: str | None = None) -> SystemExit:
+    got = f" (got {shown!r})" if shown is not None else ""
+    return SystemExit(f"Ballast configuration error: {name} must be {expects}{got}.")
+
+
+def _bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    if raw.strip().lower() in _TRUE:
+        return True
+    if raw.strip().lower() in _FALSE:
+        return False
+    raise _bad(name, "true or false", raw)
+
+
+def _int(name: str, default: int, minimum: int = 0) -> int:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _bad(name, f"a whole number >= {minimum}", raw) from None
+    if value < minimum:
+        raise _bad(name, f"a whole number >= {minimum}", raw)
+    return value
+
+
+def _float(name: str, default: float, minimum: float = 0.0) -> float:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise _bad(name, f"a number >= {minimum}", raw) from None
+    if value < minimum:
+        raise _bad(name, f"a number >= {minimum}", raw)
+    return value
+
+
+def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = os.environ.get(name, default)
+    if value not in choices:
+        raise _bad(name, "one of " + ", ".join(choices), value)
+    return value
+
+
+def _database(name: str, default: str) -> dict:
+    """Parse a database URL; never echo it back (it may hold a password)."""
+    raw = os.environ.get(name, default)
+    scheme = urlsplit(raw).scheme
+    expects = "a database URL such as postgres://USER@HOST:5432/NAME or sqlite:///PATH"
+    if scheme not in {"postgres", "postgresql", "pgsql", "sqlite"}:
+        raise _bad(name, expects + f", not a {scheme or 'scheme-less'} URL")
+    try:
+        config = env.db_url_config(raw)
+    except Exception:  # django-environ raises several types for bad URLs
+        raise _bad(name, expects) from None
+    if not config.get("NAME"):
+        raise _bad(name, expects + " with a database name")
+    return config
+
+
+SECRET_KEY = os.environ.get("SECRET_KEY") or "django-insecure-ballast-demo-key-set-SECRET_KEY-in-production"
+DEBUG = _bool("DEBUG", False)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_q",
+    "monitoring",
+    "syncapp",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "project.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "project.wsgi.application"
+
+# --- Database -------------------------------------------------------------
+_db = _database("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
+if _db["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets readers run beside the writer; IMMEDIATE takes the write lock at
+    # BEGIN so concurrent writers queue on the busy timeout instead of failing.
+    _db["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": _float("SQLITE_BUSY_TIMEOUT_S", 30.0, minimum=0.1),
+    }
+else:
+    _db["CONN_MAX_AGE"] = _int("DB_CONN_MAX_AGE", 0)
+    _db["CONN_HEALTH_CHECKS"] = True
+    if _bool("DB_POOL", False):
+        # Django's psycopg pool is not fork-safe: monitoring.apps forgets the
+        # inherited pools in forked children; the README recommends leaving
+        # DB_POOL off for `qcluster`.
+        _db["CONN_MAX_AGE"] = 0
+        _db.setdefault("OPTIONS", {})["pool"] = {
+            "min_size": _int("DB_POOL_MIN_SIZE", 1),
+            "max_size": _int("DB_POOL_MAX_SIZE", 10, minimum=1),
+        }
+DATABASES = {"default": _db}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Cache and broker -----------------------------------------------------
+REDIS_URL = os.environ.get("REDIS_URL") or None
+if REDIS_URL and urlsplit(REDIS_URL).scheme not in {"redis", "rediss", "unix"}:
+    raise _bad("REDIS_URL", "a URL such as redis://127.0.0.1:6379/0")
+
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    # A shared cache (not LocMem): cluster status and, later, rate limits must
+    # be visible to every process. The table is made by syncapp's migration.
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "ballast_cache"}}
+
+_q_timeout = _int("Q_TIMEOUT", 3600, minimum=1)
+Q_CLUSTER = {
+    "name": "ballast",
+    "workers": _int("Q_WORKERS", 2, minimum=1),
+    "timeout": _q_timeout,
+    # A task running longer than `retry` is delivered again: keep retry > timeout.
+    "retry": _q_timeout + 60,
+    "max_attempts": 1,
+    "ack_failures": True,
+    "save_limit": 250,
+    "catch_up": False,
+    "label": "Task queue",
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+    Q_CLUSTER["poll"] = _float("Q_POLL_S", 0.5, minimum=0.05)
+
+# --- Sync -----------------------------------------------------------------
+BALLAST_BATCH_SIZE = _int("BATCH_SIZE", 100, minimum=1)
+BALLAST_PROVIDER_THREADS = _int("PROVIDER_THREADS", 8, minimum=1)
+BALLAST_INVALID_SAMPLES = _int("INVALID_SAMPLES", 5)
+
+# --- The rest of Django ---------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = os.environ.get("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+LOG_LEVEL = _choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"line": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "line"}},
+    "loggers": {
+        "syncapp": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "monitoring": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "django_q": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+    },
+}

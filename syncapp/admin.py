@@ -1,0 +1,201 @@
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import Sum
+from django.utils.html import format_html
+
+from .models import COUNTERS, Application, DirectoryUser, SyncRun, SyncStep, Tenant, Token, UserAppRelation
+from .providers import ConfigError, provider_class
+from .runs import RunRefused, cancel_run, start_run
+from .secrets import masked, unmasked
+from .tasks import cluster_is_running
+
+
+class TenantForm(forms.ModelForm):
+    class Meta:
+        model = Tenant
+        fields = ["slug", "name", "provider", "provider_config", "active", "sync_every_minutes"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.initial["provider_config"] = masked(self.instance.provider_config)
+
+    def clean(self):
+        cleaned = super().clean()
+        config = cleaned.get("provider_config")
+        if config is None or "provider" not in cleaned:
+            return cleaned
+        if not isinstance(config, dict):
+            self.add_error("provider_config", "Enter a JSON object, e.g. {\"users\": 100}.")
+            return cleaned
+        stored = Tenant.objects.get(pk=self.instance.pk).provider_config if self.instance.pk else {}
+        config = unmasked(config, stored)
+        try:
+            provider_class(cleaned["provider"]).clean_config(config)
+        except ConfigError as exc:
+            self.add_error("provider_config", f"{cleaned['provider']} provider: {exc}")
+        cleaned["provider_config"] = config
+        return cleaned
+
+
+@admin.register(Tenant)
+class TenantAdmin(admin.ModelAdmin):
+    form = TenantForm
+    list_display = ["slug", "name", "provider", "active", "sync_every_minutes", "user_count", "last_run"]
+    list_filter = ["provider", "active"]
+    search_fields = ["slug", "name"]
+    prepopulated_fields = {"slug": ["name"]}
+    actions = ["start_sync"]
+
+    @admin.display(description="users")
+    def user_count(self, tenant):
+        return tenant.users.filter(deleted_at__isnull=True).count()
+
+    @admin.display(description="last run")
+    def last_run(self, tenant):
+        run = tenant.runs.first()
+        return f"#{run.pk} {run.get_status_display()}" if run else "—"
+
+    @admin.action(description="Start sync (users, tokens, relations)")
+    def start_sync(self, request, queryset):
+        for tenant in queryset:
+            try:
+                run = start_run(tenant=tenant, trigger=SyncRun.Trigger.ADMIN)
+            except RunRefused as exc:
+                self.message_user(request, f"{tenant.slug}: {exc}", messages.ERROR)
+            else:
+                self.message_user(request, f"{tenant.slug}: run #{run.pk} queued.", messages.SUCCESS)
+        if not cluster_is_running():
+            self.message_user(
+                request, "No task cluster is running: start one with `manage.py qcluster`.", messages.WARNING
+            )
+
+
+class SyncStepInline(admin.TabularInline):
+    model = SyncStep
+    extra = 0
+    can_delete = False
+    fields = ["name", "status", "started_at", "finished_at", "duration", *COUNTERS, "invalid_samples", "error", "task_id", "checkpoint"]
+    readonly_fields = fields
+
+    @admin.display(description="duration (s)")
+    def duration(self, step):
+        return step.duration_s
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+def _progress_bar(done: int, total: int):
+    percent = int(100 * done / total) if total else 100
+    return format_html(
+        '<div title="{} of {} steps ended" style="width:8em;background:#e5e5e5;border-radius:3px">'
+        '<div style="width:{}%;background:#417690;height:0.8em;border-radius:3px"></div></div>',
+        done, total, percent,
+    )
+
+
+@admin.register(SyncRun)
+class SyncRunAdmin(admin.ModelAdmin):
+    list_display = ["id", "tenant", "trigger", "status", "progress", "queued_at", "duration", "received", "written", "invalid", "failed"]
+    list_filter = ["status", "trigger", "tenant"]
+    search_fields = ["tenant__slug", "error"]
+    date_hierarchy = "queued_at"
+    inlines = [SyncStepInline]
+    actions = ["cancel"]
+    fields = ["tenant", "trigger", "steps", "status", "queued_at", "started_at", "finished_at", "duration", "error", "task_id"]
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("tenant")
+            .prefetch_related("step_records")
+            .annotate(
+                total_received=Sum("step_records__received"),
+                total_written=Sum("step_records__created") + Sum("step_records__updated"),
+                total_invalid=Sum("step_records__invalid"),
+                total_failed=Sum("step_records__failed"),
+            )
+        )
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="duration (s)")
+    def duration(self, run):
+        return run.duration_s
+
+    @admin.display(description="progress")
+    def progress(self, run):
+        steps = list(run.step_records.all())
+        return _progress_bar(sum(s.ended for s in steps), len(steps))
+
+    @admin.display(description="received", ordering="total_received")
+    def received(self, run):
+        return run.total_received
+
+    @admin.display(description="created + updated", ordering="total_written")
+    def written(self, run):
+        return run.total_written
+
+    @admin.display(description="invalid", ordering="total_invalid")
+    def invalid(self, run):
+        return run.total_invalid
+
+    @admin.display(description="failed", ordering="total_failed")
+    def failed(self, run):
+        return run.total_failed
+
+    @admin.action(description="Cancel selected runs (queued or running)", permissions=["view"])
+    def cancel(self, request, queryset):
+        cancelled = [run.pk for run in queryset if cancel_run(run)]
+        if cancelled:
+            self.message_user(request, f"Cancelled runs {', '.join(f'#{pk}' for pk in cancelled)}.", messages.SUCCESS)
+        if len(cancelled) < queryset.count():
+            self.message_user(request, "Runs that had already ended were left as they were.", messages.WARNING)
+
+
+class DirectoryAdmin(admin.ModelAdmin):
+    """Browsable, not editable: the provider is the source of truth."""
+
+    list_select_related = True
+    list_per_page = 50
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(DirectoryUser)
+class DirectoryUserAdmin(DirectoryAdmin):
+    list_display = ["primary_email", "full_name", "tenant", "is_admin", "is_suspended", "org_unit", "last_login_at", "last_seen", "deleted_at"]
+    list_filter = ["tenant", "is_admin", "is_suspended", ("deleted_at", admin.EmptyFieldListFilter), "org_unit"]
+    search_fields = ["primary_email", "full_name", "external_id"]
+
+
+@admin.register(Application)
+class ApplicationAdmin(DirectoryAdmin):
+    list_display = ["display_name", "client_id", "tenant", "native_app", "first_seen", "last_seen"]
+    list_filter = ["tenant", "native_app"]
+    search_fields = ["display_name", "client_id"]
+
+
+@admin.register(Token)
+class TokenAdmin(DirectoryAdmin):
+    list_display = ["user", "application", "tenant", "anonymous", "native_app", "last_seen", "revoked_at"]
+    list_filter = ["tenant", "anonymous", "native_app", ("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["user__primary_email", "application__display_name", "application__client_id"]
+
+
+@admin.register(UserAppRelation)
+class UserAppRelationAdmin(DirectoryAdmin):
+    list_display = ["user", "application", "tenant", "active", "first_seen", "last_seen"]
+    list_filter = ["tenant", "active"]
+    search_fields = ["user__primary_email", "application__display_name"]

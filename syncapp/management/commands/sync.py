@@ -1,0 +1,56 @@
+import json
+import threading
+
+from django.core.management.base import BaseCommand, CommandError
+
+from syncapp.models import Status, SyncRun
+from syncapp.progress import follow
+from syncapp.runs import RunRefused, run_summary, start_run
+from syncapp.tasks import cluster_is_running, run_in_process
+
+from .tenant import _tenant
+
+SUCCESS = {Status.COMPLETED, Status.COMPLETED_WITH_ERRORS}
+
+
+class Command(BaseCommand):
+    help = (
+        "Queue a sync run for a tenant on the task cluster. With --wait, follow it to the end; "
+        "when no cluster is running, --wait carries the run out in this process instead."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("slug")
+        parser.add_argument("--steps", default="users,tokens,relations", help="Comma-separated: users,tokens,relations.")
+        parser.add_argument("--wait", action="store_true", help="Follow the run; exit 0 only if it completed.")
+        parser.add_argument("--in-process", action="store_true", help="Run here even if a cluster is running (implies --wait).")
+        parser.add_argument("--json", action="store_true", help="Print the run as one JSON object on stdout.")
+
+    def handle(self, *args, slug, steps, wait, in_process, **options):
+        as_json = options["json"]
+        tenant = _tenant(slug)
+        wait = wait or in_process
+        progress = self.stderr if as_json else self.stdout
+        if wait and not in_process and not cluster_is_running():
+            progress.write("No task cluster is running: carrying the run out in this process.")
+            in_process = True
+        try:
+            run = start_run(tenant=tenant, trigger=SyncRun.Trigger.COMMAND, steps=steps, enqueue=not in_process)
+        except RunRefused as exc:
+            raise CommandError(str(exc)) from None
+        if not wait:
+            if as_json:
+                self.stdout.write(json.dumps(run_summary(run)))
+            else:
+                self.stdout.write(f"Run #{run.pk} queued; follow it in the admin or with --wait.")
+            return
+        worker = None
+        if in_process:
+            worker = threading.Thread(target=run_in_process, args=(run.pk,), name=f"run-{run.pk}")
+            worker.start()
+        run = follow(run.pk, progress._out, worker=worker)
+        if as_json:
+            self.stdout.write(json.dumps(run_summary(run)))
+        if run.status not in SUCCESS:
+            raise CommandError(f"run #{run.pk} {run.status}" + (f": {run.error}" if run.error else ""), returncode=1)
+

@@ -1,0 +1,214 @@
+"""The directory kept in sync, and the runs that sync it. Fields only: logic lives in services."""
+
+from django.core.validators import RegexValidator
+from django.db import models
+from django.utils import timezone
+
+
+class Tenant(models.Model):
+    class Provider(models.TextChoices):
+        DEMO = "demo", "Demo (synthetic organisation)"
+        GOOGLE = "google", "Google Workspace"
+
+    slug = models.SlugField(max_length=50, unique=True)
+    name = models.CharField(max_length=200)
+    provider = models.CharField(max_length=20, choices=Provider.choices, default=Provider.DEMO)
+    provider_config = models.JSONField(
+        default=dict, blank=True, help_text="Provider settings. Secret values are shown masked and kept when left masked."
+    )
+    active = models.BooleanField(default=True)
+    sync_every_minutes = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Run a full sync this often on the cluster. Empty: no schedule."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self):
+        return self.slug
+
+
+class DirectoryUser(models.Model):
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="users")
+    external_id = models.CharField(max_length=64)
+    primary_email = models.CharField(max_length=254)
+    full_name = models.CharField(max_length=200, blank=True)
+    is_admin = models.BooleanField(default=False)
+    is_suspended = models.BooleanField(default=False)
+    org_unit = models.CharField(max_length=255, blank=True)
+    last_login_at = models.DateTimeField(null=True, blank=True)
+    created_at_source = models.DateTimeField(null=True, blank=True)
+    first_seen = models.DateTimeField()
+    # NULL until the users step has seen the row (the tokens step may create it first).
+    last_seen = models.DateTimeField(null=True, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "directory user"
+        constraints = [models.UniqueConstraint(fields=["tenant", "external_id"], name="user_unique_per_tenant")]
+        indexes = [models.Index(fields=["tenant", "primary_email"])]
+
+    def __str__(self):
+        return self.primary_email
+
+
+class Application(models.Model):
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="applications")
+    client_id = models.CharField(max_length=255)
+    display_name = models.CharField(max_length=255, blank=True)
+    native_app = models.BooleanField(default=False)
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "client_id"], name="app_unique_per_tenant")]
+
+    def __str__(self):
+        return self.display_name or self.client_id
+
+
+class Token(models.Model):
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="tokens")
+    user = models.ForeignKey(DirectoryUser, on_delete=models.CASCADE, related_name="tokens")
+    application = models.ForeignKey(Application, on_delete=models.CASCADE, related_name="tokens")
+    scopes = models.JSONField(default=list)
+    anonymous = models.BooleanField(default=False)
+    native_app = models.BooleanField(default=False)
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "user", "application"], name="token_unique_per_user_app")
+        ]
+
+    def __str__(self):
+        return f"{self.user} → {self.application}"
+
+
+class UserAppRelation(models.Model):
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="relations")
+    user = models.ForeignKey(DirectoryUser, on_delete=models.CASCADE, related_name="relations")
+    application = models.ForeignKey(Application, on_delete=models.CASCADE, related_name="relations")
+    scopes = models.JSONField(default=list)
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        verbose_name = "user–application relation"
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "user", "application"], name="relation_unique_per_user_app")
+        ]
+
+    def __str__(self):
+        return f"{self.user} ↔ {self.application}"
+
+
+def _duration_s(started_at, finished_at) -> float | None:
+    """Seconds from start to finish, or to now while still running."""
+    if not started_at:
+        return None
+    return round(((finished_at or timezone.now()) - started_at).total_seconds(), 3)
+
+
+class Status(models.TextChoices):
+    PENDING = "pending"
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    COMPLETED_WITH_ERRORS = "completed_with_errors", "completed with errors"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+    SKIPPED = "skipped"
+
+
+ENDED = frozenset(
+    {
+        Status.COMPLETED,
+        Status.COMPLETED_WITH_ERRORS,
+        Status.FAILED,
+        Status.CANCELLED,
+        Status.INTERRUPTED,
+        Status.SKIPPED,
+    }
+)
+STEP_NAMES = ("users", "tokens", "relations")
+
+
+class SyncRun(models.Model):
+    class Trigger(models.TextChoices):
+        ADMIN = "admin"
+        COMMAND = "command"
+        SCHEDULE = "schedule"
+        API = "api"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="runs")
+    trigger = models.CharField(max_length=10, choices=Trigger.choices)
+    steps = models.CharField(
+        max_length=40,
+        validators=[RegexValidator(r"^(users|tokens|relations)(,(users|tokens|relations))*$")],
+        help_text="Comma-separated steps asked for.",
+    )
+    status = models.CharField(max_length=24, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    queued_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    task_id = models.CharField(max_length=64, blank=True, help_text="django-q2 task that coordinates the run.")
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name = "sync run"
+
+    def __str__(self):
+        return f"run {self.pk} ({self.tenant})"
+
+    @property
+    def step_names(self) -> list[str]:
+        return [name for name in self.steps.split(",") if name]
+
+    @property
+    def duration_s(self) -> float | None:
+        return _duration_s(self.started_at, self.finished_at)
+
+
+COUNTERS = ("received", "created", "updated", "unchanged", "deactivated", "invalid", "failed")
+
+
+class SyncStep(models.Model):
+    run = models.ForeignKey(SyncRun, on_delete=models.CASCADE, related_name="step_records")
+    name = models.CharField(max_length=12, choices=[(n, n) for n in STEP_NAMES])
+    status = models.CharField(max_length=24, choices=Status.choices, default=Status.PENDING)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    task_id = models.CharField(max_length=64, blank=True)
+    error = models.TextField(blank=True)
+    received = models.PositiveIntegerField(default=0)
+    created = models.PositiveIntegerField(default=0)
+    updated = models.PositiveIntegerField(default=0)
+    unchanged = models.PositiveIntegerField(default=0)
+    deactivated = models.PositiveIntegerField(default=0)
+    invalid = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    invalid_samples = models.JSONField(default=list, blank=True)
+    # Written in the same transaction as each batch, so a later run can resume.
+    checkpoint = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["run", "id"]
+        constraints = [models.UniqueConstraint(fields=["run", "name"], name="one_record_per_step")]
+
+    def __str__(self):
+        return f"{self.name} of run {self.run_id}"
+
+    @property
+    def ended(self) -> bool:
+        return self.status in ENDED
+
+    @property
+    def duration_s(self) -> float | None:
+        return _duration_s(self.started_at, self.finished_at)

@@ -1,0 +1,21 @@
+"""Identity providers, picked by Tenant.provider."""
+
+from .base import ConfigError, Page, Provider, ProviderError
+
+
+def provider_class(name: str) -> type[Provider]:
+    from .demo import DemoProvider
+    from .google import GoogleProvider
+
+    classes = {DemoProvider.name: DemoProvider, GoogleProvider.name: GoogleProvider}
+    try:
+        return classes[name]
+    except KeyError:
+        raise ConfigError(f"unknown provider {name!r}; expected one of {', '.join(sorted(classes))}") from None
+
+
+def get_provider(tenant) -> Provider:
+    return provider_class(tenant.provider)(tenant.provider_config)
+
+
+__all__ = ["ConfigError", "Page", "Provider", "ProviderError", "get_provider", "provider_class"]

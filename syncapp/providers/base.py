@@ -1,0 +1,64 @@
+"""The contract every identity provider implements.
+
+Records travel in the shape of Google's Directory API v1 (users.list items and
+tokens.list items); syncapp.records validates them. A provider streams: it
+never returns a whole organisation at once.
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+
+class ProviderError(Exception):
+    """A provider call failed for good (after any retries). The message is safe to show."""
+
+
+class ConfigError(ValueError):
+    """A tenant's provider_config is unusable. The message names the key."""
+
+
+@dataclass(frozen=True)
+class Page:
+    records: list[dict]
+    # The token that fetched this page (None for the first): a checkpoint to resume from.
+    token: str | None
+    next_token: str | None
+
+
+class Provider:
+    """Base class: subclasses implement every method below."""
+
+    name = ""
+
+    def __init__(self, config: dict):
+        self.config = self.clean_config(config)
+
+    @classmethod
+    def clean_config(cls, config: dict) -> dict:
+        """Return the config with defaults filled in, or raise ConfigError naming the bad key."""
+        raise NotImplementedError
+
+    def user_pages(self, page_token: str | None = None) -> Iterator[Page]:
+        """Yield the organisation's users page by page, starting at page_token."""
+        raise NotImplementedError
+
+    def user_tokens(self, user_key: str) -> list[dict]:
+        """Return the OAuth tokens one user granted (tokens.list items; [] when none)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release connections. Safe to call twice."""
+
+
+def require_int(config: dict, key: str, default: int, minimum: int = 0) -> int:
+    value = config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{key} must be a whole number >= {minimum}")
+    return value
+
+
+def require_str(config: dict, key: str, default: str | None = None) -> str:
+    value = config.get(key, default)
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{key} must be a non-empty string")
+    return value

@@ -1,0 +1,197 @@
+"""Google Workspace Admin SDK Directory API v1: users.list and tokens.list.
+
+Retries follow Google's advice (exponential backoff with jitter) on 429, on 403
+rate/quota reasons, on 5xx and on connection errors, honouring Retry-After.
+Any other 4xx fails the call with the API's own message.
+"""
+
+import json
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from email.utils import parsedate_to_datetime
+from urllib.parse import quote
+
+import google.auth.exceptions
+import google.auth.transport
+import httpx
+from google.oauth2 import service_account
+
+from .base import ConfigError, Page, Provider, ProviderError, require_int, require_str
+
+SCOPES = [
+    "https://www.googleapis.com/auth/admin.directory.user.readonly",
+    "https://www.googleapis.com/auth/admin.directory.user.security",
+]
+RETRY_REASONS = frozenset({"userRateLimitExceeded", "rateLimitExceeded", "quotaExceeded"})
+MAX_RETRY_AFTER_S = 300.0
+PAGE_SIZE = 500
+
+
+class _AuthResponse(google.auth.transport.Response):
+    def __init__(self, response: httpx.Response):
+        self._response = response
+
+    @property
+    def status(self):
+        return self._response.status_code
+
+    @property
+    def headers(self):
+        return self._response.headers
+
+    @property
+    def data(self):
+        return self._response.content
+
+
+class _AuthRequest(google.auth.transport.Request):
+    """google-auth's transport interface over our httpx client (no requests/urllib3 needed)."""
+
+    def __init__(self, client: httpx.Client):
+        self._client = client
+
+    def __call__(self, url, method="GET", body=None, headers=None, timeout=None, **kwargs):
+        try:
+            response = self._client.request(method, url, content=body, headers=headers, timeout=timeout or 30)
+        except httpx.HTTPError as exc:
+            raise google.auth.exceptions.TransportError(f"token endpoint unreachable: {exc.__class__.__name__}") from exc
+        return _AuthResponse(response)
+
+
+def _error_of(response: httpx.Response) -> tuple[str, str | None]:
+    """The API's own message and first reason, from Google's error body."""
+    try:
+        error = response.json()["error"]
+        reasons = [e.get("reason") for e in error.get("errors") or [] if isinstance(e, dict)]
+        return str(error.get("message") or response.reason_phrase), (reasons[0] if reasons else None)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return response.reason_phrase or "error", None
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+def _should_retry(status: int, reason: str | None) -> bool:
+    return status == 429 or status >= 500 or (status == 403 and reason in RETRY_REASONS)
+
+
+class GoogleProvider(Provider):
+    name = "google"
+
+    def __init__(self, config: dict, *, sleep: Callable[[float], None] = time.sleep):
+        super().__init__(config)
+        self._sleep = sleep
+        self._client = httpx.Client(
+            base_url=self.config["base_url"],
+            timeout=httpx.Timeout(self.config["timeout_s"], connect=min(10.0, self.config["timeout_s"])),
+            limits=httpx.Limits(max_connections=self.config["connections"], max_keepalive_connections=self.config["connections"]),
+            headers={"Accept": "application/json", "User-Agent": "ballast-directory-sync"},
+        )
+        self._credentials = None
+        self._credentials_lock = threading.Lock()
+        if "credentials_file" in self.config:
+            try:
+                self._credentials = service_account.Credentials.from_service_account_file(
+                    self.config["credentials_file"], scopes=SCOPES, subject=self.config["subject"]
+                )
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"credentials_file cannot be used: {exc.__class__.__name__}") from None
+
+    @classmethod
+    def clean_config(cls, config: dict) -> dict:
+        cleaned = {
+            "base_url": require_str(config, "base_url", "https://admin.googleapis.com").rstrip("/"),
+            "customer": require_str(config, "customer", "my_customer"),
+            "timeout_s": require_int(config, "timeout_s", 30, minimum=1),
+            "max_attempts": require_int(config, "max_attempts", 6, minimum=1),
+            "retry_base_s": float(require_int(config, "retry_base_ms", 1000)) / 1000,
+            "retry_cap_s": float(require_int(config, "retry_cap_s", 32)),
+            "connections": require_int(config, "connections", 20, minimum=1),
+        }
+        if not cleaned["base_url"].startswith(("http://", "https://")):
+            raise ConfigError("base_url must start with http:// or https://")
+        if config.get("access_token"):
+            cleaned["access_token"] = require_str(config, "access_token")
+        elif config.get("credentials_file"):
+            cleaned["credentials_file"] = require_str(config, "credentials_file")
+            cleaned["subject"] = require_str(config, "subject")
+        else:
+            raise ConfigError("set access_token, or credentials_file and subject (an admin to impersonate)")
+        return cleaned
+
+    def _authorization(self) -> str:
+        if self._credentials is None:
+            return f"Bearer {self.config['access_token']}"
+        with self._credentials_lock:
+            if not self._credentials.valid:
+                try:
+                    self._credentials.refresh(_AuthRequest(self._client))
+                except google.auth.exceptions.GoogleAuthError as exc:
+                    raise ProviderError(f"service account token refused: {str(exc)[:300]}") from None
+            return f"Bearer {self._credentials.token}"
+
+    def _backoff(self, attempt: int) -> float:
+        base = self.config["retry_base_s"]
+        return min(self.config["retry_cap_s"], base * 2 ** (attempt - 1)) + random.uniform(0, base)
+
+    def _get(self, path: str, params: dict | None = None) -> dict:
+        attempts = self.config["max_attempts"]
+        for attempt in range(1, attempts + 1):
+            wait = None
+            try:
+                response = self._client.get(path, params=params, headers={"Authorization": self._authorization()})
+            except httpx.TransportError as exc:
+                problem = f"connection error ({exc.__class__.__name__})"
+            else:
+                if response.status_code < 400:
+                    try:
+                        return response.json()
+                    except json.JSONDecodeError:
+                        raise ProviderError(f"GET {path}: answer is not JSON") from None
+                message, reason = _error_of(response)
+                problem = f"{response.status_code} {message}"
+                if not _should_retry(response.status_code, reason):
+                    raise ProviderError(f"GET {path}: {problem}")
+                wait = _retry_after(response)
+            if attempt == attempts:
+                raise ProviderError(f"GET {path}: gave up after {attempts} attempts: {problem}")
+            self._sleep(self._backoff(attempt) if wait is None else wait)
+        raise AssertionError("unreachable")
+
+    def user_pages(self, page_token: str | None = None) -> Iterator[Page]:
+        while True:
+            params = {"customer": self.config["customer"], "maxResults": PAGE_SIZE}
+            if page_token:
+                params["pageToken"] = page_token
+            body = self._get("/admin/directory/v1/users", params)
+            users = body.get("users") or []
+            if not isinstance(users, list):
+                raise ProviderError("users.list: 'users' is not a list")
+            next_token = body.get("nextPageToken") or None
+            yield Page(users, token=page_token, next_token=next_token)
+            if next_token is None:
+                return
+            page_token = next_token
+
+    def user_tokens(self, user_key: str) -> list[dict]:
+        body = self._get(f"/admin/directory/v1/users/{quote(user_key, safe='@')}/tokens")
+        items = body.get("items") or []  # no "items" key when the user has no tokens
+        if not isinstance(items, list):
+            raise ProviderError("tokens.list: 'items' is not a list")
+        return items
+
+    def close(self) -> None:
+        self._client.close()

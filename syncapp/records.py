@@ -1,0 +1,104 @@
+"""Validate provider records (Directory API shape) into the fields we store.
+
+A bad record raises InvalidRecord with a short reason; the step counts it, keeps
+a sample and goes on. Limits come from the model fields, so they cannot drift.
+"""
+
+from datetime import datetime
+
+from .models import Application, DirectoryUser
+
+NEVER_PREFIX = "1970-01-01"
+
+
+class InvalidRecord(ValueError):
+    def __init__(self, reason: str, key: str | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.key = key  # the record's id when it had a usable one
+
+
+def _max_length(model, field: str) -> int:
+    return model._meta.get_field(field).max_length
+
+
+def _text(raw, name: str, limit: int, *, required: bool = False, key: str | None = None) -> str:
+    if raw is None or raw == "":
+        if required:
+            raise InvalidRecord(f"missing {name}", key)
+        return ""
+    if not isinstance(raw, str):
+        raise InvalidRecord(f"{name} is not text", key)
+    if "\x00" in raw:
+        raise InvalidRecord(f"{name} contains a NUL byte", key)
+    if len(raw) > limit:
+        raise InvalidRecord(f"{name} longer than {limit} characters", key)
+    return raw
+
+
+def _flag(raw, name: str, key: str | None) -> bool:
+    if raw is None:
+        return False
+    if not isinstance(raw, bool):
+        raise InvalidRecord(f"{name} is not true or false", key)
+    return raw
+
+
+def _moment(raw, name: str, key: str | None) -> datetime | None:
+    if raw in (None, "") or (isinstance(raw, str) and raw.startswith(NEVER_PREFIX)):
+        return None
+    try:
+        moment = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidRecord(f"{name} is not a timestamp", key) from None
+    if moment.tzinfo is None:
+        raise InvalidRecord(f"{name} has no time zone", key)
+    return moment
+
+
+def _usable_key(raw, limit: int) -> str | None:
+    if isinstance(raw, str) and raw and "\x00" not in raw and len(raw) <= limit:
+        return raw
+    return None
+
+
+def parse_user(raw: dict) -> dict:
+    """A users.list item → DirectoryUser fields (external_id is the key)."""
+    if not isinstance(raw, dict):
+        raise InvalidRecord("record is not an object")
+    key = _usable_key(raw.get("id"), _max_length(DirectoryUser, "external_id"))
+    external_id = _text(raw.get("id"), "id", _max_length(DirectoryUser, "external_id"), required=True, key=key)
+    email = _text(raw.get("primaryEmail"), "primaryEmail", _max_length(DirectoryUser, "primary_email"), required=True, key=key)
+    if "@" not in email:
+        raise InvalidRecord("primaryEmail has no @", key)
+    name = raw.get("name") if isinstance(raw.get("name"), dict) else {}
+    return {
+        "external_id": external_id,
+        "primary_email": email,
+        "full_name": _text(name.get("fullName"), "name.fullName", _max_length(DirectoryUser, "full_name"), key=key),
+        "is_admin": _flag(raw.get("isAdmin"), "isAdmin", key),
+        "is_suspended": _flag(raw.get("suspended"), "suspended", key),
+        "org_unit": _text(raw.get("orgUnitPath"), "orgUnitPath", _max_length(DirectoryUser, "org_unit"), key=key),
+        "last_login_at": _moment(raw.get("lastLoginTime"), "lastLoginTime", key),
+        "created_at_source": _moment(raw.get("creationTime"), "creationTime", key),
+    }
+
+
+def parse_token(raw: dict) -> dict:
+    """A tokens.list item → the application and token fields (client_id is the key)."""
+    if not isinstance(raw, dict):
+        raise InvalidRecord("record is not an object")
+    limit = _max_length(Application, "client_id")
+    key = _usable_key(raw.get("clientId"), limit)
+    client_id = _text(raw.get("clientId"), "clientId", limit, required=True, key=key)
+    scopes = raw.get("scopes") or []
+    if not isinstance(scopes, list) or not all(isinstance(s, str) and s and "\x00" not in s for s in scopes):
+        raise InvalidRecord("scopes is not a list of text", key)
+    native = _flag(raw.get("nativeApp"), "nativeApp", key)
+    return {
+        "client_id": client_id,
+        "display_name": _text(raw.get("displayText"), "displayText", _max_length(Application, "display_name"), key=key),
+        "native_app": native,
+        "anonymous": _flag(raw.get("anonymous"), "anonymous", key),
+        "scopes": sorted(set(scopes)),
+    }

@@ -1,0 +1,133 @@
+"""Start, coordinate, cancel and summarise sync runs.
+
+A run moves by events, never by a worker waiting on another: begin_run queues
+the steps that can start (users ∥ tokens), and each step, when it ends, calls
+advance_run, which queues what became ready (relations after tokens) and
+finalises the run once every step ended. The callers dispatch the returned
+steps: to the cluster (syncapp.tasks) or to threads in this process.
+"""
+
+import logging
+from collections.abc import Iterable
+
+from django.db import transaction
+from django.utils import timezone
+
+from .models import COUNTERS, ENDED, STEP_NAMES, Status, SyncRun, SyncStep, Tenant
+
+log = logging.getLogger(__name__)
+
+
+class RunRefused(ValueError):
+    """A run cannot be started; the message says why."""
+
+
+def parse_steps(steps: str | Iterable[str] | None) -> list[str]:
+    """'users,tokens' or a list → steps in canonical order; unknown names are refused."""
+    if steps is None:
+        return list(STEP_NAMES)
+    names = [s.strip() for s in (steps.split(",") if isinstance(steps, str) else steps) if s.strip()]
+    unknown = [n for n in names if n not in STEP_NAMES]
+    if unknown or not names:
+        raise RunRefused(f"unknown steps {', '.join(unknown) or '(none)'}; choose from {', '.join(STEP_NAMES)}")
+    return [n for n in STEP_NAMES if n in names]
+
+
+def start_run(*, tenant: Tenant, trigger: str, steps=None, enqueue: bool = True) -> SyncRun:
+    """Record a queued run with its steps; with enqueue, hand it to the cluster once committed."""
+    names = parse_steps(steps)
+    if not tenant.active:
+        raise RunRefused(f"tenant {tenant.slug} is not active")
+    with transaction.atomic():
+        run = SyncRun.objects.create(tenant=tenant, trigger=trigger, steps=",".join(names))
+        SyncStep.objects.bulk_create([SyncStep(run=run, name=name) for name in names])
+        if enqueue:
+            from .tasks import enqueue_run
+
+            transaction.on_commit(lambda: enqueue_run(run.pk))
+    log.info("[run %s] queued for %s by %s: %s", run.pk, tenant.slug, trigger, ", ".join(names))
+    return run
+
+
+def begin_run(run_id: int) -> list[SyncStep]:
+    """queued → running; return the steps to dispatch. Does nothing for a run already begun or cancelled."""
+    if not SyncRun.objects.filter(pk=run_id, status=Status.QUEUED).update(status=Status.RUNNING, started_at=timezone.now()):
+        return []
+    return advance_run(run_id)
+
+
+def _final_status(run: SyncRun, steps: list[SyncStep]) -> str:
+    if run.status == Status.CANCELLED:
+        return Status.CANCELLED
+    statuses = {s.status for s in steps}
+    for status in (Status.FAILED, Status.INTERRUPTED, Status.CANCELLED):
+        if status in statuses:
+            return status
+    if statuses & {Status.COMPLETED_WITH_ERRORS, Status.SKIPPED}:
+        return Status.COMPLETED_WITH_ERRORS
+    return Status.COMPLETED
+
+
+def advance_run(run_id: int) -> list[SyncStep]:
+    """Queue the steps that became ready and finalise the run when every step ended."""
+    with transaction.atomic():
+        run = SyncRun.objects.select_for_update().get(pk=run_id)
+        if run.status in ENDED and run.finished_at:
+            return []
+        steps = {s.name: s for s in run.step_records.all()}
+        ready = []
+        for step in steps.values():
+            if step.status != Status.PENDING:
+                continue
+            if run.status == Status.CANCELLED:
+                step.status = Status.CANCELLED
+            elif step.name == "relations" and "tokens" in steps:
+                tokens = steps["tokens"]
+                if not tokens.ended:
+                    continue
+                if tokens.status in (Status.FAILED, Status.CANCELLED, Status.INTERRUPTED):
+                    step.status, step.error = Status.SKIPPED, f"tokens step {tokens.status}"
+                else:
+                    step.status = Status.QUEUED
+                    ready.append(step)
+            else:
+                step.status = Status.QUEUED
+                ready.append(step)
+            if step.ended:
+                step.finished_at = timezone.now()
+            step.save(update_fields=["status", "error", "finished_at"])
+        if all(s.ended for s in steps.values()):
+            run.status = _final_status(run, list(steps.values()))
+            run.finished_at = timezone.now()
+            run.error = "\n".join(f"{s.name}: {s.error}" for s in steps.values() if s.error)
+            run.save(update_fields=["status", "finished_at", "error"])
+            log.info("[run %s] %s in %.1f s", run.pk, run.status, run.duration_s or 0.0)
+    return ready
+
+
+def cancel_run(run: SyncRun) -> bool:
+    """Cancel a queued or running run: queued steps never start, running ones stop after their current batch."""
+    with transaction.atomic():
+        run = SyncRun.objects.select_for_update().get(pk=run.pk)
+        if run.status not in (Status.QUEUED, Status.RUNNING):
+            return False
+        run.status = Status.CANCELLED
+        run.save(update_fields=["status"])
+        run.step_records.filter(status__in=[Status.PENDING, Status.QUEUED]).update(
+            status=Status.CANCELLED, finished_at=timezone.now()
+        )
+    log.info("[run %s] cancelled", run.pk)
+    advance_run(run.pk)  # finalises at once when no step is running
+    return True
+
+
+def run_summary(run: SyncRun) -> dict:
+    """The run as one JSON-ready object (the shape `manage.py sync --json` prints)."""
+    steps = {}
+    for step in run.step_records.all():
+        steps[step.name] = {
+            "status": step.status,
+            "duration_s": step.duration_s,
+            **{name: getattr(step, name) for name in COUNTERS},
+        }
+    return {"id": run.pk, "status": run.status, "duration_s": run.duration_s, "steps": steps}

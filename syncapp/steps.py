@@ -1,0 +1,337 @@
+"""The three sync steps: pages → validated records → batches → upserts.
+
+Each batch commits in its own transaction together with the step's counters and
+checkpoint. Deletion detection runs only after a step read the whole source
+without a failed call or batch, and only marks rows (deleted, revoked,
+inactive): nothing is ever hard-deleted.
+"""
+
+import logging
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, fields, replace
+from datetime import datetime
+
+from django.conf import settings
+from django.db import DatabaseError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from .models import COUNTERS, Application, DirectoryUser, Status, SyncRun, SyncStep, Tenant, Token, UserAppRelation
+from .providers import ConfigError, Provider, ProviderError, get_provider
+from .records import InvalidRecord, parse_token, parse_user
+from .secrets import scrub
+from .upsert import Outcome, upsert_rows
+
+log = logging.getLogger(__name__)
+
+
+class StepCancelled(Exception):
+    """The run was cancelled; the step stops after its last committed batch."""
+
+
+@dataclass
+class Tally:
+    received: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deactivated: int = 0
+    invalid: int = 0
+    failed: int = 0
+    invalid_samples: list = field(default_factory=list)
+    # False once a call or a batch failed: then nothing may be marked deleted.
+    read_whole_source: bool = True
+
+    def note_invalid(self, exc: InvalidRecord) -> None:
+        self.invalid += 1
+        if len(self.invalid_samples) < getattr(settings, "BALLAST_INVALID_SAMPLES", 5):
+            self.invalid_samples.append({"key": exc.key, "reason": exc.reason})
+
+    def add(self, outcome: Outcome) -> None:
+        for f in fields(Outcome):
+            setattr(self, f.name, getattr(self, f.name) + getattr(outcome, f.name))
+
+    def as_fields(self) -> dict:
+        return {name: getattr(self, name) for name in (*COUNTERS, "invalid_samples")}
+
+
+@dataclass
+class StepContext:
+    step: SyncStep
+    tenant: Tenant
+    provider: Provider | None
+    started_at: datetime
+    tally: Tally = field(default_factory=Tally)
+
+    @property
+    def batch_size(self) -> int:
+        return getattr(settings, "BALLAST_BATCH_SIZE", 100)
+
+    def label(self) -> str:
+        return f"[{self.step.name} run {self.step.run_id}]"
+
+    def commit(self, write: Callable[[datetime], Outcome], size: int, checkpoint: dict) -> None:
+        """Run one batch's writes, counters and checkpoint in one transaction; a failed batch is counted, not fatal."""
+        if SyncRun.objects.filter(pk=self.step.run_id, status=Status.CANCELLED).exists():
+            raise StepCancelled
+        try:
+            with transaction.atomic():
+                outcome = write(timezone.now())
+                after = replace(self.tally)
+                after.add(outcome)
+                SyncStep.objects.filter(pk=self.step.pk).update(checkpoint=checkpoint, **after.as_fields())
+        except DatabaseError as exc:
+            self.tally.failed += size
+            self.tally.read_whole_source = False
+            log.warning("%s batch of %d failed: %s", self.label(), size, exc)
+            return
+        self.tally.add(outcome)
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# --- users ------------------------------------------------------------------
+
+USER_FIELDS = ("primary_email", "full_name", "is_admin", "is_suspended", "org_unit", "last_login_at", "created_at_source", "deleted_at")
+
+
+def _write_users(tenant_id: int, rows: list[dict]) -> Callable[[datetime], Outcome]:
+    def write(now: datetime) -> Outcome:
+        return upsert_rows(
+            DirectoryUser,
+            tenant_id=tenant_id,
+            rows=[{**row, "deleted_at": None} for row in rows],
+            key=("external_id",),
+            compare=USER_FIELDS,
+            now=now,
+            # A row the tokens step made first is new to the directory.
+            is_new=lambda existing: existing["last_seen"] is None,
+        )
+
+    return write
+
+
+def sync_users(ctx: StepContext) -> None:
+    tally, tenant_id = ctx.tally, ctx.tenant.pk
+    for page in ctx.provider.user_pages():
+        rows, invalid_keys = [], []
+        for raw in page.records:
+            tally.received += 1
+            try:
+                rows.append(parse_user(raw))
+            except InvalidRecord as exc:
+                tally.note_invalid(exc)
+                invalid_keys.append(exc.key)
+        done = 0
+        for batch in _chunks(rows, ctx.batch_size):
+            done += len(batch)
+            ctx.commit(_write_users(tenant_id, batch), len(batch), {"page_token": page.token, "done_in_page": done})
+        # A record that is malformed today still exists: keep its row from being marked deleted.
+        DirectoryUser.objects.filter(tenant_id=tenant_id, external_id__in=[k for k in invalid_keys if k]).update(
+            last_seen=timezone.now()
+        )
+    if tally.read_whole_source:
+        tally.deactivated = (
+            DirectoryUser.objects.filter(tenant_id=tenant_id, deleted_at__isnull=True)
+            .filter(Q(last_seen__lt=ctx.started_at) | Q(last_seen__isnull=True))
+            .update(deleted_at=timezone.now())
+        )
+
+
+# --- tokens -----------------------------------------------------------------
+
+
+def _ensure_users(tenant_id: int, users: list[tuple[str, str]]) -> None:
+    """Create placeholder rows for users the users step has not stored yet (it runs in parallel)."""
+    now = timezone.now()
+    DirectoryUser.objects.bulk_create(
+        [DirectoryUser(tenant_id=tenant_id, external_id=uid, primary_email=email, first_seen=now) for uid, email in users],
+        ignore_conflicts=True,
+    )
+
+
+def _write_tokens(tenant_id: int, grants: list[tuple[str, dict]]) -> Callable[[datetime], Outcome]:
+    def write(now: datetime) -> Outcome:
+        apps = {g["client_id"]: g for _, g in grants}
+        upsert_rows(
+            Application,
+            tenant_id=tenant_id,
+            rows=[{"client_id": c, "display_name": g["display_name"], "native_app": g["native_app"]} for c, g in apps.items()],
+            key=("client_id",),
+            compare=("display_name", "native_app"),
+            now=now,
+        )
+        app_ids = dict(Application.objects.filter(tenant_id=tenant_id, client_id__in=apps).values_list("client_id", "pk"))
+        user_ids = dict(
+            DirectoryUser.objects.filter(tenant_id=tenant_id, external_id__in={u for u, _ in grants}).values_list(
+                "external_id", "pk"
+            )
+        )
+        rows = [
+            {
+                "user_id": user_ids[user_key],
+                "application_id": app_ids[g["client_id"]],
+                "scopes": g["scopes"],
+                "anonymous": g["anonymous"],
+                "native_app": g["native_app"],
+                "revoked_at": None,
+            }
+            for user_key, g in grants
+        ]
+        return upsert_rows(
+            Token,
+            tenant_id=tenant_id,
+            rows=rows,
+            key=("user_id", "application_id"),
+            compare=("scopes", "anonymous", "native_app", "revoked_at"),
+            now=now,
+        )
+
+    return write
+
+
+def _fetch_tokens(provider: Provider, user_key: str) -> tuple[str, list[dict] | None, str | None]:
+    try:
+        return user_key, provider.user_tokens(user_key), None
+    except ProviderError as exc:
+        return user_key, None, str(exc)
+
+
+def _merge_grants(tally: Tally, user_key: str, items: list) -> list[tuple[str, dict]]:
+    """Validate one user's tokens; the same app listed twice becomes one grant with the scopes united."""
+    merged: dict[str, dict] = {}
+    for raw in items:
+        tally.received += 1
+        try:
+            grant = parse_token(raw)
+        except InvalidRecord as exc:
+            tally.note_invalid(exc)
+            continue
+        if grant["client_id"] in merged:
+            grant["scopes"] = sorted(set(grant["scopes"]) | set(merged[grant["client_id"]]["scopes"]))
+        merged[grant["client_id"]] = grant
+    return [(user_key, grant) for grant in merged.values()]
+
+
+def sync_tokens(ctx: StepContext) -> None:
+    tally, tenant_id, provider = ctx.tally, ctx.tenant.pk, ctx.provider
+    threads = getattr(settings, "BALLAST_PROVIDER_THREADS", 8)
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tokens") as pool:
+        for page in provider.user_pages():
+            users = []
+            for raw in page.records:
+                try:
+                    user = parse_user(raw)
+                except InvalidRecord:
+                    continue  # counted by the users step
+                users.append((user["external_id"], user["primary_email"]))
+            _ensure_users(tenant_id, users)
+            pending: list[tuple[str, dict]] = []
+            done = 0
+            for user_key, items, error in pool.map(lambda u: _fetch_tokens(provider, u[0]), users):
+                done += 1
+                if error is not None:
+                    tally.failed += 1
+                    tally.read_whole_source = False
+                    log.warning("%s tokens of user %s not read: %s", ctx.label(), user_key, error)
+                    continue
+                pending.extend(_merge_grants(tally, user_key, items))
+                while len(pending) >= ctx.batch_size:
+                    batch, pending = pending[: ctx.batch_size], pending[ctx.batch_size :]
+                    ctx.commit(_write_tokens(tenant_id, batch), len(batch), {"page_token": page.token, "users_done_in_page": done})
+            if pending:
+                ctx.commit(_write_tokens(tenant_id, pending), len(pending), {"page_token": page.token, "users_done_in_page": done})
+    if tally.read_whole_source:
+        tally.deactivated = Token.objects.filter(
+            tenant_id=tenant_id, revoked_at__isnull=True, last_seen__lt=ctx.started_at
+        ).update(revoked_at=timezone.now())
+
+
+# --- relations --------------------------------------------------------------
+
+
+def _write_relations(tenant_id: int, tokens: list[tuple]) -> Callable[[datetime], Outcome]:
+    def write(now: datetime) -> Outcome:
+        scopes: dict[tuple[int, int], set] = {}
+        for _, user_id, app_id, token_scopes in tokens:
+            scopes.setdefault((user_id, app_id), set()).update(token_scopes)
+        rows = [
+            {"user_id": u, "application_id": a, "scopes": sorted(s), "active": True} for (u, a), s in scopes.items()
+        ]
+        return upsert_rows(
+            UserAppRelation,
+            tenant_id=tenant_id,
+            rows=rows,
+            key=("user_id", "application_id"),
+            compare=("scopes", "active"),
+            now=now,
+        )
+
+    return write
+
+
+def sync_relations(ctx: StepContext) -> None:
+    """Relations come from the active tokens, read in keyset pages (never the whole table at once)."""
+    tally, tenant_id, last_pk = ctx.tally, ctx.tenant.pk, 0
+    while True:
+        tokens = list(
+            Token.objects.filter(tenant_id=tenant_id, revoked_at__isnull=True, pk__gt=last_pk)
+            .order_by("pk")
+            .values_list("pk", "user_id", "application_id", "scopes")[: ctx.batch_size]
+        )
+        if not tokens:
+            break
+        tally.received += len(tokens)
+        last_pk = tokens[-1][0]
+        ctx.commit(_write_relations(tenant_id, tokens), len(tokens), {"last_token_pk": last_pk})
+    if tally.read_whole_source:
+        tally.deactivated = UserAppRelation.objects.filter(
+            tenant_id=tenant_id, active=True, last_seen__lt=ctx.started_at
+        ).update(active=False)
+
+
+STEPS: dict[str, Callable[[StepContext], None]] = {
+    "users": sync_users,
+    "tokens": sync_tokens,
+    "relations": sync_relations,
+}
+
+
+def execute_step(step_id: int) -> int:
+    """Run one queued step to its end and record the outcome; return its run's id."""
+    started_at = timezone.now()
+    claimed = SyncStep.objects.filter(pk=step_id, status=Status.QUEUED).update(status=Status.RUNNING, started_at=started_at)
+    step = SyncStep.objects.select_related("run__tenant").get(pk=step_id)
+    if not claimed:  # delivered twice, or cancelled while queued
+        return step.run_id
+    tenant = step.run.tenant
+    ctx = StepContext(step=step, tenant=tenant, provider=None, started_at=started_at)
+    status, error = Status.COMPLETED, ""
+    try:
+        if step.name != "relations":
+            ctx.provider = get_provider(tenant)
+        STEPS[step.name](ctx)
+    except StepCancelled:
+        status = Status.CANCELLED
+    except (ProviderError, ConfigError) as exc:
+        status, error = Status.FAILED, scrub(str(exc), tenant.provider_config)
+    except Exception as exc:
+        log.exception("%s crashed", ctx.label())
+        status, error = Status.FAILED, scrub(f"{exc.__class__.__name__}: {exc}", tenant.provider_config)
+    finally:
+        if ctx.provider is not None:
+            ctx.provider.close()
+    tally = ctx.tally
+    if status == Status.COMPLETED and (tally.invalid or tally.failed):
+        status = Status.COMPLETED_WITH_ERRORS
+    SyncStep.objects.filter(pk=step_id).update(status=status, finished_at=timezone.now(), error=error[:2000], **tally.as_fields())
+    log.info(
+        "%s %s: %d received, %d created, %d updated, %d unchanged, %d deactivated, %d invalid, %d failed%s",
+        ctx.label(), status, tally.received, tally.created, tally.updated, tally.unchanged,
+        tally.deactivated, tally.invalid, tally.failed, f" ({error})" if error else "",
+    )
+    return step.run_id

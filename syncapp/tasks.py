@@ -1,0 +1,89 @@
+"""django-q2 entry points, and the same run carried out by threads in this process.
+
+Tasks take ids and call services in syncapp.runs and syncapp.steps.
+"""
+
+import logging
+import threading
+
+from django.db import connections
+from django_q.status import Stat
+from django_q.tasks import async_task
+
+from .models import SyncRun, SyncStep, Tenant
+from .runs import RunRefused, advance_run, begin_run, start_run
+from .steps import execute_step
+
+log = logging.getLogger(__name__)
+
+
+def enqueue_run(run_id: int) -> None:
+    task_id = async_task("syncapp.tasks.run_task", run_id, task_name=f"ballast run {run_id}", group=f"run-{run_id}")
+    SyncRun.objects.filter(pk=run_id).update(task_id=task_id or "")
+
+
+def _enqueue_steps(steps: list[SyncStep]) -> None:
+    for step in steps:
+        task_id = async_task(
+            "syncapp.tasks.step_task", step.pk, task_name=f"ballast run {step.run_id} {step.name}", group=f"run-{step.run_id}"
+        )
+        SyncStep.objects.filter(pk=step.pk).update(task_id=task_id or "")
+
+
+def run_task(run_id: int) -> None:
+    """Coordinator: start the run and queue its first steps as their own tasks."""
+    _enqueue_steps(begin_run(run_id))
+
+
+def step_task(step_id: int) -> None:
+    """One step; when it ends, queue whatever it unblocked."""
+    _enqueue_steps(advance_run(execute_step(step_id)))
+
+
+def scheduled_sync_task(tenant_id: int) -> int | None:
+    """Started by a tenant's django-q2 Schedule."""
+    tenant = Tenant.objects.filter(pk=tenant_id).first()
+    if tenant is None:
+        return None
+    try:
+        return start_run(tenant=tenant, trigger=SyncRun.Trigger.SCHEDULE).pk
+    except RunRefused as exc:
+        log.info("scheduled sync of %s skipped: %s", tenant.slug, exc)
+        return None
+
+
+def cluster_is_running() -> bool:
+    """True when a qcluster sharing our broker reported itself in the last few seconds."""
+    try:
+        return any(str(stat.status) != "Stopped" for stat in Stat.get_all())
+    except Exception:  # broker unreachable: no cluster we could use either
+        return False
+
+
+def run_in_process(run_id: int) -> None:
+    """Carry out a run here, each step in its own thread, following the same events as the cluster."""
+    threads: list[threading.Thread] = []
+    lock = threading.Lock()
+
+    def start(steps: list[SyncStep]) -> None:
+        for step in steps:
+            thread = threading.Thread(target=work, args=(step.pk,), name=f"step-{step.name}")
+            with lock:
+                threads.append(thread)
+            thread.start()
+
+    def work(step_id: int) -> None:
+        try:
+            start(advance_run(execute_step(step_id)))
+        finally:
+            connections.close_all()
+
+    start(begin_run(run_id))
+    joined = 0
+    while True:
+        with lock:
+            if joined == len(threads):
+                break
+            thread = threads[joined]
+        thread.join()
+        joined += 1
