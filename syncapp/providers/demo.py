@@ -130,7 +130,7 @@ class DemoProvider(Provider):
         rng = random.Random(f"{self.config['seed']}:tokens:{index}")
         if rng.random() < 0.22:  # about a fifth of people grant nothing
             return []
-        wanted = min(1 + int(rng.expovariate(0.42)), len(self._apps))
+        wanted = min(1 + int(rng.expovariate(0.22)), len(self._apps))
         chosen = {id(app): app for app in rng.choices(self._apps, weights=self._popularity, k=wanted)}
         return [
             {

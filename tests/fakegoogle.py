@@ -1,0 +1,158 @@
+"""A loopback HTTP server that speaks the Directory API v1 (users.list, tokens.list)
+and Google's OAuth token endpoint for service accounts. Tests change its data and
+script its faults; it records every request it answers.
+"""
+
+import json
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from google.auth import jwt
+
+USERS_PATH = "/admin/directory/v1/users"
+GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
+
+
+def google_error(code: int, message: str, reason: str) -> dict:
+    return {"error": {"code": code, "message": message, "errors": [{"domain": "global", "reason": reason, "message": message}]}}
+
+
+@dataclass
+class Fault:
+    path_prefix: str
+    status: int
+    body: dict
+    headers: dict = field(default_factory=dict)
+
+
+class FakeDirectory:
+    def __init__(self, *, access_token: str = "static-test-token", max_page: int = 500):
+        self.users: list[dict] = []
+        self.tokens: dict[str, list[dict]] = {}
+        self.access_tokens = {access_token}
+        self.max_page = max_page
+        self.service_account_key: str | None = None  # public key PEM that signs assertions
+        self.assertions: list[dict] = []  # claims of every accepted service-account assertion
+        self.requests: list[tuple[str, str, dict]] = []
+        self.flaky_every: int | None = None  # every Nth directory request answers 503
+        self._faults: deque[Fault] = deque()
+        self._count = 0
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fake-google", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> "FakeDirectory":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def fail_next(self, path_prefix: str, status: int, body: dict | None = None, headers: dict | None = None, times: int = 1):
+        """The next `times` requests whose path starts with path_prefix get this answer."""
+        for _ in range(times):
+            self._faults.append(Fault(path_prefix, status, body or google_error(status, "scripted", "backendError"), headers or {}))
+
+    def load(self, users: list[dict], tokens: dict[str, list[dict]]) -> None:
+        self.users, self.tokens = list(users), dict(tokens)
+
+    def paths(self, prefix: str = "") -> list[str]:
+        return [path for _, path, _ in self.requests if path.startswith(prefix)]
+
+    # --- answers ---------------------------------------------------------
+
+    def _answer(self, method: str, path: str, query: dict, headers, body: bytes) -> tuple[int, dict, dict]:
+        with self._lock:
+            self.requests.append((method, path, query))
+            self._count += 1
+            count = self._count
+            fault = next((f for f in self._faults if path.startswith(f.path_prefix)), None)
+            if fault is not None:
+                self._faults.remove(fault)
+                return fault.status, fault.body, fault.headers
+        if path == "/token" and method == "POST":
+            return self._token(body)
+        if headers.get("Authorization", "").removeprefix("Bearer ") not in self.access_tokens:
+            return 401, google_error(401, "Request had invalid authentication credentials.", "authError"), {}
+        if self.flaky_every and count % self.flaky_every == 0:
+            return 503, google_error(503, "The service is currently unavailable.", "backendError"), {}
+        if path == USERS_PATH:
+            return self._users(query)
+        if path.startswith(USERS_PATH + "/") and path.endswith("/tokens"):
+            return self._user_tokens(unquote(path[len(USERS_PATH) + 1 : -len("/tokens")]))
+        return 404, google_error(404, "Not Found", "notFound"), {}
+
+    def _users(self, query: dict) -> tuple[int, dict, dict]:
+        if "customer" not in query:
+            return 400, google_error(400, "Bad Request", "badRequest"), {}
+        size = min(int(query.get("maxResults", 100)), self.max_page)
+        start = int(query.get("pageToken", 0))
+        body = {"kind": "admin#directory#users", "users": self.users[start : start + size]}
+        if start + size < len(self.users):
+            body["nextPageToken"] = str(start + size)
+        return 200, body, {}
+
+    def _user_tokens(self, user_key: str) -> tuple[int, dict, dict]:
+        known = {u.get("id") for u in self.users} | {u.get("primaryEmail") for u in self.users}
+        if user_key not in known:
+            return 404, google_error(404, "Resource Not Found: userKey", "notFound"), {}
+        items = self.tokens.get(user_key) or []
+        body = {"kind": "admin#directory#tokenList", "etag": '"fake"'}
+        if items:  # Google leaves "items" out when the user granted nothing
+            body["items"] = items
+        return 200, body, {}
+
+    def _token(self, body: bytes) -> tuple[int, dict, dict]:
+        form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
+        if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer" or not self.service_account_key:
+            return 400, {"error": "invalid_grant", "error_description": "bad grant"}, {}
+        try:
+            # google-auth always addresses its assertion to Google's token endpoint, whatever token_uri says.
+            claims = jwt.decode(form["assertion"], certs=self.service_account_key, audience=GOOGLE_TOKEN_AUDIENCE)
+        except (ValueError, KeyError) as exc:
+            return 400, {"error": "invalid_grant", "error_description": str(exc)}, {}
+        self.assertions.append(claims)
+        token = f"sa-token-{len(self.assertions)}"
+        self.access_tokens.add(token)
+        return 200, {"access_token": token, "expires_in": 3600, "token_type": "Bearer"}, {}
+
+    def _handler(self):
+        directory = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _serve(self, method: str):
+                parts = urlsplit(self.path)
+                query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+                length = int(self.headers.get("Content-Length") or 0)
+                status, body, headers = directory._answer(method, parts.path, query, self.headers, self.rfile.read(length))
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json; charset=UTF-8")
+                self.send_header("Content-Length", str(len(data)))
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self._serve("GET")
+
+            def do_POST(self):
+                self._serve("POST")
+
+            def log_message(self, *args):
+                pass
+
+        return Handler

@@ -1,0 +1,168 @@
+import json
+import socket
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from syncapp.providers import ConfigError, ProviderError
+from syncapp.providers.google import SCOPES, GoogleProvider
+
+from ..fakegoogle import USERS_PATH, google_error
+
+
+def make_users(n: int) -> list[dict]:
+    return [{"id": str(1000 + i), "primaryEmail": f"u{i}@example.org"} for i in range(n)]
+
+
+@pytest.fixture
+def sleeps():
+    return []
+
+
+@pytest.fixture
+def provider(fake_google, sleeps):
+    p = GoogleProvider(
+        {"base_url": fake_google.url, "access_token": "static-test-token", "retry_base_ms": 1, "max_attempts": 4},
+        sleep=sleeps.append,
+    )
+    yield p
+    p.close()
+
+
+def test_users_are_paged_with_the_documented_query(fake_google, provider):
+    fake_google.load(make_users(1200), {})
+    pages = list(provider.user_pages())
+    assert [len(p.records) for p in pages] == [500, 500, 200]
+    assert [p.token for p in pages] == [None, "500", "1000"]
+    assert [r["id"] for p in pages for r in p.records] == [str(1000 + i) for i in range(1200)]
+    queries = [q for _, path, q in fake_google.requests if path == USERS_PATH]
+    assert queries[0] == {"customer": "my_customer", "maxResults": "500"}
+    assert queries[1] == {"customer": "my_customer", "maxResults": "500", "pageToken": "500"}
+
+
+def test_a_user_without_tokens_has_no_items_key(fake_google, provider):
+    fake_google.load(make_users(2), {"1000": [{"clientId": "a.apps", "scopes": ["openid"]}]})
+    assert provider.user_tokens("1000") == [{"clientId": "a.apps", "scopes": ["openid"]}]
+    assert provider.user_tokens("1001") == []
+
+
+def test_user_keys_are_escaped_in_the_path(fake_google, provider):
+    fake_google.load(make_users(1), {"u0@example.org": [{"clientId": "a.apps"}]})
+    assert provider.user_tokens("u0@example.org") == [{"clientId": "a.apps"}]
+    assert fake_google.paths(USERS_PATH + "/")[-1] == f"{USERS_PATH}/u0@example.org/tokens"
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_retry_after_is_honoured(fake_google, provider, sleeps, status):
+    fake_google.load(make_users(3), {})
+    fake_google.fail_next(USERS_PATH, status, google_error(status, "slow down", "rateLimitExceeded"), {"Retry-After": "2"})
+    pages = list(provider.user_pages())
+    assert len(pages[0].records) == 3
+    assert sleeps == [2.0]
+    assert len(fake_google.paths(USERS_PATH)) == 2
+
+
+@pytest.mark.parametrize("reason", ["userRateLimitExceeded", "rateLimitExceeded", "quotaExceeded"])
+def test_403_rate_reasons_are_retried_with_backoff(fake_google, provider, sleeps, reason):
+    fake_google.load(make_users(1), {"1000": []})
+    fake_google.fail_next(USERS_PATH + "/", 403, google_error(403, "Quota exceeded", reason), times=2)
+    assert provider.user_tokens("1000") == []
+    assert len(sleeps) == 2 and all(0 < s < 1 for s in sleeps)  # 1 ms base, jittered
+
+
+def test_other_403_fails_at_once_with_the_apis_message(fake_google, provider, sleeps):
+    fake_google.load(make_users(1), {})
+    fake_google.fail_next(USERS_PATH, 403, google_error(403, "Not Authorized to access this resource/api", "forbidden"))
+    with pytest.raises(ProviderError, match="403 Not Authorized to access this resource/api"):
+        list(provider.user_pages())
+    assert sleeps == []
+
+
+def test_401_names_the_problem_without_the_token(fake_google, sleeps):
+    fake_google.load(make_users(1), {})
+    p = GoogleProvider({"base_url": fake_google.url, "access_token": "wrong-secret-token"}, sleep=sleeps.append)
+    with pytest.raises(ProviderError) as info:
+        list(p.user_pages())
+    assert "401 Request had invalid authentication credentials." in str(info.value)
+    assert "wrong-secret-token" not in str(info.value)
+    assert sleeps == []
+
+
+def test_404_on_tokens_fails_that_call(fake_google, provider):
+    fake_google.load(make_users(1), {})
+    with pytest.raises(ProviderError, match="404 Resource Not Found: userKey"):
+        provider.user_tokens("999")
+
+
+def test_persistent_5xx_gives_up_after_max_attempts(fake_google, provider, sleeps):
+    fake_google.load(make_users(1), {})
+    fake_google.fail_next(USERS_PATH, 500, times=10)
+    with pytest.raises(ProviderError, match="gave up after 4 attempts: 500 scripted"):
+        list(provider.user_pages())
+    assert len(sleeps) == 3
+    assert sleeps[0] < sleeps[2]  # exponential
+
+
+def test_connection_errors_are_retried(sleeps):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again when the block ends: nobody listens
+    p = GoogleProvider({"base_url": f"http://127.0.0.1:{port}", "access_token": "t", "max_attempts": 3, "retry_base_ms": 1}, sleep=sleeps.append)
+    with pytest.raises(ProviderError, match="gave up after 3 attempts: connection error"):
+        p.user_tokens("1")
+    assert len(sleeps) == 2
+
+
+def test_service_account_with_domain_wide_delegation(fake_google, tmp_path, sleeps):
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    fake_google.service_account_key = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+    credentials = tmp_path / "sa.json"
+    credentials.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": "ballast-test",
+                "private_key_id": "k1",
+                "private_key": key.private_bytes(
+                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                ).decode(),
+                "client_email": "sync@ballast-test.iam.gserviceaccount.com",
+                "client_id": "1",
+                "token_uri": fake_google.url + "/token",
+            }
+        )
+    )
+    fake_google.load(make_users(2), {"1000": [{"clientId": "a.apps"}]})
+    p = GoogleProvider(
+        {"base_url": fake_google.url, "credentials_file": str(credentials), "subject": "admin@example.org"},
+        sleep=sleeps.append,
+    )
+    assert [len(page.records) for page in p.user_pages()] == [2]
+    assert p.user_tokens("1000") == [{"clientId": "a.apps"}]
+    assert len(fake_google.assertions) == 1  # one token, reused while valid
+    claims = fake_google.assertions[0]
+    assert claims["sub"] == "admin@example.org"
+    assert claims["iss"] == "sync@ballast-test.iam.gserviceaccount.com"
+    assert set(claims["scope"].split()) == set(SCOPES)
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({}, "set access_token, or credentials_file and subject"),
+        ({"credentials_file": "/x.json"}, "subject must be a non-empty string"),
+        ({"access_token": "t", "base_url": "ftp://x"}, "base_url must start with http"),
+        ({"access_token": "t", "max_attempts": 0}, "max_attempts must be a whole number >= 1"),
+    ],
+)
+def test_bad_config_is_refused_with_the_key_named(config, message):
+    with pytest.raises(ConfigError, match=message):
+        GoogleProvider.clean_config(config)
+
+
+def test_unreadable_credentials_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="credentials_file cannot be used"):
+        GoogleProvider({"credentials_file": str(tmp_path / "missing.json"), "subject": "a@b.c"})
