@@ -87,7 +87,7 @@ def start_cluster(transactional_db, tmp_path):
         log = open(tmp_path / f"qcluster-{len(started)}.log", "w")
         process = subprocess.Popen(
             [sys.executable, "manage.py", "qcluster"],
-            cwd=ROOT, env=child_env(Q_WORKERS="2", **env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=ROOT, env=child_env(**{"Q_WORKERS": "2", **env}), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         started.append((process, log))
         wait_for(lambda: process.poll() is not None or cluster_is_running(), 60, "the cluster to report itself")
@@ -97,7 +97,7 @@ def start_cluster(transactional_db, tmp_path):
     yield start
     for process, log in started:
         if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
+            process.send_signal(signal.SIGTERM)  # the cluster stops its own workers
             try:
                 process.wait(30)
             except subprocess.TimeoutExpired:

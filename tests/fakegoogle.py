@@ -38,6 +38,7 @@ class FakeDirectory:
         self.assertions: list[dict] = []  # claims of every accepted service-account assertion
         self.requests: list[tuple[str, str, dict]] = []
         self.flaky_every: int | None = None  # every Nth directory request answers 503
+        self.flaky_answers = 0
         self._faults: deque[Fault] = deque()
         self._count = 0
         self._lock = threading.Lock()
@@ -85,6 +86,7 @@ class FakeDirectory:
         if headers.get("Authorization", "").removeprefix("Bearer ") not in self.access_tokens:
             return 401, google_error(401, "Request had invalid authentication credentials.", "authError"), {}
         if self.flaky_every and count % self.flaky_every == 0:
+            self.flaky_answers += 1
             return 503, google_error(503, "The service is currently unavailable.", "backendError"), {}
         if path == USERS_PATH:
             return self._users(query)
@@ -131,6 +133,7 @@ class FakeDirectory:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out as two writes
 
             def _serve(self, method: str):
                 parts = urlsplit(self.path)

@@ -1,0 +1,97 @@
+"""Through real `qcluster` processes: the queue, the forked workers, the database they share."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from django.db import connection
+
+from syncapp.models import Application, DirectoryUser, Status, SyncRun, Token, UserAppRelation
+from syncapp.runs import start_run
+
+from ..conftest import ROOT, child_env, demo_org, wait_for
+from ..factories import TenantFactory
+
+pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
+
+MALFORMED_USERS = [
+    {"primaryEmail": "ghost@example.org"},
+    {"id": "1", "primaryEmail": "x@example.org", "orgUnitPath": "/" + "o" * 400},
+    {"id": "2", "primaryEmail": "not-an-address"},
+]
+
+
+def sync_command(slug: str) -> dict:
+    """`manage.py sync SLUG --wait --json` as a user runs it, against the test database."""
+    done = subprocess.run(
+        [sys.executable, "manage.py", "sync", slug, "--wait", "--json"],
+        cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "carrying the run out in this process" not in done.stderr  # the cluster did the work
+    return json.loads(done.stdout)
+
+
+def test_sync_through_the_cluster_stores_exactly_the_valid_directory(start_cluster, google_tenant, fake_google):
+    users, tokens = demo_org(2000)
+    for user in users[::400]:  # a few malformed grants among the good ones
+        tokens[user["id"]] = tokens[user["id"]] + [{"clientId": "", "displayText": "blank"}]
+    fake_google.load(users[:1000] + MALFORMED_USERS + users[1000:], tokens)
+    fake_google.flaky_every = 97  # a 503 now and then
+    valid_tokens = {(uid, t["clientId"]) for uid, ts in tokens.items() for t in ts if t["clientId"]}
+    assert 5000 < len(valid_tokens) < 6500
+
+    start_cluster()
+    result = sync_command("acme")
+
+    assert result["status"] == "completed_with_errors"
+    assert result["steps"]["users"] | {"duration_s": None} == {
+        "status": "completed_with_errors", "duration_s": None, "received": 2003, "created": 2000,
+        "updated": 0, "unchanged": 0, "deactivated": 0, "invalid": 3, "failed": 0,
+    }
+    assert result["steps"]["tokens"]["created"] == len(valid_tokens)
+    assert result["steps"]["tokens"]["invalid"] == 5
+    assert result["steps"]["relations"]["created"] == len(valid_tokens)
+    assert fake_google.flaky_answers > 10  # and the provider retried its way through them
+    stored = set(Token.objects.values_list("user__external_id", "application__client_id"))
+    assert stored == valid_tokens
+    assert DirectoryUser.objects.count() == 2000
+    assert UserAppRelation.objects.filter(active=True).count() == len(valid_tokens)
+    assert Application.objects.count() == len({c for _, c in valid_tokens})
+    run = SyncRun.objects.get(pk=result["id"])
+    assert run.task_id and all(step.task_id for step in run.step_records.all())
+
+    # Nothing changed at the source: nothing changes here.
+    again = sync_command("acme")
+    for step in again["steps"].values():
+        assert step["created"] == step["updated"] == step["deactivated"] == 0
+
+    # Users removed and tokens revoked at the source are marked, exactly those.
+    removed = users[:50]
+    revoker = users[100]["id"]
+    kept_tokens = {k: v for k, v in tokens.items() if k not in {u["id"] for u in removed}}
+    kept_tokens[revoker] = []
+    fake_google.load(users[50:], kept_tokens)
+    third = sync_command("acme")
+    revoked_expected = {(uid, c) for uid, c in valid_tokens if uid == revoker or uid in {u["id"] for u in removed}}
+    assert third["steps"]["users"]["deactivated"] == 50
+    assert third["steps"]["tokens"]["deactivated"] == len(revoked_expected)
+    assert set(DirectoryUser.objects.filter(deleted_at__isnull=False).values_list("external_id", flat=True)) == {
+        u["id"] for u in removed
+    }
+    assert set(Token.objects.filter(revoked_at__isnull=False).values_list("user__external_id", "application__client_id")) == revoked_expected
+
+
+def test_cluster_with_the_connection_pool_on_postgresql_completes_runs(start_cluster):
+    if connection.vendor != "postgresql":
+        pytest.skip("the psycopg pool exists on PostgreSQL only")
+    start_cluster(DB_POOL="true", Q_WORKERS="2")
+    tenants = [TenantFactory(slug=f"pool-{i}", provider_config={"users": 200, "apps": 8, "seed": i}) for i in range(4)]
+    runs = [start_run(tenant=t, trigger=SyncRun.Trigger.API) for t in tenants]
+    wait_for(
+        lambda: SyncRun.objects.filter(pk__in=[r.pk for r in runs], finished_at__isnull=False).count() == len(runs),
+        120, "four runs to finish on pooled, forked workers",
+    )
+    assert set(SyncRun.objects.filter(pk__in=[r.pk for r in runs]).values_list("status", flat=True)) == {Status.COMPLETED}
+    assert DirectoryUser.objects.count() == 800
