@@ -62,9 +62,9 @@ class TenantAdmin(admin.ModelAdmin):
             try:
                 run = start_run(tenant=tenant, trigger=SyncRun.Trigger.ADMIN)
             except RunRefused as exc:
-                self.message_user(request, f"{tenant.slug}: {exc}", messages.ERROR)
+                self.message_user(request, f"No run for {tenant.slug}: {exc}", messages.ERROR)
             else:
-                self.message_user(request, f"{tenant.slug}: run #{run.pk} queued.", messages.SUCCESS)
+                self.message_user(request, f"Run #{run.pk} queued for {tenant.slug}.", messages.SUCCESS)
         if not cluster_is_running():
             self.message_user(
                 request, "No task cluster is running: start one with `manage.py qcluster`.", messages.WARNING

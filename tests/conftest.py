@@ -8,6 +8,7 @@ from urllib.parse import quote
 
 import pytest
 from django.db import connection
+from django_q.brokers import get_broker
 
 from syncapp.models import SyncRun
 from syncapp.providers.demo import DemoProvider
@@ -82,6 +83,7 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
 def start_cluster(transactional_db, tmp_path):
     """Start real `manage.py qcluster` processes on the test database; stop them afterwards."""
     started = []
+    get_broker().purge_queue()  # tasks queued by earlier tests (Redis keeps them) are not ours
 
     def start(**env: str) -> subprocess.Popen:
         log = open(tmp_path / f"qcluster-{len(started)}.log", "w")

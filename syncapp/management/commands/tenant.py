@@ -1,7 +1,7 @@
 import json
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import IntegrityError
+from django.db import IntegrityError, transaction
 
 from syncapp.directory import directory_counts
 from syncapp.models import Tenant
@@ -41,9 +41,10 @@ class Command(BaseCommand):
         if every_minutes is not None and every_minutes < 1:
             raise CommandError("--every-minutes must be 1 or more")
         try:
-            tenant = Tenant.objects.create(
-                slug=slug, name=name or slug, provider=provider, provider_config=config, sync_every_minutes=every_minutes
-            )
+            with transaction.atomic():
+                tenant = Tenant.objects.create(
+                    slug=slug, name=name or slug, provider=provider, provider_config=config, sync_every_minutes=every_minutes
+                )
         except IntegrityError:
             raise CommandError(f"a tenant {slug!r} exists already") from None
         self.stdout.write(f"Added tenant {tenant.slug} ({tenant.get_provider_display()}).")

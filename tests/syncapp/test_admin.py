@@ -1,0 +1,112 @@
+import pytest
+from django.urls import reverse
+from django_q.brokers import get_broker
+
+from syncapp.models import Status, SyncRun, Tenant
+from syncapp.runs import start_run
+from syncapp.secrets import MASK
+
+from ..conftest import sync_here
+from ..factories import DirectoryUserFactory, TenantFactory
+
+SECRET = "ya29.very-secret-access-token"
+
+
+@pytest.fixture
+def google(db):
+    return TenantFactory(
+        slug="acme", provider="google", provider_config={"access_token": SECRET, "customer": "C0123"}
+    )
+
+
+def test_secrets_are_masked_on_every_tenant_page(admin_client, google):
+    for url in (reverse("admin:syncapp_tenant_changelist"), reverse("admin:syncapp_tenant_change", args=[google.pk])):
+        page = admin_client.get(url).content.decode()
+        assert SECRET not in page
+    assert MASK in admin_client.get(reverse("admin:syncapp_tenant_change", args=[google.pk])).content.decode()
+
+
+def _form(tenant: Tenant, config: str) -> dict:
+    return {"slug": tenant.slug, "name": tenant.name, "provider": tenant.provider, "provider_config": config, "active": "on"}
+
+
+def test_saving_with_the_mask_keeps_the_secret(admin_client, google):
+    config = '{"access_token": "%s", "customer": "C999"}' % MASK
+    response = admin_client.post(reverse("admin:syncapp_tenant_change", args=[google.pk]), _form(google, config))
+    assert response.status_code == 302
+    google.refresh_from_db()
+    assert google.provider_config == {"access_token": SECRET, "customer": "C999"}
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ('{"customer": "C1"}', "google provider: set access_token, or credentials_file and subject"),
+        ('{"access_token": "t", "timeout_s": "soon"}', "google provider: timeout_s must be a whole number"),
+        ("[1, 2]", "Enter a JSON object"),
+    ],
+)
+def test_a_bad_provider_config_is_refused_with_a_message(admin_client, google, config, message):
+    response = admin_client.post(reverse("admin:syncapp_tenant_change", args=[google.pk]), _form(google, config))
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    google.refresh_from_db()
+    assert google.provider_config["access_token"] == SECRET
+
+
+def test_start_sync_action_queues_a_run_on_the_broker(admin_client, db, django_capture_on_commit_callbacks):
+    tenant = TenantFactory(slug="acme")
+    broker = get_broker()
+    before = broker.queue_size()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            reverse("admin:syncapp_tenant_changelist"), {"action": "start_sync", "_selected_action": [tenant.pk]}, follow=True
+        )
+    run = SyncRun.objects.get()
+    assert (run.tenant, run.trigger, run.status) == (tenant, "admin", Status.QUEUED)
+    assert broker.queue_size() == before + 1 and run.task_id
+    text = response.content.decode()
+    assert f"Run #{run.pk} queued for acme." in text
+    assert "No task cluster is running" in text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_run_pages_show_status_counters_and_steps(admin_client):
+    tenant = TenantFactory(slug="acme", provider_config={"users": 25, "apps": 4})
+    run = sync_here(tenant)
+    listing = admin_client.get(reverse("admin:syncapp_syncrun_changelist")).content.decode()
+    assert "completed" in listing and "acme" in listing
+    page = admin_client.get(reverse("admin:syncapp_syncrun_change", args=[run.pk]))
+    assert page.status_code == 200
+    text = page.content.decode()
+    for step in ("users", "tokens", "relations"):
+        assert f">{step}<" in text
+    assert "25" in text
+    filtered = admin_client.get(reverse("admin:syncapp_syncrun_changelist"), {"status__exact": "failed"}).content.decode()
+    assert "0 sync runs" in filtered
+
+
+def test_cancel_action(admin_client, db):
+    tenant = TenantFactory()
+    queued = start_run(tenant=tenant, trigger="admin", enqueue=False)
+    admin_client.post(reverse("admin:syncapp_syncrun_changelist"), {"action": "cancel", "_selected_action": [queued.pk]})
+    queued.refresh_from_db()
+    assert queued.status == Status.CANCELLED
+
+
+def test_directory_is_browsable_with_search_and_filters(admin_client, db):
+    tenant = TenantFactory(slug="acme")
+    DirectoryUserFactory(tenant=tenant, primary_email="zoe@example.org", full_name="Zoë Ørsted")
+    DirectoryUserFactory(tenant=tenant, primary_email="bob@example.org", is_suspended=True)
+    url = reverse("admin:syncapp_directoryuser_changelist")
+    found = admin_client.get(url, {"q": "Ørsted"}).content.decode()
+    assert "zoe@example.org" in found and "bob@example.org" not in found
+    suspended = admin_client.get(url, {"is_suspended__exact": "1"}).content.decode()
+    assert "bob@example.org" in suspended and "zoe@example.org" not in suspended
+    for model in ("application", "token", "userapprelation"):
+        assert admin_client.get(reverse(f"admin:syncapp_{model}_changelist")).status_code == 200
+
+
+def test_admin_refuses_anonymous_visitors(client, db):
+    response = client.get(reverse("admin:syncapp_syncrun_changelist"))
+    assert response.status_code == 302 and "/login/" in response["Location"]
