@@ -35,30 +35,27 @@ def _bool(name: str, default: bool) -> bool:
     raise _bad(name, "true or false", raw)
 
 
-def _int(name: str, default: int, minimum: int = 0) -> int:
+def _number(name: str, default, minimum, cast=int):
+    """A whole number (cast=int) or a number (cast=float) no smaller than minimum."""
     raw = os.environ.get(name)
     if raw is None:
         return default
+    expects = f"{'a whole number' if cast is int else 'a number'} >= {minimum}"
     try:
-        value = int(raw)
+        value = cast(raw)
     except ValueError:
-        raise _bad(name, f"a whole number >= {minimum}", raw) from None
+        raise _bad(name, expects, raw) from None
     if value < minimum:
-        raise _bad(name, f"a whole number >= {minimum}", raw)
+        raise _bad(name, expects, raw)
     return value
+
+
+def _int(name: str, default: int, minimum: int = 0) -> int:
+    return _number(name, default, minimum, int)
 
 
 def _float(name: str, default: float, minimum: float = 0.0) -> float:
-    raw = os.environ.get(name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise _bad(name, f"a number >= {minimum}", raw) from None
-    if value < minimum:
-        raise _bad(name, f"a number >= {minimum}", raw)
-    return value
+    return _number(name, default, minimum, float)
 
 
 def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
