@@ -5,6 +5,8 @@ import time
 from typing import TextIO
 
 from .models import SyncRun
+from .runs import cancel_run
+from .tasks import run_in_process
 
 
 def describe(run: SyncRun) -> str:
@@ -38,3 +40,15 @@ def follow(run_id: int, stream: TextIO, *, worker: threading.Thread | None = Non
             worker.join(interval)
         else:
             time.sleep(interval)
+
+
+def run_here_and_follow(run_id: int, stream: TextIO) -> SyncRun:
+    """Carry the run out in this process while showing progress; Ctrl-C cancels it cleanly."""
+    worker = threading.Thread(target=run_in_process, args=(run_id,), name=f"run-{run_id}")
+    worker.start()
+    try:
+        return follow(run_id, stream, worker=worker)
+    except KeyboardInterrupt:
+        stream.write("\nInterrupted: cancelling the run after the batches in progress…\n")
+        cancel_run(SyncRun.objects.get(pk=run_id))
+        return follow(run_id, stream, worker=worker)

@@ -1,5 +1,6 @@
 import json
 import re
+import signal
 import subprocess
 import sys
 from io import StringIO
@@ -11,7 +12,7 @@ from django_q.brokers import get_broker
 
 from syncapp.models import Status, SyncRun, Tenant
 
-from ..conftest import ROOT, child_env
+from ..conftest import ROOT, child_env, wait_for
 from ..factories import DirectoryUserFactory, TenantFactory, TokenFactory
 from ..fakegoogle import USERS_PATH, google_error
 
@@ -125,3 +126,20 @@ def test_demo_sets_everything_up_and_prints_the_login_once():
     again = run("demo")
     assert "Admin login: admin (password as printed when it was made" in again
     assert SyncRun.objects.count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ctrl_c_cancels_an_in_process_run_cleanly():
+    TenantFactory(slug="slow", provider_config={"users": 3000, "latency_ms": 20})
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "sync", "slow", "--in-process"],
+        cwd=ROOT, env=child_env(BATCH_SIZE="20"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    wait_for(lambda: SyncRun.objects.filter(step_records__created__gt=0).exists(), 60, "the first batch")
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 1, err
+    assert "Interrupted: cancelling the run" in out
+    run = SyncRun.objects.get()
+    assert run.status == Status.CANCELLED and run.finished_at
+    assert {s.status for s in run.step_records.all()} <= {Status.CANCELLED, Status.COMPLETED}

@@ -1,5 +1,4 @@
 import secrets
-import threading
 
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
@@ -7,9 +6,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from syncapp.directory import directory_counts
 from syncapp.models import SyncRun, Tenant
-from syncapp.progress import follow
+from syncapp.progress import run_here_and_follow
 from syncapp.runs import run_summary, start_run
-from syncapp.tasks import run_in_process
 
 
 class Command(BaseCommand):
@@ -45,9 +43,7 @@ class Command(BaseCommand):
             self.stdout.write(self.style.SUCCESS(f"Admin login: admin / {password}   (shown once)"))
 
         run = start_run(tenant=tenant, trigger=SyncRun.Trigger.COMMAND, enqueue=False)
-        worker = threading.Thread(target=run_in_process, args=(run.pk,), name=f"run-{run.pk}")
-        worker.start()
-        run = follow(run.pk, self.stdout._out, worker=worker)
+        run = run_here_and_follow(run.pk, self.stdout._out)
 
         summary, counts = run_summary(run), directory_counts(tenant)
         self.stdout.write(f"\nRun #{run.pk} {run.status} in {summary['duration_s']:.1f} s")

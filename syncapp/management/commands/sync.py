@@ -1,12 +1,11 @@
 import json
-import threading
 
 from django.core.management.base import BaseCommand, CommandError
 
 from syncapp.models import Status, SyncRun
-from syncapp.progress import follow
+from syncapp.progress import follow, run_here_and_follow
 from syncapp.runs import RunRefused, run_summary, start_run
-from syncapp.tasks import cluster_is_running, run_in_process
+from syncapp.tasks import cluster_is_running
 
 from .tenant import _tenant
 
@@ -44,11 +43,13 @@ class Command(BaseCommand):
             else:
                 self.stdout.write(f"Run #{run.pk} queued; follow it in the admin or with --wait.")
             return
-        worker = None
         if in_process:
-            worker = threading.Thread(target=run_in_process, args=(run.pk,), name=f"run-{run.pk}")
-            worker.start()
-        run = follow(run.pk, progress._out, worker=worker)
+            run = run_here_and_follow(run.pk, progress._out)
+        else:
+            try:
+                run = follow(run.pk, progress._out)
+            except KeyboardInterrupt:
+                raise CommandError(f"stopped following; run #{run.pk} goes on on the cluster", returncode=130) from None
         if as_json:
             self.stdout.write(json.dumps(run_summary(run)))
         if run.status not in SUCCESS:
