@@ -56,7 +56,7 @@ class TenantAdmin(admin.ModelAdmin):
         run = tenant.runs.first()
         return f"#{run.pk} {run.get_status_display()}" if run else "—"
 
-    @admin.action(description="Start sync (users, tokens, relations)")
+    @admin.action(description="Start sync (users, tokens, relations)", permissions=["change"])
     def start_sync(self, request, queryset):
         for tenant in queryset:
             try:
@@ -151,7 +151,11 @@ class SyncRunAdmin(admin.ModelAdmin):
     def failed(self, run):
         return run.total_failed
 
-    @admin.action(description="Cancel selected runs (queued or running)", permissions=["view"])
+    def has_cancel_permission(self, request):
+        # Runs are read-only pages, so cancelling rides on the model's change permission.
+        return request.user.has_perm("syncapp.change_syncrun")
+
+    @admin.action(description="Cancel selected runs (queued or running)", permissions=["cancel"])
     def cancel(self, request, queryset):
         cancelled = [run.pk for run in queryset if cancel_run(run)]
         if cancelled:

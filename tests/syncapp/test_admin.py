@@ -110,3 +110,13 @@ def test_directory_is_browsable_with_search_and_filters(admin_client, db):
 def test_admin_refuses_anonymous_visitors(client, db):
     response = client.get(reverse("admin:syncapp_syncrun_changelist"))
     assert response.status_code == 302 and "/login/" in response["Location"]
+
+
+def test_staff_who_may_only_view_cannot_start_or_cancel(client, db):
+    from django.contrib.auth.models import Permission, User
+
+    viewer = User.objects.create_user("viewer", password="pw", is_staff=True)
+    viewer.user_permissions.set(Permission.objects.filter(codename__in=["view_tenant", "view_syncrun"]))
+    client.force_login(viewer)
+    assert 'value="start_sync"' not in client.get(reverse("admin:syncapp_tenant_changelist")).content.decode()
+    assert 'value="cancel"' not in client.get(reverse("admin:syncapp_syncrun_changelist")).content.decode()
