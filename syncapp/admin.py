@@ -86,12 +86,13 @@ class SyncStepInline(admin.TabularInline):
         return False
 
 
-def _progress_bar(done: int, total: int):
+def _progress_bar(done: int, total: int, records: int):
     percent = int(100 * done / total) if total else 100
     return format_html(
         '<div title="{} of {} steps ended" style="width:8em;background:#e5e5e5;border-radius:3px">'
-        '<div style="width:{}%;background:#417690;height:0.8em;border-radius:3px"></div></div>',
-        done, total, percent,
+        '<div style="width:{}%;background:#417690;height:0.8em;border-radius:3px"></div></div>'
+        "<small>{} of {} steps · {} records read</small>",
+        done, total, percent, done, total, f"{records:,}",
     )
 
 
@@ -133,7 +134,7 @@ class SyncRunAdmin(admin.ModelAdmin):
     @admin.display(description="progress")
     def progress(self, run):
         steps = list(run.step_records.all())
-        return _progress_bar(sum(s.ended for s in steps), len(steps))
+        return _progress_bar(sum(s.ended for s in steps), len(steps), sum(s.received for s in steps))
 
     @admin.display(description="received", ordering="total_received")
     def received(self, run):

@@ -76,6 +76,8 @@ def test_run_pages_show_status_counters_and_steps(admin_client):
     run = sync_here(tenant)
     listing = admin_client.get(reverse("admin:syncapp_syncrun_changelist")).content.decode()
     assert "completed" in listing and "acme" in listing
+    received = sum(run.step_records.values_list("received", flat=True))
+    assert f"3 of 3 steps · {received:,} records read" in listing
     page = admin_client.get(reverse("admin:syncapp_syncrun_change", args=[run.pk]))
     assert page.status_code == 200
     text = page.content.decode()
