@@ -5,6 +5,7 @@ a sample and goes on. Limits come from the model fields, so they cannot drift.
 """
 
 from datetime import datetime
+from functools import cache
 
 from .models import Application, DirectoryUser
 
@@ -18,6 +19,7 @@ class InvalidRecord(ValueError):
         self.key = key  # the record's id when it had a usable one
 
 
+@cache
 def _max_length(model, field: str) -> int:
     return model._meta.get_field(field).max_length
 

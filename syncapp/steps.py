@@ -145,36 +145,46 @@ def sync_users(ctx: StepContext) -> None:
 # --- tokens -----------------------------------------------------------------
 
 
-def _ensure_users(tenant_id: int, users: list[tuple[str, str]]) -> None:
-    """Create placeholder rows for users the users step has not stored yet (it runs in parallel)."""
+def _user_ids(tenant_id: int, users: list[tuple[str, str]]) -> dict[str, int]:
+    """Map a page's users to row ids, creating placeholder rows for those the users step
+    (running in parallel) has not stored yet."""
     now = timezone.now()
     DirectoryUser.objects.bulk_create(
         [DirectoryUser(tenant_id=tenant_id, external_id=uid, primary_email=email, first_seen=now) for uid, email in users],
         ignore_conflicts=True,
     )
+    return dict(
+        DirectoryUser.objects.filter(tenant_id=tenant_id, external_id__in=[uid for uid, _ in users]).values_list(
+            "external_id", "pk"
+        )
+    )
 
 
-def _write_tokens(tenant_id: int, grants: list[tuple[str, dict]]) -> Callable[[datetime], Outcome]:
+def _write_tokens(
+    tenant_id: int, grants: list[tuple[str, dict]], user_ids: dict[str, int], app_ids: dict[str, int]
+) -> Callable[[datetime], Outcome]:
+    """app_ids holds the applications this step already wrote; each is upserted once per step."""
+
     def write(now: datetime) -> Outcome:
-        apps = {g["client_id"]: g for _, g in grants}
-        upsert_rows(
-            Application,
-            tenant_id=tenant_id,
-            rows=[{"client_id": c, "display_name": g["display_name"], "native_app": g["native_app"]} for c, g in apps.items()],
-            key=("client_id",),
-            compare=("display_name", "native_app"),
-            now=now,
-        )
-        app_ids = dict(Application.objects.filter(tenant_id=tenant_id, client_id__in=apps).values_list("client_id", "pk"))
-        user_ids = dict(
-            DirectoryUser.objects.filter(tenant_id=tenant_id, external_id__in={u for u, _ in grants}).values_list(
-                "external_id", "pk"
+        new_apps = {g["client_id"]: g for _, g in grants if g["client_id"] not in app_ids}
+        if new_apps:
+            upsert_rows(
+                Application,
+                tenant_id=tenant_id,
+                rows=[{"client_id": c, "display_name": g["display_name"], "native_app": g["native_app"]} for c, g in new_apps.items()],
+                key=("client_id",),
+                compare=("display_name", "native_app"),
+                now=now,
             )
-        )
+            # Only after the batch commits may these ids be trusted by later batches.
+            found = dict(Application.objects.filter(tenant_id=tenant_id, client_id__in=new_apps).values_list("client_id", "pk"))
+            transaction.on_commit(lambda: app_ids.update(found))
+        else:
+            found = {}
         rows = [
             {
                 "user_id": user_ids[user_key],
-                "application_id": app_ids[g["client_id"]],
+                "application_id": app_ids.get(g["client_id"]) or found[g["client_id"]],
                 "scopes": g["scopes"],
                 "anonymous": g["anonymous"],
                 "native_app": g["native_app"],
@@ -220,6 +230,7 @@ def _merge_grants(tally: Tally, user_key: str, items: list) -> list[tuple[str, d
 def sync_tokens(ctx: StepContext) -> None:
     tally, tenant_id, provider = ctx.tally, ctx.tenant.pk, ctx.provider
     threads = getattr(settings, "BALLAST_PROVIDER_THREADS", 8)
+    app_ids: dict[str, int] = {}
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tokens") as pool:
         for page in provider.user_pages():
             users = []
@@ -229,7 +240,7 @@ def sync_tokens(ctx: StepContext) -> None:
                 except InvalidRecord:
                     continue  # counted by the users step
                 users.append((user["external_id"], user["primary_email"]))
-            _ensure_users(tenant_id, users)
+            user_ids = _user_ids(tenant_id, users)
             pending: list[tuple[str, dict]] = []
             done = 0
             for user_key, items, error in pool.map(lambda u: _fetch_tokens(provider, u[0]), users):
@@ -242,9 +253,11 @@ def sync_tokens(ctx: StepContext) -> None:
                 pending.extend(_merge_grants(tally, user_key, items))
                 while len(pending) >= ctx.batch_size:
                     batch, pending = pending[: ctx.batch_size], pending[ctx.batch_size :]
-                    ctx.commit(_write_tokens(tenant_id, batch), len(batch), {"page_token": page.token, "users_done_in_page": done})
+                    write = _write_tokens(tenant_id, batch, user_ids, app_ids)
+                    ctx.commit(write, len(batch), {"page_token": page.token, "users_done_in_page": done})
             if pending:
-                ctx.commit(_write_tokens(tenant_id, pending), len(pending), {"page_token": page.token, "users_done_in_page": done})
+                write = _write_tokens(tenant_id, pending, user_ids, app_ids)
+                ctx.commit(write, len(pending), {"page_token": page.token, "users_done_in_page": done})
     if tally.read_whole_source:
         tally.deactivated = Token.objects.filter(
             tenant_id=tenant_id, revoked_at__isnull=True, last_seen__lt=ctx.started_at

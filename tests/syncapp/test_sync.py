@@ -59,6 +59,8 @@ def test_changes_at_the_source_are_counted_as_updates(google_tenant, fake_google
     users[0] = {**users[0], "suspended": not users[0]["suspended"], "name": {"fullName": "Renamed Person"}}
     some_user = next(uid for uid, ts in tokens.items() if ts)
     tokens[some_user] = [{**tokens[some_user][0], "scopes": ["openid", "https://example.org/new"]}] + tokens[some_user][1:]
+    renamed_app = tokens[some_user][-1]["clientId"]
+    tokens = {u: [{**t, "displayText": "Renamed App"} if t["clientId"] == renamed_app else t for t in ts] for u, ts in tokens.items()}
     fake_google.load(users, tokens)
 
     run = sync_here(google_tenant)
@@ -66,6 +68,7 @@ def test_changes_at_the_source_are_counted_as_updates(google_tenant, fake_google
     assert counters(run, "tokens")["updated"] == 1
     assert counters(run, "relations")["updated"] == 1
     assert DirectoryUser.objects.get(external_id=users[0]["id"]).full_name == "Renamed Person"
+    assert Application.objects.get(client_id=renamed_app).display_name == "Renamed App"
 
 
 def test_invalid_records_are_counted_sampled_and_skipped(google_tenant, fake_google):
