@@ -75,7 +75,7 @@ class SyncStepInline(admin.TabularInline):
     model = SyncStep
     extra = 0
     can_delete = False
-    fields = ["name", "status", "started_at", "finished_at", "duration", *COUNTERS, "invalid_samples", "error", "task_id", "checkpoint"]
+    fields = ["name", "status", "duration", *COUNTERS, "invalid_samples", "error", "checkpoint", "task_id"]
     readonly_fields = fields
 
     @admin.display(description="duration (s)")
