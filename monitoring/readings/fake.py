@@ -1,0 +1,34 @@
+"""Readings given in advance, for tests and for the policy's tables."""
+
+from collections.abc import Iterable
+
+from .base import Reading
+
+
+def reading(cpu: float = 10.0, memory: float = 10.0, *, rss_mb: float = 100.0, process_cpu: float | None = None, at: float = 0.0, **extra) -> Reading:
+    """A reading at the given CPU and memory percentages (of a 2 GB, 1-core budget)."""
+    limit = 2 * 1024**3
+    return Reading(
+        at=at,
+        source="fake",
+        rss_bytes=int(rss_mb * 1024**2),
+        process_cpu_percent=cpu if process_cpu is None else process_cpu,
+        cpu_percent=cpu,
+        cpu_capacity=1.0,
+        memory_used_bytes=int(limit * memory / 100),
+        memory_limit_bytes=limit,
+        **extra,
+    )
+
+
+class FixedReader:
+    """Returns the readings it was given, one per call, then the last one forever."""
+
+    def __init__(self, readings: Iterable[Reading] | Reading):
+        self.readings = [readings] if isinstance(readings, Reading) else list(readings)
+        self.calls = 0
+
+    def read(self) -> Reading:
+        item = self.readings[min(self.calls, len(self.readings) - 1)]
+        self.calls += 1
+        return item

@@ -1,0 +1,70 @@
+"""One sampler thread per process: reads resources every interval and caches the reading.
+
+Readers of `latest()` pay an attribute load; only the thread touches /proc, /sys and psutil.
+"""
+
+import logging
+import threading
+
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+from .readings import Reading
+
+log = logging.getLogger(__name__)
+
+
+class Sampler:
+    def __init__(self, reader, interval: float):
+        self.reader = reader
+        self.interval = interval
+        self._latest: Reading = reader.read()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def latest(self) -> Reading:
+        return self._latest
+
+    def sample(self) -> Reading:
+        """Read now (the thread does this every interval; tests call it directly)."""
+        self._latest = self.reader.read()
+        return self._latest
+
+    def start(self) -> "Sampler":
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="ballast-sampler", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.sample()
+            except Exception:  # a reading that fails once must not end the sampling
+                log.exception("resource sampling failed")
+
+
+_sampler: Sampler | None = None
+_lock = threading.Lock()
+_pid: int | None = None
+
+
+def get_sampler() -> Sampler:
+    """This process's running sampler, made on first use (and again in a forked child)."""
+    import os
+
+    global _sampler, _pid
+    with _lock:
+        if _sampler is None or _pid != os.getpid():
+            reader = import_string(getattr(settings, "BALLAST_READER", "monitoring.readings.SystemReader"))(
+                cgroup_root=getattr(settings, "BALLAST_CGROUP_ROOT", "/sys/fs/cgroup")
+            )
+            _sampler = Sampler(reader, getattr(settings, "BALLAST_SAMPLE_INTERVAL_S", 0.5)).start()
+            _pid = os.getpid()
+        return _sampler
