@@ -1,5 +1,6 @@
 """Readings given in advance, for tests and for the policy's tables."""
 
+import math
 from collections.abc import Iterable
 
 from .base import Reading
@@ -15,7 +16,7 @@ def reading(cpu: float = 10.0, memory: float = 10.0, *, rss_mb: float = 100.0, p
         process_cpu_percent=cpu if process_cpu is None else process_cpu,
         cpu_percent=cpu,
         cpu_capacity=1.0,
-        memory_used_bytes=int(limit * memory / 100),
+        memory_used_bytes=math.ceil(limit * memory / 100),
         memory_limit_bytes=limit,
         **extra,
     )
