@@ -24,6 +24,7 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
+from monitoring.profiles import route_policy  # noqa: E402
 from syncapp.models import Application, DirectoryUser, SyncRun, Tenant, Token, UserAppRelation  # noqa: E402
 from syncapp.providers.demo import DemoProvider  # noqa: E402
 from syncapp.records import parse_token, parse_user  # noqa: E402
@@ -85,7 +86,7 @@ def main() -> None:
     args = parser.parse_args()
     call_command("migrate", verbosity=0)
     config = {"users": args.users, "apps": 40, "seed": 11, "latency_ms": 0}
-    batch = settings.BALLAST_BATCH_SIZE
+    batch = route_policy("users").batch_size
     Tenant.objects.filter(slug__in=["bench-sync", "bench-plain"]).delete()
     sync_tenant = Tenant.objects.create(slug="bench-sync", name="bench", provider="demo", provider_config=config)
     plain_tenant = Tenant.objects.create(slug="bench-plain", name="bench", provider="demo", provider_config=config)
@@ -96,7 +97,7 @@ def main() -> None:
     finally:
         Tenant.objects.filter(pk__in=[sync_tenant.pk, plain_tenant.pk]).delete()
 
-    print(f"{connection.vendor}, {args.users:,} demo users, batch size {batch}, {settings.BALLAST_PROVIDER_THREADS} provider threads")
+    print(f"{connection.vendor}, {args.users:,} demo users, profile {settings.BALLAST_SYNC_PROFILE}, batch size {batch}")
     print(f"{'step':<10}{'rows':>8}{'first sync r/s':>16}{'second sync r/s':>17}{'bulk_create r/s':>17}{'first/bulk':>12}")
     for step in ("users", "tokens", "relations"):
         rows, seconds = first[step]

@@ -183,10 +183,37 @@ else:
     Q_CLUSTER["orm"] = "default"
     Q_CLUSTER["poll"] = _float("Q_POLL_S", 0.5, minimum=0.05)
 
-# --- Sync -----------------------------------------------------------------
-BALLAST_BATCH_SIZE = _int("BATCH_SIZE", 100, minimum=1)
-BALLAST_PROVIDER_THREADS = _int("PROVIDER_THREADS", 8, minimum=1)
+# --- Sync and its resource governor ---------------------------------------
 BALLAST_INVALID_SAMPLES = _int("INVALID_SAMPLES", 5)
+BALLAST_SYNC_PROFILE = _choice(
+    "SYNC_PROFILE", "production", ("production", "development", "background", "moderate", "fast")
+)
+BALLAST_SAMPLE_INTERVAL_S = _float("SAMPLE_INTERVAL_S", 0.5, minimum=0.05)
+BALLAST_CGROUP_ROOT = os.environ.get("CGROUP_ROOT", "/sys/fs/cgroup")
+# Environment overrides of every route's policy (only the variables that are set).
+_rss_mb = _float("MAX_RSS_USAGE_MB", None, minimum=1) or _float("MAX_HEAP_USAGE_MB", None, minimum=1)
+_delay_ms = _int("BATCH_DELAY_MS", None)
+_percent = {"minimum": 1.0}
+BALLAST_GOVERNOR = {
+    key: value
+    for key, value in {
+        "parallel": _bool("ENABLE_PARALLEL_SYNC", None),
+        "max_concurrency": _int("MAX_CONCURRENCY", None, minimum=1),
+        "max_cpu_percent": _float("MAX_CPU_PERCENT", None, **_percent),
+        "max_memory_percent": _float("MAX_MEMORY_PERCENT", None, **_percent),
+        "rss_limit_mb": _rss_mb,
+        "emergency_rss_mb": _float("EMERGENCY_THRESHOLD_MB", None, minimum=1),
+        "batch_size": _int("BATCH_SIZE", None, minimum=1),
+        "batch_delay_s": _delay_ms / 1000 if _delay_ms is not None else None,
+        "max_wait_s": _float("MAX_WAIT_S", None),
+        "collect_garbage": _bool("GC_UNDER_PRESSURE", None),
+        "malloc_trim": _bool("MALLOC_TRIM", None),
+    }.items()
+    if value is not None
+}
+for _name, _key in (("MAX_CPU_PERCENT", "max_cpu_percent"), ("MAX_MEMORY_PERCENT", "max_memory_percent")):
+    if BALLAST_GOVERNOR.get(_key, 0) > 100:
+        raise _bad(_name, "a percentage from 1 to 100", os.environ[_name])
 
 # --- The rest of Django ---------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

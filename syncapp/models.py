@@ -4,6 +4,8 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
 
+from monitoring.profiles import profile_names
+
 
 class Tenant(models.Model):
     class Provider(models.TextChoices):
@@ -19,6 +21,14 @@ class Tenant(models.Model):
     active = models.BooleanField(default=True)
     sync_every_minutes = models.PositiveIntegerField(
         null=True, blank=True, help_text="Run a full sync this often on the cluster. Empty: no schedule."
+    )
+    sync_profile = models.CharField(
+        max_length=20, blank=True, choices=[(name, name) for name in profile_names()],
+        help_text="Resource profile for this tenant's runs. Empty: the site's SYNC_PROFILE.",
+    )
+    governor_settings = models.JSONField(
+        default=dict, blank=True,
+        help_text='Overrides of the governor\'s limits for this tenant, e.g. {"max_cpu_percent": 50, "batch_size": 20}.',
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -159,6 +169,8 @@ class SyncRun(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
     task_id = models.CharField(max_length=64, blank=True, help_text="django-q2 task that coordinates the run.")
+    profile = models.CharField(max_length=20, blank=True, help_text="Resource profile for this run. Empty: the tenant's.")
+    parallel = models.BooleanField(null=True, help_text="Users and tokens side by side (decided when the run began).")
 
     class Meta:
         ordering = ["-id"]
@@ -195,6 +207,10 @@ class SyncStep(models.Model):
     invalid = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)
     invalid_samples = models.JSONField(default=list, blank=True)
+    peak_rss_bytes = models.BigIntegerField(null=True, blank=True)
+    mean_cpu_percent = models.FloatField(null=True, blank=True)
+    peak_cpu_percent = models.FloatField(null=True, blank=True)
+    governor_wait_s = models.FloatField(default=0.0, help_text="Seconds spent waiting on the resource governor.")
     # Written in the same transaction as each batch, so a later run can resume.
     checkpoint = models.JSONField(default=dict, blank=True)
 

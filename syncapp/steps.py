@@ -8,7 +8,7 @@ inactive): nothing is ever hard-deleted.
 
 import logging
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 
@@ -16,6 +16,11 @@ from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.db.models import Q
 from django.utils import timezone
+
+from monitoring.events import DatabaseRecorder
+from monitoring.governor import Governor, GovernorStop
+from monitoring.profiles import route_policy
+from monitoring.sampler import get_sampler
 
 from .models import COUNTERS, Application, DirectoryUser, Status, SyncRun, SyncStep, Tenant, Token, UserAppRelation
 from .providers import ConfigError, Provider, ProviderError, get_provider
@@ -62,19 +67,25 @@ class StepContext:
     tenant: Tenant
     provider: Provider | None
     started_at: datetime
+    governor: Governor
     tally: Tally = field(default_factory=Tally)
 
-    @property
-    def batch_size(self) -> int:
-        return getattr(settings, "BALLAST_BATCH_SIZE", 100)
-
     def label(self) -> str:
-        return f"[{self.step.name} run {self.step.run_id}]"
+        return step_label(self.step)
+
+    def batches(self, items: list) -> Iterator[list]:
+        """Split items into batches as large as the governor allows now; it may wait before each."""
+        start = 0
+        while start < len(items):
+            size = self.governor.before_batch().batch_size
+            yield items[start : start + size]
+            start += size
 
     def commit(self, write: Callable[[datetime], Outcome], size: int, checkpoint: dict) -> None:
         """Run one batch's writes, counters and checkpoint in one transaction; a failed batch is counted, not fatal."""
         if SyncRun.objects.filter(pk=self.step.run_id, status=Status.CANCELLED).exists():
             raise StepCancelled
+        rss_before = self.governor.read().rss_bytes
         try:
             with transaction.atomic():
                 outcome = write(timezone.now())
@@ -87,11 +98,22 @@ class StepContext:
             log.warning("%s batch of %d failed: %s", self.label(), size, exc)
             return
         self.tally.add(outcome)
+        self.governor.after_batch(size, rss_before)
 
 
-def _chunks(items: list, size: int) -> Iterator[list]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def step_label(step: SyncStep) -> str:
+    return f"[{step.name} run {step.run_id}]"
+
+
+def governor_for(step: SyncStep, tenant: Tenant) -> Governor:
+    """The step's governor: its route's policy for the run's profile and the tenant's overrides."""
+    policy = route_policy(step.name, profile=step.run.profile or tenant.sync_profile or None, overrides=tenant.governor_settings)
+    return Governor(
+        policy,
+        read=get_sampler().latest,
+        recorder=DatabaseRecorder(owner=f"run-{step.run_id}", route=step.name, label=step_label(step)),
+        io_bound=step.name == "tokens",
+    )
 
 
 # --- users ------------------------------------------------------------------
@@ -127,7 +149,7 @@ def sync_users(ctx: StepContext) -> None:
                 tally.note_invalid(exc)
                 invalid_keys.append(exc.key)
         done = 0
-        for batch in _chunks(rows, ctx.batch_size):
+        for batch in ctx.batches(rows):
             done += len(batch)
             ctx.commit(_write_users(tenant_id, batch), len(batch), {"page_token": page.token, "done_in_page": done})
         # A record that is malformed today still exists: keep its row from being marked deleted.
@@ -227,12 +249,27 @@ def _merge_grants(tally: Tally, user_key: str, items: list) -> list[tuple[str, d
     return [(user_key, grant) for grant in merged.values()]
 
 
+def _tokens_as_they_arrive(ctx: StepContext, pool: ThreadPoolExecutor, users: list[tuple[str, str]]) -> Iterator[tuple]:
+    """tokens.list for each user, with as many calls in flight as the governor allows at each moment."""
+    waiting, running = iter(users), set()
+    while True:
+        while len(running) < ctx.governor.io_limit():
+            user = next(waiting, None)
+            if user is None:
+                break
+            running.add(pool.submit(_fetch_tokens, ctx.provider, user[0]))
+        if not running:
+            return
+        done, running = wait(running, return_when=FIRST_COMPLETED)
+        for future in done:
+            yield future.result()
+
+
 def sync_tokens(ctx: StepContext) -> None:
-    tally, tenant_id, provider = ctx.tally, ctx.tenant.pk, ctx.provider
-    threads = getattr(settings, "BALLAST_PROVIDER_THREADS", 8)
+    tally, tenant_id, governor = ctx.tally, ctx.tenant.pk, ctx.governor
     app_ids: dict[str, int] = {}
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tokens") as pool:
-        for page in provider.user_pages():
+    with ThreadPoolExecutor(max_workers=governor.policy.io_max_concurrency, thread_name_prefix="tokens") as pool:
+        for page in ctx.provider.user_pages():
             users = []
             for raw in page.records:
                 try:
@@ -243,7 +280,17 @@ def sync_tokens(ctx: StepContext) -> None:
             user_ids = _user_ids(tenant_id, users)
             pending: list[tuple[str, dict]] = []
             done = 0
-            for user_key, items, error in pool.map(lambda u: _fetch_tokens(provider, u[0]), users):
+
+            def flush(at_least: int) -> list[tuple[str, dict]]:
+                rest = pending
+                while rest and len(rest) >= at_least:
+                    size = governor.before_batch().batch_size
+                    batch, rest = rest[:size], rest[size:]
+                    write = _write_tokens(tenant_id, batch, user_ids, app_ids)
+                    ctx.commit(write, len(batch), {"page_token": page.token, "users_done_in_page": done})
+                return rest
+
+            for user_key, items, error in _tokens_as_they_arrive(ctx, pool, users):
                 done += 1
                 if error is not None:
                     tally.failed += 1
@@ -251,13 +298,9 @@ def sync_tokens(ctx: StepContext) -> None:
                     log.warning("%s tokens of user %s not read: %s", ctx.label(), user_key, error)
                     continue
                 pending.extend(_merge_grants(tally, user_key, items))
-                while len(pending) >= ctx.batch_size:
-                    batch, pending = pending[: ctx.batch_size], pending[ctx.batch_size :]
-                    write = _write_tokens(tenant_id, batch, user_ids, app_ids)
-                    ctx.commit(write, len(batch), {"page_token": page.token, "users_done_in_page": done})
-            if pending:
-                write = _write_tokens(tenant_id, pending, user_ids, app_ids)
-                ctx.commit(write, len(pending), {"page_token": page.token, "users_done_in_page": done})
+                if len(pending) >= governor.batch_size:
+                    pending = flush(governor.batch_size)
+            pending = flush(1)
     if tally.read_whole_source:
         tally.deactivated = Token.objects.filter(
             tenant_id=tenant_id, revoked_at__isnull=True, last_seen__lt=ctx.started_at
@@ -291,10 +334,11 @@ def sync_relations(ctx: StepContext) -> None:
     """Relations come from the active tokens, read in keyset pages (never the whole table at once)."""
     tally, tenant_id, last_pk = ctx.tally, ctx.tenant.pk, 0
     while True:
+        size = ctx.governor.before_batch().batch_size
         tokens = list(
             Token.objects.filter(tenant_id=tenant_id, revoked_at__isnull=True, pk__gt=last_pk)
             .order_by("pk")
-            .values_list("pk", "user_id", "application_id", "scopes")[: ctx.batch_size]
+            .values_list("pk", "user_id", "application_id", "scopes")[:size]
         )
         if not tokens:
             break
@@ -314,6 +358,18 @@ STEPS: dict[str, Callable[[StepContext], None]] = {
 }
 
 
+def _resource_fields(governor: Governor | None) -> dict:
+    if governor is None:
+        return {}
+    stats = governor.stats
+    return {
+        "peak_rss_bytes": stats.peak_rss_bytes,
+        "mean_cpu_percent": round(stats.mean_cpu_percent, 1),
+        "peak_cpu_percent": round(stats.peak_cpu_percent, 1),
+        "governor_wait_s": round(stats.waited_s, 3),
+    }
+
+
 def execute_step(step_id: int) -> int:
     """Run one queued step to its end and record the outcome; return its run's id."""
     started_at = timezone.now()
@@ -322,14 +378,24 @@ def execute_step(step_id: int) -> int:
     if not claimed:  # delivered twice, or cancelled while queued
         return step.run_id
     tenant = step.run.tenant
-    ctx = StepContext(step=step, tenant=tenant, provider=None, started_at=started_at)
-    status, error = Status.COMPLETED, ""
     try:
-        if step.name != "relations":
-            ctx.provider = get_provider(tenant)
-        STEPS[step.name](ctx)
+        governor = governor_for(step, tenant)
+    except ValueError as exc:  # a bad profile or override: say which
+        governor = None
+        error = f"governor settings: {exc}"
+    ctx = StepContext(step=step, tenant=tenant, provider=None, started_at=started_at, governor=governor)
+    status = Status.COMPLETED if governor else Status.FAILED
+    try:
+        if governor is not None:
+            error = ""
+            if step.name != "relations":
+                ctx.provider = get_provider(tenant)
+                ctx.provider.guard = governor.call
+            STEPS[step.name](ctx)
     except StepCancelled:
         status = Status.CANCELLED
+    except GovernorStop as exc:
+        status, error = Status.FAILED, str(exc)
     except (ProviderError, ConfigError) as exc:
         status, error = Status.FAILED, scrub(str(exc), tenant.provider_config)
     except Exception as exc:
@@ -341,7 +407,9 @@ def execute_step(step_id: int) -> int:
     tally = ctx.tally
     if status == Status.COMPLETED and (tally.invalid or tally.failed):
         status = Status.COMPLETED_WITH_ERRORS
-    SyncStep.objects.filter(pk=step_id).update(status=status, finished_at=timezone.now(), error=error[:2000], **tally.as_fields())
+    SyncStep.objects.filter(pk=step_id).update(
+        status=status, finished_at=timezone.now(), error=error[:2000], **tally.as_fields(), **_resource_fields(governor)
+    )
     log.info(
         "%s %s: %d received, %d created, %d updated, %d unchanged, %d deactivated, %d invalid, %d failed%s",
         ctx.label(), status, tally.received, tally.created, tally.updated, tally.unchanged,

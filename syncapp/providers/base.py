@@ -6,6 +6,7 @@ never returns a whole organisation at once.
 """
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 
@@ -25,13 +26,24 @@ class Page:
     next_token: str | None
 
 
+@contextmanager
+def unguarded():
+    yield {"rejected": False}
+
+
 class Provider:
-    """Base class: subclasses implement every method below."""
+    """Base class: subclasses implement every method below.
+
+    Every call to the provider runs inside `with self.guard() as call:`, and sets
+    call["rejected"] = True when the provider pushed back; a running step sets guard to its
+    governor's call(), which paces calls and adapts how many run at once.
+    """
 
     name = ""
 
     def __init__(self, config: dict):
         self.config = self.clean_config(config)
+        self.guard = unguarded
 
     @classmethod
     def clean_config(cls, config: dict) -> dict:

@@ -69,8 +69,9 @@ class DemoProvider(Provider):
         }
 
     def _wait(self) -> None:
-        if self.config["latency_ms"]:
-            time.sleep(self.config["latency_ms"] / 1000)
+        with self.guard():
+            if self.config["latency_ms"]:
+                time.sleep(self.config["latency_ms"] / 1000)
 
     @cached_property
     def _apps(self) -> list[dict]:

@@ -84,6 +84,11 @@ def _retry_after(response: httpx.Response) -> float | None:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 
+def _pushed_back(status: int, reason: str | None) -> bool:
+    """A rate or quota answer: the pace must slow down (5xx are faults, not back-pressure)."""
+    return status == 429 or (status == 403 and reason in RETRY_REASONS)
+
+
 def _should_retry(status: int, reason: str | None) -> bool:
     return status == 429 or status >= 500 or (status == 403 and reason in RETRY_REASONS)
 
@@ -150,18 +155,21 @@ class GoogleProvider(Provider):
     def _get(self, path: str, params: dict | None = None) -> dict:
         attempts = self.config["max_attempts"]
         for attempt in range(1, attempts + 1):
-            wait = None
-            try:
-                response = self._client.get(path, params=params, headers={"Authorization": self._authorization()})
-            except httpx.TransportError as exc:
-                problem = f"connection error ({exc.__class__.__name__})"
-            else:
+            wait, response = None, None
+            with self.guard() as call:
+                try:
+                    response = self._client.get(path, params=params, headers={"Authorization": self._authorization()})
+                except httpx.TransportError as exc:
+                    problem = f"connection error ({exc.__class__.__name__})"
+                else:
+                    message, reason = _error_of(response) if response.status_code >= 400 else ("", None)
+                    call["rejected"] = _pushed_back(response.status_code, reason)
+            if response is not None:
                 if response.status_code < 400:
                     try:
                         return response.json()
                     except json.JSONDecodeError:
                         raise ProviderError(f"GET {path}: answer is not JSON") from None
-                message, reason = _error_of(response)
                 problem = f"{response.status_code} {message}"
                 if not _should_retry(response.status_code, reason):
                     raise ProviderError(f"GET {path}: {problem}")

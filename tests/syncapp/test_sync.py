@@ -44,7 +44,7 @@ def test_demo_sync_stores_the_organisation_and_a_second_run_changes_nothing():
 
 
 def test_each_batch_leaves_a_checkpoint(settings):
-    settings.BALLAST_BATCH_SIZE = 40
+    settings.BALLAST_GOVERNOR = {"batch_size": 40}
     tenant = TenantFactory(provider_config={"users": 100, "apps": 5, "seed": 1})
     run = sync_here(tenant, steps="users")
     assert run.step_records.get(name="users").checkpoint == {"page_token": None, "done_in_page": 100}
@@ -205,7 +205,7 @@ def test_cancelling_a_queued_run_stops_every_step():
 
 
 def test_a_running_step_stops_after_its_current_batch_when_cancelled(settings, google_tenant, fake_google):
-    settings.BALLAST_BATCH_SIZE = 10
+    settings.BALLAST_GOVERNOR = {"batch_size": 10}
     fake_google.load(*demo_org(100))
     run = start_run(tenant=google_tenant, trigger=SyncRun.Trigger.ADMIN, steps="users", enqueue=False)
     from syncapp.runs import begin_run
