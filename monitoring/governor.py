@@ -259,8 +259,14 @@ class Governor:
             with self._lock:
                 in_flight = self._in_flight
                 self._in_flight -= 1
-                before = self.pacer.rate
+                rate_before, limit_before = self.pacer.rate, self.limit.limit
                 self.pacer.on_result(finished, outcome["rejected"])
                 self.limit.on_sample(finished - started, in_flight, outcome["rejected"])
-            if outcome["rejected"] and self.pacer.rate != before:
-                self._event("rate", self.read(), f"provider pushed back: pace {before or 0:.1f} -> {self.pacer.rate:.1f} calls/s")
+            if outcome["rejected"]:
+                pace = f"{rate_before:.1f}" if rate_before else "unpaced"
+                self._event(
+                    "rate", self.read(),
+                    f"provider pushed back: pace {pace} -> {self.pacer.rate:.1f} calls/s, "
+                    f"in flight limit {limit_before:.1f} -> {self.limit.limit:.1f}",
+                    round(limit_before), round(self.limit.limit),
+                )

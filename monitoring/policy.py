@@ -252,6 +252,7 @@ class Pacer:
         elapsed_s = 0.0 if self._last_result_at is None else max(now - self._last_result_at, 0.0)
         self._last_result_at = now
         if rejected:
+            # What the provider took over the last second is what its quota allows.
             observed = len([t for t in self._sent if t > now - 1.0])
             base = min(self.rate or observed, max(observed, self.minimum))
             self.rate = max(self.minimum, base * self.backoff)

@@ -213,6 +213,12 @@ class SyncStep(models.Model):
     governor_wait_s = models.FloatField(default=0.0, help_text="Seconds spent waiting on the resource governor.")
     # Written in the same transaction as each batch, so a later run can resume.
     checkpoint = models.JSONField(default=dict, blank=True)
+    resumed_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="The stopped step whose checkpoint this one continued from.",
+    )
+    # Rows stamped since then count as seen: the start of the first step of a resumed chain.
+    seen_since = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["run", "id"]

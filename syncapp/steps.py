@@ -69,6 +69,11 @@ class StepContext:
     started_at: datetime
     governor: Governor
     tally: Tally = field(default_factory=Tally)
+    resume: dict = field(default_factory=dict)  # the checkpoint this step continues from
+    seen_since: datetime | None = None  # rows stamped since then were seen by this read
+
+    def __post_init__(self):
+        self.seen_since = self.seen_since or self.started_at
 
     def label(self) -> str:
         return step_label(self.step)
@@ -83,6 +88,7 @@ class StepContext:
 
     def commit(self, write: Callable[[datetime], Outcome], size: int, checkpoint: dict) -> None:
         """Run one batch's writes, counters and checkpoint in one transaction; a failed batch is counted, not fatal."""
+        checkpoint = {**checkpoint, "resumes": self.resume.get("resumes", -1) + 1 if self.resume else 0}
         if SyncRun.objects.filter(pk=self.step.run_id, status=Status.CANCELLED).exists():
             raise StepCancelled
         rss_before = self.governor.read().rss_bytes
@@ -139,19 +145,20 @@ def _write_users(tenant_id: int, rows: list[dict]) -> Callable[[datetime], Outco
 
 def sync_users(ctx: StepContext) -> None:
     tally, tenant_id = ctx.tally, ctx.tenant.pk
-    for page in ctx.provider.user_pages():
+    skip = ctx.resume.get("done_in_page", 0)  # records of the first page a stopped step already wrote
+    for page in ctx.provider.user_pages(ctx.resume.get("page_token")):
         rows, invalid_keys = [], []
-        for raw in page.records:
+        for position, raw in enumerate(page.records[skip:], start=skip + 1):
             tally.received += 1
             try:
-                rows.append(parse_user(raw))
+                rows.append((position, parse_user(raw)))
             except InvalidRecord as exc:
                 tally.note_invalid(exc)
                 invalid_keys.append(exc.key)
-        done = 0
+        skip = 0
         for batch in ctx.batches(rows):
-            done += len(batch)
-            ctx.commit(_write_users(tenant_id, batch), len(batch), {"page_token": page.token, "done_in_page": done})
+            checkpoint = {"page_token": page.token, "done_in_page": batch[-1][0]}
+            ctx.commit(_write_users(tenant_id, [row for _, row in batch]), len(batch), checkpoint)
         # A record that is malformed today still exists: keep its row from being marked deleted.
         DirectoryUser.objects.filter(tenant_id=tenant_id, external_id__in=[k for k in invalid_keys if k]).update(
             last_seen=timezone.now()
@@ -159,7 +166,7 @@ def sync_users(ctx: StepContext) -> None:
     if tally.read_whole_source:
         tally.deactivated = (
             DirectoryUser.objects.filter(tenant_id=tenant_id, deleted_at__isnull=True)
-            .filter(Q(last_seen__lt=ctx.started_at) | Q(last_seen__isnull=True))
+            .filter(Q(last_seen__lt=ctx.seen_since) | Q(last_seen__isnull=True))
             .update(deleted_at=timezone.now())
         )
 
@@ -269,7 +276,7 @@ def sync_tokens(ctx: StepContext) -> None:
     tally, tenant_id, governor = ctx.tally, ctx.tenant.pk, ctx.governor
     app_ids: dict[str, int] = {}
     with ThreadPoolExecutor(max_workers=governor.policy.io_max_concurrency, thread_name_prefix="tokens") as pool:
-        for page in ctx.provider.user_pages():
+        for page in ctx.provider.user_pages(ctx.resume.get("page_token")):  # a stopped page is read again
             users = []
             for raw in page.records:
                 try:
@@ -303,7 +310,7 @@ def sync_tokens(ctx: StepContext) -> None:
             pending = flush(1)
     if tally.read_whole_source:
         tally.deactivated = Token.objects.filter(
-            tenant_id=tenant_id, revoked_at__isnull=True, last_seen__lt=ctx.started_at
+            tenant_id=tenant_id, revoked_at__isnull=True, last_seen__lt=ctx.seen_since
         ).update(revoked_at=timezone.now())
 
 
@@ -332,7 +339,7 @@ def _write_relations(tenant_id: int, tokens: list[tuple]) -> Callable[[datetime]
 
 def sync_relations(ctx: StepContext) -> None:
     """Relations come from the active tokens, read in keyset pages (never the whole table at once)."""
-    tally, tenant_id, last_pk = ctx.tally, ctx.tenant.pk, 0
+    tally, tenant_id, last_pk = ctx.tally, ctx.tenant.pk, ctx.resume.get("last_token_pk", 0)
     while True:
         size = ctx.governor.before_batch().batch_size
         tokens = list(
@@ -347,7 +354,7 @@ def sync_relations(ctx: StepContext) -> None:
         ctx.commit(_write_relations(tenant_id, tokens), len(tokens), {"last_token_pk": last_pk})
     if tally.read_whole_source:
         tally.deactivated = UserAppRelation.objects.filter(
-            tenant_id=tenant_id, active=True, last_seen__lt=ctx.started_at
+            tenant_id=tenant_id, active=True, last_seen__lt=ctx.seen_since
         ).update(active=False)
 
 
@@ -356,6 +363,23 @@ STEPS: dict[str, Callable[[StepContext], None]] = {
     "tokens": sync_tokens,
     "relations": sync_relations,
 }
+
+
+MAX_RESUMES = 3  # a checkpoint that keeps failing is dropped for a full read
+
+
+def _resume_point(step: SyncStep) -> SyncStep | None:
+    """The tenant's last step of this name, if it stopped part-way with a checkpoint to continue from."""
+    previous = (
+        SyncStep.objects.filter(run__tenant_id=step.run.tenant_id, name=step.name, run_id__lt=step.run_id)
+        .exclude(status__in=[Status.PENDING, Status.QUEUED, Status.RUNNING, Status.SKIPPED])
+        .order_by("-run_id")
+        .first()
+    )
+    stopped = (Status.FAILED, Status.INTERRUPTED, Status.CANCELLED)
+    if previous and previous.status in stopped and previous.checkpoint and previous.checkpoint.get("resumes", 0) < MAX_RESUMES:
+        return previous
+    return None
 
 
 def _resource_fields(governor: Governor | None) -> dict:
@@ -384,6 +408,13 @@ def execute_step(step_id: int) -> int:
         governor = None
         error = f"governor settings: {exc}"
     ctx = StepContext(step=step, tenant=tenant, provider=None, started_at=started_at, governor=governor)
+    previous = _resume_point(step)
+    if previous is not None:
+        ctx.resume, ctx.seen_since = previous.checkpoint, previous.seen_since or previous.started_at
+        log.info("%s resumes run %s's %s step from %s", ctx.label(), previous.run_id, step.name, previous.checkpoint)
+    SyncStep.objects.filter(pk=step_id).update(
+        resumed_from=previous, seen_since=ctx.seen_since, checkpoint={**ctx.resume}
+    )
     status = Status.COMPLETED if governor else Status.FAILED
     try:
         if governor is not None:

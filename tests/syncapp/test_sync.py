@@ -47,7 +47,7 @@ def test_each_batch_leaves_a_checkpoint(settings):
     settings.BALLAST_GOVERNOR = {"batch_size": 40}
     tenant = TenantFactory(provider_config={"users": 100, "apps": 5, "seed": 1})
     run = sync_here(tenant, steps="users")
-    assert run.step_records.get(name="users").checkpoint == {"page_token": None, "done_in_page": 100}
+    assert run.step_records.get(name="users").checkpoint == {"page_token": None, "done_in_page": 100, "resumes": 0}
     relations = sync_here(tenant, steps="relations").step_records.get(name="relations")
     assert relations.received == 0 and relations.status == Status.COMPLETED  # no tokens synced yet
 

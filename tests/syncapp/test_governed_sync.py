@@ -1,0 +1,98 @@
+"""Syncs under forced resource pressure: throttles, brakes and a clean stop; a re-run resumes."""
+
+import pytest
+
+from monitoring.models import ResourceSample, ThrottleEvent
+from monitoring.readings.fake import reading
+from syncapp.models import DirectoryUser, Status
+
+from ..conftest import demo_org, sync_here
+from ..factories import TenantFactory
+from ..fakegoogle import USERS_PATH, google_error
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+FAST_BRAKES = {"brake_after": 2, "brake_pause_s": 0, "max_wait_s": 0, "batch_size": 20}
+
+
+class ScriptedReadings:
+    """Calm for the first `calm` readings, then the given reading for ever."""
+
+    def __init__(self, calm: int, then):
+        self.calm, self.then, self.calls = calm, then, 0
+
+    def latest(self):
+        self.calls += 1
+        return reading(10, 10) if self.calls <= self.calm else self.then
+
+
+@pytest.fixture
+def readings(monkeypatch):
+    def install(calm: int, then):
+        scripted = ScriptedReadings(calm, then)
+        monkeypatch.setattr("syncapp.steps.get_sampler", lambda: scripted)
+        return scripted
+
+    return install
+
+
+def test_overload_throttles_brakes_and_stops_cleanly_then_a_rerun_resumes(readings):
+    tenant = TenantFactory(provider_config={"users": 300, "seed": 4}, governor_settings=FAST_BRAKES)
+    readings(calm=10, then=reading(95, 50))  # a few calm batches, then CPU far over the ceiling
+
+    stopped = sync_here(tenant, steps="users")
+    step = stopped.step_records.get()
+    assert stopped.status == Status.FAILED
+    assert step.error == "system consistently overloaded"
+    kept = DirectoryUser.objects.count()
+    assert 0 < kept < 300 and kept == step.created  # every committed batch stays
+    kinds = list(ThrottleEvent.objects.filter(owner=f"run-{stopped.pk}", route="users").values_list("kind", flat=True))
+    assert kinds.count("brake") == 3 and kinds[-1] == "stop" and "throttle" in kinds
+    assert ResourceSample.objects.filter(owner=f"run-{stopped.pk}").exists()
+    assert step.checkpoint["done_in_page"] == kept
+
+    readings(calm=10**9, then=None)
+    resumed = sync_here(tenant, steps="users")
+    step = resumed.step_records.get()
+    assert resumed.status == Status.COMPLETED
+    assert step.resumed_from_id == stopped.step_records.get().pk
+    assert (step.received, step.created, step.deactivated) == (300 - kept, 300 - kept, 0)
+    assert DirectoryUser.objects.count() == 300
+    assert DirectoryUser.objects.filter(deleted_at__isnull=False).count() == 0  # the first part counts as seen
+
+    again = sync_here(tenant, steps="users").step_records.get()
+    assert again.resumed_from_id is None and (again.received, again.unchanged) == (300, 300)  # a full read again
+
+
+def test_memory_emergency_is_recorded_and_the_run_goes_on_at_one(readings):
+    tenant = TenantFactory(provider_config={"users": 60}, governor_settings={"brake_after": 99, "max_wait_s": 0, "batch_size": 20})
+    readings(calm=3, then=reading(10, 91))
+    run = sync_here(tenant, steps="users")
+    assert run.status == Status.COMPLETED and DirectoryUser.objects.count() == 60
+    kinds = set(ThrottleEvent.objects.filter(owner=f"run-{run.pk}").values_list("kind", flat=True))
+    assert {"throttle", "emergency", "pause"} <= kinds
+    step = run.step_records.get()
+    assert step.peak_rss_bytes > 0 and step.peak_cpu_percent == 10
+
+
+def test_a_bad_tenant_override_fails_the_step_with_its_name():
+    tenant = TenantFactory(governor_settings={"max_cpu_percent": 500})
+    run = sync_here(tenant, steps="users")
+    assert run.status == Status.FAILED
+    assert "governor settings: max_cpu_percent must be between 1 and 100" in run.error
+
+
+def test_rate_limit_answers_slow_the_tokens_step_down(google_tenant, fake_google):
+    users, tokens = demo_org(60)
+    fake_google.load(users, tokens)
+    for user in users[40:44]:
+        fake_google.fail_next(f"{USERS_PATH}/{user['id']}/tokens", 429, google_error(429, "Rate Limit Exceeded", "rateLimitExceeded"))
+    run = sync_here(google_tenant, steps="tokens")
+    assert run.status == Status.COMPLETED
+    rate_events = ThrottleEvent.objects.filter(owner=f"run-{run.pk}", route="tokens", kind="rate")
+    assert rate_events.exists()
+    first = rate_events.first()
+    assert "provider pushed back: pace unpaced ->" in first.detail and "in flight limit" in first.detail
+    limits = [float(e.detail.rsplit(" ", 1)[-1]) for e in rate_events]
+    before = float(first.detail.split("in flight limit ")[1].split(" ")[0])
+    assert limits[0] == pytest.approx(before * 0.9, abs=0.1)  # multiplicative decrease on the 429
