@@ -13,6 +13,10 @@ from collections.abc import Iterable
 from django.db import transaction
 from django.utils import timezone
 
+from monitoring.policy import decide
+from monitoring.profiles import route_policy
+from monitoring.sampler import get_sampler
+
 from .models import COUNTERS, ENDED, STEP_NAMES, Status, SyncRun, SyncStep, Tenant
 
 log = logging.getLogger(__name__)
@@ -49,11 +53,31 @@ def start_run(*, tenant: Tenant, trigger: str, steps=None, enqueue: bool = True)
     return run
 
 
+OVERLOADED = "system consistently overloaded"
+
+
+def run_in_parallel(run: SyncRun) -> bool:
+    """The run route's decision: users and tokens side by side when at least two are allowed."""
+    try:
+        policy = route_policy("run", profile=run.profile or run.tenant.sync_profile or None, overrides=run.tenant.governor_settings)
+    except ValueError:
+        return False  # the steps will fail with the reason
+    decision = decide(get_sampler().latest(), policy)
+    parallel = policy.parallel and decision.concurrency >= 2
+    if not parallel:
+        why = "ENABLE_PARALLEL_SYNC is off" if not policy.parallel else decision.pressure.reason
+        log.info("[run %s] users then tokens, one after the other: %s", run.pk, why)
+    return parallel
+
+
 def begin_run(run_id: int) -> list[SyncStep]:
     """queued → running; return the steps to dispatch. Does nothing for a run already begun or cancelled."""
-    if not SyncRun.objects.filter(pk=run_id, status=Status.QUEUED).update(status=Status.RUNNING, started_at=timezone.now()):
-        return []
-    return advance_run(run_id)
+    run = SyncRun.objects.select_related("tenant").get(pk=run_id)
+    parallel = run_in_parallel(run)
+    began = SyncRun.objects.filter(pk=run_id, status=Status.QUEUED).update(
+        status=Status.RUNNING, started_at=timezone.now(), parallel=parallel
+    )
+    return advance_run(run_id) if began else []
 
 
 def _final_status(run: SyncRun, steps: list[SyncStep]) -> str:
@@ -75,12 +99,17 @@ def advance_run(run_id: int) -> list[SyncStep]:
         if run.status in ENDED and run.finished_at:
             return []
         steps = {s.name: s for s in run.step_records.all()}
+        overloaded = any(s.status == Status.FAILED and "overloaded" in s.error for s in steps.values())
         ready = []
         for step in steps.values():
             if step.status != Status.PENDING:
                 continue
             if run.status == Status.CANCELLED:
                 step.status = Status.CANCELLED
+            elif overloaded:  # circuit breaker: no new step on a machine that stopped one
+                step.status, step.error = Status.SKIPPED, f"circuit open: {OVERLOADED}"
+            elif step.name == "tokens" and not run.parallel and "users" in steps and not steps["users"].ended:
+                continue  # one after the other
             elif step.name == "relations" and "tokens" in steps:
                 tokens = steps["tokens"]
                 if not tokens.ended:

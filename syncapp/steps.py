@@ -426,7 +426,7 @@ def execute_step(step_id: int) -> int:
     except StepCancelled:
         status = Status.CANCELLED
     except GovernorStop as exc:
-        status, error = Status.FAILED, str(exc)
+        status, error = Status.FAILED, str(exc)  # runs.OVERLOADED when brakes ran out
     except (ProviderError, ConfigError) as exc:
         status, error = Status.FAILED, scrub(str(exc), tenant.provider_config)
     except Exception as exc:

@@ -30,7 +30,8 @@ class ScriptedReadings:
 def readings(monkeypatch):
     def install(calm: int, then):
         scripted = ScriptedReadings(calm, then)
-        monkeypatch.setattr("syncapp.steps.get_sampler", lambda: scripted)
+        for module in ("syncapp.steps", "syncapp.runs"):
+            monkeypatch.setattr(f"{module}.get_sampler", lambda: scripted)
         return scripted
 
     return install
@@ -96,3 +97,23 @@ def test_rate_limit_answers_slow_the_tokens_step_down(google_tenant, fake_google
     for detail in details:  # and every 429 cuts the in-flight limit by AIMD's factor
         before, after = (float(x) for x in detail.split("in flight limit ")[1].split(" -> "))
         assert after == pytest.approx(max(1.0, before * 0.9), abs=0.1)
+
+
+def test_without_parallel_sync_tokens_wait_for_users(settings):
+    settings.BALLAST_GOVERNOR = {"parallel": False}
+    run = sync_here(TenantFactory(provider_config={"users": 50}))
+    users, tokens = run.step_records.get(name="users"), run.step_records.get(name="tokens")
+    assert run.status == Status.COMPLETED and run.parallel is False
+    assert tokens.started_at >= users.finished_at
+
+
+def test_under_pressure_the_run_goes_sequential_and_the_circuit_opens(readings):
+    tenant = TenantFactory(provider_config={"users": 200}, governor_settings=FAST_BRAKES)
+    readings(calm=0, then=reading(95, 50))
+    run = sync_here(tenant)
+    assert run.parallel is False
+    statuses = {s.name: (s.status, s.error) for s in run.step_records.all()}
+    assert statuses["users"] == (Status.FAILED, "system consistently overloaded")
+    assert statuses["tokens"] == (Status.SKIPPED, "circuit open: system consistently overloaded")
+    assert statuses["relations"][0] == Status.SKIPPED
+    assert run.status == Status.FAILED
