@@ -83,6 +83,7 @@ class Governor:
         self._cpu_mark = (self.clock(), self.cpu_clock())
         first = self.read()
         self.capacity = first.cpu_capacity
+        self.io_cap = 0
         self.decision: Decision = self._decide(first)
         self.concurrency = self.decision.concurrency
         self.batch_size = self.decision.batch_size
@@ -101,7 +102,12 @@ class Governor:
         self.recorder.event(Event(kind, self.decision.pressure, reading.rss_bytes, before, after, detail))
 
     def tick(self) -> Decision:
-        """Read, decide, record what changed, and a resource sample at a bounded rate."""
+        """Read, decide, record what changed, and a resource sample at a bounded rate.
+
+        A concurrency event is recorded when resources change what is allowed; AIMD's steps
+        for I/O-bound calls show in the samples instead (they move with every window).
+        """
+        allowed_before = self.io_cap
         reading = self.read()
         self.capacity = reading.cpu_capacity
         stats = self.stats
@@ -112,9 +118,9 @@ class Governor:
         decision = self._decide(reading)
         self.decision = decision
         p = decision.pressure
-        if decision.concurrency != self.concurrency:
-            self._event("concurrency", reading, f"{p.reason}, CPU {p.cpu:.0f}%", self.concurrency, decision.concurrency)
-            self.concurrency = decision.concurrency
+        if self.io_cap != allowed_before:
+            self._event("concurrency", reading, f"{p.reason}, CPU {p.cpu:.0f}%", allowed_before, self.io_cap)
+        self.concurrency = decision.concurrency
         if decision.batch_size != self.batch_size:
             self._event("batch_size", reading, f"{self.batch_size} -> {decision.batch_size} records: {p.reason}")
             self.batch_size = decision.batch_size

@@ -3,6 +3,10 @@ from django.contrib import admin, messages
 from django.db.models import Sum
 from django.utils.html import format_html
 
+from monitoring.charts import owner_chart
+from monitoring.models import ThrottleEvent
+from monitoring.profiles import route_policy
+
 from .models import COUNTERS, Application, DirectoryUser, SyncRun, SyncStep, Tenant, Token, UserAppRelation
 from .providers import ConfigError, provider_class
 from .runs import RunRefused, cancel_run, start_run
@@ -13,7 +17,7 @@ from .tasks import cluster_is_running
 class TenantForm(forms.ModelForm):
     class Meta:
         model = Tenant
-        fields = ["slug", "name", "provider", "provider_config", "active", "sync_every_minutes"]
+        fields = ["slug", "name", "provider", "provider_config", "active", "sync_every_minutes", "sync_profile", "governor_settings"]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -35,6 +39,15 @@ class TenantForm(forms.ModelForm):
         except ConfigError as exc:
             self.add_error("provider_config", f"{cleaned['provider']} provider: {exc}")
         cleaned["provider_config"] = config
+        overrides = cleaned.get("governor_settings")
+        if overrides is not None:
+            if not isinstance(overrides, dict):
+                self.add_error("governor_settings", 'Enter a JSON object, e.g. {"max_cpu_percent": 50}.')
+            else:
+                try:
+                    route_policy("users", profile=cleaned.get("sync_profile") or None, overrides=overrides)
+                except (ValueError, TypeError) as exc:
+                    self.add_error("governor_settings", str(exc))
         return cleaned
 
 
@@ -75,12 +88,21 @@ class SyncStepInline(admin.TabularInline):
     model = SyncStep
     extra = 0
     can_delete = False
-    fields = ["name", "status", "duration", *COUNTERS, "invalid_samples", "error", "checkpoint", "task_id"]
+    fields = ["name", "status", "duration", *COUNTERS, "resources", "invalid_samples", "error", "checkpoint", "task_id"]
     readonly_fields = fields
 
     @admin.display(description="duration (s)")
     def duration(self, step):
         return step.duration_s
+
+    @admin.display(description="resources")
+    def resources(self, step):
+        if step.peak_rss_bytes is None:
+            return "—"
+        return (
+            f"peak RSS {step.peak_rss_bytes / 2**20:.0f} MB, CPU mean {step.mean_cpu_percent:.0f}% "
+            f"peak {step.peak_cpu_percent:.0f}%, waited {step.governor_wait_s:.1f} s"
+        )
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -126,6 +148,30 @@ class SyncRunAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    EVENTS_SHOWN = 200
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        run = self.get_object(request, object_id)
+        if run is not None:
+            owner = f"run-{run.pk}"
+            try:
+                policy = route_policy("run", profile=run.profile or run.tenant.sync_profile or None, overrides=run.tenant.governor_settings)
+            except ValueError:
+                policy = route_policy("run")
+            events = ThrottleEvent.objects.filter(owner=owner).order_by("id")
+            total = events.count()
+            shown = list(events[: self.EVENTS_SHOWN])
+            for event in shown:
+                event.rss_mb = event.rss_bytes / 2**20
+            extra_context = {
+                **(extra_context or {}),
+                "resource_chart": owner_chart(owner, cpu_ceiling=policy.max_cpu_percent, memory_ceiling=policy.max_memory_percent),
+                "governor_events": shown,
+                "governor_events_total": total,
+                "governor_events_more": total > len(shown),
+            }
+        return super().change_view(request, object_id, form_url, extra_context)
 
     @admin.display(description="duration (s)")
     def duration(self, run):

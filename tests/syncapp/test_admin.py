@@ -122,3 +122,42 @@ def test_staff_who_may_only_view_cannot_start_or_cancel(client, db):
     client.force_login(viewer)
     assert 'value="start_sync"' not in client.get(reverse("admin:syncapp_tenant_changelist")).content.decode()
     assert 'value="cancel"' not in client.get(reverse("admin:syncapp_syncrun_changelist")).content.decode()
+
+
+def test_a_run_page_draws_its_resources_and_lists_governor_events(admin_client, db):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from monitoring.models import ResourceSample, ThrottleEvent
+
+    run = start_run(tenant=TenantFactory(), trigger="admin", enqueue=False)
+    start = timezone.now()
+    for i, (cpu, concurrency) in enumerate([(20, 3), (85, 1), (40, 2)]):
+        ResourceSample.objects.create(
+            owner=f"run-{run.pk}", route="users", at=start + timedelta(seconds=i), cpu_percent=cpu,
+            process_cpu_percent=cpu, memory_percent=30, rss_bytes=10**8, concurrency=concurrency, batch_size=100,
+        )
+    ThrottleEvent.objects.create(
+        owner=f"run-{run.pk}", route="users", kind="throttle", cpu_percent=85, memory_percent=30, rss_bytes=10**8,
+        detail="CPU 85% (consecutive 1)",
+    )
+    page = admin_client.get(reverse("admin:syncapp_syncrun_change", args=[run.pk])).content.decode()
+    assert "Resources over the run" in page and "<svg" in page and 'class="event"' in page
+    assert page.count("<polyline") == 3  # CPU, memory, concurrency
+    assert "throttle: users: CPU 85% (consecutive 1)" in page  # the event's tick, on hover
+    assert "CPU 85% (consecutive 1)</td>" in page  # and its row
+
+
+def test_governor_settings_are_checked_in_the_tenant_form(admin_client, db):
+    tenant = TenantFactory(slug="acme")
+    form = {**_form(tenant, '{"users": 5}'), "governor_settings": '{"max_cpu_percent": 500}'}
+    response = admin_client.post(reverse("admin:syncapp_tenant_change", args=[tenant.pk]), form)
+    assert "max_cpu_percent must be between 1 and 100" in response.content.decode()
+    form["governor_settings"] = '{"bogus": 1}'
+    assert "unknown governor settings: bogus" in admin_client.post(reverse("admin:syncapp_tenant_change", args=[tenant.pk]), form).content.decode()
+    form["governor_settings"] = '{"max_cpu_percent": 50}'
+    form["sync_profile"] = "background"
+    assert admin_client.post(reverse("admin:syncapp_tenant_change", args=[tenant.pk]), form).status_code == 302
+    tenant.refresh_from_db()
+    assert (tenant.sync_profile, tenant.governor_settings) == ("background", {"max_cpu_percent": 50})
