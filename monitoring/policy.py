@@ -137,15 +137,19 @@ def batch_plan(memory: float, size: int, delay_s: float) -> tuple[int, float]:
     return size, delay_s
 
 
+def memory_headroom(reading: Reading, policy: RoutePolicy) -> float:
+    """Bytes left under the memory ceilings (the container's and this process's own)."""
+    budgets = [reading.memory_limit_bytes * policy.max_memory_percent / 100 - reading.memory_used_bytes]
+    if policy.rss_limit_mb:
+        budgets.append(policy.rss_limit_mb * MB - reading.rss_bytes)
+    return max(min(budgets), 0.0)
+
+
 def headroom_batch(reading: Reading, policy: RoutePolicy, bytes_per_record: float | None, concurrency: int) -> int | None:
     """Under a memory ceiling, the batch size that half the remaining headroom can hold."""
     if not bytes_per_record:
         return None
-    budgets = [reading.memory_limit_bytes * policy.max_memory_percent / 100 - reading.memory_used_bytes]
-    if policy.rss_limit_mb:
-        budgets.append(policy.rss_limit_mb * MB - reading.rss_bytes)
-    headroom = max(min(budgets), 0)
-    return max(1, int(headroom / 2 / bytes_per_record / max(concurrency, 1)))
+    return max(1, int(memory_headroom(reading, policy) / 2 / bytes_per_record / max(concurrency, 1)))
 
 
 @dataclass(frozen=True)
