@@ -3,8 +3,10 @@ and Google's OAuth token endpoint for service accounts. Tests change its data an
 script its faults; it records every request it answers.
 """
 
+import bisect
 import json
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -39,6 +41,9 @@ class FakeDirectory:
         self.requests: list[tuple[str, str, dict]] = []
         self.flaky_every: int | None = None  # every Nth directory request answers 503
         self.flaky_answers = 0
+        self.quota_per_second: int | None = None  # answer 429 above this many calls in any second
+        self.accepted_at: list[float] = []  # monotonic times of calls let through (under a quota)
+        self.rejected = 0
         self._faults: deque[Fault] = deque()
         self._count = 0
         self._lock = threading.Lock()
@@ -85,6 +90,8 @@ class FakeDirectory:
             return self._token(body)
         if headers.get("Authorization", "").removeprefix("Bearer ") not in self.access_tokens:
             return 401, google_error(401, "Request had invalid authentication credentials.", "authError"), {}
+        if self.quota_per_second is not None and not self._within_quota():
+            return 429, google_error(429, "Rate Limit Exceeded", "rateLimitExceeded"), {}
         if self.flaky_every and count % self.flaky_every == 0:
             self.flaky_answers += 1
             return 503, google_error(503, "The service is currently unavailable.", "backendError"), {}
@@ -93,6 +100,16 @@ class FakeDirectory:
         if path.startswith(USERS_PATH + "/") and path.endswith("/tokens"):
             return self._user_tokens(unquote(path[len(USERS_PATH) + 1 : -len("/tokens")]))
         return 404, google_error(404, "Not Found", "notFound"), {}
+
+    def _within_quota(self) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            recent = bisect.bisect_left(self.accepted_at, now - 1.0)
+            if len(self.accepted_at) - recent >= self.quota_per_second:
+                self.rejected += 1
+                return False
+            self.accepted_at.append(now)
+            return True
 
     def _users(self, query: dict) -> tuple[int, dict, dict]:
         if "customer" not in query:

@@ -1,0 +1,167 @@
+"""Governor benchmarks: each prints figures measured side by side in one run (not timed tests).
+
+    .venv/bin/python bench/governor.py latency [--users 5000]   20 ms calls: default vs MAX_CONCURRENCY=1 vs the seeds' table
+    .venv/bin/python bench/governor.py quota [--seconds 40]     a provider that answers 429 above 40 calls/s
+    taskset -c 0 .venv/bin/python bench/governor.py cpu         pinned to one core: MAX_CPU_PERCENT=50 vs unthrottled
+    .venv/bin/python bench/governor.py memory [--users 50000]   MAX_RSS_USAGE_MB=256: peak RSS, every row stored
+
+Set DATABASE_URL for PostgreSQL (recommended). Each uses its own tenants and removes them.
+"""
+
+import argparse
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+os.environ.setdefault("LOG_LEVEL", "WARNING")
+
+import django  # noqa: E402
+
+django.setup()
+
+import psutil  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+
+from syncapp.models import DirectoryUser, SyncRun, Tenant, Token, UserAppRelation  # noqa: E402
+from syncapp.runs import start_run  # noqa: E402
+from syncapp.tasks import run_in_process  # noqa: E402
+from tests.conftest import demo_org  # noqa: E402
+from tests.fakegoogle import FakeDirectory  # noqa: E402
+
+
+def fresh_tenant(slug: str, **fields) -> Tenant:
+    Tenant.objects.filter(slug=slug).delete()
+    return Tenant.objects.create(slug=slug, name=slug, **fields)
+
+
+def timed_run(tenant: Tenant, steps: str) -> tuple[SyncRun, float]:
+    run = start_run(tenant=tenant, trigger=SyncRun.Trigger.COMMAND, steps=steps, enqueue=False)
+    started = time.perf_counter()
+    run_in_process(run.pk)
+    return SyncRun.objects.get(pk=run.pk), time.perf_counter() - started
+
+
+def latency(args) -> None:
+    config = {"users": args.users, "apps": 30, "seed": 5, "latency_ms": 20}
+    cases = [
+        ("default profile (AIMD)", {}, {}),
+        ("MAX_CONCURRENCY=1", {"max_concurrency": 1}, {}),
+        ("seeds' fixed table (tokens: 2)", {}, {"io_max_concurrency": 2}),
+    ]
+    print(f"tokens step, {args.users:,} users, 20 ms per provider call")
+    print(f"{'case':<32}{'seconds':>9}{'tokens/s':>10}{'speed-up':>10}{'peak CPU %':>12}{'peak RSS MB':>13}")
+    results = []
+    for name, environment, overrides in cases:
+        settings.BALLAST_GOVERNOR = environment
+        tenant = fresh_tenant("bench-latency", provider="demo", provider_config=config, governor_settings=overrides)
+        run, seconds = timed_run(tenant, "tokens")
+        step = run.step_records.get()
+        results.append((name, seconds, step))
+        tenant.delete()
+    single = results[1][1]
+    for name, seconds, step in results:
+        print(f"{name:<32}{seconds:>9.1f}{step.received / seconds:>10,.0f}{single / seconds:>9.1f}×{step.peak_cpu_percent:>12.0f}{step.peak_rss_bytes / 2**20:>13.0f}")
+
+
+def quota(args) -> None:
+    server = FakeDirectory().start()
+    users, tokens = demo_org(args.users, seed=9)
+    server.load(users, tokens)
+    server.quota_per_second = 40
+    tenant = fresh_tenant(
+        "bench-quota", provider="google",
+        provider_config={"base_url": server.url, "access_token": "static-test-token", "retry_base_ms": 500, "max_attempts": 10},
+    )
+    try:
+        run, seconds = timed_run(tenant, "tokens")
+    finally:
+        server.stop()
+        tenant.delete()
+    accepted = server.accepted_at
+    start, end = accepted[0] + 5.0, accepted[-1]  # after the first 5 s of discovering the quota
+    steady = [t for t in accepted if start <= t <= end]
+    rate = len(steady) / (end - start) if end > start else 0
+    total = len(accepted) + server.rejected
+    print(f"tokens step against a provider that answers 429 above 40 calls/s: {args.users:,} users, {seconds:.1f} s, {run.status}")
+    print(f"sustained rate after the first 5 s: {rate:.1f} calls/s = {rate / 40:.1%} of the quota")
+    print(f"rejected: {server.rejected} of {total} calls = {server.rejected / total:.2%}")
+
+
+def _cpu_windows(stop: threading.Event, windows: list, every: float = 5.0) -> None:
+    process = psutil.Process()
+    capacity = len(os.sched_getaffinity(0))
+    last_t, last_cpu = time.monotonic(), sum(process.cpu_times()[:2])
+    while not stop.wait(every):
+        now, cpu = time.monotonic(), sum(process.cpu_times()[:2])
+        windows.append(100 * (cpu - last_cpu) / (now - last_t) / capacity)
+        last_t, last_cpu = now, cpu
+
+
+def cpu(args) -> None:
+    config = {"users": args.users, "apps": 40, "seed": 6, "latency_ms": 0}
+    print(f"full sync of {args.users:,} demo users (no provider latency), CPUs allowed: {sorted(os.sched_getaffinity(0))}")
+    print(f"{'case':<24}{'seconds':>9}{'rows/s':>9}{'max CPU % per 5 s':>19}{'mean':>7}")
+    rates = {}
+    for name, ceiling in (("unthrottled (100%)", 100.0), ("MAX_CPU_PERCENT=50", 50.0)):
+        settings.BALLAST_GOVERNOR = {"max_cpu_percent": ceiling, "max_wait_s": 1.0}
+        tenant = fresh_tenant("bench-cpu", provider="demo", provider_config=config)
+        windows, stop = [], threading.Event()
+        watcher = threading.Thread(target=_cpu_windows, args=(stop, windows), daemon=True)
+        watcher.start()
+        run, seconds = timed_run(tenant, "users,tokens,relations")
+        stop.set()
+        watcher.join()
+        rows = sum(s.received for s in run.step_records.all())
+        rates[ceiling] = rows / seconds
+        print(f"{name:<24}{seconds:>9.1f}{rows / seconds:>9,.0f}{max(windows, default=0):>19.1f}{sum(windows) / max(len(windows), 1):>7.1f}")
+        tenant.delete()
+    print(f"throttled rate = {rates[50.0] / (rates[100.0] / 2):.0%} of half the unthrottled rate")
+
+
+def memory(args) -> None:
+    settings.BALLAST_GOVERNOR = {"rss_limit_mb": 256.0}
+    config = {"users": args.users, "apps": 60, "seed": 8, "latency_ms": 0}
+    tenant = fresh_tenant("bench-memory", provider="demo", provider_config=config)
+    peak, stop = [0], threading.Event()
+
+    def watch() -> None:
+        process = psutil.Process()
+        while not stop.wait(0.1):
+            peak[0] = max(peak[0], process.memory_info().rss)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        run, seconds = timed_run(tenant, "users,tokens,relations")
+    finally:
+        stop.set()
+        watcher.join()
+    _, tokens = demo_org(args.users, seed=8, apps=60)
+    expected_tokens = sum(len(t) for t in tokens.values())
+    stored = (DirectoryUser.objects.filter(tenant=tenant).count(), Token.objects.filter(tenant=tenant).count(),
+              UserAppRelation.objects.filter(tenant=tenant).count())
+    tenant.delete()
+    print(f"MAX_RSS_USAGE_MB=256, {args.users:,} users: {run.status} in {seconds:.0f} s")
+    print(f"peak RSS {peak[0] / 2**20:.0f} MB (sampled every 0.1 s)")
+    print(f"stored users {stored[0]:,} of {args.users:,}, tokens {stored[1]:,} of {expected_tokens:,}, relations {stored[2]:,}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="bench", required=True)
+    sub.add_parser("latency").add_argument("--users", type=int, default=5000)
+    sub.add_parser("quota").add_argument("--users", type=int, default=1600)
+    sub.add_parser("cpu").add_argument("--users", type=int, default=6000)
+    sub.add_parser("memory").add_argument("--users", type=int, default=50_000)
+    args = parser.parse_args()
+    call_command("migrate", verbosity=0)
+    {"latency": latency, "quota": quota, "cpu": cpu, "memory": memory}[args.bench](args)
+
+
+if __name__ == "__main__":
+    main()
