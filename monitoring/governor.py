@@ -10,6 +10,7 @@ tick() with fixed readings and a fake clock, and nothing really sleeps.
 import ctypes
 import ctypes.util
 import gc
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -131,8 +132,18 @@ class Governor:
         return decision
 
     def io_limit(self) -> int:
-        """Calls allowed in flight now: what resources allow, capped by AIMD for I/O-bound work."""
-        return min(self.io_cap, self.limit.current()) if self.io_bound else self.io_cap
+        """Calls allowed in flight now: what resources allow, capped by AIMD for I/O-bound work.
+
+        Once calls are paced, enough stay in flight to keep the pace (Little's law: rate ×
+        latency), so a quota-bound step is held by its pace, not starved by a shrunken limit.
+        """
+        if not self.io_bound:
+            return self.io_cap
+        limit = self.limit.current()
+        rate, latency = self.pacer.rate, self.limit.mean_latency
+        if rate and latency:
+            limit = max(limit, math.ceil(rate * latency) + 1)
+        return min(self.io_cap, limit)
 
     # --- waiting -------------------------------------------------------------
 

@@ -203,6 +203,10 @@ class AIMDLimit:
     def current(self) -> int:
         return max(self.minimum, min(self.maximum, int(self.limit)))
 
+    @property
+    def mean_latency(self) -> float | None:
+        return self._mean
+
     def on_sample(self, latency_s: float, in_flight: int, rejected: bool) -> int:
         slow = False
         if self._mean is None:
@@ -223,7 +227,8 @@ class AIMDLimit:
 class Pacer:
     """The pace of calls, in calls per second: unpaced until the provider rejects one.
 
-    On a rejection the rate drops to backoff × what was really sent over the last second; while
+    On a rejection the rate drops to backoff × what was really sent over the last second (once
+    per second: the rejections of calls already in flight are the same congestion); while
     calls succeed it creeps up by `increase` per second, so a quota-bound step settles just under
     the quota instead of bouncing off it. `next_delay` says how long to wait before the next call.
     """
@@ -236,6 +241,7 @@ class Pacer:
     _next_at: float = field(default=0.0, repr=False)
     _sent: list = field(default_factory=list, repr=False)
     _last_result_at: float | None = field(default=None, repr=False)
+    _last_cut_at: float = field(default=float("-inf"), repr=False)
 
     def __post_init__(self):
         if self.maximum is not None and self.rate is None:
@@ -255,7 +261,10 @@ class Pacer:
     def on_result(self, now: float, rejected: bool) -> None:
         elapsed_s = 0.0 if self._last_result_at is None else max(now - self._last_result_at, 0.0)
         self._last_result_at = now
-        if rejected:
+        if rejected and now - self._last_cut_at < 1.0:
+            pass  # calls already in flight when the first was rejected: one congestion, one cut
+        elif rejected:
+            self._last_cut_at = now
             # What the provider took over the last second is what its quota allows.
             observed = len([t for t in self._sent if t > now - 1.0])
             base = min(self.rate or observed, max(observed, self.minimum))
