@@ -38,6 +38,34 @@ def _malloc_trim() -> bool:
         return False
 
 
+class CpuBudget:
+    """The CPU time this process may use, shared by every governor in it: two steps running in
+    one process must not both sleep for the same CPU seconds.
+
+    A virtual clock advances by cpu_seconds / allowed_cores for the CPU used; the caller sleeps
+    until the virtual clock catches up with now. Idle time banks at most `burst_s` of credit,
+    so a pause is not followed by a burst over the ceiling.
+    """
+
+    def __init__(self, burst_s: float = 0.02):
+        self.burst_s = burst_s
+        self._lock = threading.Lock()
+        self._virtual = self._cpu = None
+
+    def delay(self, now: float, cpu_seconds: float, allowed_cores: float) -> float:
+        """Charge the CPU used since the last call; return how long to sleep to be back in budget."""
+        with self._lock:
+            if self._virtual is None:
+                self._virtual, self._cpu = now, cpu_seconds
+                return 0.0
+            used, self._cpu = max(cpu_seconds - self._cpu, 0.0), cpu_seconds
+            self._virtual = max(self._virtual + used / allowed_cores, now - self.burst_s)
+            return max(0.0, self._virtual - now)
+
+
+PROCESS_CPU_BUDGET = CpuBudget()
+
+
 @dataclass
 class RunStats:
     peak_rss_bytes: int = 0
@@ -65,6 +93,7 @@ class Governor:
         sleep: Callable[[float], None] = time.sleep,
         cpu_clock: Callable[[], float] = time.process_time,
         collect: Callable[[], None] | None = None,
+        cpu_budget: "CpuBudget | None" = None,
     ):
         self.policy, self.read, self.recorder, self.io_bound = policy, read, recorder, io_bound
         self.clock, self._sleep, self.cpu_clock = clock, sleep, cpu_clock
@@ -81,7 +110,8 @@ class Governor:
         self._lock = threading.Lock()
         self._last_sample_at = float("-inf")
         self._last_collect_at = float("-inf")
-        self._cpu_mark = (self.clock(), self.cpu_clock())
+        self.cpu_budget = cpu_budget or PROCESS_CPU_BUDGET
+        self.cpu_budget.delay(self.clock(), self.cpu_clock(), 1.0)  # start counting from now
         first = self.read()
         self.capacity = first.cpu_capacity
         self.io_cap = 0
@@ -212,18 +242,10 @@ class Governor:
         self.concurrency = self.io_cap = 1
 
     def _duty_cycle(self) -> None:
-        """Hold the CPU ceiling: if this process used more than its share since the last batch,
-        sleep until used / elapsed is back at the ceiling (one busy thread uses a whole core
-        whatever the concurrency is)."""
-        now, used = self.clock(), self.cpu_clock()
-        (then, used_then), self._cpu_mark = self._cpu_mark, (now, used)
+        """Hold the CPU ceiling: when this process used more than its share, sleep until its use
+        is back at the ceiling (one busy thread uses a whole core whatever the concurrency is)."""
         allowed = self.policy.max_cpu_percent / 100 * max(self.capacity, 1e-6)
-        cpu_seconds, wall = used - used_then, now - then
-        if wall <= 0 or cpu_seconds / wall <= allowed:
-            return
-        pause = min(cpu_seconds / allowed - wall, 5.0)
-        self.sleep(pause)
-        self._cpu_mark = (self.clock(), self.cpu_clock())
+        self.sleep(min(self.cpu_budget.delay(self.clock(), self.cpu_clock(), allowed), 5.0))
 
     # --- memory ----------------------------------------------------------------
 

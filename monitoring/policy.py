@@ -93,7 +93,9 @@ def pressure(reading: Reading, policy: RoutePolicy) -> Pressure:
     if policy.emergency_rss_mb and reading.rss_bytes >= policy.emergency_rss_mb * MB:
         memory = max(memory, policy.emergency_percent)
         reason = f"RSS {reading.rss_bytes / MB:.0f} MB >= emergency {policy.emergency_rss_mb:.0f} MB"
-    cpu = max(reading.cpu_percent, reading.process_cpu_percent)
+    # The machine's (container's) CPU. This process's own share is held by duty-cycling in the
+    # governor, not by waits: reacting to it twice would starve the sync.
+    cpu = reading.cpu_percent
     if cpu > memory:
         reason = f"CPU {cpu:.0f}%"
     return Pressure(cpu=cpu, memory=memory, reason=reason)

@@ -34,7 +34,7 @@ class StressReport:
 
     @staticmethod
     def _p95(values: list) -> float:
-        return statistics.quantiles(values, n=20)[-1] if len(values) >= 2 else (values[0] if values else 0.0)
+        return statistics.quantiles(values, n=20, method="inclusive")[-1] if len(values) >= 2 else (values[0] if values else 0.0)
 
     def as_dict(self) -> dict:
         return {
@@ -58,8 +58,8 @@ def run_stress(*, cpu: bool, memory_mb: int, seconds: float, reader: SystemReade
     held: list[bytearray] = []
     stop = threading.Event()
 
-    def sample() -> None:  # the load's own sampler: a reading every 0.25 s
-        while not stop.wait(0.25):
+    def sample() -> None:  # the load's own sampler: one reading per second, the report's window
+        while not stop.wait(1.0):
             reading = reader.read()
             latest[0] = reading
             report.cpu.append(reading.process_cpu_percent)

@@ -5,7 +5,7 @@ from contextlib import ExitStack
 import pytest
 
 from monitoring.events import ListRecorder
-from monitoring.governor import Governor, GovernorStop
+from monitoring.governor import CpuBudget, Governor, GovernorStop
 from monitoring.policy import RoutePolicy
 from monitoring.readings.fake import FixedReader, reading
 
@@ -27,7 +27,7 @@ def governor(readings, policy=RoutePolicy(), **kwargs):
     recorder = ListRecorder()
     g = Governor(
         policy, read=FixedReader(readings).read, recorder=recorder, clock=t.clock, sleep=t.sleep,
-        cpu_clock=lambda: t.cpu, collect=lambda: None, **kwargs,
+        cpu_clock=lambda: t.cpu, collect=lambda: None, cpu_budget=CpuBudget(), **kwargs,
     )
     return g, t, recorder
 
@@ -91,6 +91,7 @@ def test_emergency_drops_to_one_and_collects():
     g = Governor(
         RoutePolicy(max_concurrency=3, max_wait_s=0), read=FixedReader([reading(10, 10), reading(10, 91)]).read,
         recorder=recorder, clock=t.clock, sleep=t.sleep, cpu_clock=lambda: 0.0, collect=lambda: collected.append(1),
+        cpu_budget=CpuBudget(),
     )
     g.before_batch()
     assert "emergency" in recorder.kinds() and "collect" in recorder.kinds()
@@ -143,3 +144,20 @@ def test_a_known_quota_paces_from_the_start():
         with g.call():
             pass
     assert sum(t.slept) == pytest.approx(0.4)  # 5 calls at 10/s: 0, 0.1, 0.2, 0.3, 0.4 s
+
+
+def test_governors_in_one_process_share_one_cpu_budget():
+    budget = CpuBudget()
+    assert budget.delay(0.0, 0.0, 0.5) == 0.0
+    # 1 s of process CPU in 1 s: whoever checks first sleeps 1 s; a second check at the same
+    # moment, with no more CPU used, must not sleep for the same CPU seconds again.
+    assert budget.delay(1.0, 1.0, 0.5) == pytest.approx(1.0)
+    assert budget.delay(1.0, 1.0, 0.5) == pytest.approx(1.0)  # sleep until the same moment, not 1 s more
+    assert budget.delay(2.0, 1.0, 0.5) == 0.0  # after that moment: back in budget
+
+
+def test_idle_time_banks_only_a_little_credit():
+    budget = CpuBudget(burst_s=0.2)  # the default banks less: 0.02 s
+    budget.delay(0.0, 0.0, 0.5)
+    budget.delay(10.0, 0.0, 0.5)  # ten idle seconds
+    assert budget.delay(11.0, 1.0, 0.5) == pytest.approx(0.8)  # 2 s of budget used, only 0.2 s banked

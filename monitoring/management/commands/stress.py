@@ -6,7 +6,10 @@ from monitoring.stress import run_stress
 
 
 class Command(BaseCommand):
-    help = "Run a synthetic CPU and memory load under the governor; report peak and p95 against the ceilings."
+    help = (
+        "Run a synthetic CPU and memory load under the governor; report peak and p95 over one-second "
+        "windows against the ceilings (CPU: this process's share of the CPUs it may use)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--cpu", action="store_true", help="Load every core the process may use.")
