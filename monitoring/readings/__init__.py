@@ -4,6 +4,7 @@ SystemReader.read() is called by the sampler thread; everyone else reads the sam
 Reading, so the hot path pays nothing.
 """
 
+import os
 import time
 from pathlib import Path
 
@@ -33,9 +34,15 @@ class SystemReader:
         )
 
     def cpu_capacity(self) -> float:
+        """Cores this process may use: the cgroup quota, its affinity mask, the core count."""
         quota = self.container.cpu_quota() if self.container else None
         cores = float(self.host.cores())
         return min(quota, cores) if quota else cores
+
+    def group_capacity(self) -> float:
+        """Cores the whole container (or host) may use: what its CPU use is a share of."""
+        quota = self.container.cpu_quota() if self.container else None
+        return quota or float(os.cpu_count() or 1)
 
     def _pressure(self, resource: str) -> float | None:
         """The group's own PSI where it keeps one, else the system's."""
@@ -51,9 +58,9 @@ class SystemReader:
         c = self.container
         host_cpu = self.host.cpu_percent()
         if group_cpu is not None and last_group_cpu is not None:
-            cpu = 100.0 * (group_cpu - last_group_cpu) / wall / capacity
+            cpu = 100.0 * (group_cpu - last_group_cpu) / wall / self.group_capacity()
         else:
-            cpu = host_cpu * self.host.cores() / capacity
+            cpu = host_cpu  # psutil: percent of all the host's cores
         host_used, host_total = self.host.memory()
         limit = c.memory_limit() if c else None
         used = c.memory_used() if c else None

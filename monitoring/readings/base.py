@@ -7,9 +7,10 @@ from dataclasses import dataclass
 class Reading:
     """One sample of the process, and of the container (or host) it runs in.
 
-    Percentages are of what this process may use: memory of the effective limit (the smaller
-    of the container's and the host's), CPU of the CPU capacity (cgroup quota, affinity mask,
-    core count: the smallest).
+    Memory is a share of the effective limit (the smaller of the container's and the host's).
+    cpu_percent is the container's (or host's) use of its own CPUs; process_cpu_percent is this
+    process's use of the CPUs it may run on, cpu_capacity (cgroup quota, affinity mask, core
+    count: the smallest).
     """
 
     at: float  # monotonic seconds
