@@ -126,8 +126,19 @@ class SyncRunAdmin(admin.ModelAdmin):
     date_hierarchy = "queued_at"
     inlines = [SyncStepInline]
     actions = ["cancel"]
-    fields = ["tenant", "trigger", "steps", "status", "queued_at", "started_at", "finished_at", "duration", "error", "task_id"]
+    fields = ["tenant", "trigger", "steps", "profile", "parallel", "status", "queued_at", "started_at", "finished_at", "duration", "resources", "error", "task_id"]
     readonly_fields = fields
+
+    @admin.display(description="resources")
+    def resources(self, run):
+        steps = [s for s in run.step_records.all() if s.peak_rss_bytes is not None]
+        if not steps:
+            return "—"
+        return (
+            f"peak RSS {max(s.peak_rss_bytes for s in steps) / 2**20:.0f} MB, "
+            f"CPU mean {sum(s.mean_cpu_percent for s in steps) / len(steps):.0f}% peak {max(s.peak_cpu_percent for s in steps):.0f}%, "
+            f"waited on the governor {sum(s.governor_wait_s for s in steps):.1f} s"
+        )
 
     def get_queryset(self, request):
         return (

@@ -84,6 +84,7 @@ def test_run_pages_show_status_counters_and_steps(admin_client):
     for step in ("users", "tokens", "relations"):
         assert f">{step}<" in text
     assert "25" in text
+    assert "peak RSS" in text and "waited on the governor" in text
     filtered = admin_client.get(reverse("admin:syncapp_syncrun_changelist"), {"status__exact": "failed"}).content.decode()
     assert "0 sync runs" in filtered
 
