@@ -3,8 +3,8 @@ from django.contrib import admin
 from .models import ResourceSample, ThrottleEvent
 
 
-class RecordAdmin(admin.ModelAdmin):
-    """Records are written by the governor, read here."""
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows written by code (the governor, a sync), browsed here."""
 
     def has_add_permission(self, request):
         return False
@@ -14,7 +14,7 @@ class RecordAdmin(admin.ModelAdmin):
 
 
 @admin.register(ThrottleEvent)
-class ThrottleEventAdmin(RecordAdmin):
+class ThrottleEventAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "owner", "route", "kind", "cpu_percent", "memory_percent", "concurrency_before", "concurrency_after", "detail"]
     list_filter = ["kind", "route"]
     search_fields = ["owner", "detail"]
@@ -22,7 +22,7 @@ class ThrottleEventAdmin(RecordAdmin):
 
 
 @admin.register(ResourceSample)
-class ResourceSampleAdmin(RecordAdmin):
+class ResourceSampleAdmin(ReadOnlyAdmin):
     list_display = ["at", "owner", "route", "cpu_percent", "process_cpu_percent", "memory_percent", "rss_bytes", "concurrency", "batch_size"]
     list_filter = ["route"]
     search_fields = ["owner"]

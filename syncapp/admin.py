@@ -3,6 +3,7 @@ from django.contrib import admin, messages
 from django.db.models import Sum
 from django.utils.html import format_html
 
+from monitoring.admin import ReadOnlyAdmin
 from monitoring.charts import owner_chart
 from monitoring.models import ThrottleEvent
 from monitoring.profiles import route_policy
@@ -119,7 +120,7 @@ def _progress_bar(done: int, total: int, records: int):
 
 
 @admin.register(SyncRun)
-class SyncRunAdmin(admin.ModelAdmin):
+class SyncRunAdmin(ReadOnlyAdmin):
     list_display = ["id", "tenant", "trigger", "status", "progress", "queued_at", "duration", "received", "written", "invalid", "failed"]
     list_filter = ["status", "trigger", "tenant"]
     search_fields = ["tenant__slug", "error"]
@@ -153,12 +154,6 @@ class SyncRunAdmin(admin.ModelAdmin):
                 total_failed=Sum("step_records__failed"),
             )
         )
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
     EVENTS_SHOWN = 200
 
@@ -222,17 +217,11 @@ class SyncRunAdmin(admin.ModelAdmin):
             self.message_user(request, "Runs that had already ended were left as they were.", messages.WARNING)
 
 
-class DirectoryAdmin(admin.ModelAdmin):
+class DirectoryAdmin(ReadOnlyAdmin):
     """Browsable, not editable: the provider is the source of truth."""
 
     list_select_related = True
     list_per_page = 50
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(DirectoryUser)

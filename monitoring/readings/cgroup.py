@@ -30,6 +30,14 @@ def _stat(path: Path) -> dict[str, int]:
     return {p[0]: int(p[1]) for p in pairs if len(p) == 2 and p[1].lstrip("-").isdigit()}
 
 
+def _working_set(usage: Path, stat: Path, inactive_key: str) -> int | None:
+    """Usage less the inactive page cache (reclaimable), as cAdvisor and the kubelet count it."""
+    used = _int(usage)
+    if used is None:
+        return None
+    return max(used - _stat(stat).get(inactive_key, 0), 0)
+
+
 def own_groups(proc: Path = Path("/proc")) -> dict[str, str]:
     """Controller → this process's group path, from /proc/self/cgroup ('' names the v2 group)."""
     groups = {}
@@ -62,10 +70,7 @@ class CgroupV2(ContainerSource):
         return None if text in (None, "max") else int(text)
 
     def memory_used(self):
-        current = _int(self.group / "memory.current")
-        if current is None:
-            return None
-        return max(current - _stat(self.group / "memory.stat").get("inactive_file", 0), 0)
+        return _working_set(self.group / "memory.current", self.group / "memory.stat", "inactive_file")
 
     def cpu_quota(self):
         quota, _, period = (_read(self.group / "cpu.max") or "max").partition(" ")
@@ -111,10 +116,7 @@ class CgroupV1(ContainerSource):
         return None if limit is None or limit >= UNLIMITED_V1 else limit
 
     def memory_used(self):
-        usage = _int(self.memory / "memory.usage_in_bytes")
-        if usage is None:
-            return None
-        return max(usage - _stat(self.memory / "memory.stat").get("total_inactive_file", 0), 0)
+        return _working_set(self.memory / "memory.usage_in_bytes", self.memory / "memory.stat", "total_inactive_file")
 
     def cpu_quota(self):
         if self.cpu is None:
