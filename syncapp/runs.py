@@ -14,7 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from monitoring.policy import decide
-from monitoring.profiles import route_policy
+from monitoring.profiles import profile_names, route_policy
 from monitoring.sampler import get_sampler
 
 from .models import COUNTERS, ENDED, STEP_NAMES, Status, SyncRun, SyncStep, Tenant
@@ -37,13 +37,15 @@ def parse_steps(steps: str | Iterable[str] | None) -> list[str]:
     return [n for n in STEP_NAMES if n in names]
 
 
-def start_run(*, tenant: Tenant, trigger: str, steps=None, enqueue: bool = True) -> SyncRun:
+def start_run(*, tenant: Tenant, trigger: str, steps=None, profile: str = "", enqueue: bool = True) -> SyncRun:
     """Record a queued run with its steps; with enqueue, hand it to the cluster once committed."""
     names = parse_steps(steps)
     if not tenant.active:
         raise RunRefused(f"tenant {tenant.slug} is not active")
+    if profile and profile not in profile_names():
+        raise RunRefused(f"unknown profile {profile!r}; choose from {', '.join(profile_names())}")
     with transaction.atomic():
-        run = SyncRun.objects.create(tenant=tenant, trigger=trigger, steps=",".join(names))
+        run = SyncRun.objects.create(tenant=tenant, trigger=trigger, steps=",".join(names), profile=profile)
         SyncStep.objects.bulk_create([SyncStep(run=run, name=name) for name in names])
         if enqueue:
             from .tasks import enqueue_run

@@ -96,6 +96,13 @@ class TestSync:
             "status", "duration_s", "received", "created", "updated", "unchanged", "deactivated", "invalid", "failed"
         }
 
+    def test_a_run_may_choose_its_profile(self):
+        TenantFactory(slug="acme", provider_config={"users": 10})
+        result = json.loads(run("sync", "acme", "--steps", "users", "--in-process", "--json", "--profile", "fast"))
+        assert SyncRun.objects.get(pk=result["id"]).profile == "fast"
+        with pytest.raises(CommandError, match="unknown profile 'turbo'; choose from production, development"):
+            run("sync", "acme", "--profile", "turbo")
+
     def test_only_the_steps_asked_for_run(self):
         TenantFactory(slug="acme", provider_config={"users": 10})
         result = json.loads(run("sync", "acme", "--steps", "users", "--in-process", "--json"))

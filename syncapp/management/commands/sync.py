@@ -24,8 +24,9 @@ class Command(BaseCommand):
         parser.add_argument("--wait", action="store_true", help="Follow the run; exit 0 only if it completed.")
         parser.add_argument("--in-process", action="store_true", help="Run here even if a cluster is running (implies --wait).")
         parser.add_argument("--json", action="store_true", help="Print the run as one JSON object on stdout.")
+        parser.add_argument("--profile", default="", help="Resource profile for this run (default: the tenant's).")
 
-    def handle(self, *args, slug, steps, wait, in_process, **options):
+    def handle(self, *args, slug, steps, wait, in_process, profile, **options):
         as_json = options["json"]
         tenant = _tenant(slug)
         wait = wait or in_process
@@ -34,7 +35,7 @@ class Command(BaseCommand):
             progress.write("No task cluster is running: carrying the run out in this process.")
             in_process = True
         try:
-            run = start_run(tenant=tenant, trigger=SyncRun.Trigger.COMMAND, steps=steps, enqueue=not in_process)
+            run = start_run(tenant=tenant, trigger=SyncRun.Trigger.COMMAND, steps=steps, profile=profile, enqueue=not in_process)
         except RunRefused as exc:
             raise CommandError(str(exc)) from None
         if not wait:
