@@ -1,5 +1,7 @@
 """What the governor did and saw. Monitoring knows a run only as an owner key ("run-42")."""
 
+from django.conf import settings
+from django.core.validators import MinValueValidator
 from django.db import models
 
 
@@ -52,3 +54,89 @@ class ResourceSample(models.Model):
 
     def __str__(self):
         return f"{self.owner} {self.route} @ {self.at:%H:%M:%S}"
+
+
+class TenantQuota(models.Model):
+    """One tenant's share. Empty fields take the site's defaults (settings.BALLAST_QUOTA_DEFAULTS)."""
+
+    tenant = models.OneToOneField(settings.BALLAST_TENANT_MODEL, on_delete=models.CASCADE, related_name="quota")
+    max_concurrent_runs = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)])
+    max_concurrency = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)], help_text="Most provider calls or batches at once in one step."
+    )
+    max_memory_mb = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(16)])
+    requests_per_minute = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)], help_text="API requests.")
+    burst = models.PositiveIntegerField(null=True, blank=True, help_text="API requests allowed at once above the steady rate.")
+    runs_per_day = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)])
+    provider_calls_per_second = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0.1)], help_text="Outbound, to protect the tenant's own provider quota."
+    )
+
+    class Meta:
+        verbose_name = "quota"
+
+    def __str__(self):
+        return f"quota of {self.tenant}"
+
+
+class LedgerLock(models.Model):
+    """One row per resource, locked (SELECT … FOR UPDATE) while the ledger decides."""
+
+    resource = models.CharField(max_length=20, primary_key=True)
+
+
+class Allocation(models.Model):
+    class Resource(models.TextChoices):
+        RUN_SLOT = "run_slot", "run slot"
+        MEMORY_MB = "memory_mb", "memory (MB)"
+
+    class State(models.TextChoices):
+        WAITING = "waiting"
+        GRANTED = "granted"
+        RELEASED = "released"
+        DENIED = "denied"
+        RECLAIMED = "reclaimed"
+
+    resource = models.CharField(max_length=20, choices=Resource.choices)
+    amount = models.PositiveIntegerField(default=1)
+    owner = models.CharField(max_length=100, db_index=True)
+    tenant = models.ForeignKey(settings.BALLAST_TENANT_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="allocations")
+    priority = models.SmallIntegerField(default=0)
+    state = models.CharField(max_length=10, choices=State.choices, db_index=True)
+    reason = models.CharField(max_length=300, blank=True)
+    holder = models.CharField(max_length=120, blank=True, help_text="host:pid of the process holding it.")
+    requested_at = models.DateTimeField(auto_now_add=True)
+    granted_at = models.DateTimeField(null=True, blank=True)
+    released_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["resource", "state"])]
+
+    def __str__(self):
+        return f"{self.amount} {self.resource} for {self.owner} ({self.state})"
+
+
+class AllocationEvent(models.Model):
+    class Kind(models.TextChoices):
+        WAITING = "waiting"
+        GRANTED = "granted"
+        RELEASED = "released"
+        DENIED = "denied"
+        RECLAIMED = "reclaimed"
+
+    allocation = models.ForeignKey(Allocation, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    tenant = models.ForeignKey(settings.BALLAST_TENANT_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    resource = models.CharField(max_length=20)
+    owner = models.CharField(max_length=100)
+    detail = models.CharField(max_length=300, blank=True)
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name = "ledger event"
+
+    def __str__(self):
+        return f"{self.kind} {self.resource} {self.owner}"

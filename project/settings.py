@@ -183,6 +183,25 @@ else:
     Q_CLUSTER["orm"] = "default"
     Q_CLUSTER["poll"] = _float("Q_POLL_S", 0.5, minimum=0.05)
 
+# --- Tenancy: quotas, the allocation ledger --------------------------------
+# monitoring reaches the tenant model through this setting, as contrib.auth reaches AUTH_USER_MODEL.
+BALLAST_TENANT_MODEL = "syncapp.Tenant"
+BALLAST_TENANT_SLUG_FIELD = "slug"
+BALLAST_QUOTA_DEFAULTS = {
+    "max_concurrent_runs": _int("QUOTA_MAX_CONCURRENT_RUNS", 1, minimum=1),
+    "max_concurrency": _int("QUOTA_MAX_CONCURRENCY", 32, minimum=1),
+    "max_memory_mb": _int("QUOTA_MAX_MEMORY_MB", 1024, minimum=16),
+    "requests_per_minute": _int("QUOTA_REQUESTS_PER_MINUTE", 120, minimum=1),
+    "burst": _int("QUOTA_BURST", 20),
+    "runs_per_day": _int("QUOTA_RUNS_PER_DAY", 96, minimum=1),
+    "provider_calls_per_second": _float("QUOTA_PROVIDER_CALLS_PER_SECOND", None, minimum=0.1),
+}
+# Cluster-wide limits, enforced by the ledger across every process and machine sharing the database.
+BALLAST_LEDGER_LIMITS = {"run_slot": _int("MAX_CONCURRENT_RUNS", 4, minimum=1), "memory_mb": _int("MEMORY_BUDGET_MB", 4096, minimum=16)}
+BALLAST_HEARTBEAT_S = _float("HEARTBEAT_S", 10.0, minimum=0.5)
+BALLAST_HOLDER_TIMEOUT_S = _float("HOLDER_TIMEOUT_S", 60.0, minimum=1.0)
+BALLAST_PRIORITY_AGING_S = _float("PRIORITY_AGING_S", 60.0, minimum=1.0)
+
 # --- Sync and its resource governor ---------------------------------------
 BALLAST_INVALID_SAMPLES = _int("INVALID_SAMPLES", 5)
 BALLAST_SYNC_PROFILE = _choice(
