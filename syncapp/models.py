@@ -171,6 +171,8 @@ class SyncRun(models.Model):
     task_id = models.CharField(max_length=64, blank=True, help_text="django-q2 task that coordinates the run.")
     profile = models.CharField(max_length=20, blank=True, help_text="Resource profile for this run. Empty: the tenant's.")
     parallel = models.BooleanField(null=True, help_text="Users and tokens side by side (decided when the run began).")
+    in_process = models.BooleanField(default=False, help_text="Carried out by the process that started it, not the cluster.")
+    waiting_reason = models.CharField(max_length=300, blank=True, help_text="Why a queued run has not started yet.")
 
     class Meta:
         ordering = ["-id"]

@@ -13,7 +13,9 @@ from collections.abc import Iterable
 from django.db import transaction
 from django.utils import timezone
 
+from monitoring.ledger import allocate, release, release_owner
 from monitoring.policy import decide
+from monitoring.quotas import limits_for
 from monitoring.profiles import profile_names, route_policy
 from monitoring.sampler import get_sampler
 
@@ -38,14 +40,21 @@ def parse_steps(steps: str | Iterable[str] | None) -> list[str]:
 
 
 def start_run(*, tenant: Tenant, trigger: str, steps=None, profile: str = "", enqueue: bool = True) -> SyncRun:
-    """Record a queued run with its steps; with enqueue, hand it to the cluster once committed."""
+    """Record a queued run with its steps; with enqueue, hand it to the cluster once committed
+    (without, the caller carries it out: syncapp.tasks.run_in_process)."""
     names = parse_steps(steps)
     if not tenant.active:
         raise RunRefused(f"tenant {tenant.slug} is not active")
     if profile and profile not in profile_names():
         raise RunRefused(f"unknown profile {profile!r}; choose from {', '.join(profile_names())}")
+    per_day = limits_for(tenant.pk).runs_per_day
+    today = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+    if per_day is not None and tenant.runs.filter(queued_at__gte=today).exclude(status=Status.CANCELLED).count() >= per_day:
+        raise RunRefused(f"tenant quota: {per_day} runs per day reached")
     with transaction.atomic():
-        run = SyncRun.objects.create(tenant=tenant, trigger=trigger, steps=",".join(names), profile=profile)
+        run = SyncRun.objects.create(
+            tenant=tenant, trigger=trigger, steps=",".join(names), profile=profile, in_process=not enqueue
+        )
         SyncStep.objects.bulk_create([SyncStep(run=run, name=name) for name in names])
         if enqueue:
             from .tasks import enqueue_run
@@ -72,14 +81,36 @@ def run_in_parallel(run: SyncRun) -> bool:
     return parallel
 
 
+PRIORITY = {SyncRun.Trigger.SCHEDULE: -1}  # people waiting come before the clock
+
+
+def run_owner(run_id: int) -> str:
+    """The run as the ledger and the governor know it."""
+    return f"run-{run_id}"
+
+
 def begin_run(run_id: int) -> list[SyncStep]:
-    """queued → running; return the steps to dispatch. Does nothing for a run already begun or cancelled."""
+    """queued → running once the ledger grants the run its slot; return the steps to dispatch.
+
+    A run over its tenant's concurrent-run quota (or the cluster's) stays queued with the reason;
+    when a slot frees, the ledger grants it and syncapp.signals queues it again, in order.
+    """
     run = SyncRun.objects.select_related("tenant").get(pk=run_id)
-    parallel = run_in_parallel(run)
+    if run.status != Status.QUEUED:
+        return []
+    slot = allocate("run_slot", owner=run_owner(run.pk), tenant_id=run.tenant_id, priority=PRIORITY.get(run.trigger, 0))
+    if slot.state == slot.State.WAITING:
+        if run.waiting_reason != slot.reason:
+            SyncRun.objects.filter(pk=run_id, status=Status.QUEUED).update(waiting_reason=slot.reason)
+            log.info("[run %s] waits for a slot: %s", run.pk, slot.reason)
+        return []
     began = SyncRun.objects.filter(pk=run_id, status=Status.QUEUED).update(
-        status=Status.RUNNING, started_at=timezone.now(), parallel=parallel
+        status=Status.RUNNING, started_at=timezone.now(), parallel=run_in_parallel(run), waiting_reason=""
     )
-    return advance_run(run_id) if began else []
+    if not began:  # cancelled in the meantime
+        release(slot)
+        return []
+    return advance_run(run_id)
 
 
 def _final_status(run: SyncRun, steps: list[SyncStep]) -> str:
@@ -127,12 +158,15 @@ def advance_run(run_id: int) -> list[SyncStep]:
             if step.ended:
                 step.finished_at = timezone.now()
             step.save(update_fields=["status", "error", "finished_at"])
-        if all(s.ended for s in steps.values()):
+        finished = all(s.ended for s in steps.values())
+        if finished:
             run.status = _final_status(run, list(steps.values()))
             run.finished_at = timezone.now()
             run.error = "\n".join(f"{s.name}: {s.error}" for s in steps.values() if s.error)
             run.save(update_fields=["status", "finished_at", "error"])
             log.info("[run %s] %s in %.1f s", run.pk, run.status, run.duration_s or 0.0)
+    if finished:
+        release_owner(run_owner(run.pk))  # the next queued run may start
     return ready
 
 
@@ -148,7 +182,9 @@ def cancel_run(run: SyncRun) -> bool:
             status=Status.CANCELLED, finished_at=timezone.now()
         )
     log.info("[run %s] cancelled", run.pk)
-    advance_run(run.pk)  # finalises at once when no step is running
+    advance_run(run.pk)  # finalises at once when no step is running (and gives back its slot)
+    if run.started_at is None:
+        release_owner(run_owner(run.pk))  # a run still waiting for a slot stops waiting
     return True
 
 
@@ -162,3 +198,17 @@ def run_summary(run: SyncRun) -> dict:
             **{name: getattr(step, name) for name in COUNTERS},
         }
     return {"id": run.pk, "status": run.status, "duration_s": run.duration_s, "steps": steps}
+
+
+def interrupt_run(run_id: int, reason: str) -> bool:
+    """The run's worker died (its slot was reclaimed): mark it interrupted, checkpoints intact."""
+    with transaction.atomic():
+        run = SyncRun.objects.select_for_update().filter(pk=run_id).first()
+        if run is None or run.status in ENDED:
+            return False
+        now = timezone.now()
+        run.step_records.exclude(status__in=list(ENDED)).update(status=Status.INTERRUPTED, finished_at=now, error=reason)
+        run.status, run.finished_at, run.error = Status.INTERRUPTED, now, reason
+        run.save(update_fields=["status", "finished_at", "error"])
+    log.warning("[run %s] interrupted: %s", run_id, reason)
+    return True

@@ -2,7 +2,10 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 from django_q.models import Schedule
 
-from .models import Tenant
+from monitoring.signals import allocation_granted, allocation_reclaimed
+
+from .models import Status, SyncRun, Tenant
+from .runs import interrupt_run
 from .schedules import schedule_name, sync_schedule
 
 
@@ -15,3 +18,25 @@ def tenant_saved(sender, instance, raw=False, **kwargs):
 @receiver(post_delete, sender=Tenant, dispatch_uid="ballast-tenant-unschedule")
 def tenant_deleted(sender, instance, **kwargs):
     Schedule.objects.filter(name=schedule_name(instance.pk)).delete()
+
+
+@receiver(allocation_granted, dispatch_uid="ballast-run-granted")
+def run_slot_granted(sender, allocation, **kwargs):
+    """A waiting run got its slot: queue it again (an in-process run polls for it instead)."""
+    run_id = _run_id(allocation)
+    if run_id is not None and SyncRun.objects.filter(pk=run_id, status=Status.QUEUED, in_process=False).exists():
+        from .tasks import enqueue_run
+
+        enqueue_run(run_id)
+
+
+@receiver(allocation_reclaimed, dispatch_uid="ballast-run-reclaimed")
+def run_slot_reclaimed(sender, allocation, **kwargs):
+    run_id = _run_id(allocation)
+    if run_id is not None:
+        interrupt_run(run_id, f"interrupted: {allocation.reason}")
+
+
+def _run_id(allocation) -> int | None:
+    prefix, _, number = allocation.owner.partition("-")
+    return int(number) if allocation.resource == "run_slot" and prefix == "run" and number.isdigit() else None

@@ -7,6 +7,7 @@ inactive): nothing is ever hard-deleted.
 """
 
 import logging
+from contextlib import nullcontext
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -21,6 +22,9 @@ from django.utils import timezone
 
 from monitoring.events import DatabaseRecorder
 from monitoring.governor import Governor, GovernorStop
+from monitoring.ledger import held
+from monitoring.models import Allocation
+from monitoring.quotas import limits_for
 from monitoring.profiles import route_policy
 from monitoring.sampler import get_sampler
 
@@ -91,7 +95,8 @@ class StepContext:
     def commit(self, write: Callable[[datetime], Outcome], size: int, checkpoint: dict) -> None:
         """Run one batch's writes, counters and checkpoint in one transaction; a failed batch is counted, not fatal."""
         checkpoint = {**checkpoint, "resumes": self.resume.get("resumes", -1) + 1 if self.resume else 0}
-        if SyncRun.objects.filter(pk=self.step.run_id, status=Status.CANCELLED).exists():
+        stopped = SyncRun.objects.filter(pk=self.step.run_id, status__in=[Status.CANCELLED, Status.INTERRUPTED])
+        if stopped.exists():
             raise StepCancelled
         rss_before = self.governor.read().rss_bytes
         try:
@@ -116,11 +121,19 @@ def step_label(step: SyncStep) -> str:
 def governor_for(step: SyncStep, tenant: Tenant) -> Governor:
     """The step's governor: its route's policy for the run's profile and the tenant's overrides."""
     policy = route_policy(step.name, profile=step.run.profile or tenant.sync_profile or None, overrides=tenant.governor_settings)
+    quota = limits_for(tenant.pk)  # the tenant's share caps whatever the profile allows
+    caps = {}
+    if quota.max_concurrency:
+        caps["max_concurrency"] = min(policy.max_concurrency, quota.max_concurrency)
+        caps["io_max_concurrency"] = min(policy.io_max_concurrency, quota.max_concurrency)
+    if quota.max_memory_mb:
+        caps["rss_limit_mb"] = min(policy.rss_limit_mb or quota.max_memory_mb, quota.max_memory_mb)
     return Governor(
-        policy,
+        policy.with_overrides(**caps),
         read=get_sampler().latest,
         recorder=DatabaseRecorder(owner=f"run-{step.run_id}", route=step.name, label=step_label(step)),
         io_bound=step.name == "tokens",
+        calls_per_second=quota.provider_calls_per_second,
     )
 
 
@@ -449,9 +462,11 @@ def execute_step(step_id: int) -> int:
             if step.name != "relations":
                 ctx.provider = get_provider(tenant)
                 ctx.provider.guard = governor.call
-            STEPS[step.name](ctx)
+            slot = Allocation.objects.filter(owner=f"run-{step.run_id}", resource="run_slot", state="granted").first()
+            with held(slot) if slot else nullcontext():  # heartbeats: the ledger knows this process works on it
+                STEPS[step.name](ctx)
     except StepCancelled:
-        status = Status.CANCELLED
+        status = SyncRun.objects.values_list("status", flat=True).get(pk=step.run_id)  # cancelled or interrupted
     except GovernorStop as exc:
         status, error = Status.FAILED, str(exc)  # runs.OVERLOADED when brakes ran out
     except (ProviderError, ConfigError) as exc:

@@ -5,12 +5,13 @@ Tasks take ids and call services in syncapp.runs and syncapp.steps.
 
 import logging
 import threading
+import time
 
 from django.db import connections
 from django_q.status import Stat
 from django_q.tasks import async_task
 
-from .models import SyncRun, SyncStep, Tenant
+from .models import Status, SyncRun, SyncStep, Tenant
 from .runs import RunRefused, advance_run, begin_run, start_run
 from .steps import execute_step
 
@@ -78,7 +79,11 @@ def run_in_process(run_id: int) -> None:
         finally:
             connections.close_all()
 
-    start(begin_run(run_id))
+    first = begin_run(run_id)
+    while not first and SyncRun.objects.filter(pk=run_id, status=Status.QUEUED).exists():
+        time.sleep(0.5)  # waiting for a slot from the ledger (the reason shows on the run)
+        first = begin_run(run_id)
+    start(first)
     joined = 0
     while True:
         with lock:
