@@ -1,6 +1,7 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 
-from .models import ResourceSample, ThrottleEvent
+from .ledger import release
+from .models import Allocation, AllocationEvent, ResourceSample, TenantQuota, ThrottleEvent
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -26,4 +27,41 @@ class ResourceSampleAdmin(ReadOnlyAdmin):
     list_display = ["at", "owner", "route", "cpu_percent", "process_cpu_percent", "memory_percent", "rss_bytes", "concurrency", "batch_size"]
     list_filter = ["route"]
     search_fields = ["owner"]
+    date_hierarchy = "at"
+
+
+class TenantQuotaInline(admin.StackedInline):
+    """Put on the tenant's admin page (monitoring does not know the tenant model's admin)."""
+
+    model = TenantQuota
+    can_delete = False
+    verbose_name_plural = "quota (empty fields follow the site's defaults)"
+    fields = [
+        ("max_concurrent_runs", "runs_per_day"), ("max_concurrency", "max_memory_mb"),
+        ("requests_per_minute", "burst"), "provider_calls_per_second",
+    ]
+
+
+@admin.register(Allocation)
+class AllocationAdmin(ReadOnlyAdmin):
+    list_display = ["id", "owner", "tenant", "resource", "amount", "state", "priority", "holder", "heartbeat_at", "reason", "requested_at"]
+    list_filter = ["state", "resource", "tenant"]
+    search_fields = ["owner", "holder", "reason"]
+    actions = ["reclaim"]
+
+    @admin.action(description="Reclaim selected allocations (give their slots back now)", permissions=["change_allocation"])
+    def reclaim(self, request, queryset):
+        live = [a for a in queryset if a.state in (Allocation.State.GRANTED, Allocation.State.WAITING)]
+        granted = [g for a in live for g in release(a)]
+        self.message_user(request, f"Released {len(live)} allocation(s); {len(granted)} waiter(s) granted.", messages.SUCCESS)
+
+    def has_change_allocation_permission(self, request):
+        return request.user.has_perm("monitoring.change_allocation")
+
+
+@admin.register(AllocationEvent)
+class AllocationEventAdmin(ReadOnlyAdmin):
+    list_display = ["at", "kind", "resource", "owner", "tenant", "detail"]
+    list_filter = ["kind", "resource", "tenant"]
+    search_fields = ["owner", "detail"]
     date_hierarchy = "at"

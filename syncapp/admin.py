@@ -3,7 +3,7 @@ from django.contrib import admin, messages
 from django.db.models import Sum
 from django.utils.html import format_html
 
-from monitoring.admin import ReadOnlyAdmin
+from monitoring.admin import ReadOnlyAdmin, TenantQuotaInline
 from monitoring.charts import owner_chart
 from monitoring.models import ThrottleEvent
 from monitoring.profiles import route_policy
@@ -60,6 +60,7 @@ class TenantAdmin(admin.ModelAdmin):
     search_fields = ["slug", "name"]
     prepopulated_fields = {"slug": ["name"]}
     actions = ["start_sync"]
+    inlines = [TenantQuotaInline]
 
     @admin.display(description="users")
     def user_count(self, tenant):
@@ -121,13 +122,13 @@ def _progress_bar(done: int, total: int, records: int):
 
 @admin.register(SyncRun)
 class SyncRunAdmin(ReadOnlyAdmin):
-    list_display = ["id", "tenant", "trigger", "status", "progress", "queued_at", "duration", "received", "written", "invalid", "failed"]
+    list_display = ["id", "tenant", "trigger", "status", "progress", "queued_at", "duration", "received", "written", "invalid", "failed", "waiting_reason"]
     list_filter = ["status", "trigger", "tenant"]
     search_fields = ["tenant__slug", "error"]
     date_hierarchy = "queued_at"
     inlines = [SyncStepInline]
     actions = ["cancel"]
-    fields = ["tenant", "trigger", "steps", "profile", "parallel", "status", "queued_at", "started_at", "finished_at", "duration", "resources", "error", "task_id"]
+    fields = ["tenant", "trigger", "steps", "profile", "parallel", "status", "waiting_reason", "queued_at", "started_at", "finished_at", "duration", "resources", "error", "task_id"]
     readonly_fields = fields
 
     @admin.display(description="resources")

@@ -26,8 +26,14 @@ def test_secrets_are_masked_on_every_tenant_page(admin_client, google):
     assert MASK in admin_client.get(reverse("admin:syncapp_tenant_change", args=[google.pk])).content.decode()
 
 
-def _form(tenant: Tenant, config: str) -> dict:
-    return {"slug": tenant.slug, "name": tenant.name, "provider": tenant.provider, "provider_config": config, "active": "on"}
+QUOTA_INLINE = {"quota-TOTAL_FORMS": "0", "quota-INITIAL_FORMS": "0", "quota-MIN_NUM_FORMS": "0", "quota-MAX_NUM_FORMS": "1"}
+
+
+def _form(tenant: Tenant, config: str, **quota) -> dict:
+    form = {"slug": tenant.slug, "name": tenant.name, "provider": tenant.provider, "provider_config": config, "active": "on"}
+    if quota:
+        return {**form, **QUOTA_INLINE, "quota-TOTAL_FORMS": "1", **{f"quota-0-{k}": v for k, v in quota.items()}}
+    return {**form, **QUOTA_INLINE}
 
 
 def test_saving_with_the_mask_keeps_the_secret(admin_client, google):
@@ -162,3 +168,36 @@ def test_governor_settings_are_checked_in_the_tenant_form(admin_client, db):
     assert admin_client.post(reverse("admin:syncapp_tenant_change", args=[tenant.pk]), form).status_code == 302
     tenant.refresh_from_db()
     assert (tenant.sync_profile, tenant.governor_settings) == ("background", {"max_cpu_percent": 50})
+
+
+def test_quotas_are_edited_inline_and_checked(admin_client, db):
+    from monitoring.models import TenantQuota
+
+    tenant = TenantFactory(slug="acme")
+    url = reverse("admin:syncapp_tenant_change", args=[tenant.pk])
+    page = admin_client.get(url).content.decode()
+    assert "empty fields follow the site" in page
+    refused = admin_client.post(url, _form(tenant, '{"users": 5}', max_concurrent_runs="0", burst="-1"))
+    text = refused.content.decode()
+    assert "Ensure this value is greater than or equal to 1." in text and "Ensure this value is greater than or equal to 0." in text
+    assert not TenantQuota.objects.exists()
+    saved = admin_client.post(url, _form(tenant, '{"users": 5}', max_concurrent_runs="2", requests_per_minute="60", burst="5"))
+    assert saved.status_code == 302
+    quota = TenantQuota.objects.get(tenant=tenant)
+    assert (quota.max_concurrent_runs, quota.requests_per_minute, quota.burst, quota.runs_per_day) == (2, 60, 5, None)
+
+
+def test_allocations_show_live_state_and_can_be_reclaimed(admin_client, db):
+    from monitoring.ledger import allocate
+    from monitoring.models import Allocation, AllocationEvent
+
+    tenant = TenantFactory()
+    held = allocate("run_slot", owner="run-1", tenant_id=tenant.pk)
+    waiting = allocate("run_slot", owner="run-2", tenant_id=tenant.pk)
+    page = admin_client.get(reverse("admin:monitoring_allocation_changelist"), {"state__exact": "waiting"}).content.decode()
+    assert "run-2" in page and "tenant quota: 1 of 1 run_slot in use" in page and ">run-1<" not in page
+    admin_client.post(reverse("admin:monitoring_allocation_changelist"), {"action": "reclaim", "_selected_action": [held.pk]})
+    assert Allocation.objects.get(pk=held.pk).state == "released"
+    assert Allocation.objects.get(pk=waiting.pk).state == "granted"
+    events = admin_client.get(reverse("admin:monitoring_allocationevent_changelist"), {"kind__exact": "granted"}).content.decode()
+    assert events.count("run-2") >= 1 and AllocationEvent.objects.filter(kind="granted").count() == 2
