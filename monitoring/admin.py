@@ -35,7 +35,7 @@ class TenantQuotaInline(admin.StackedInline):
 
     model = TenantQuota
     can_delete = False
-    verbose_name_plural = "quota (empty fields follow the site's defaults)"
+    verbose_name = verbose_name_plural = "quota (empty fields follow the site's defaults)"
     fields = [
         ("max_concurrent_runs", "runs_per_day"), ("max_concurrency", "max_memory_mb"),
         ("requests_per_minute", "burst"), "provider_calls_per_second",
