@@ -7,6 +7,7 @@ import sys
 import pytest
 from django.db import connection
 
+from monitoring.models import AllocationEvent
 from syncapp.models import Application, DirectoryUser, Status, SyncRun, Token, UserAppRelation
 from syncapp.runs import start_run
 
@@ -95,3 +96,19 @@ def test_cluster_with_the_connection_pool_on_postgresql_completes_runs(start_clu
     )
     assert set(SyncRun.objects.filter(pk__in=[r.pk for r in runs]).values_list("status", flat=True)) == {Status.COMPLETED}
     assert DirectoryUser.objects.count() == 800
+
+
+def test_a_run_over_the_quota_is_queued_and_later_completes_on_the_cluster(start_cluster):
+    start_cluster()
+    tenant = TenantFactory(slug="busy", provider_config={"users": 1000, "latency_ms": 5})
+    first = start_run(tenant=tenant, trigger=SyncRun.Trigger.API)
+    wait_for(lambda: SyncRun.objects.get(pk=first.pk).started_at, 60, "the first run to start")
+    second = start_run(tenant=tenant, trigger=SyncRun.Trigger.API)  # default quota: one run at a time
+    wait_for(lambda: SyncRun.objects.get(pk=second.pk).waiting_reason or SyncRun.objects.get(pk=second.pk).started_at,
+             60, "the second run to be seen by the ledger")
+    wait_for(lambda: SyncRun.objects.filter(pk__in=[first.pk, second.pk], finished_at__isnull=False).count() == 2, 120, "both runs")
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.status, second.status) == (Status.COMPLETED, Status.COMPLETED)
+    assert second.started_at >= first.finished_at  # it waited for the slot, then ran
+    assert AllocationEvent.objects.filter(owner=f"run-{second.pk}", kind="waiting").exists()

@@ -1,0 +1,96 @@
+"""Runs take their slots through the ledger: queued over the quota, never dropped, in order."""
+
+import threading
+
+import pytest
+from django.db import connections
+
+from monitoring.models import Allocation, TenantQuota
+from syncapp.models import Status, SyncRun
+from syncapp.runs import RunRefused, cancel_run, start_run
+from syncapp.tasks import run_in_process
+
+from ..conftest import wait_for
+from ..factories import TenantFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def in_thread(run_id):
+    def target():
+        try:
+            run_in_process(run_id)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    return thread
+
+
+def test_a_run_over_the_quota_waits_with_the_reason_then_completes_in_order():
+    tenant = TenantFactory(provider_config={"users": 300, "latency_ms": 5})
+    TenantQuota.objects.create(tenant=tenant, max_concurrent_runs=1)
+    first = start_run(tenant=tenant, trigger="command", enqueue=False)
+    second = start_run(tenant=tenant, trigger="command", enqueue=False)
+    a = in_thread(first.pk)
+    wait_for(lambda: SyncRun.objects.get(pk=first.pk).status == Status.RUNNING, 30, "the first run to start")
+    b = in_thread(second.pk)
+    wait_for(lambda: SyncRun.objects.get(pk=second.pk).waiting_reason, 30, "the second run to be told to wait")
+    waiting = SyncRun.objects.get(pk=second.pk)
+    assert waiting.status == Status.QUEUED
+    assert waiting.waiting_reason == "tenant quota: 1 of 1 run_slot in use"
+    a.join(60)
+    b.join(60)
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.status, second.status) == (Status.COMPLETED, Status.COMPLETED)
+    assert second.started_at >= first.finished_at and second.waiting_reason == ""
+    assert set(Allocation.objects.values_list("state", flat=True)) == {"released"}  # every slot given back
+
+
+def test_another_tenant_is_not_held_up():
+    busy = TenantFactory(provider_config={"users": 50})
+    TenantQuota.objects.create(tenant=busy, max_concurrent_runs=1)
+    start_run(tenant=busy, trigger="command", enqueue=False)
+    from monitoring.ledger import allocate
+
+    allocate("run_slot", owner="someone-else", tenant_id=busy.pk)  # the busy tenant's only slot is taken
+    other = start_run(tenant=TenantFactory(provider_config={"users": 20}), trigger="command", enqueue=False)
+    run_in_process(other.pk)
+    other.refresh_from_db()
+    assert other.status == Status.COMPLETED
+
+
+def test_cancelling_a_waiting_run_withdraws_it_from_the_queue():
+    tenant = TenantFactory()
+    TenantQuota.objects.create(tenant=tenant, max_concurrent_runs=1)
+    from monitoring.ledger import allocate
+    from syncapp.runs import begin_run
+
+    allocate("run_slot", owner="holder", tenant_id=tenant.pk)
+    run = start_run(tenant=tenant, trigger="admin", enqueue=False)
+    assert begin_run(run.pk) == []
+    assert Allocation.objects.get(owner=f"run-{run.pk}").state == "waiting"
+    cancel_run(run)
+    assert Allocation.objects.get(owner=f"run-{run.pk}").state == "released"
+    assert SyncRun.objects.get(pk=run.pk).status == Status.CANCELLED
+
+
+def test_runs_per_day_are_refused_with_the_reason():
+    tenant = TenantFactory()
+    TenantQuota.objects.create(tenant=tenant, runs_per_day=2)
+    start_run(tenant=tenant, trigger="api", enqueue=False)
+    start_run(tenant=tenant, trigger="api", enqueue=False)
+    with pytest.raises(RunRefused, match="tenant quota: 2 runs per day reached"):
+        start_run(tenant=tenant, trigger="api", enqueue=False)
+
+
+def test_the_tenant_quota_caps_the_governor():
+    from syncapp.steps import governor_for
+
+    tenant = TenantFactory()
+    TenantQuota.objects.create(tenant=tenant, max_concurrency=4, max_memory_mb=300, provider_calls_per_second=5)
+    run = start_run(tenant=tenant, trigger="api", steps="tokens", enqueue=False)
+    governor = governor_for(run.step_records.get(), tenant)
+    assert (governor.policy.io_max_concurrency, governor.policy.rss_limit_mb, governor.pacer.rate) == (4, 300, 5.0)
