@@ -27,8 +27,10 @@ def test_a_tenant_schedule_follows_its_interval():
 def test_no_interval_no_schedule_and_deleting_the_tenant_removes_it():
     assert not Schedule.objects.filter(name=schedule_name(TenantFactory().pk)).exists()
     tenant = TenantFactory(sync_every_minutes=60)
+    name = schedule_name(tenant.pk)
     tenant.delete()
-    assert not Schedule.objects.exists()
+    assert not Schedule.objects.filter(name=name).exists()
+    assert Schedule.objects.filter(name="ballast reclaim dead allocations", func="monitoring.tasks.reclaim_task").exists()
 
 
 def test_the_scheduled_task_queues_a_run(django_capture_on_commit_callbacks):
