@@ -25,5 +25,7 @@ class MonitoringConfig(AppConfig):
     verbose_name = "Monitoring"
 
     def ready(self):
+        from . import checks  # noqa: F401  (registers the system checks)
+
         # django-q2 forks its workers; Django's psycopg pool is not fork-safe.
         os.register_at_fork(after_in_child=forget_inherited_connection_pools)

@@ -112,6 +112,15 @@ def _announce(granted: list[Allocation]) -> None:
         transaction.on_commit(lambda a=allocation: allocation_granted.send(Allocation, allocation=a))
 
 
+def shortfall_now(resource: str, amount: int = 1, *, tenant_id=None) -> str | None:
+    """Why a request would have to wait if it asked now (no lock: advice, not a grant)."""
+    probe = Allocation(resource=resource, amount=amount, tenant_id=tenant_id)
+    shortfall = _shortfall(probe)
+    if shortfall is None and Allocation.objects.filter(resource=resource, state=State.WAITING, tenant_id=tenant_id).exists():
+        return "waiting behind earlier requests"
+    return shortfall[1] if shortfall else None
+
+
 def allocate(resource: str, amount: int = 1, *, owner: str, tenant_id=None, priority: int = 0, wait: bool = True) -> Allocation:
     """Grant now, or queue (wait=True) or refuse (wait=False, raises Denied). Asking again for an
     owner that already holds or waits returns that allocation (a task delivered twice)."""

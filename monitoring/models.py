@@ -2,7 +2,8 @@
 
 from django.conf import settings
 from django.core.validators import MinValueValidator
-from django.db import models
+from django.db import IntegrityError, models, transaction
+from django.utils import timezone
 
 
 class ThrottleEvent(models.Model):
@@ -140,3 +141,28 @@ class AllocationEvent(models.Model):
 
     def __str__(self):
         return f"{self.kind} {self.resource} {self.owner}"
+
+
+class RateLimitDenial(models.Model):
+    """Requests refused by the rate limit, per tenant and day."""
+
+    tenant = models.ForeignKey(settings.BALLAST_TENANT_MODEL, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "day"], name="one_denial_count_per_tenant_day")]
+        verbose_name = "rate-limit denial"
+
+    def __str__(self):
+        return f"{self.tenant} {self.day}: {self.count}"
+
+
+def record_denial(tenant_id) -> None:
+    day = timezone.localdate()
+    if not RateLimitDenial.objects.filter(tenant_id=tenant_id, day=day).update(count=models.F("count") + 1):
+        try:
+            with transaction.atomic():
+                RateLimitDenial.objects.create(tenant_id=tenant_id, day=day, count=1)
+        except IntegrityError:  # made by a concurrent request in the meantime
+            RateLimitDenial.objects.filter(tenant_id=tenant_id, day=day).update(count=models.F("count") + 1)

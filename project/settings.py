@@ -99,6 +99,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "monitoring.middleware.RateLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -201,6 +202,13 @@ BALLAST_LEDGER_LIMITS = {"run_slot": _int("MAX_CONCURRENT_RUNS", 4, minimum=1), 
 BALLAST_HEARTBEAT_S = _float("HEARTBEAT_S", 10.0, minimum=0.5)
 BALLAST_HOLDER_TIMEOUT_S = _float("HOLDER_TIMEOUT_S", 60.0, minimum=1.0)
 BALLAST_PRIORITY_AGING_S = _float("PRIORITY_AGING_S", 60.0, minimum=1.0)
+# Request rate limits (monitoring.middleware): who the tenant of a request is, and what is exempt.
+BALLAST_TENANT_RESOLVER = "syncapp.apikeys.resolve_tenant"
+BALLAST_RATELIMIT_EXEMPT = env.list("RATELIMIT_EXEMPT", default=["/admin/", "/static/", "/healthz", "/readyz", "/metrics"])
+BALLAST_RATELIMIT_FAIL_OPEN = _bool("RATELIMIT_FAIL_OPEN", True)
+BALLAST_ANON_REQUESTS_PER_MINUTE = _int("ANON_REQUESTS_PER_MINUTE", 60, minimum=1)
+# Addresses (or networks) of proxies whose X-Forwarded-For is believed; none by default.
+BALLAST_TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
 
 # --- Sync and its resource governor ---------------------------------------
 BALLAST_INVALID_SAMPLES = _int("INVALID_SAMPLES", 5)

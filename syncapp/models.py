@@ -236,3 +236,21 @@ class SyncStep(models.Model):
     @property
     def duration_s(self) -> float | None:
         return _duration_s(self.started_at, self.finished_at)
+
+
+class ApiKey(models.Model):
+    """A tenant's key for /api/v1/. Only a hash is kept: the key is shown once, when made."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100, blank=True)
+    prefix = models.CharField(max_length=12, unique=True, help_text="The key's first characters, to find and recognise it.")
+    key_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API key"
+
+    def __str__(self):
+        return f"{self.prefix}… ({self.tenant})"
