@@ -128,6 +128,19 @@ def hit(scope: str, limit: int, window: float = WINDOW_S) -> Usage | None:
         return Usage(False, limit, 0, 1.0)
 
 
+def store_keys_clear() -> None:
+    """Forget every window (tests; a new deployment's clean slate)."""
+    current = store()
+    try:
+        if isinstance(current, RedisStore):
+            for key in current.client.scan_iter(key_for("*")):
+                current.client.delete(key)
+        else:
+            current.cache.clear()
+    except Exception:  # an unreachable store, or no table yet: nothing to forget
+        pass
+
+
 def reset(scope: str) -> None:
     """Forget a scope's window (the admin's 'reset rate-limit window')."""
     store().reset(key_for(scope))

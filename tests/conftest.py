@@ -28,6 +28,20 @@ def demo_org(users: int, seed: int = 7, apps: int = 30) -> tuple[list[dict], dic
     return records, {user["id"]: provider.user_tokens(user["id"]) for user in records}
 
 
+@pytest.fixture(autouse=True)
+def forget_rate_limits():
+    """Windows outlive a test's database (the cache table is not flushed; Redis keeps them),
+    and tenant ids are reused: start every test with none."""
+    yield
+    from monitoring import ratelimit
+    from monitoring.middleware import request_limits
+    from syncapp.apikeys import tenant_for_key
+
+    ratelimit.store_keys_clear()
+    request_limits.clear()  # per-process lookups cached by tenant id and key: ids are reused
+    tenant_for_key.clear()
+
+
 @pytest.fixture
 def fake_google():
     directory = FakeDirectory().start()

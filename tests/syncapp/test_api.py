@@ -1,0 +1,153 @@
+"""The tenant API: keys, isolation on every endpoint, paging and filters, starting runs, errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from django.core.management import call_command
+
+from monitoring.ledger import allocate
+from monitoring.models import TenantQuota
+from syncapp.apikeys import create_key, revoke
+from syncapp.models import ApiKey, SyncRun
+from syncapp.runs import start_run
+
+from ..conftest import ROOT, child_env
+from ..factories import ApplicationFactory, DirectoryUserFactory, TenantFactory, TokenFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def acme():
+    tenant = TenantFactory(slug="acme")
+    TenantQuota.objects.create(tenant=tenant, requests_per_minute=1000)
+    return tenant
+
+
+@pytest.fixture
+def key(acme):
+    return create_key(acme)[1]
+
+
+def get(client, url, key, **params):
+    return client.get(url, params, HTTP_AUTHORIZATION=f"Bearer {key}")
+
+
+def post(client, url, key, body):
+    return client.post(url, json.dumps(body), content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {key}")
+
+
+def test_keys_are_stored_hashed_and_revocable(client, acme):
+    row, key = create_key(acme, "ci")
+    assert key.startswith(f"bk_{row.prefix}_") and key not in row.key_hash and len(row.key_hash) == 64
+    assert get(client, "/api/v1/runs/", key).status_code == 200
+    assert ApiKey.objects.get(pk=row.pk).last_used_at is not None
+    revoke(row)
+    response = get(client, "/api/v1/runs/", key)
+    assert response.status_code == 401
+    assert response.json() == {"error": {"code": "unauthorized", "message": "send a valid API key: Authorization: Bearer <key>"}}
+
+
+@pytest.mark.parametrize("header", ["", "Bearer", "Bearer bk_nope_nope", "Basic abc", "Bearer bk_"])
+def test_without_a_valid_key_every_endpoint_answers_401(client, acme, header):
+    for url in ("/api/v1/runs/", "/api/v1/users/", "/api/v1/applications/", "/api/v1/relations/", "/api/v1/runs/1/"):
+        response = client.get(url, HTTP_AUTHORIZATION=header)
+        assert response.status_code == 401 and response.json()["error"]["code"] == "unauthorized"
+
+
+def test_a_key_sees_only_its_own_tenant(client, acme, key):
+    other = TenantFactory(slug="other")
+    mine, theirs = DirectoryUserFactory(tenant=acme), DirectoryUserFactory(tenant=other)
+    TokenFactory(tenant=acme, user=mine)
+    TokenFactory(tenant=other, user=theirs)
+    ApplicationFactory(tenant=other, display_name="Theirs only")
+    from syncapp.models import UserAppRelation
+
+    for token in (mine.tokens.get(), theirs.tokens.get()):
+        UserAppRelation.objects.create(tenant=token.tenant, user=token.user, application=token.application,
+                                       first_seen=token.first_seen, last_seen=token.last_seen)
+    their_run = start_run(tenant=other, trigger="api", enqueue=False)
+    my_run = start_run(tenant=acme, trigger="api", enqueue=False)
+
+    assert [u["email"] for u in get(client, "/api/v1/users/", key).json()["results"]] == [mine.primary_email]
+    assert [a["id"] for a in get(client, "/api/v1/applications/", key).json()["results"]] == [mine.tokens.get().application_id]
+    assert [r["user"]["email"] for r in get(client, "/api/v1/relations/", key).json()["results"]] == [mine.primary_email]
+    assert [r["id"] for r in get(client, "/api/v1/runs/", key).json()["results"]] == [my_run.pk]
+    response = get(client, f"/api/v1/runs/{their_run.pk}/", key)
+    assert response.status_code == 404 and response.json()["error"] == {"code": "not_found", "message": f"no run {their_run.pk}"}
+    assert get(client, f"/api/v1/runs/{my_run.pk}/", key).json()["id"] == my_run.pk
+
+
+def test_paging_filters_and_search(client, acme, key):
+    for i in range(7):
+        DirectoryUserFactory(tenant=acme, primary_email=f"user{i}@example.org", full_name="Zoë" if i == 3 else "")
+    DirectoryUserFactory(tenant=acme, primary_email="gone@example.org", deleted_at="2026-01-01T00:00Z")
+    page = get(client, "/api/v1/users/", key, page_size=3, page=2).json()
+    assert (page["count"], page["page"], len(page["results"])) == (8, 2, 3)
+    assert page["next"].endswith("page=3") and "page=1" in page["previous"]
+    assert get(client, "/api/v1/users/", key, active="false").json()["results"][0]["email"] == "gone@example.org"
+    assert get(client, "/api/v1/users/", key, active="true").json()["count"] == 7
+    assert [u["email"] for u in get(client, "/api/v1/users/", key, search="zoë").json()["results"]] == ["user3@example.org"]
+    bad = get(client, "/api/v1/users/", key, page="x")
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_request"
+    assert get(client, "/api/v1/users/", key, page=99).status_code == 404
+
+
+def test_starting_runs(client, acme, key, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post(client, "/api/v1/runs/", key, {"steps": "users"})
+    assert response.status_code == 202
+    run = SyncRun.objects.get(pk=response.json()["id"])
+    assert (run.trigger, run.steps, run.status) == ("api", "users", "queued")
+    assert response["Location"].endswith(f"/api/v1/runs/{run.pk}/")
+
+    allocate("run_slot", owner=f"run-{run.pk}", tenant_id=acme.pk)  # the tenant's one slot is now taken
+    refused = post(client, "/api/v1/runs/", key, {})
+    assert refused.status_code == 429 and refused["Retry-After"] == "30"
+    assert refused.json()["error"] == {
+        "code": "concurrent_runs",
+        "message": 'tenant quota: 1 of 1 run_slot in use; send "queue": true to queue the run',
+    }
+    queued = post(client, "/api/v1/runs/", key, {"queue": True})
+    assert queued.status_code == 202 and queued.json()["status"] == "queued"
+
+
+@pytest.mark.parametrize("body, status, message", [
+    ({"steps": "users,bogus"}, 400, "unknown steps bogus"),
+    ({"profile": "turbo"}, 400, "unknown profile 'turbo'"),
+    ([1, 2], 400, "the body must be a JSON object"),
+])
+def test_bad_run_requests_say_why(client, acme, key, body, status, message):
+    response = post(client, "/api/v1/runs/", key, body)
+    assert response.status_code == status and message in response.json()["error"]["message"]
+    assert not SyncRun.objects.exists()
+
+
+def test_other_methods_are_refused(client, key):
+    response = client.delete("/api/v1/runs/", HTTP_AUTHORIZATION=f"Bearer {key}")
+    assert response.status_code == 405 and response["Allow"] == "GET, POST"
+    assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_runs_per_day_answer_429(client, acme, key):
+    TenantQuota.objects.filter(tenant=acme).update(runs_per_day=1)
+    start_run(tenant=acme, trigger="api", enqueue=False)
+    response = post(client, "/api/v1/runs/", key, {"queue": True})
+    assert response.status_code == 429
+    assert response.json()["error"] == {"code": "quota_exceeded", "message": "tenant quota: 1 runs per day reached"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_apikey_command_prints_the_key_alone_on_its_last_line(acme):
+    done = subprocess.run([sys.executable, "manage.py", "apikey", "create", "acme", "--name", "ci"], cwd=ROOT,
+                          env=child_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    key = done.stdout.strip().splitlines()[-1]
+    assert key.startswith("bk_") and "not shown again" in done.stderr
+    from syncapp.apikeys import tenant_for_key
+
+    assert tenant_for_key(key) == acme
+    call_command("apikey", "revoke", key.split("_")[1], stdout=open("/dev/null", "w"))
+    assert tenant_for_key(key) is None
