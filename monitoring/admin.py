@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 
 from .ledger import release
-from .models import Allocation, AllocationEvent, ResourceSample, TenantQuota, ThrottleEvent
+from .models import Allocation, AllocationEvent, RateLimitDenial, ResourceSample, TenantQuota, ThrottleEvent
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -65,3 +65,10 @@ class AllocationEventAdmin(ReadOnlyAdmin):
     list_filter = ["kind", "resource", "tenant"]
     search_fields = ["owner", "detail"]
     date_hierarchy = "at"
+
+
+@admin.register(RateLimitDenial)
+class RateLimitDenialAdmin(ReadOnlyAdmin):
+    list_display = ["day", "tenant", "count"]
+    list_filter = ["day", "tenant"]
+    date_hierarchy = "day"

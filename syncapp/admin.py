@@ -1,14 +1,18 @@
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import Sum
+from django.utils import timezone
 from django.utils.html import format_html
 
 from monitoring.admin import ReadOnlyAdmin, TenantQuotaInline
+from monitoring.models import RateLimitDenial
+from monitoring.ratelimit import reset as reset_window
 from monitoring.charts import owner_chart
 from monitoring.models import ThrottleEvent
 from monitoring.profiles import route_policy
 
-from .models import COUNTERS, Application, DirectoryUser, SyncRun, SyncStep, Tenant, Token, UserAppRelation
+from .apikeys import new_key, revoke
+from .models import COUNTERS, ApiKey, Application, DirectoryUser, SyncRun, SyncStep, Tenant, Token, UserAppRelation
 from .providers import ConfigError, provider_class
 from .runs import RunRefused, cancel_run, start_run
 from .secrets import masked, unmasked
@@ -55,12 +59,23 @@ class TenantForm(forms.ModelForm):
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
     form = TenantForm
-    list_display = ["slug", "name", "provider", "active", "sync_every_minutes", "user_count", "last_run"]
+    list_display = ["slug", "name", "provider", "active", "sync_every_minutes", "user_count", "last_run", "denied_today"]
     list_filter = ["provider", "active"]
     search_fields = ["slug", "name"]
     prepopulated_fields = {"slug": ["name"]}
-    actions = ["start_sync"]
+    actions = ["start_sync", "reset_rate_limit"]
     inlines = [TenantQuotaInline]
+
+    @admin.display(description="API requests denied today")
+    def denied_today(self, tenant):
+        row = RateLimitDenial.objects.filter(tenant=tenant, day=timezone.localdate()).first()
+        return row.count if row else 0
+
+    @admin.action(description="Reset the API rate-limit window", permissions=["change"])
+    def reset_rate_limit(self, request, queryset):
+        for tenant in queryset:
+            reset_window(f"tenant:{tenant.pk}")
+        self.message_user(request, f"Rate-limit window reset for {', '.join(t.slug for t in queryset)}.", messages.SUCCESS)
 
     @admin.display(description="users")
     def user_count(self, tenant):
@@ -251,3 +266,31 @@ class UserAppRelationAdmin(DirectoryAdmin):
     list_display = ["user", "application", "tenant", "active", "first_seen", "last_seen"]
     list_filter = ["tenant", "active"]
     search_fields = ["user__primary_email", "application__display_name"]
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    """Adding a key shows it once, in the confirmation message; only its hash is kept."""
+
+    list_display = ["prefix", "tenant", "name", "created_at", "last_used_at", "revoked_at"]
+    list_filter = ["tenant", ("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["prefix", "name", "tenant__slug"]
+    actions = ["revoke_keys"]
+
+    def get_fields(self, request, obj=None):
+        return ["tenant", "name"] if obj is None else ["tenant", "name", "prefix", "created_at", "last_used_at", "revoked_at"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [] if obj is None else ["tenant", "prefix", "created_at", "last_used_at", "revoked_at"]
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.prefix, obj.key_hash, key = new_key()
+            self.message_user(request, f"API key for {obj.tenant.slug} (copy it now, it is not shown again): {key}", messages.SUCCESS)
+        super().save_model(request, obj, form, change)
+
+    @admin.action(description="Revoke selected keys", permissions=["change"])
+    def revoke_keys(self, request, queryset):
+        for key in queryset:
+            revoke(key)
+        self.message_user(request, f"Revoked {queryset.count()} key(s).", messages.SUCCESS)

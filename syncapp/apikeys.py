@@ -20,11 +20,17 @@ def _hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def create_key(tenant: Tenant, name: str = "") -> tuple[ApiKey, str]:
-    """Make a key; return the row and the key itself (shown once, never stored)."""
+def new_key() -> tuple[str, str, str]:
+    """(prefix, hash, key) for a new key; the key itself is shown once and never stored."""
     prefix = secrets.token_hex(PREFIX_LENGTH // 2)
     key = f"bk_{prefix}_{secrets.token_urlsafe(32)}"
-    return ApiKey.objects.create(tenant=tenant, name=name, prefix=prefix, key_hash=_hash(key)), key
+    return prefix, _hash(key), key
+
+
+def create_key(tenant: Tenant, name: str = "") -> tuple[ApiKey, str]:
+    """Make a key; return the row and the key itself."""
+    prefix, key_hash, key = new_key()
+    return ApiKey.objects.create(tenant=tenant, name=name, prefix=prefix, key_hash=key_hash), key
 
 
 @ttl_cache(seconds=10)

@@ -201,3 +201,33 @@ def test_allocations_show_live_state_and_can_be_reclaimed(admin_client, db):
     assert Allocation.objects.get(pk=waiting.pk).state == "granted"
     events = admin_client.get(reverse("admin:monitoring_allocationevent_changelist"), {"kind__exact": "granted"}).content.decode()
     assert events.count("run-2") >= 1 and AllocationEvent.objects.filter(kind="granted").count() == 2
+
+
+def test_api_keys_are_shown_once_and_revocable_in_the_admin(admin_client, db):
+    from syncapp.apikeys import tenant_for_key
+    from syncapp.models import ApiKey
+
+    tenant = TenantFactory(slug="acme")
+    response = admin_client.post(reverse("admin:syncapp_apikey_add"), {"tenant": tenant.pk, "name": "ci"}, follow=True)
+    text = response.content.decode()
+    key = text.split("it is not shown again): ")[1].split("<")[0].strip()
+    row = ApiKey.objects.get()
+    assert key.startswith(f"bk_{row.prefix}_") and key not in row.key_hash
+    assert tenant_for_key(key) == tenant
+    assert key not in admin_client.get(reverse("admin:syncapp_apikey_change", args=[row.pk])).content.decode()
+    admin_client.post(reverse("admin:syncapp_apikey_changelist"), {"action": "revoke_keys", "_selected_action": [row.pk]})
+    assert tenant_for_key(key) is None
+
+
+def test_denied_counts_and_resetting_the_window(admin_client, db):
+    from monitoring.models import RateLimitDenial, TenantQuota
+    from monitoring.ratelimit import hit
+    from django.utils import timezone
+
+    tenant = TenantFactory(slug="acme")
+    TenantQuota.objects.create(tenant=tenant, requests_per_minute=1)
+    RateLimitDenial.objects.create(tenant=tenant, day=timezone.localdate(), count=7)
+    assert ">7<" in admin_client.get(reverse("admin:syncapp_tenant_changelist")).content.decode()
+    assert hit(f"tenant:{tenant.pk}", 1).allowed and not hit(f"tenant:{tenant.pk}", 1).allowed
+    admin_client.post(reverse("admin:syncapp_tenant_changelist"), {"action": "reset_rate_limit", "_selected_action": [tenant.pk]})
+    assert hit(f"tenant:{tenant.pk}", 1).allowed
