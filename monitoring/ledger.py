@@ -179,13 +179,14 @@ def heartbeat(allocation_ids) -> int:
 
 
 def _holder_gone(holder: str) -> bool:
+    """A holder process on this host that no longer exists (an empty holder is nobody's)."""
     host, _, pid = holder.rpartition(":")
     return host == socket.gethostname() and pid.isdigit() and not psutil.pid_exists(int(pid))
 
 
 def reclaim_dead(timeout_s: float | None = None) -> list[Allocation]:
     """Reclaim granted allocations whose holder stopped heartbeating or is gone; grant waiters."""
-    timeout_s = timeout_s if timeout_s is not None else getattr(settings, "BALLAST_HOLDER_TIMEOUT_S", 60.0)
+    timeout_s = timeout_s if timeout_s is not None else getattr(settings, "BALLAST_HOLDER_TIMEOUT_S", 300.0)
     stale_before = timezone.now() - timedelta(seconds=timeout_s)
     reclaimed = []
     for resource in Allocation.objects.filter(state=State.GRANTED).values_list("resource", flat=True).distinct():
@@ -227,8 +228,11 @@ class Heartbeats:
             left = self.held.get(allocation_id, 1) - 1
             if left > 0:
                 self.held[allocation_id] = left
-            else:
-                self.held.pop(allocation_id, None)
+                return
+            self.held.pop(allocation_id, None)
+        # A last beat, and no holder until the next one adopts it: between two steps a run waits in
+        # the queue, and the process that ran the last step may be recycled without killing the run.
+        Allocation.objects.filter(pk=allocation_id, state=State.GRANTED).update(heartbeat_at=timezone.now(), holder="")
 
     def _run(self) -> None:
         stop = threading.Event()

@@ -463,7 +463,7 @@ def execute_step(step_id: int) -> int:
                 ctx.provider = get_provider(tenant)
                 ctx.provider.guard = governor.call
             slot = Allocation.objects.filter(owner=f"run-{step.run_id}", resource="run_slot", state="granted").first()
-            with held(slot) if slot else nullcontext():  # heartbeats: the ledger knows this process works on it
+            with held(slot) if slot else nullcontext():  # heartbeats while the step runs
                 STEPS[step.name](ctx)
     except StepCancelled:
         status = SyncRun.objects.values_list("status", flat=True).get(pk=step.run_id)  # cancelled or interrupted

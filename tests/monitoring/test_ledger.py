@@ -128,3 +128,14 @@ def test_stale_or_dead_holders_are_reclaimed_and_waiters_served(tenant, django_c
         assert Allocation.objects.get(pk=dead.pk).reason == f"holder {socket.gethostname()}:999999 gone"
     finally:
         allocation_reclaimed.disconnect(dispatch_uid="t")
+
+
+def test_a_slot_between_two_steps_has_no_holder_to_lose(tenant):
+    from monitoring.ledger import held
+
+    slot_ = slot("run-1", tenant)
+    with held(slot_):
+        assert Allocation.objects.get(pk=slot_.pk).holder.endswith(f":{__import__('os').getpid()}")
+    between = Allocation.objects.get(pk=slot_.pk)
+    assert between.holder == "" and between.heartbeat_at is not None
+    assert reclaim_dead(timeout_s=60) == []  # no process to have died: only the heartbeat timeout applies
