@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from django.db import DatabaseError
 from django.utils import timezone
 
+from . import metrics
 from .models import ResourceSample, ThrottleEvent
 from .policy import MB, Pressure
 from .readings import Reading
@@ -30,6 +31,7 @@ class DatabaseRecorder:
         self.owner, self.route, self.label = owner, route, label
 
     def event(self, event: Event) -> None:
+        metrics.throttle_events.labels(kind=event.kind, route=self.route).inc()
         change = f" {event.before} -> {event.after}" if event.before is not None and event.before != event.after else ""
         log.info("%s %s%s: %s", self.label, event.kind.replace("_", " "), change, event.detail)
         try:
@@ -43,6 +45,9 @@ class DatabaseRecorder:
             log.warning("%s could not record %s event", self.label, event.kind)
 
     def sample(self, reading: Reading, pressure: Pressure, concurrency: int, batch_size: int) -> None:
+        metrics.observe_reading(reading, pressure.memory)
+        metrics.concurrency.labels(route=self.route).set(concurrency)
+        metrics.batch_size.labels(route=self.route).set(batch_size)
         try:
             ResourceSample.objects.create(
                 owner=self.owner, route=self.route, at=timezone.now(),

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.http import JsonResponse
 from django.utils.module_loading import import_string
 
+from . import metrics
 from .models import record_denial
 from .quotas import limits_for
 from .ratelimit import headers, hit
@@ -40,6 +41,7 @@ class RateLimitMiddleware:
         self.get_response = get_response
         self.resolve = import_string(settings.BALLAST_TENANT_RESOLVER)
         self.exempt = tuple(getattr(settings, "BALLAST_RATELIMIT_EXEMPT", DEFAULT_EXEMPT))
+        self.slug_field = getattr(settings, "BALLAST_TENANT_SLUG_FIELD", "slug")
 
     def __call__(self, request):
         if request.path.startswith(self.exempt):
@@ -53,6 +55,7 @@ class RateLimitMiddleware:
         if usage is not None and not usage.allowed:
             if tenant is not None:
                 record_denial(tenant.pk)
+                metrics.ratelimit_denied.labels(tenant=getattr(tenant, self.slug_field, tenant.pk)).inc()
             response = JsonResponse(
                 {"error": {"code": "rate_limited", "message": f"more than {usage.limit} requests a minute; try again later"}},
                 status=429,

@@ -72,14 +72,17 @@ class CacheStore:
     def __init__(self, alias: str = "default"):
         self.cache = caches[alias]
 
+    LOCK_TTL_S = 10  # far longer than a window update, even on a busy database cache
+
     def hit(self, key: str, limit: int, window: float, now: float) -> Usage:
         lock = f"{key}:lock"
-        deadline = time.monotonic() + 2.0
+        deadline, pause = time.monotonic() + self.LOCK_TTL_S, 0.001
         try:
-            while not self.cache.add(lock, 1, timeout=2):
+            while not self.cache.add(lock, 1, timeout=self.LOCK_TTL_S):
                 if time.monotonic() > deadline:
                     raise StoreError("rate-limit lock not acquired")
-                time.sleep(0.001)
+                time.sleep(pause)
+                pause = min(pause * 2, 0.05)  # back off: every attempt is a write on a database cache
             try:
                 stamps = [t for t in self.cache.get(key, []) if t > now - window]
                 allowed = len(stamps) < limit

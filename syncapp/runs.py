@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from django.db import transaction
 from django.utils import timezone
 
+from monitoring import metrics
 from monitoring.ledger import allocate, release, release_owner
 from monitoring.policy import decide
 from monitoring.quotas import limits_for
@@ -165,6 +166,7 @@ def advance_run(run_id: int) -> list[SyncStep]:
             run.error = "\n".join(f"{s.name}: {s.error}" for s in steps.values() if s.error)
             run.save(update_fields=["status", "finished_at", "error"])
             log.info("[run %s] %s in %.1f s", run.pk, run.status, run.duration_s or 0.0)
+            metrics.sync_runs.labels(status=run.status).inc()
     if finished:
         release_owner(run_owner(run.pk))  # the next queued run may start
     return ready

@@ -20,6 +20,7 @@ from django.db import DatabaseError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from monitoring import metrics
 from monitoring.events import DatabaseRecorder
 from monitoring.governor import Governor, GovernorStop
 from monitoring.ledger import held
@@ -483,6 +484,10 @@ def execute_step(step_id: int) -> int:
     SyncStep.objects.filter(pk=step_id).update(
         status=status, finished_at=timezone.now(), error=error[:2000], **tally.as_fields(), **_resource_fields(governor)
     )
+    for outcome in COUNTERS:
+        metrics.sync_rows.labels(step=step.name, outcome=outcome).inc(getattr(tally, outcome))
+    metrics.sync_duration.labels(step=step.name).observe((timezone.now() - started_at).total_seconds())
+    metrics.concurrency.labels(route=step.name).set(0)  # this process no longer works on the route
     log.info(
         "%s %s: %d received, %d created, %d updated, %d unchanged, %d deactivated, %d invalid, %d failed%s",
         ctx.label(), status, tally.received, tally.created, tally.updated, tally.unchanged,

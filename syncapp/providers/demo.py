@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 
+from monitoring.metrics import provider_calls
+
 from .base import Page, Provider, require_int
 
 PAGE_SIZE = 500
@@ -72,6 +74,7 @@ class DemoProvider(Provider):
         with self.guard():
             if self.config["latency_ms"]:
                 time.sleep(self.config["latency_ms"] / 1000)
+        provider_calls.labels(provider="demo", status="200").inc()
 
     @cached_property
     def _apps(self) -> list[dict]:

@@ -18,6 +18,8 @@ import google.auth.transport
 import httpx
 from google.oauth2 import service_account
 
+from monitoring.metrics import provider_calls
+
 from .base import ConfigError, Page, Provider, ProviderError, require_int, require_str
 
 SCOPES = [
@@ -161,7 +163,9 @@ class GoogleProvider(Provider):
                     response = self._client.get(path, params=params, headers={"Authorization": self._authorization()})
                 except httpx.TransportError as exc:
                     problem = f"connection error ({exc.__class__.__name__})"
+                    provider_calls.labels(provider="google", status="error").inc()
                 else:
+                    provider_calls.labels(provider="google", status=str(response.status_code)).inc()
                     message, reason = _error_of(response) if response.status_code >= 400 else ("", None)
                     call["rejected"] = _pushed_back(response.status_code, reason)
             if response is not None:

@@ -112,3 +112,49 @@ def test_a_run_over_the_quota_is_queued_and_later_completes_on_the_cluster(start
     assert (first.status, second.status) == (Status.COMPLETED, Status.COMPLETED)
     assert second.started_at >= first.finished_at  # it waited for the slot, then ran
     assert AllocationEvent.objects.filter(owner=f"run-{second.pk}", kind="waiting").exists()
+
+
+def test_metrics_made_in_cluster_workers_reach_metrics(start_cluster, tmp_path):
+    """prometheus_client's multiprocess mode: the workers write, the web process adds them up."""
+    import socket
+
+    import httpx
+
+    metrics_dir = tmp_path / "prometheus"
+    metrics_dir.mkdir()  # a fresh (wiped) directory, as at every start
+    start_cluster(PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
+    tenant = TenantFactory(slug="metered", provider_config={"users": 120, "apps": 6})
+    run = start_run(tenant=tenant, trigger=SyncRun.Trigger.API)
+    wait_for(lambda: SyncRun.objects.get(pk=run.pk).finished_at, 60, "the run to finish")
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    web = subprocess.Popen(
+        [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
+        cwd=ROOT, env=child_env(PROMETHEUS_MULTIPROC_DIR=str(metrics_dir)),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        def scrape():
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+            except httpx.HTTPError:
+                return None
+
+        response = wait_for(scrape, 60, "the web process to serve /metrics")
+    finally:
+        web.terminate()
+        web.wait(30)
+    assert response.status_code == 200
+    lines = response.text.splitlines()
+
+    def value(sample: str) -> float:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(sample))
+
+    assert value('ballast_sync_runs_total{status="completed"}') == 1
+    assert value('ballast_sync_rows_total{outcome="created",step="users"}') == 120
+    assert value('ballast_provider_calls_total{provider="demo",status="200"}') >= 121  # a page and a call per user
+    assert value('ballast_sync_duration_seconds_count{step="tokens"}') == 1
+    assert any(line.startswith('ballast_allocations{resource="run_slot",state="granted"}') for line in lines)
+    assert any(line.startswith("django_db_execute_total") for line in lines)  # django-prometheus's own

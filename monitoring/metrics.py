@@ -1,0 +1,60 @@
+"""Ballast's Prometheus metrics, in one place.
+
+They work in prometheus_client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR set before Python
+starts): every process — web, qcluster, its forked workers — writes its own files and /metrics
+adds them up. Gauges therefore say how processes combine (multiprocess_mode). Custom collectors
+do not work in that mode, so figures read at scrape time (the ledger, the database pool, the
+machine) are set by refresh() in the serving process just before the export.
+"""
+
+from django.db import connections
+from django.http import HttpRequest
+from django_prometheus.exports import ExportToDjangoView
+from prometheus_client import Counter, Gauge, Histogram
+
+cpu_percent = Gauge("ballast_cpu_percent", "Machine (container) CPU use, percent", multiprocess_mode="mostrecent")
+memory_percent = Gauge("ballast_memory_percent", "Memory use of the effective limit, percent", multiprocess_mode="mostrecent")
+rss_bytes = Gauge("ballast_rss_bytes", "Resident memory of Ballast's live processes", multiprocess_mode="livesum")
+concurrency = Gauge("ballast_concurrency", "Work allowed at once now, per route", ["route"], multiprocess_mode="livesum")
+batch_size = Gauge("ballast_batch_size", "Current batch size, per route", ["route"], multiprocess_mode="mostrecent")
+throttle_events = Counter("ballast_throttle_events", "Governor events", ["kind", "route"])
+sync_runs = Counter("ballast_sync_runs", "Sync runs finished, by status", ["status"])
+sync_rows = Counter("ballast_sync_rows", "Records handled by sync steps", ["step", "outcome"])
+sync_duration = Histogram(
+    "ballast_sync_duration_seconds", "Duration of sync steps", ["step"],
+    buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, float("inf")),
+)
+allocations = Gauge("ballast_allocations", "Ledger allocations, by resource and state", ["resource", "state"], multiprocess_mode="mostrecent")
+ratelimit_denied = Counter("ballast_ratelimit_denied", "API requests refused by the rate limit", ["tenant"])
+db_pool = Gauge("ballast_db_pool", "Database connection pool of the serving process", ["state"], multiprocess_mode="mostrecent")
+provider_calls = Counter("ballast_provider_calls", "Calls to identity providers", ["provider", "status"])
+
+
+def observe_reading(reading, pressure_memory: float | None = None) -> None:
+    cpu_percent.set(reading.cpu_percent)
+    memory_percent.set(reading.memory_percent if pressure_memory is None else pressure_memory)
+    rss_bytes.set(reading.rss_bytes)
+
+
+def refresh() -> None:
+    """Set the figures that are read, not counted: the ledger, the pool, this machine."""
+    from .models import Allocation
+    from .sampler import get_sampler
+
+    observe_reading(get_sampler().latest())
+    live = {(r, s): 0 for r in Allocation.Resource.values for s in (Allocation.State.WAITING, Allocation.State.GRANTED)}
+    for row in Allocation.objects.filter(state__in=["waiting", "granted"]).values_list("resource", "state"):
+        live[row] = live.get(row, 0) + 1
+    for (resource, state), count in live.items():
+        allocations.labels(resource=resource, state=state).set(count)
+    pool = getattr(connections["default"], "pool", None) if connections["default"].vendor == "postgresql" else None
+    if pool is not None:
+        stats = pool.get_stats()
+        db_pool.labels(state="size").set(stats.get("pool_size", 0))
+        db_pool.labels(state="available").set(stats.get("pool_available", 0))
+        db_pool.labels(state="waiting").set(stats.get("requests_waiting", 0))
+
+
+def metrics_view(request: HttpRequest):
+    refresh()
+    return ExportToDjangoView(request)
