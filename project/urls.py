@@ -3,10 +3,13 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from monitoring.metrics import metrics_view
+from monitoring.views import healthz, readyz
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
     path("api/v1/", include("syncapp.api")),
     path("metrics", metrics_view, name="prometheus-django-metrics"),
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
 ]

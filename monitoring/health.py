@@ -1,0 +1,66 @@
+"""Liveness and readiness: what /healthz and /readyz answer."""
+
+import time
+
+from django.conf import settings
+from django.db import connections
+
+from .sampler import get_sampler
+
+WARNING_PERCENT, CRITICAL_PERCENT = 70.0, 85.0
+
+
+def _timed(check) -> dict:
+    started = time.perf_counter()
+    try:
+        detail = check() or {}
+        ok = True
+    except Exception as exc:  # any failure is the answer
+        detail, ok = {"error": f"{exc.__class__.__name__}: {str(exc)[:200]}"}, False
+    return {"ok": ok, "ms": round((time.perf_counter() - started) * 1000, 1), **detail}
+
+
+def _database():
+    with connections["default"].cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
+
+
+def _broker():
+    from django_q.brokers import get_broker
+
+    broker = get_broker()
+    if not broker.ping():
+        raise RuntimeError("broker did not answer")
+    return {"broker": broker.info()}
+
+
+def _cluster():
+    from django_q.status import Stat
+
+    clusters = [s for s in Stat.get_all() if str(s.status) != "Stopped"]
+    return {"clusters": len(clusters), "workers": sum(len(s.workers) for s in clusters)}
+
+
+def resource_status(reading=None) -> dict:
+    """ok | warning | critical from the memory and CPU readings (warning 70%, critical 85%)."""
+    reading = reading or get_sampler().latest()
+    warning = getattr(settings, "BALLAST_MEMORY_WARNING_PERCENT", WARNING_PERCENT)
+    critical = getattr(settings, "BALLAST_MEMORY_CRITICAL_PERCENT", CRITICAL_PERCENT)
+    worst = max(reading.memory_percent, reading.cpu_percent)
+    status = "critical" if worst >= critical else "warning" if worst >= warning else "ok"
+    return {
+        "status": status, "source": reading.source, "cpu_percent": round(reading.cpu_percent, 1),
+        "memory_percent": round(reading.memory_percent, 1), "rss_bytes": reading.rss_bytes,
+        "cpu_capacity": reading.cpu_capacity,
+    }
+
+
+def readiness() -> tuple[bool, dict]:
+    """Ready when the database and the broker answer and resources are not critical.
+    The cluster is reported (a web process can serve without one)."""
+    checks = {"database": _timed(_database), "broker": _timed(_broker), "cluster": _timed(_cluster)}
+    checks["cluster"]["ok"] = checks["cluster"]["ok"] and checks["cluster"].get("clusters", 0) > 0
+    resources = resource_status()
+    ready = checks["database"]["ok"] and checks["broker"]["ok"] and resources["status"] != "critical"
+    return ready, {"status": "ready" if ready else "not ready", "checks": checks, "resources": resources}

@@ -1,0 +1,62 @@
+import socket
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from monitoring.health import resource_status
+from monitoring.readings.fake import reading
+
+from ..conftest import ROOT, child_env, wait_for
+
+
+@pytest.mark.django_db
+def test_ready_when_the_database_and_broker_answer(client):
+    assert client.get("/healthz", HTTP_HOST="127.0.0.1").json() == {"status": "ok"}
+    response = client.get("/readyz", HTTP_HOST="127.0.0.1")
+    body = response.json()
+    assert response.status_code == 200 and body["status"] == "ready"
+    assert body["checks"]["database"]["ok"] and body["checks"]["broker"]["ok"]
+    assert body["checks"]["cluster"] == {**body["checks"]["cluster"], "ok": False, "clusters": 0}  # reported, not required
+    assert body["resources"]["status"] in {"ok", "warning", "critical"} and body["resources"]["rss_bytes"] > 0
+    assert "RateLimit" not in response  # health is exempt from rate limits
+
+
+@pytest.mark.parametrize("memory, status", [(10, "ok"), (70, "warning"), (86, "critical")])
+def test_resource_status_levels(memory, status):
+    assert resource_status(reading(5, memory))["status"] == status
+
+
+def test_not_ready_when_the_database_is_down():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead_db = s.getsockname()[1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = child_env(DATABASE_URL=f"postgres://nobody@127.0.0.1:{dead_db}/ballast", DJANGO_SETTINGS_MODULE="project.settings")
+    env.pop("REDIS_URL", None)
+    serve = (  # a plain WSGI server: runserver would stop at start-up over the unreachable database
+        "import sys; from wsgiref.simple_server import make_server; from project.wsgi import application; "
+        "make_server('127.0.0.1', int(sys.argv[1]), application).serve_forever()"
+    )
+    web = subprocess.Popen([sys.executable, "-c", serve, str(port)], cwd=ROOT, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def get(path):
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=10)
+            except httpx.HTTPError:
+                return None
+
+        alive = wait_for(lambda: get("/healthz"), 60, "the server")
+        ready = get("/readyz")
+    finally:
+        web.terminate()
+        web.wait(30)
+    assert alive.status_code == 200
+    assert ready.status_code == 503
+    body = ready.json()
+    assert body["status"] == "not ready" and body["checks"]["database"]["ok"] is False
+    assert "OperationalError" in body["checks"]["database"]["error"]
