@@ -12,9 +12,12 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $@
 
+# Metrics of every process (web, cluster, workers) meet in one directory, wiped at each start.
+demo: export PROMETHEUS_MULTIPROC_DIR = $(CURDIR)/.prometheus
 demo: $(BIN)/.installed
+	rm -rf $(PROMETHEUS_MULTIPROC_DIR) && mkdir -p $(PROMETHEUS_MULTIPROC_DIR)
 	$(BIN)/python manage.py demo --address http://$(ADDRESS)
-	@echo "Serving the admin on http://$(ADDRESS)/admin/ with a task cluster beside it (Ctrl-C stops both)."
+	@echo "Serving the admin on http://$(ADDRESS)/admin/ (metrics on /metrics) with a task cluster beside it (Ctrl-C stops both)."
 	$(BIN)/python manage.py qcluster & cluster=$$!; \
 	trap 'kill $$cluster 2>/dev/null; wait $$cluster' EXIT; \
 	$(BIN)/python manage.py runserver --insecure --noreload $(ADDRESS)
