@@ -29,7 +29,7 @@ class GovernorStop(Exception):
     """The route must stop cleanly: committed batches stay, a re-run resumes."""
 
 
-def _malloc_trim() -> bool:
+def malloc_trim() -> bool:
     """Give free heap pages back to the OS (glibc only; gc.collect alone returns nothing)."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
@@ -271,7 +271,7 @@ class Governor:
     def _collect(self) -> None:
         gc.collect()
         if self.policy.malloc_trim:
-            _malloc_trim()
+            malloc_trim()
 
     # --- provider calls ----------------------------------------------------------
 

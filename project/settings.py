@@ -193,6 +193,7 @@ else:
 # monitoring reaches the tenant model through this setting, as contrib.auth reaches AUTH_USER_MODEL.
 BALLAST_TENANT_MODEL = "syncapp.Tenant"
 BALLAST_TENANT_SLUG_FIELD = "slug"
+BALLAST_RUN_MODEL = "syncapp.SyncRun"  # for `resources report` (needs status and queued_at)
 BALLAST_QUOTA_DEFAULTS = {
     "max_concurrent_runs": _int("QUOTA_MAX_CONCURRENT_RUNS", 1, minimum=1),
     "max_concurrency": _int("QUOTA_MAX_CONCURRENCY", 32, minimum=1),

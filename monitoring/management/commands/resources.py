@@ -1,18 +1,168 @@
-from django.core.management.base import BaseCommand
+import json
+import time
 
+from django.core.management.base import BaseCommand, CommandError
+from django.utils.module_loading import import_string
+
+from monitoring.health import readiness, resource_status
 from monitoring.ledger import reclaim_dead
+from monitoring.readings import SystemReader
+from monitoring.reports import collect_garbage, connection_report, growing_sites, take_snapshot, usage_report
+
+MB = 2**20
 
 
 class Command(BaseCommand):
-    help = "Resource housekeeping. cleanup: reclaim allocations whose holder died (no heartbeat, or process gone)."
+    help = "Resources: monitor, report, health, gc, snapshot, leaks, connections, profile, cleanup."
 
     def add_arguments(self, parser):
         actions = parser.add_subparsers(dest="action", required=True)
-        cleanup = actions.add_parser("cleanup", help=self.help.split(". ", 1)[1])
+        monitor = actions.add_parser("monitor", help="A live terminal dashboard, refreshed until Ctrl-C.")
+        monitor.add_argument("--interval", type=float, default=1.0)
+        monitor.add_argument("--frames", type=int, default=0, help="Stop after this many refreshes (0: never).")
+        report = actions.add_parser("report", help="Usage, runs, throttles and allocations over a period.")
+        report.add_argument("--hours", type=float, default=24.0)
+        report.add_argument("--json", action="store_true")
+        health = actions.add_parser("health", help="Readiness: database, broker, cluster, resources.")
+        health.add_argument("-v", "--verbose", action="store_true")
+        actions.add_parser("gc", help="Collect garbage and trim the heap; RSS before and after.")
+        snapshot = actions.add_parser("snapshot", help="A tracemalloc snapshot of what a piece of work keeps allocated.")
+        snapshot.add_argument("-o", "--output", help="Write the snapshot here (load it with tracemalloc.Snapshot.load).")
+        snapshot.add_argument("--work", default="monitoring.reports.usage_report", help="Dotted path of the callable to trace.")
+        leaks = actions.add_parser("leaks", help="Snapshots over repeated work; the allocation sites that keep growing.")
+        leaks.add_argument("--rounds", type=int, default=4)
+        leaks.add_argument("--work", default="monitoring.reports.usage_report", help="Dotted path of the callable to repeat.")
+        actions.add_parser("connections", help="Database pool and Redis pool state.")
+        profile = actions.add_parser("profile", help="Sample resources for a while into a JSON file.")
+        profile.add_argument("-d", "--duration", type=float, required=True, help="Seconds.")
+        profile.add_argument("-o", "--output", required=True)
+        profile.add_argument("--interval", type=float, default=0.5)
+        cleanup = actions.add_parser("cleanup", help="Reclaim ledger allocations whose holder died.")
         cleanup.add_argument("--timeout", type=float, default=None, help="Seconds without a heartbeat (default HOLDER_TIMEOUT_S).")
 
     def handle(self, *args, action, **options):
-        reclaimed = reclaim_dead(options["timeout"])
+        getattr(self, f"handle_{action}")(**options)
+
+    def handle_monitor(self, *, interval, frames, **_):
+        reader = SystemReader()
+        shown = 0
+        try:
+            while True:
+                time.sleep(interval)
+                reading = reader.read()
+                report = usage_report(hours=1 / 12)
+                lines = [
+                    f"Ballast resources ({reading.source}, {reading.cpu_capacity:g} CPUs)   {time.strftime('%H:%M:%S')}",
+                    f"  CPU     {_bar(reading.cpu_percent)} {reading.cpu_percent:5.1f}%",
+                    f"  memory  {_bar(reading.memory_percent)} {reading.memory_percent:5.1f}%   "
+                    f"({reading.memory_used_bytes / MB:,.0f} of {reading.memory_limit_bytes / MB:,.0f} MB)",
+                    f"  runs (5 min): {report['runs'] or 'none'}",
+                    f"  governor events (5 min): {report['throttle_events'] or 'none'}",
+                    f"  allocations now: {report['allocations_now'] or 'none'}",
+                ]
+                if self.stdout.isatty():
+                    self.stdout.write("\033[H\033[J", ending="")
+                self.stdout.write("\n".join(lines))
+                shown += 1
+                if frames and shown >= frames:
+                    return
+        except KeyboardInterrupt:
+            self.stdout.write("")
+
+    def handle_report(self, *, hours, **options):
+        report = usage_report(hours)
+        if options["json"]:
+            self.stdout.write(json.dumps(report))
+            return
+        r = report["resources"]
+        self.stdout.write(f"Last {hours:g} h")
+        self.stdout.write(
+            f"  resources: {r['samples']} samples, CPU mean {r['mean_cpu'] or 0}% peak {r['peak_cpu'] or 0}%, "
+            f"memory mean {r['mean_memory'] or 0}% peak {r['peak_memory'] or 0}%, peak RSS {(r['peak_rss'] or 0) / MB:.0f} MB"
+        )
+        for key in ("runs", "throttle_events", "ledger_events", "allocations_now"):
+            self.stdout.write(f"  {key.replace('_', ' ')}: {report[key] or 'none'}")
+        self.stdout.write(f"  rate-limit denials: {report['rate_limit_denials']}")
+
+    def handle_health(self, *, verbose, **_):
+        ready, body = readiness()
+        self.stdout.write(f"{body['status']}; resources {body['resources']['status']}")
+        if verbose:
+            for name, check in body["checks"].items():
+                state = "ok" if check["ok"] else ("none running" if check.get("clusters") == 0 else "FAIL")
+                self.stdout.write(f"  {name:<9} {state}  {json.dumps({k: v for k, v in check.items() if k != 'ok'})}")
+            self.stdout.write(f"  resources {json.dumps(body['resources'])}")
+        if not ready:
+            raise CommandError("not ready", returncode=1)
+
+    def handle_gc(self, **_):
+        result = collect_garbage()
+        self.stdout.write(
+            f"RSS {result['rss_before'] / MB:.1f} MB -> {result['rss_after'] / MB:.1f} MB; "
+            f"{result['objects_collected']} objects collected; malloc_trim {'released memory' if result['malloc_trim'] else 'had nothing to give back'}"
+        )
+
+    def handle_snapshot(self, *, output, work, **_):
+        take_snapshot()  # starts tracing
+        _work(work)()
+        snapshot = take_snapshot()
+        if output:
+            snapshot.dump(output)
+            self.stdout.write(f"Snapshot written to {output}.")
+        for stat in snapshot.statistics("lineno")[:10]:
+            self.stdout.write(f"  {stat.size / 1024:8.1f} KiB  {stat.count:7d} blocks  {stat.traceback[0]}")
+
+    def handle_leaks(self, *, rounds, work, **_):
+        job = _work(work)
+        snapshots = [take_snapshot()]
+        for _ in range(rounds):
+            job()
+            snapshots.append(take_snapshot())
+        sites = growing_sites(snapshots)
+        if not sites:
+            self.stdout.write(f"No allocation site grew in every one of {rounds} rounds.")
+        for site in sites:
+            self.stdout.write(f"  +{site['grew_bytes'] / 1024:.1f} KiB over {site['rounds']} rounds  {site['site']}")
+
+    def handle_connections(self, **_):
+        self.stdout.write(json.dumps(connection_report(), indent=2, default=str))
+
+    def handle_profile(self, *, duration, output, interval, **_):
+        if duration <= 0 or interval <= 0:
+            raise CommandError("--duration and --interval must be more than 0")
+        reader, samples = SystemReader(), []
+        ends = time.monotonic() + duration
+        while time.monotonic() < ends:
+            time.sleep(min(interval, max(ends - time.monotonic(), 0)))
+            reading = reader.read()
+            samples.append({
+                "t": round(duration - (ends - time.monotonic()), 2), "cpu_percent": round(reading.cpu_percent, 1),
+                "process_cpu_percent": round(reading.process_cpu_percent, 1), "memory_percent": round(reading.memory_percent, 1),
+                "rss_bytes": reading.rss_bytes, "status": resource_status(reading)["status"],
+            })
+        profile = {
+            "duration_s": duration, "interval_s": interval, "samples": samples,
+            "peak_cpu_percent": max((s["cpu_percent"] for s in samples), default=0),
+            "peak_memory_percent": max((s["memory_percent"] for s in samples), default=0),
+        }
+        with open(output, "w") as handle:
+            json.dump(profile, handle)
+        self.stdout.write(f"{len(samples)} samples written to {output}.")
+
+    def handle_cleanup(self, *, timeout, **_):
+        reclaimed = reclaim_dead(timeout)
         for allocation in reclaimed:
             self.stdout.write(f"reclaimed {allocation.amount} {allocation.resource} of {allocation.owner}: {allocation.reason}")
         self.stdout.write(f"{len(reclaimed)} allocation(s) reclaimed.")
+
+
+def _work(dotted: str):
+    try:
+        return import_string(dotted)
+    except ImportError as exc:
+        raise CommandError(f"--work: {exc}") from None
+
+
+def _bar(percent: float, width: int = 30) -> str:
+    filled = int(round(width * min(max(percent, 0), 100) / 100))
+    return "[" + "#" * filled + "." * (width - filled) + "]"

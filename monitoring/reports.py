@@ -1,0 +1,89 @@
+"""Reads behind `manage.py resources`: usage, runs, throttles and allocations over a period;
+connection pools; memory snapshots and the allocation sites that keep growing."""
+
+import gc
+import tracemalloc
+from datetime import timedelta
+
+from django.apps import apps
+from django.conf import settings
+from django.db import connections
+from django.db.models import Avg, Count, Max
+from django.utils import timezone
+
+from .governor import malloc_trim
+from .models import Allocation, AllocationEvent, RateLimitDenial, ResourceSample, ThrottleEvent
+from .readings import SystemReader
+
+
+def usage_report(hours: float = 24.0) -> dict:
+    since = timezone.now() - timedelta(hours=hours)
+    samples = ResourceSample.objects.filter(at__gte=since).aggregate(
+        samples=Count("id"), mean_cpu=Avg("cpu_percent"), peak_cpu=Max("cpu_percent"),
+        mean_memory=Avg("memory_percent"), peak_memory=Max("memory_percent"), peak_rss=Max("rss_bytes"),
+    )
+    runs = {}
+    if getattr(settings, "BALLAST_RUN_MODEL", None):  # runs are the using app's: named in settings
+        run_model = apps.get_model(settings.BALLAST_RUN_MODEL)
+        runs = dict(run_model.objects.filter(queued_at__gte=since).values_list("status").annotate(n=Count("id")))
+    return {
+        "hours": hours,
+        "resources": {k: (round(v, 1) if isinstance(v, float) else v) for k, v in samples.items()},
+        "runs": runs,
+        "throttle_events": dict(ThrottleEvent.objects.filter(created_at__gte=since).values_list("kind").annotate(n=Count("id"))),
+        "ledger_events": dict(AllocationEvent.objects.filter(at__gte=since).values_list("kind").annotate(n=Count("id"))),
+        "allocations_now": dict(Allocation.objects.filter(state__in=["waiting", "granted"]).values_list("state").annotate(n=Count("id"))),
+        "rate_limit_denials": sum(RateLimitDenial.objects.filter(day__gte=since.date()).values_list("count", flat=True)),
+    }
+
+
+def connection_report() -> dict:
+    """The database connection (and its pool, if any) and the Redis pool of the cache and broker."""
+    connection = connections["default"]
+    database = {"vendor": connection.vendor, "connected": connection.connection is not None}
+    pool = getattr(connection, "pool", None) if connection.vendor == "postgresql" else None
+    database["pool"] = pool.get_stats() if pool is not None else None
+    redis_info = None
+    if getattr(settings, "REDIS_URL", None):
+        import redis
+
+        client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1)
+        try:
+            info = client.info("clients")
+            redis_info = {"reachable": True, "connected_clients": info.get("connected_clients"), "blocked_clients": info.get("blocked_clients")}
+        except redis.RedisError as exc:
+            redis_info = {"reachable": False, "error": str(exc)}
+        pool_ = client.connection_pool
+        redis_info["this_process_pool"] = {"created": pool_._created_connections, "available": len(pool_._available_connections)}
+    return {"database": database, "redis": redis_info}
+
+
+def collect_garbage() -> dict:
+    reader = SystemReader()
+    before = reader.read().rss_bytes
+    collected = gc.collect()
+    trimmed = malloc_trim()
+    after = reader.read().rss_bytes
+    return {"rss_before": before, "rss_after": after, "objects_collected": collected, "malloc_trim": trimmed}
+
+
+def growing_sites(snapshots: list, top: int = 10) -> list[dict]:
+    """Allocation sites whose size grew between every pair of snapshots: the likely leaks."""
+    if len(snapshots) < 2:
+        return []
+    growth: dict = {}
+    for older, newer in zip(snapshots, snapshots[1:]):
+        for stat in newer.compare_to(older, "lineno"):
+            site = str(stat.traceback[0]) if stat.traceback else "?"
+            growth.setdefault(site, []).append(stat.size_diff)
+    rounds = len(snapshots) - 1
+    steady = [(site, diffs) for site, diffs in growth.items() if len(diffs) == rounds and all(d > 0 for d in diffs)]
+    steady.sort(key=lambda item: -sum(item[1]))
+    return [{"site": site, "grew_bytes": sum(diffs), "rounds": rounds} for site, diffs in steady[:top]]
+
+
+def take_snapshot():
+    if not tracemalloc.is_tracing():
+        tracemalloc.start(10)
+    gc.collect()
+    return tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
