@@ -1,5 +1,6 @@
 import json
 import time
+import tracemalloc
 
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.module_loading import import_string
@@ -41,7 +42,12 @@ class Command(BaseCommand):
         cleanup.add_argument("--timeout", type=float, default=None, help="Seconds without a heartbeat (default HOLDER_TIMEOUT_S).")
 
     def handle(self, *args, action, **options):
-        getattr(self, f"handle_{action}")(**options)
+        tracing = tracemalloc.is_tracing()
+        try:
+            getattr(self, f"handle_{action}")(**options)
+        finally:
+            if not tracing and tracemalloc.is_tracing():
+                tracemalloc.stop()  # tracing slows everything down: never leave it on
 
     def handle_monitor(self, *, interval, frames, **_):
         reader = SystemReader()
