@@ -27,13 +27,14 @@ class Event:
 class DatabaseRecorder:
     """Writes events and samples for one owner and route (each in its own autocommit)."""
 
-    def __init__(self, owner: str, route: str, label: str):
+    def __init__(self, owner: str, route: str, label: str, context: dict | None = None):
         self.owner, self.route, self.label = owner, route, label
+        self.context = {"owner": owner, "route": route, **(context or {})}  # fields of JSON log lines
 
     def event(self, event: Event) -> None:
         metrics.throttle_events.labels(kind=event.kind, route=self.route).inc()
         change = f" {event.before} -> {event.after}" if event.before is not None and event.before != event.after else ""
-        log.info("%s %s%s: %s", self.label, event.kind.replace("_", " "), change, event.detail)
+        log.info("%s %s%s: %s", self.label, event.kind.replace("_", " "), change, event.detail, extra=self.context)
         try:
             ThrottleEvent.objects.create(
                 owner=self.owner, route=self.route, kind=event.kind,

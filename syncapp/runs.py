@@ -61,7 +61,7 @@ def start_run(*, tenant: Tenant, trigger: str, steps=None, profile: str = "", en
             from .tasks import enqueue_run
 
             transaction.on_commit(lambda: enqueue_run(run.pk))
-    log.info("[run %s] queued for %s by %s: %s", run.pk, tenant.slug, trigger, ", ".join(names))
+    log.info("[run %s] queued for %s by %s: %s", run.pk, tenant.slug, trigger, ", ".join(names), extra={"run": run.pk, "tenant": tenant.slug})
     return run
 
 
@@ -165,7 +165,7 @@ def advance_run(run_id: int) -> list[SyncStep]:
             run.finished_at = timezone.now()
             run.error = "\n".join(f"{s.name}: {s.error}" for s in steps.values() if s.error)
             run.save(update_fields=["status", "finished_at", "error"])
-            log.info("[run %s] %s in %.1f s", run.pk, run.status, run.duration_s or 0.0)
+            log.info("[run %s] %s in %.1f s", run.pk, run.status, run.duration_s or 0.0, extra={"run": run.pk, "tenant": run.tenant.slug})
             metrics.sync_runs.labels(status=run.status).inc()
     if finished:
         release_owner(run_owner(run.pk))  # the next queued run may start

@@ -132,7 +132,10 @@ def governor_for(step: SyncStep, tenant: Tenant) -> Governor:
     return Governor(
         policy.with_overrides(**caps),
         read=get_sampler().latest,
-        recorder=DatabaseRecorder(owner=f"run-{step.run_id}", route=step.name, label=step_label(step)),
+        recorder=DatabaseRecorder(
+            owner=f"run-{step.run_id}", route=step.name, label=step_label(step),
+            context={"run": step.run_id, "step": step.name, "tenant": tenant.slug},
+        ),
         io_bound=step.name == "tokens",
         calls_per_second=quota.provider_calls_per_second,
     )
@@ -492,5 +495,6 @@ def execute_step(step_id: int) -> int:
         "%s %s: %d received, %d created, %d updated, %d unchanged, %d deactivated, %d invalid, %d failed%s",
         ctx.label(), status, tally.received, tally.created, tally.updated, tally.unchanged,
         tally.deactivated, tally.invalid, tally.failed, f" ({error})" if error else "",
+        extra={"run": step.run_id, "step": step.name, "tenant": tenant.slug},
     )
     return step.run_id
