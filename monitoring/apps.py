@@ -25,7 +25,12 @@ class MonitoringConfig(AppConfig):
     verbose_name = "Monitoring"
 
     def ready(self):
+        from django.db.models.signals import post_migrate
+
         from . import checks  # noqa: F401  (registers the system checks)
+        from .tasks import sync_leak_check_schedule
+
+        post_migrate.connect(sync_leak_check_schedule, sender=self, dispatch_uid="ballast-leak-check")
 
         # django-q2 forks its workers; Django's psycopg pool is not fork-safe.
         os.register_at_fork(after_in_child=forget_inherited_connection_pools)

@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from .models import Allocation, AllocationEvent, LedgerLock
 from .quotas import limits_for
-from .signals import allocation_granted, allocation_reclaimed
+from .signals import allocation_granted, allocation_reclaimed, allocation_released
 
 log = logging.getLogger("monitoring.ledger")
 State = Allocation.State
@@ -107,9 +107,9 @@ def _grant_waiters(resource: str) -> list[Allocation]:
     return granted
 
 
-def _announce(granted: list[Allocation]) -> None:
+def _announce(granted: list[Allocation], waited: bool = True) -> None:
     for allocation in granted:
-        transaction.on_commit(lambda a=allocation: allocation_granted.send(Allocation, allocation=a))
+        transaction.on_commit(lambda a=allocation: allocation_granted.send(Allocation, allocation=a, waited=waited))
 
 
 def shortfall_now(resource: str, amount: int = 1, *, tenant_id=None) -> str | None:
@@ -140,6 +140,7 @@ def allocate(resource: str, amount: int = 1, *, owner: str, tenant_id=None, prio
         if shortfall is None:
             allocation.save()
             _grant(allocation)
+            _announce([allocation], waited=False)
         else:
             allocation.state, allocation.reason = (State.WAITING if wait else State.DENIED), shortfall[1]
             allocation.save()
@@ -159,6 +160,7 @@ def release(allocation: Allocation) -> list[Allocation]:
         current.state, current.released_at = State.RELEASED, timezone.now()
         current.save(update_fields=["state", "released_at"])
         _record(current, "released")
+        transaction.on_commit(lambda: allocation_released.send(Allocation, allocation=current))
         granted = _grant_waiters(current.resource)
         _announce(granted)
     return granted
@@ -202,6 +204,7 @@ def reclaim_dead(timeout_s: float | None = None) -> list[Allocation]:
                 _record(allocation, "reclaimed", why)
                 reclaimed.append(allocation)
                 transaction.on_commit(lambda a=allocation: allocation_reclaimed.send(Allocation, allocation=a))
+                transaction.on_commit(lambda a=allocation: allocation_released.send(Allocation, allocation=a))
             _announce(_grant_waiters(resource))
     return reclaimed
 

@@ -15,8 +15,9 @@ log = logging.getLogger(__name__)
 
 
 class Sampler:
-    def __init__(self, reader, interval: float):
+    def __init__(self, reader, interval: float, watch_memory: bool = False):
         self.reader = reader
+        self.watch_memory = watch_memory  # the process's own sampler feeds the memory manager
         self.interval = interval
         self._latest: Reading = reader.read()
         self._stop = threading.Event()
@@ -28,6 +29,10 @@ class Sampler:
     def sample(self) -> Reading:
         """Read now (the thread does this every interval; tests call it directly)."""
         self._latest = self.reader.read()
+        if self.watch_memory:
+            from .memory import memory_manager
+
+            memory_manager.check(self._latest)
         return self._latest
 
     def start(self) -> "Sampler":
@@ -65,6 +70,6 @@ def get_sampler() -> Sampler:
             reader = import_string(getattr(settings, "BALLAST_READER", "monitoring.readings.SystemReader"))(
                 cgroup_root=getattr(settings, "BALLAST_CGROUP_ROOT", "/sys/fs/cgroup")
             )
-            _sampler = Sampler(reader, getattr(settings, "BALLAST_SAMPLE_INTERVAL_S", 0.5)).start()
+            _sampler = Sampler(reader, getattr(settings, "BALLAST_SAMPLE_INTERVAL_S", 0.5), watch_memory=True).start()
             _pid = os.getpid()
         return _sampler

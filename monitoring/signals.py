@@ -2,7 +2,16 @@
 
 from django.dispatch import Signal
 
-# sender=Allocation, allocation=<the Allocation>: a waiter got its slot (after commit).
+# sender=Allocation, allocation=<the Allocation>, waited=bool: granted (after commit); waited is
+# True for a request that had to queue and was served when a slot freed.
 allocation_granted = Signal()
 # sender=Allocation, allocation=<the Allocation>: its holder died; the slot went back (after commit).
 allocation_reclaimed = Signal()
+# sender=Allocation, allocation=<the Allocation>: a slot or budget went back (release or reclaim).
+allocation_released = Signal()
+# sender=MemoryManager, level="ok"|"warning"|"critical", reading=<Reading>: the level changed.
+memory_pressure = Signal()
+# sender=MemoryManager, alerts=[str], reading=<Reading>: CPU or memory crossed a ceiling.
+resource_alert = Signal()
+# sender=LeakWatch, site={"site", "grew_bytes", "rounds"}: an allocation site grew at every check.
+leak_detected = Signal()

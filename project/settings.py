@@ -225,6 +225,8 @@ BALLAST_SAMPLE_INTERVAL_S = _float("SAMPLE_INTERVAL_S", 0.5, minimum=0.05)
 # Resource status of /readyz: warning and critical thresholds, percent.
 BALLAST_MEMORY_WARNING_PERCENT = _float("MEMORY_WARNING_THRESHOLD", 70.0, minimum=1.0)
 BALLAST_MEMORY_CRITICAL_PERCENT = _float("MEMORY_CRITICAL_THRESHOLD", 85.0, minimum=1.0)
+# Leak checks in a worker every N minutes (tracemalloc stays on in that worker); 0: off.
+BALLAST_LEAK_CHECK_MINUTES = _int("LEAK_CHECK_MINUTES", 0)
 BALLAST_CGROUP_ROOT = os.environ.get("CGROUP_ROOT", "/sys/fs/cgroup")
 # Environment overrides of every route's policy (only the variables that are set).
 _rss_mb = _float("MAX_RSS_USAGE_MB", None, minimum=1) or _float("MAX_HEAP_USAGE_MB", None, minimum=1)

@@ -21,9 +21,9 @@ def tenant_deleted(sender, instance, **kwargs):
 
 
 @receiver(allocation_granted, dispatch_uid="ballast-run-granted")
-def run_slot_granted(sender, allocation, **kwargs):
+def run_slot_granted(sender, allocation, waited=True, **kwargs):
     """A waiting run got its slot: queue it again (an in-process run polls for it instead)."""
-    run_id = _run_id(allocation)
+    run_id = _run_id(allocation) if waited else None
     if run_id is not None and SyncRun.objects.filter(pk=run_id, status=Status.QUEUED, in_process=False).exists():
         from .tasks import enqueue_run
 

@@ -139,3 +139,21 @@ def test_a_slot_between_two_steps_has_no_holder_to_lose(tenant):
     between = Allocation.objects.get(pk=slot_.pk)
     assert between.holder == "" and between.heartbeat_at is not None
     assert reclaim_dead(timeout_s=60) == []  # no process to have died: only the heartbeat timeout applies
+
+
+def test_grants_and_releases_are_signals(tenant, django_capture_on_commit_callbacks):
+    from monitoring.signals import allocation_released
+
+    seen = []
+    allocation_granted.connect(lambda sender, allocation, waited, **kw: seen.append(("granted", allocation.owner, waited)), weak=False, dispatch_uid="g")
+    allocation_released.connect(lambda sender, allocation, **kw: seen.append(("released", allocation.owner)), weak=False, dispatch_uid="r")
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            first = slot("one", tenant)
+            slot("two", tenant)
+            slot("three", tenant)
+            release(first)
+    finally:
+        allocation_granted.disconnect(dispatch_uid="g")
+        allocation_released.disconnect(dispatch_uid="r")
+    assert seen == [("granted", "one", False), ("granted", "two", False), ("released", "one"), ("granted", "three", True)]

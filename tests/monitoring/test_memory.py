@@ -1,0 +1,76 @@
+import pytest
+
+from monitoring.memory import LeakWatch, MemoryManager, TrimmableCache
+from monitoring.readings.fake import reading
+from monitoring.signals import leak_detected, memory_pressure, resource_alert
+
+LEAKED: list = []
+
+
+@pytest.fixture
+def received():
+    seen = []
+
+    def on(signal_name):
+        def receiver(sender, **kwargs):
+            seen.append((signal_name, kwargs.get("level") or kwargs.get("alerts") or kwargs.get("site")))
+        return receiver
+
+    receivers = {memory_pressure: on("pressure"), resource_alert: on("alert"), leak_detected: on("leak")}
+    for signal, receiver in receivers.items():
+        signal.connect(receiver)
+    yield seen
+    for signal, receiver in receivers.items():
+        signal.disconnect(receiver)
+
+
+def test_levels_signal_changes_and_trim_caches_least_recently_used_first(received):
+    manager, cache = MemoryManager(), TrimmableCache("answers")
+    manager.register_cache(cache)
+    for i in range(8):
+        cache.set(i, f"value {i}")
+    cache.get(0)  # recently used: stays longest
+    assert manager.check(reading(10, 50)) == "ok" and len(cache) == 8
+    assert manager.check(reading(10, 72)) == "warning"
+    assert len(cache) == 6 and cache.get(0) == "value 0" and cache.get(1) is None  # 1 was least recent
+    assert manager.check(reading(10, 90)) == "critical"
+    assert len(cache) == 1
+    manager.check(reading(10, 40))
+    assert [name for name, _ in received if name == "pressure"] == ["pressure"] * 3
+    assert [value for name, value in received if name == "pressure"] == ["warning", "critical", "ok"]
+    assert ("alert", ["memory 90% over its ceiling"]) in received
+
+
+def test_a_cache_can_have_a_size():
+    cache = TrimmableCache("small", max_items=2)
+    for i in range(3):
+        cache.set(i, i)
+    assert len(cache) == 2 and cache.get(0) is None
+
+
+def test_leak_watch_reports_sites_that_grow_at_every_check(received):
+    import tracemalloc
+
+    watch = LeakWatch(keep=3)
+    try:
+        for _ in range(3):
+            LEAKED.append(bytearray(256 * 1024))
+            sites = watch.check()
+    finally:
+        tracemalloc.stop()
+    assert sites and "test_memory.py" in sites[0]["site"]
+    assert any(name == "leak" for name, _ in received)
+
+
+@pytest.mark.django_db
+def test_the_leak_check_schedule_follows_its_setting(settings):
+    from django_q.models import Schedule
+
+    from monitoring.tasks import LEAK_CHECK, sync_leak_check_schedule
+
+    settings.BALLAST_LEAK_CHECK_MINUTES = 15
+    sync_leak_check_schedule()
+    assert Schedule.objects.get(name=LEAK_CHECK).minutes == 15
+    settings.BALLAST_LEAK_CHECK_MINUTES = 0
+    sync_leak_check_schedule()
+    assert not Schedule.objects.filter(name=LEAK_CHECK).exists()
