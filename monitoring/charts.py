@@ -16,7 +16,7 @@ class Point:
     t: float  # seconds from the start
     cpu: float
     memory: float
-    concurrency: int
+    concurrency: int | None = None  # None: no concurrency line
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,8 @@ def resource_chart(points: Sequence[Point], marks: Sequence[Mark], *, cpu_ceilin
     if not points:
         return mark_safe('<p class="help">No resource samples for this run.</p>')
     span = max(max(p.t for p in points), max((m.t for m in marks), default=0), 1e-3)
-    top_concurrency = max(max(p.concurrency for p in points), 1)
+    top_concurrency = max(max(p.concurrency or 0 for p in points), 1)
+    with_concurrency = any(p.concurrency is not None for p in points)
 
     def line(values, colour, dash=""):
         coords = " ".join(f"{_x(t, span):.1f},{_y(v):.1f}" for t, v in values)
@@ -48,9 +49,9 @@ def resource_chart(points: Sequence[Point], marks: Sequence[Mark], *, cpu_ceilin
 
     step_coords = []
     for previous, point in zip(points, points[1:]):
-        level = _y(100 * previous.concurrency / top_concurrency)
+        level = _y(100 * (previous.concurrency or 0) / top_concurrency)
         step_coords += [f"{_x(previous.t, span):.1f},{level:.1f}", f"{_x(point.t, span):.1f},{level:.1f}"]
-    step_coords.append(f"{_x(points[-1].t, span):.1f},{_y(100 * points[-1].concurrency / top_concurrency):.1f}")
+    step_coords.append(f"{_x(points[-1].t, span):.1f},{_y(100 * (points[-1].concurrency or 0) / top_concurrency):.1f}")
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="ballast-chart" viewBox="0 0 {WIDTH} {HEIGHT}" '
         f'width="100%" role="img" aria-label="CPU and memory over the run">',
@@ -58,8 +59,9 @@ def resource_chart(points: Sequence[Point], marks: Sequence[Mark], *, cpu_ceilin
     ]
     for percent in (0, 50, 100):
         parts.append(f'<text x="{LEFT - 4}" y="{_y(percent) + 4:.1f}" font-size="10" text-anchor="end">{percent}%</text>')
-    parts.append(f'<text x="{WIDTH - RIGHT + 4}" y="{_y(100) + 4:.1f}" font-size="10">{top_concurrency}</text>')
-    parts.append(f'<text x="{WIDTH - RIGHT + 4}" y="{_y(0) + 4:.1f}" font-size="10">0</text>')
+    if with_concurrency:
+        parts.append(f'<text x="{WIDTH - RIGHT + 4}" y="{_y(100) + 4:.1f}" font-size="10">{top_concurrency}</text>')
+        parts.append(f'<text x="{WIDTH - RIGHT + 4}" y="{_y(0) + 4:.1f}" font-size="10">0</text>')
     parts.append(f'<text x="{WIDTH - RIGHT}" y="{HEIGHT - 6}" font-size="10" text-anchor="end">{span:.1f} s</text>')
     for ceiling, name in ((cpu_ceiling, "cpu"), (memory_ceiling, "memory")):
         parts.append(
@@ -68,7 +70,8 @@ def resource_chart(points: Sequence[Point], marks: Sequence[Mark], *, cpu_ceilin
         )
     parts.append(line([(p.t, p.cpu) for p in points], COLOURS["cpu"]))
     parts.append(line([(p.t, p.memory) for p in points], COLOURS["memory"]))
-    parts.append(f'<polyline fill="none" stroke="{COLOURS["concurrency"]}" stroke-width="1.4" points="{" ".join(step_coords)}"/>')
+    if with_concurrency:
+        parts.append(f'<polyline fill="none" stroke="{COLOURS["concurrency"]}" stroke-width="1.4" points="{" ".join(step_coords)}"/>')
     for mark in marks:
         x = _x(mark.t, span)
         colour = EVENT_COLOURS.get(mark.kind, "#777")
@@ -76,7 +79,7 @@ def resource_chart(points: Sequence[Point], marks: Sequence[Mark], *, cpu_ceilin
             f'<line class="event" x1="{x:.1f}" x2="{x:.1f}" y1="{HEIGHT - BOTTOM}" y2="{HEIGHT - BOTTOM + 8}" stroke="{colour}" stroke-width="2">'
             f"<title>{escape(mark.kind)}: {escape(mark.text)}</title></line>"
         )
-    legend = [("CPU %", "cpu"), ("memory %", "memory"), ("concurrency", "concurrency")]
+    legend = [("CPU %", "cpu"), ("memory %", "memory")] + ([("concurrency", "concurrency")] if with_concurrency else [])
     for i, (label, key) in enumerate(legend):
         x = LEFT + 10 + i * 110
         parts.append(f'<rect x="{x}" y="{HEIGHT - 12}" width="10" height="3" fill="{COLOURS[key]}"/>')

@@ -65,6 +65,9 @@ class RedisStore:
     def reset(self, key: str) -> None:
         self.client.delete(key)
 
+    def count(self, key: str, window: float, now: float) -> int:
+        return int(self.client.zcount(key, now - window, "+inf"))
+
 
 class CacheStore:
     """Through Django's cache: exact as long as the cache is shared (see monitoring.checks)."""
@@ -100,6 +103,9 @@ class CacheStore:
 
     def reset(self, key: str) -> None:
         self.cache.delete(key)
+
+    def count(self, key: str, window: float, now: float) -> int:
+        return len([t for t in self.cache.get(key, []) if t > now - window])
 
 
 _store = None
@@ -142,6 +148,14 @@ def store_keys_clear() -> None:
             current.cache.clear()
     except Exception:  # an unreachable store, or no table yet: nothing to forget
         pass
+
+
+def requests_in_window(scope: str, window: float = WINDOW_S) -> int | None:
+    """Requests counted in the scope's current window (None when the store does not answer)."""
+    try:
+        return store().count(key_for(scope), window, time.time())
+    except Exception:
+        return None
 
 
 def reset(scope: str) -> None:

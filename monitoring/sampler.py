@@ -5,6 +5,7 @@ Readers of `latest()` pay an attribute load; only the thread touches /proc, /sys
 
 import logging
 import threading
+from collections import deque
 
 from django.conf import settings
 from django.utils.module_loading import import_string
@@ -12,6 +13,7 @@ from django.utils.module_loading import import_string
 from .readings import Reading
 
 log = logging.getLogger(__name__)
+HISTORY = 1200  # readings kept in memory: ten minutes at the default interval
 
 
 class Sampler:
@@ -20,6 +22,7 @@ class Sampler:
         self.watch_memory = watch_memory  # the process's own sampler feeds the memory manager
         self.interval = interval
         self._latest: Reading = reader.read()
+        self.history: deque[Reading] = deque([self._latest], maxlen=HISTORY)  # the dashboard's last minutes
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -29,6 +32,7 @@ class Sampler:
     def sample(self) -> Reading:
         """Read now (the thread does this every interval; tests call it directly)."""
         self._latest = self.reader.read()
+        self.history.append(self._latest)
         if self.watch_memory:
             from .memory import memory_manager
 
