@@ -25,6 +25,12 @@ RECOVERY_STEP_S = 0.5  # short sleeps while waiting for recovery
 COLLECT_EVERY_S = 2.0
 
 
+def _figures(p) -> str:
+    """CPU and memory for an event's detail, and the RSS ceiling's figure when that is what bit."""
+    figures = f"CPU {p.cpu:.0f}%, memory {p.memory:.0f}%"
+    return f"{figures} ({p.reason})" if p.reason.startswith("RSS") else figures
+
+
 class GovernorStop(Exception):
     """The route must stop cleanly: committed batches stay, a re-run resumes."""
 
@@ -150,10 +156,10 @@ class Governor:
         self.decision = decision
         p = decision.pressure
         if self.io_cap != allowed_before:
-            self._event("concurrency", reading, f"{p.reason}, CPU {p.cpu:.0f}%", allowed_before, self.io_cap)
+            self._event("concurrency", reading, _figures(p), allowed_before, self.io_cap)
         self.concurrency = decision.concurrency
         if decision.batch_size != self.batch_size:
-            self._event("batch_size", reading, f"{self.batch_size} -> {decision.batch_size} records: {p.reason}")
+            self._event("batch_size", reading, f"{self.batch_size} -> {decision.batch_size} records: {_figures(p)}")
             self.batch_size = decision.batch_size
         now = self.clock()
         if now - self._last_sample_at >= self.sample_every_s:

@@ -25,8 +25,8 @@ def test_memory_is_held_under_the_rss_ceiling(settings):
     limit = rss_mb + 80
     settings.BALLAST_GOVERNOR = {"rss_limit_mb": limit}
     report = stress("--memory", "400", "--seconds", "2")
-    assert 0 < report["memory_held_mb"] < 100
-    assert report["rss_mb"]["peak"] <= limit
+    assert report["memory_held_mb"] > 0  # it held what fitted…
+    assert report["rss_mb"]["peak"] <= limit  # …and never went over the ceiling
 
 
 def test_it_needs_a_load():
