@@ -7,7 +7,7 @@ from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
 WIDTH, HEIGHT, LEFT, RIGHT, TOP, BOTTOM = 760, 240, 40, 40, 12, 28
-COLOURS = {"cpu": "#d9534f", "memory": "#337ab7", "concurrency": "#5cb85c", "ceiling": "#999"}
+COLOURS = {"cpu": "#d9534f", "memory": "#337ab7", "concurrency": "#5cb85c", "rss": "#8e44ad", "ceiling": "#999"}
 EVENT_COLOURS = {"brake": "#d9534f", "stop": "#000", "emergency": "#d9534f", "throttle": "#f0ad4e", "recovery": "#5cb85c"}
 
 
@@ -17,6 +17,7 @@ class Point:
     cpu: float
     memory: float
     concurrency: int | None = None  # None: no concurrency line
+    rss: float | None = None  # resident memory, percent of its ceiling; None: no RSS line
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,9 @@ def resource_chart(points: Sequence[Point], marks: Sequence[Mark], *, cpu_ceilin
         )
     parts.append(line([(p.t, p.cpu) for p in points], COLOURS["cpu"]))
     parts.append(line([(p.t, p.memory) for p in points], COLOURS["memory"]))
+    with_rss = any(p.rss is not None for p in points)
+    if with_rss:
+        parts.append(line([(p.t, p.rss or 0) for p in points], COLOURS["rss"], 'stroke-dasharray="2,2"'))
     if with_concurrency:
         parts.append(f'<polyline fill="none" stroke="{COLOURS["concurrency"]}" stroke-width="1.4" points="{" ".join(step_coords)}"/>')
     for mark in marks:
@@ -80,6 +84,7 @@ def resource_chart(points: Sequence[Point], marks: Sequence[Mark], *, cpu_ceilin
             f"<title>{escape(mark.kind)}: {escape(mark.text)}</title></line>"
         )
     legend = [("CPU %", "cpu"), ("memory %", "memory")] + ([("concurrency", "concurrency")] if with_concurrency else [])
+    legend += [("RSS % of ceiling", "rss")] if with_rss else []
     for i, (label, key) in enumerate(legend):
         x = LEFT + 10 + i * 110
         parts.append(f'<rect x="{x}" y="{HEIGHT - 12}" width="10" height="3" fill="{COLOURS[key]}"/>')

@@ -21,6 +21,7 @@ def test_staff_see_the_machine_runs_events_ledger_and_tenants(admin_client):
     text = page.content.decode()
     assert page.status_code == 200
     assert "<svg" in text and 'id="ballast-dashboard"' in text and "monitoring/dashboard.js" in text
+    assert "RSS % of ceiling" in text  # CPU, memory and RSS over the last minutes
     assert f"#{run.pk}</a>" in text and 'class="progress-bar"' in text  # the active run, with its bar
     assert "emergency brake #1" in text and f"run-{run.pk}" in text
     assert "<td>acme</td><td>0</td><td>120</td><td>4</td>" in text  # requests this minute, limit, denied today

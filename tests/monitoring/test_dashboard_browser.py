@@ -40,7 +40,7 @@ def test_the_dashboard_and_a_run_page_in_a_browser(live_server):
         page.click("input[type=submit]")
         page.wait_for_selector("#ballast-dashboard svg.ballast-chart")
         page.wait_for_function("Number(document.getElementById('ballast-dashboard').dataset.refreshed || 0) >= 1", timeout=20000)
-        assert page.locator("#ballast-dashboard svg.ballast-chart polyline").count() >= 2  # CPU and memory
+        assert page.locator("#ballast-dashboard svg.ballast-chart polyline").count() == 3  # CPU, memory, RSS
         assert "Allocation ledger" in page.inner_text("#ballast-dashboard")
         page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
 
