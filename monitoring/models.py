@@ -120,15 +120,8 @@ class Allocation(models.Model):
 
 
 class AllocationEvent(models.Model):
-    class Kind(models.TextChoices):
-        WAITING = "waiting"
-        GRANTED = "granted"
-        RELEASED = "released"
-        DENIED = "denied"
-        RECLAIMED = "reclaimed"
-
     allocation = models.ForeignKey(Allocation, on_delete=models.CASCADE, related_name="events")
-    kind = models.CharField(max_length=10, choices=Kind.choices)
+    kind = models.CharField(max_length=10, choices=Allocation.State.choices)  # the state the allocation reached
     tenant = models.ForeignKey(settings.BALLAST_TENANT_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
     resource = models.CharField(max_length=20)
     owner = models.CharField(max_length=100)
