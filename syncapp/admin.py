@@ -14,7 +14,7 @@ from monitoring.profiles import route_policy
 from .apikeys import new_key, revoke
 from .models import COUNTERS, ApiKey, Application, DirectoryUser, SyncRun, SyncStep, Tenant, Token, UserAppRelation
 from .providers import ConfigError, provider_class
-from .runs import RunRefused, cancel_run, start_run
+from .runs import RunRefused, cancel_run, run_owner, run_policy, start_run
 from .secrets import masked, unmasked
 from .tasks import cluster_is_running
 
@@ -176,9 +176,9 @@ class SyncRunAdmin(ReadOnlyAdmin):
     def change_view(self, request, object_id, form_url="", extra_context=None):
         run = self.get_object(request, object_id)
         if run is not None:
-            owner = f"run-{run.pk}"
+            owner = run_owner(run.pk)
             try:
-                policy = route_policy("run", profile=run.profile or run.tenant.sync_profile or None, overrides=run.tenant.governor_settings)
+                policy = run_policy(run, "run")
             except ValueError:
                 policy = route_policy("run")
             events = ThrottleEvent.objects.filter(owner=owner).order_by("id")

@@ -68,10 +68,16 @@ def start_run(*, tenant: Tenant, trigger: str, steps=None, profile: str = "", en
 OVERLOADED = "system consistently overloaded"
 
 
+def run_policy(run: SyncRun, route: str):
+    """A route's policy for this run: its profile (else the tenant's) and the tenant's overrides.
+    Raises ValueError naming a bad profile or setting."""
+    return route_policy(route, profile=run.profile or run.tenant.sync_profile or None, overrides=run.tenant.governor_settings)
+
+
 def run_in_parallel(run: SyncRun) -> bool:
     """The run route's decision: users and tokens side by side when at least two are allowed."""
     try:
-        policy = route_policy("run", profile=run.profile or run.tenant.sync_profile or None, overrides=run.tenant.governor_settings)
+        policy = run_policy(run, "run")
     except ValueError:
         return False  # the steps will fail with the reason
     decision = decide(get_sampler().latest(), policy)

@@ -7,11 +7,11 @@ inactive): nothing is ever hard-deleted.
 """
 
 import logging
-from contextlib import nullcontext
 import queue
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from contextlib import nullcontext
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 
@@ -26,12 +26,12 @@ from monitoring.governor import Governor, GovernorStop
 from monitoring.ledger import held
 from monitoring.models import Allocation
 from monitoring.quotas import limits_for
-from monitoring.profiles import route_policy
 from monitoring.sampler import get_sampler
 
 from .models import COUNTERS, Application, DirectoryUser, Status, SyncRun, SyncStep, Tenant, Token, UserAppRelation
 from .providers import ConfigError, Provider, ProviderError, get_provider
 from .records import InvalidRecord, parse_token, parse_user
+from .runs import run_owner, run_policy
 from .secrets import scrub
 from .upsert import Outcome, upsert_rows
 
@@ -121,7 +121,7 @@ def step_label(step: SyncStep) -> str:
 
 def governor_for(step: SyncStep, tenant: Tenant) -> Governor:
     """The step's governor: its route's policy for the run's profile and the tenant's overrides."""
-    policy = route_policy(step.name, profile=step.run.profile or tenant.sync_profile or None, overrides=tenant.governor_settings)
+    policy = run_policy(step.run, step.name)
     quota = limits_for(tenant.pk)  # the tenant's share caps whatever the profile allows
     caps = {}
     if quota.max_concurrency:
@@ -133,7 +133,7 @@ def governor_for(step: SyncStep, tenant: Tenant) -> Governor:
         policy.with_overrides(**caps),
         read=get_sampler().latest,
         recorder=DatabaseRecorder(
-            owner=f"run-{step.run_id}", route=step.name, label=step_label(step),
+            owner=run_owner(step.run_id), route=step.name, label=step_label(step),
             context={"run": step.run_id, "step": step.name, "tenant": tenant.slug},
         ),
         io_bound=step.name == "tokens",
@@ -446,11 +446,11 @@ def execute_step(step_id: int) -> int:
     if not claimed:  # delivered twice, or cancelled while queued
         return step.run_id
     tenant = step.run.tenant
+    status, error = Status.COMPLETED, ""
     try:
         governor = governor_for(step, tenant)
-    except ValueError as exc:  # a bad profile or override: say which
-        governor = None
-        error = f"governor settings: {exc}"
+    except ValueError as exc:  # a bad profile or override: the step fails, saying which
+        governor, status, error = None, Status.FAILED, f"governor settings: {exc}"
     ctx = StepContext(step=step, tenant=tenant, provider=None, started_at=started_at, governor=governor)
     previous = _resume_point(step)
     if previous is not None:
@@ -459,14 +459,12 @@ def execute_step(step_id: int) -> int:
     SyncStep.objects.filter(pk=step_id).update(
         resumed_from=previous, seen_since=ctx.seen_since, checkpoint={**ctx.resume}
     )
-    status = Status.COMPLETED if governor else Status.FAILED
     try:
         if governor is not None:
-            error = ""
             if step.name != "relations":
                 ctx.provider = get_provider(tenant)
                 ctx.provider.guard = governor.call
-            slot = Allocation.objects.filter(owner=f"run-{step.run_id}", resource="run_slot", state="granted").first()
+            slot = Allocation.objects.filter(owner=run_owner(step.run_id), resource="run_slot", state="granted").first()
             with held(slot) if slot else nullcontext():  # heartbeats while the step runs
                 STEPS[step.name](ctx)
     except StepCancelled:
