@@ -12,6 +12,7 @@ from django.utils import timezone
 from .charts import Mark, Point, resource_chart
 from .health import resource_status
 from .models import Allocation, RateLimitDenial, ThrottleEvent
+from .profiles import route_policy
 from .quotas import limits_for
 from .ratelimit import requests_in_window
 from .reports import connection_report
@@ -25,13 +26,13 @@ def _machine_chart():
     sampler = get_sampler()
     history = list(sampler.history)
     start = history[0].at
-    limits = getattr(settings, "BALLAST_GOVERNOR", {})
-    rss_ceiling = limits.get("rss_limit_mb", 0) * 2**20 or history[-1].memory_limit_bytes  # its own, else the memory limit
+    policy = route_policy("run")
+    rss_ceiling = (policy.rss_limit_mb or 0) * 2**20 or history[-1].memory_limit_bytes  # its own, else the memory limit
     points = [Point(r.at - start, r.cpu_percent, r.memory_percent, rss=100 * r.rss_bytes / rss_ceiling) for r in history]
     since = timezone.now() - timedelta(seconds=history[-1].at - start)
     events = ThrottleEvent.objects.filter(created_at__gte=since).order_by("created_at")[:200]
     marks = [Mark(max((e.created_at - since).total_seconds(), 0), e.kind, f"{e.owner} {e.route}: {e.detail}") for e in events]
-    return resource_chart(points, marks, cpu_ceiling=limits.get("max_cpu_percent", 80.0), memory_ceiling=limits.get("max_memory_percent", 80.0))
+    return resource_chart(points, marks, cpu_ceiling=policy.max_cpu_percent, memory_ceiling=policy.max_memory_percent)
 
 
 def _active_runs() -> list[dict]:

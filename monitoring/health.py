@@ -2,12 +2,11 @@
 
 import time
 
-from django.conf import settings
 from django.db import connections
 
+from .memory import pressure_level
 from .sampler import get_sampler
 
-WARNING_PERCENT, CRITICAL_PERCENT = 70.0, 85.0
 
 
 def _timed(check) -> dict:
@@ -35,22 +34,23 @@ def _broker():
     return {"broker": broker.info()}
 
 
-def _cluster():
+def running_clusters() -> list:
+    """django-q2 clusters sharing our broker that reported themselves in the last few seconds."""
     from django_q.status import Stat
 
-    clusters = [s for s in Stat.get_all() if str(s.status) != "Stopped"]
+    return [stat for stat in Stat.get_all() if str(stat.status) != "Stopped"]
+
+
+def _cluster():
+    clusters = running_clusters()
     return {"clusters": len(clusters), "workers": sum(len(s.workers) for s in clusters)}
 
 
 def resource_status(reading=None) -> dict:
     """ok | warning | critical from the memory and CPU readings (warning 70%, critical 85%)."""
     reading = reading or get_sampler().latest()
-    warning = getattr(settings, "BALLAST_MEMORY_WARNING_PERCENT", WARNING_PERCENT)
-    critical = getattr(settings, "BALLAST_MEMORY_CRITICAL_PERCENT", CRITICAL_PERCENT)
-    worst = max(reading.memory_percent, reading.cpu_percent)
-    status = "critical" if worst >= critical else "warning" if worst >= warning else "ok"
     return {
-        "status": status, "source": reading.source, "cpu_percent": round(reading.cpu_percent, 1),
+        "status": pressure_level(max(reading.memory_percent, reading.cpu_percent)), "source": reading.source, "cpu_percent": round(reading.cpu_percent, 1),
         "memory_percent": round(reading.memory_percent, 1), "rss_bytes": reading.rss_bytes,
         "cpu_capacity": reading.cpu_capacity,
     }

@@ -19,6 +19,23 @@ log = logging.getLogger("monitoring.memory")
 TRIM = {"warning": 0.25, "critical": 0.75}  # share of each cache dropped at each level
 
 
+def pressure_level(percent: float) -> str:
+    """ok | warning | critical for a percentage (MEMORY_WARNING_THRESHOLD, MEMORY_CRITICAL_THRESHOLD)."""
+    if percent >= getattr(settings, "BALLAST_MEMORY_CRITICAL_PERCENT", 85.0):
+        return "critical"
+    if percent >= getattr(settings, "BALLAST_MEMORY_WARNING_PERCENT", 70.0):
+        return "warning"
+    return "ok"
+
+
+def ceilings() -> tuple[float, float]:
+    """The site's CPU and memory ceilings, percent: the run route's policy (profile and environment)."""
+    from .profiles import route_policy
+
+    policy = route_policy("run")
+    return policy.max_cpu_percent, policy.max_memory_percent
+
+
 class TrimmableCache:
     """A dict-like cache in least-recently-used order that the memory manager may trim."""
 
@@ -63,16 +80,9 @@ class MemoryManager:
         self.caches.append(cache)
         return cache
 
-    def level_of(self, memory_percent: float) -> str:
-        if memory_percent >= getattr(settings, "BALLAST_MEMORY_CRITICAL_PERCENT", 85.0):
-            return "critical"
-        if memory_percent >= getattr(settings, "BALLAST_MEMORY_WARNING_PERCENT", 70.0):
-            return "warning"
-        return "ok"
-
     def check(self, reading) -> str:
         """Called with every reading of the sampler."""
-        level = self.level_of(reading.memory_percent)
+        level = pressure_level(reading.memory_percent)
         if level != self.level:
             log.log(logging.WARNING if level != "ok" else logging.INFO, "memory pressure %s -> %s: %.0f%%", self.level, level, reading.memory_percent)
             self.level = level
@@ -90,10 +100,10 @@ class MemoryManager:
 
     @staticmethod
     def _alerts(reading):
-        limits = getattr(settings, "BALLAST_GOVERNOR", {})
-        if reading.cpu_percent > limits.get("max_cpu_percent", 80.0):
+        cpu_ceiling, memory_ceiling = ceilings()
+        if reading.cpu_percent > cpu_ceiling:
             yield f"CPU {reading.cpu_percent:.0f}% over its ceiling"
-        if reading.memory_percent > limits.get("max_memory_percent", 80.0):
+        if reading.memory_percent > memory_ceiling:
             yield f"memory {reading.memory_percent:.0f}% over its ceiling"
 
 

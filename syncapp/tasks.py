@@ -8,8 +8,9 @@ import threading
 import time
 
 from django.db import connections
-from django_q.status import Stat
 from django_q.tasks import async_task
+
+from monitoring.health import running_clusters
 
 from .models import Status, SyncRun, SyncStep, Tenant
 from .runs import RunRefused, advance_run, begin_run, start_run
@@ -56,7 +57,7 @@ def scheduled_sync_task(tenant_id: int) -> int | None:
 def cluster_is_running() -> bool:
     """True when a qcluster sharing our broker reported itself in the last few seconds."""
     try:
-        return any(str(stat.status) != "Stopped" for stat in Stat.get_all())
+        return bool(running_clusters())
     except Exception:  # broker unreachable: no cluster we could use either
         return False
 
