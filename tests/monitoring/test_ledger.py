@@ -58,7 +58,8 @@ def test_asking_twice_returns_the_same_allocation(tenant):
 
 def test_release_grants_the_next_waiter_in_order(tenant, django_capture_on_commit_callbacks, granted_signals):
     a, b = slot("run-1", tenant), slot("run-2", tenant)
-    c, d = slot("run-3", tenant), slot("run-4", tenant)
+    slot("run-3", tenant)
+    d = slot("run-4", tenant)
     with django_capture_on_commit_callbacks(execute=True):
         assert [x.owner for x in release(a)] == ["run-3"]
     assert granted_signals == ["run-3"]
@@ -71,7 +72,8 @@ def test_release_grants_the_next_waiter_in_order(tenant, django_capture_on_commi
 def test_priorities_order_the_waiters_and_age_so_none_starves(tenant, settings):
     TenantQuota.objects.filter(tenant=tenant).update(max_concurrent_runs=1)
     holder = slot("holder", tenant)
-    low, high, mid = slot("low", tenant, priority=0), slot("high", tenant, priority=5), slot("mid", tenant, priority=1)
+    for owner, priority in (("low", 0), ("high", 5), ("mid", 1)):
+        slot(owner, tenant, priority=priority)
     order = []
     current = holder
     for _ in range(3):
