@@ -100,7 +100,7 @@ def test_cluster_with_the_connection_pool_on_postgresql_completes_runs(start_clu
 
 def test_a_run_over_the_quota_is_queued_and_later_completes_on_the_cluster(start_cluster):
     start_cluster()
-    tenant = TenantFactory(slug="busy", provider_config={"users": 1000, "latency_ms": 5})
+    tenant = TenantFactory(slug="busy", provider_config={"users": 1000, "latency_ms": 20})  # long enough to be waited for
     first = start_run(tenant=tenant, trigger=SyncRun.Trigger.API)
     wait_for(lambda: SyncRun.objects.get(pk=first.pk).started_at, 60, "the first run to start")
     second = start_run(tenant=tenant, trigger=SyncRun.Trigger.API)  # default quota: one run at a time

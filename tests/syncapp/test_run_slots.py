@@ -7,6 +7,7 @@ from django.db import connections
 
 from monitoring.models import Allocation, TenantQuota
 from syncapp.models import Status, SyncRun
+from syncapp.providers.demo import DemoProvider
 from syncapp.runs import RunRefused, cancel_run, start_run
 from syncapp.tasks import run_in_process
 
@@ -28,8 +29,17 @@ def in_thread(run_id):
     return thread
 
 
-def test_a_run_over_the_quota_waits_with_the_reason_then_completes_in_order():
-    tenant = TenantFactory(provider_config={"users": 300, "latency_ms": 5})
+def test_a_run_over_the_quota_waits_with_the_reason_then_completes_in_order(monkeypatch):
+    # The provider holds every read until the test lets go, so the first run surely holds its
+    # slot while the second asks for one (no race with a fast first run).
+    gate, read_pages = threading.Event(), DemoProvider.user_pages
+
+    def gated_pages(self, page_token=None):
+        assert gate.wait(60)
+        yield from read_pages(self, page_token)
+
+    monkeypatch.setattr(DemoProvider, "user_pages", gated_pages)
+    tenant = TenantFactory(provider_config={"users": 300})
     TenantQuota.objects.create(tenant=tenant, max_concurrent_runs=1)
     first = start_run(tenant=tenant, trigger="command", enqueue=False)
     second = start_run(tenant=tenant, trigger="command", enqueue=False)
@@ -40,6 +50,7 @@ def test_a_run_over_the_quota_waits_with_the_reason_then_completes_in_order():
     waiting = SyncRun.objects.get(pk=second.pk)
     assert waiting.status == Status.QUEUED
     assert waiting.waiting_reason == "tenant quota: 1 of 1 run_slot in use"
+    gate.set()
     a.join(60)
     b.join(60)
     first.refresh_from_db()
