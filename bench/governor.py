@@ -1,6 +1,7 @@
 """Governor benchmarks: each prints figures measured side by side in one run (not timed tests).
 
-    .venv/bin/python bench/governor.py latency [--users 5000]   20 ms calls: default vs MAX_CONCURRENCY=1 vs the seeds' table
+    .venv/bin/python bench/governor.py latency [--users 1000 5000]   20 ms calls: default vs MAX_CONCURRENCY=1 vs the seeds' table
+    .venv/bin/python bench/governor.py errors [--users 1000 5000]    Google loopback, 20 ms calls: a 503 every 37th call vs none
     .venv/bin/python bench/governor.py quota [--seconds 40]     a provider that answers 429 above 40 calls/s
     taskset -c 0 .venv/bin/python bench/governor.py cpu         pinned to one core: MAX_CPU_PERCENT=50 vs unthrottled
     .venv/bin/python bench/governor.py memory [--users 50000]   MAX_RSS_USAGE_MB=256: peak RSS, every row stored
@@ -9,51 +10,35 @@ Set DATABASE_URL for PostgreSQL (recommended). Each uses its own tenants and rem
 """
 
 import argparse
+import multiprocessing
 import os
-import sys
 import threading
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
-os.environ.setdefault("LOG_LEVEL", "WARNING")
+from common import fresh_tenant, timed_run  # noqa: I001 (sets Django up first)
+import psutil
+from django.conf import settings
+from django.core.management import call_command
+from django.db import connections
 
-import django  # noqa: E402
-
-django.setup()
-
-import psutil  # noqa: E402
-from django.conf import settings  # noqa: E402
-from django.core.management import call_command  # noqa: E402
-
-from syncapp.models import DirectoryUser, SyncRun, Tenant, Token, UserAppRelation  # noqa: E402
-from syncapp.runs import start_run  # noqa: E402
-from syncapp.tasks import run_in_process  # noqa: E402
-from tests.conftest import demo_org  # noqa: E402
-from tests.fakegoogle import FakeDirectory  # noqa: E402
-
-
-def fresh_tenant(slug: str, **fields) -> Tenant:
-    Tenant.objects.filter(slug=slug).delete()
-    return Tenant.objects.create(slug=slug, name=slug, **fields)
-
-
-def timed_run(tenant: Tenant, steps: str) -> tuple[SyncRun, float]:
-    run = start_run(tenant=tenant, trigger=SyncRun.Trigger.COMMAND, steps=steps, enqueue=False)
-    started = time.perf_counter()
-    run_in_process(run.pk)
-    return SyncRun.objects.get(pk=run.pk), time.perf_counter() - started
+from syncapp.models import DirectoryUser, Token, UserAppRelation
+from tests.conftest import demo_org
+from tests.fakegoogle import FakeDirectory
 
 
 def latency(args) -> None:
-    config = {"users": args.users, "apps": 30, "seed": 5, "latency_ms": 20}
+    for users in args.users:
+        latency_case(users)
+
+
+def latency_case(users: int) -> None:
+    config = {"users": users, "apps": 30, "seed": 5, "latency_ms": 20}
     cases = [
-        ("default profile (AIMD)", {}, {}),
+        ("default profile", {}, {}),
         ("MAX_CONCURRENCY=1", {"max_concurrency": 1}, {}),
         ("seeds' fixed table (tokens: 2)", {}, {"io_max_concurrency": 2}),
     ]
-    print(f"tokens step, {args.users:,} users, 20 ms per provider call")
+    print(f"tokens step, {users:,} users, 20 ms per provider call")
     print(f"{'case':<32}{'seconds':>9}{'tokens/s':>10}{'speed-up':>10}{'peak CPU %':>12}{'peak RSS MB':>13}")
     results = []
     for name, environment, overrides in cases:
@@ -66,6 +51,44 @@ def latency(args) -> None:
     single = results[1][1]
     for name, seconds, step in results:
         print(f"{name:<32}{seconds:>9.1f}{step.received / seconds:>10,.0f}{single / seconds:>9.1f}×{step.peak_cpu_percent:>12.0f}{step.peak_rss_bytes / 2**20:>13.0f}")
+
+
+def _serve_directory(users: int, latency_s: float, flaky_every: int | None, pipe) -> None:
+    """In a child process, so the server's threads do not share the sync's interpreter lock."""
+    server = FakeDirectory().start()
+    server.load(*demo_org(users, seed=4))
+    server.latency_s, server.flaky_every = latency_s, flaky_every
+    pipe.send(server.url)
+    pipe.recv()  # until the parent is done
+    pipe.send((len(server.paths("/admin/directory/v1/users/")), server.flaky_answers))
+    server.stop()
+
+
+def errors(args) -> None:
+    """The same tokens step against Google's API on loopback, without and with a 503 every 37th call."""
+    settings.BALLAST_GOVERNOR = {}
+    context = multiprocessing.get_context("fork")
+    for users in args.users:
+        print(f"tokens step, {users:,} users, Google loopback server (own process), 20 ms per call")
+        print(f"{'case':<24}{'status':<24}{'seconds':>9}{'tokens.list calls':>19}{'503s':>6}")
+        times = {}
+        for name, flaky_every in (("no faults", None), ("a 503 every 37th call", 37)):
+            connections.close_all()  # the child must not inherit a live connection
+            here, there = context.Pipe()
+            child = context.Process(target=_serve_directory, args=(users, 0.02, flaky_every, there), daemon=True)
+            child.start()
+            url = here.recv()
+            tenant = fresh_tenant("bench-errors", provider="google", provider_config={"base_url": url, "access_token": "static-test-token"})
+            try:
+                run, seconds = timed_run(tenant, "tokens")
+            finally:
+                here.send("done")
+                calls, failures = here.recv()
+                child.join()
+                tenant.delete()
+            times[name] = seconds
+            print(f"{name:<24}{run.status:<24}{seconds:>9.2f}{calls:>19,}{failures:>6}")
+        print(f"the 503s cost {times['a 503 every 37th call'] / times['no faults'] - 1:+.0%} of the fault-free time")
 
 
 def quota(args) -> None:
@@ -154,13 +177,14 @@ def memory(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="bench", required=True)
-    sub.add_parser("latency").add_argument("--users", type=int, default=5000)
+    sub.add_parser("latency").add_argument("--users", type=int, nargs="+", default=[1000, 5000])
+    sub.add_parser("errors").add_argument("--users", type=int, nargs="+", default=[1000, 2000, 5000])
     sub.add_parser("quota").add_argument("--users", type=int, default=1600)
     sub.add_parser("cpu").add_argument("--users", type=int, default=6000)
     sub.add_parser("memory").add_argument("--users", type=int, default=50_000)
     args = parser.parse_args()
     call_command("migrate", verbosity=0)
-    {"latency": latency, "quota": quota, "cpu": cpu, "memory": memory}[args.bench](args)
+    {"latency": latency, "errors": errors, "quota": quota, "cpu": cpu, "memory": memory}[args.bench](args)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ class FakeDirectory:
         self.service_account_key: str | None = None  # public key PEM that signs assertions
         self.assertions: list[dict] = []  # claims of every accepted service-account assertion
         self.requests: list[tuple[str, str, dict]] = []
+        self.latency_s = 0.0  # each directory request waits this long before its answer
         self.flaky_every: int | None = None  # every Nth directory request answers 503
         self.flaky_answers = 0
         self.quota_per_second: int | None = None  # answer 429 above this many calls in any second
@@ -88,6 +89,8 @@ class FakeDirectory:
                 return fault.status, fault.body, fault.headers
         if path == "/token" and method == "POST":
             return self._token(body)
+        if self.latency_s:
+            time.sleep(self.latency_s)
         if headers.get("Authorization", "").removeprefix("Bearer ") not in self.access_tokens:
             return 401, google_error(401, "Request had invalid authentication credentials.", "authError"), {}
         if self.quota_per_second is not None and not self._within_quota():

@@ -1,0 +1,74 @@
+"""What the benchmarks share: Django set up for a script, a fresh tenant, a timed in-process run,
+and the machine's own CPU read straight from /proc/stat (not through Ballast's readers)."""
+
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+os.environ.setdefault("LOG_LEVEL", "WARNING")
+
+import django  # noqa: E402
+
+django.setup()
+
+from syncapp.models import SyncRun, Tenant  # noqa: E402
+from syncapp.runs import start_run  # noqa: E402
+from syncapp.tasks import run_in_process  # noqa: E402
+
+
+def fresh_tenant(slug: str, **fields) -> Tenant:
+    Tenant.objects.filter(slug=slug).delete()
+    return Tenant.objects.create(slug=slug, name=slug, **fields)
+
+
+def timed_run(tenant: Tenant, steps: str) -> tuple[SyncRun, float]:
+    run = start_run(tenant=tenant, trigger=SyncRun.Trigger.COMMAND, steps=steps, enqueue=False)
+    started = time.perf_counter()
+    run_in_process(run.pk)
+    return SyncRun.objects.get(pk=run.pk), time.perf_counter() - started
+
+
+def machine_busy_seconds() -> tuple[float, int]:
+    """(busy CPU seconds of the whole machine since boot, CPUs counted), from /proc/stat's first line."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    busy = sum(fields[:8]) - idle  # user nice system idle iowait irq softirq steal
+    return busy / os.sysconf("SC_CLK_TCK"), os.cpu_count() or 1
+
+
+class MachineCpu:
+    """The machine's CPU use, percent of all its CPUs, in windows of `window_s` sliding every second."""
+
+    def __init__(self, window_s: float = 5.0):
+        self.window_s = window_s
+        self.points: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> "MachineCpu":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        while True:
+            busy, _ = machine_busy_seconds()
+            self.points.append((time.monotonic(), busy))
+            if self._stop.wait(1.0):
+                return
+
+    def windows(self) -> list[float]:
+        _, cpus = machine_busy_seconds()
+        step = max(1, round(self.window_s))
+        return [
+            100 * (b1 - b0) / (t1 - t0) / cpus
+            for (t0, b0), (t1, b1) in zip(self.points, self.points[step:])
+        ]

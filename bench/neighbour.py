@@ -1,0 +1,107 @@
+"""A sync beside a busy neighbour: a real CPU hog pinned to one core while a demo sync runs under
+the default ceiling, next to the same sync under MAX_CPU_PERCENT=100 with the same hog, in one run.
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/ballast .venv/bin/python bench/neighbour.py [--users 20000]
+
+Reports the worst 5 s window of the machine's CPU (read from /proc/stat, not through Ballast),
+rows/s of both syncs and their ratio, concurrency changes and warning lines per minute. With a
+hog on one of two cores and an 80% ceiling the headroom is 60% of a core's worth of the rest:
+the ceilinged sync should reach at least half the uncapped one's rate. Each sync's log goes to
+bench/results/neighbour-<case>.log.
+"""
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+os.environ.setdefault("LOG_LEVEL", "INFO")  # count every line the cluster log would hold
+
+from common import MachineCpu, fresh_tenant, timed_run  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+
+from monitoring.models import ThrottleEvent  # noqa: E402
+from syncapp.runs import run_owner  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+LOGGERS = ("syncapp", "monitoring", "django_q", "")
+
+
+class CountingHandler(logging.FileHandler):
+    """Writes the log to a file and counts its lines by level."""
+
+    def __init__(self, path: Path):
+        super().__init__(path, mode="w")
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        self.levels: Counter = Counter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.levels[record.levelname] += 1
+        super().emit(record)
+
+
+def one_case(name: str, slug: str, governor: dict, config: dict) -> dict:
+    settings.BALLAST_GOVERNOR = governor
+    handler = CountingHandler(RESULTS / f"neighbour-{slug}.log")
+    saved = {}
+    for logger_name in LOGGERS:
+        logger = logging.getLogger(logger_name)
+        saved[logger_name] = logger.handlers[:]
+        logger.handlers = [handler]
+    tenant = fresh_tenant(f"bench-neighbour-{slug}", provider="demo", provider_config=config)
+    try:
+        with MachineCpu() as machine:
+            run, seconds = timed_run(tenant, "users,tokens,relations")
+    finally:
+        for logger_name, handlers in saved.items():
+            logging.getLogger(logger_name).handlers = handlers
+        handler.close()
+    minutes = seconds / 60
+    rows = sum(s.received for s in run.step_records.all())
+    changes = ThrottleEvent.objects.filter(owner=run_owner(run.pk), kind="concurrency").count()
+    warnings = handler.levels["WARNING"] + handler.levels["ERROR"] + handler.levels["CRITICAL"]
+    windows = machine.windows()
+    tenant.delete()
+    return {
+        "name": name, "status": run.status, "seconds": seconds, "rows": rows, "rate": rows / seconds,
+        "worst": max(windows, default=0.0), "mean": sum(windows) / max(len(windows), 1),
+        "changes_per_min": changes / minutes, "warnings_per_min": warnings / minutes,
+        "lines_per_min": sum(handler.levels.values()) / minutes,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=20_000)
+    parser.add_argument("--latency-ms", type=int, default=5, help="per provider call, as in make demo")
+    parser.add_argument("--hog-core", type=int, default=1, help="the core the CPU hog is pinned to")
+    args = parser.parse_args()
+    call_command("migrate", verbosity=0)
+    RESULTS.mkdir(exist_ok=True)
+    config = {"users": args.users, "apps": 30, "seed": 7, "latency_ms": args.latency_ms}
+    hog = subprocess.Popen(["taskset", "-c", str(args.hog_core), sys.executable, "-c", "while True: pass"])
+    try:
+        results = [
+            one_case("default ceiling (80%)", "ceiling", {}, config),
+            one_case("MAX_CPU_PERCENT=100", "uncapped", {"max_cpu_percent": 100.0}, config),
+        ]
+    finally:
+        hog.kill()
+        hog.wait()
+    print(f"demo sync of {args.users:,} users ({args.latency_ms} ms per call) beside a CPU hog pinned to core {args.hog_core}, "
+          f"{os.cpu_count()} CPUs; machine CPU from /proc/stat")
+    print(f"{'case':<24}{'status':<11}{'seconds':>8}{'rows/s':>8}{'worst 5 s CPU %':>17}{'mean %':>8}"
+          f"{'changes/min':>13}{'warnings/min':>14}{'log lines/min':>15}")
+    for r in results:
+        print(f"{r['name']:<24}{r['status']:<11}{r['seconds']:>8.1f}{r['rate']:>8,.0f}{r['worst']:>17.1f}{r['mean']:>8.1f}"
+              f"{r['changes_per_min']:>13.1f}{r['warnings_per_min']:>14.1f}{r['lines_per_min']:>15.1f}")
+    capped, uncapped = results
+    print(f"ceilinged / uncapped rate: {capped['rate'] / uncapped['rate']:.0%} (goal >= 50%; the headroom allows about 60%)")
+
+
+if __name__ == "__main__":
+    main()
