@@ -28,9 +28,12 @@ class MonitoringConfig(AppConfig):
         from django.db.models.signals import post_migrate
 
         from . import checks  # noqa: F401  (registers the system checks)
+        from .memory import memory_manager
+        from .signals import reading_taken
         from .tasks import sync_leak_check_schedule
 
         post_migrate.connect(sync_leak_check_schedule, sender=self, dispatch_uid="ballast-leak-check")
+        reading_taken.connect(memory_manager.on_reading, dispatch_uid="ballast-memory-manager")
 
         # django-q2 forks its workers; Django's psycopg pool is not fork-safe.
         os.register_at_fork(after_in_child=forget_inherited_connection_pools)

@@ -7,8 +7,6 @@ feeds their outcome to AIMD. The reading, clock, sleep and CPU clock are injecte
 tick() with fixed readings and a fake clock, and nothing really sleeps.
 """
 
-import ctypes
-import ctypes.util
 import gc
 import math
 import threading
@@ -18,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .events import Event, describe_rss
+from .memory import malloc_trim
 from .policy import AIMDLimit, Decision, Pacer, RoutePolicy, State, decide
 from .readings import Reading
 
@@ -33,15 +32,6 @@ def _figures(p) -> str:
 
 class GovernorStop(Exception):
     """The route must stop cleanly: committed batches stay, a re-run resumes."""
-
-
-def malloc_trim() -> bool:
-    """Give free heap pages back to the OS (glibc only; gc.collect alone returns nothing)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.malloc_trim(0))
-    except (OSError, AttributeError):
-        return False
 
 
 class CpuBudget:

@@ -1,14 +1,18 @@
 """The memory manager: pressure levels, caches it may trim, alerts and leak checks.
 
-Each sample of the process's sampler goes through check(): on a change of level (ok, warning
+Each reading of the process's sampler goes through check() (it listens to reading_taken): on a change of level (ok, warning
 70%, critical 85% by default) it sends `memory_pressure`, and a `resource_alert` when CPU or
 memory cross their ceilings; under pressure it trims every registered cache, least recently
 used first. Leak checks compare tracemalloc snapshots between runs of the periodic task in a
 worker and send `leak_detected` for allocation sites that grew every time.
 """
 
+import ctypes
+import ctypes.util
+import gc
 import logging
 import threading
+import tracemalloc
 from collections import OrderedDict
 
 from django.conf import settings
@@ -17,6 +21,15 @@ from .signals import leak_detected, memory_pressure, resource_alert
 
 log = logging.getLogger("monitoring.memory")
 TRIM = {"warning": 0.25, "critical": 0.75}  # share of each cache dropped at each level
+
+
+def malloc_trim() -> bool:
+    """Give free heap pages back to the OS (glibc only; gc.collect alone returns nothing)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
 
 
 def pressure_level(percent: float) -> str:
@@ -80,8 +93,11 @@ class MemoryManager:
         self.caches.append(cache)
         return cache
 
+    def on_reading(self, sender, reading, **kwargs) -> None:
+        """The process's sampler took a reading (signals.reading_taken)."""
+        self.check(reading)
+
     def check(self, reading) -> str:
-        """Called with every reading of the sampler."""
         level = pressure_level(reading.memory_percent)
         if level != self.level:
             log.log(logging.WARNING if level != "ok" else logging.INFO, "memory pressure %s -> %s: %.0f%%", self.level, level, reading.memory_percent)
@@ -118,8 +134,6 @@ class LeakWatch:
         self.snapshots: list = []
 
     def check(self) -> list[dict]:
-        from .reports import growing_sites, take_snapshot
-
         self.snapshots = (self.snapshots + [take_snapshot()])[-self.keep:]
         sites = growing_sites(self.snapshots) if len(self.snapshots) == self.keep else []
         for site in sites:
@@ -129,3 +143,26 @@ class LeakWatch:
 
 
 leak_watch = LeakWatch()
+
+
+def take_snapshot():
+    """A tracemalloc snapshot of this process (tracing starts on first use), tracemalloc itself left out."""
+    if not tracemalloc.is_tracing():
+        tracemalloc.start(10)
+    gc.collect()
+    return tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
+
+
+def growing_sites(snapshots: list, top: int = 10) -> list[dict]:
+    """Allocation sites whose size grew between every pair of snapshots: the likely leaks."""
+    if len(snapshots) < 2:
+        return []
+    growth: dict = {}
+    for older, newer in zip(snapshots, snapshots[1:]):
+        for stat in newer.compare_to(older, "lineno"):
+            site = str(stat.traceback[0]) if stat.traceback else "?"
+            growth.setdefault(site, []).append(stat.size_diff)
+    rounds = len(snapshots) - 1
+    steady = [(site, diffs) for site, diffs in growth.items() if len(diffs) == rounds and all(d > 0 for d in diffs)]
+    steady.sort(key=lambda item: -sum(item[1]))
+    return [{"site": site, "grew_bytes": sum(diffs), "rounds": rounds} for site, diffs in steady[:top]]

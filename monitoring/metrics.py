@@ -4,12 +4,9 @@ They work in prometheus_client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR set
 starts): every process — web, qcluster, its forked workers — writes its own files and /metrics
 adds them up. Gauges therefore say how processes combine (multiprocess_mode). Custom collectors
 do not work in that mode, so figures read at scrape time (the ledger, the database pool, the
-machine) are set by refresh() in the serving process just before the export.
+machine) are set by monitoring.views.metrics_view in the serving process just before the export.
 """
 
-from django.db import connections
-from django.http import HttpRequest
-from django_prometheus.exports import ExportToDjangoView
 from prometheus_client import Counter, Gauge, Histogram
 
 cpu_percent = Gauge("ballast_cpu_percent", "Machine (container) CPU use, percent", multiprocess_mode="mostrecent")
@@ -34,27 +31,3 @@ def observe_reading(reading, pressure_memory: float | None = None) -> None:
     cpu_percent.set(reading.cpu_percent)
     memory_percent.set(reading.memory_percent if pressure_memory is None else pressure_memory)
     rss_bytes.set(reading.rss_bytes)
-
-
-def refresh() -> None:
-    """Set the figures that are read, not counted: the ledger, the pool, this machine."""
-    from .models import Allocation
-    from .sampler import get_sampler
-
-    observe_reading(get_sampler().latest())
-    live = {(r, s): 0 for r in Allocation.Resource.values for s in (Allocation.State.WAITING, Allocation.State.GRANTED)}
-    for row in Allocation.objects.filter(state__in=["waiting", "granted"]).values_list("resource", "state"):
-        live[row] = live.get(row, 0) + 1
-    for (resource, state), count in live.items():
-        allocations.labels(resource=resource, state=state).set(count)
-    pool = getattr(connections["default"], "pool", None) if connections["default"].vendor == "postgresql" else None
-    if pool is not None:
-        stats = pool.get_stats()
-        db_pool.labels(state="size").set(stats.get("pool_size", 0))
-        db_pool.labels(state="available").set(stats.get("pool_available", 0))
-        db_pool.labels(state="waiting").set(stats.get("requests_waiting", 0))
-
-
-def metrics_view(request: HttpRequest):
-    refresh()
-    return ExportToDjangoView(request)

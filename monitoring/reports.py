@@ -1,8 +1,7 @@
 """Reads behind `manage.py resources`: usage, runs, throttles and allocations over a period;
-connection pools; memory snapshots and the allocation sites that keep growing."""
+connection pools; a garbage collection with its effect."""
 
 import gc
-import tracemalloc
 from datetime import timedelta
 
 from django.apps import apps
@@ -11,7 +10,7 @@ from django.db import connections
 from django.db.models import Avg, Count, Max
 from django.utils import timezone
 
-from .governor import malloc_trim
+from .memory import malloc_trim
 from .models import Allocation, AllocationEvent, RateLimitDenial, ResourceSample, ThrottleEvent
 from .readings import SystemReader
 
@@ -65,25 +64,3 @@ def collect_garbage() -> dict:
     trimmed = malloc_trim()
     after = reader.read().rss_bytes
     return {"rss_before": before, "rss_after": after, "objects_collected": collected, "malloc_trim": trimmed}
-
-
-def growing_sites(snapshots: list, top: int = 10) -> list[dict]:
-    """Allocation sites whose size grew between every pair of snapshots: the likely leaks."""
-    if len(snapshots) < 2:
-        return []
-    growth: dict = {}
-    for older, newer in zip(snapshots, snapshots[1:]):
-        for stat in newer.compare_to(older, "lineno"):
-            site = str(stat.traceback[0]) if stat.traceback else "?"
-            growth.setdefault(site, []).append(stat.size_diff)
-    rounds = len(snapshots) - 1
-    steady = [(site, diffs) for site, diffs in growth.items() if len(diffs) == rounds and all(d > 0 for d in diffs)]
-    steady.sort(key=lambda item: -sum(item[1]))
-    return [{"site": site, "grew_bytes": sum(diffs), "rounds": rounds} for site, diffs in steady[:top]]
-
-
-def take_snapshot():
-    if not tracemalloc.is_tracing():
-        tracemalloc.start(10)
-    gc.collect()
-    return tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])

@@ -1,6 +1,8 @@
 """One sampler thread per process: reads resources every interval and caches the reading.
 
 Readers of `latest()` pay an attribute load; only the thread touches /proc, /sys and psutil.
+The process's own sampler announces each reading (signals.reading_taken): the memory manager
+listens, the sampler knows nobody.
 """
 
 import logging
@@ -11,15 +13,16 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 
 from .readings import Reading
+from .signals import reading_taken
 
 log = logging.getLogger(__name__)
 HISTORY = 1200  # readings kept in memory: ten minutes at the default interval
 
 
 class Sampler:
-    def __init__(self, reader, interval: float, watch_memory: bool = False):
+    def __init__(self, reader, interval: float, announce: bool = False):
         self.reader = reader
-        self.watch_memory = watch_memory  # the process's own sampler feeds the memory manager
+        self.announce = announce  # the process's own sampler: its readings are the process's
         self.interval = interval
         self._latest: Reading = reader.read()
         self.history: deque[Reading] = deque([self._latest], maxlen=HISTORY)  # the dashboard's last minutes
@@ -33,10 +36,8 @@ class Sampler:
         """Read now (the thread does this every interval; tests call it directly)."""
         self._latest = self.reader.read()
         self.history.append(self._latest)
-        if self.watch_memory:
-            from .memory import memory_manager
-
-            memory_manager.check(self._latest)
+        if self.announce:
+            reading_taken.send(Sampler, reading=self._latest)
         return self._latest
 
     def start(self) -> "Sampler":
@@ -74,6 +75,6 @@ def get_sampler() -> Sampler:
             reader = import_string(getattr(settings, "BALLAST_READER", "monitoring.readings.SystemReader"))(
                 cgroup_root=getattr(settings, "BALLAST_CGROUP_ROOT", "/sys/fs/cgroup")
             )
-            _sampler = Sampler(reader, getattr(settings, "BALLAST_SAMPLE_INTERVAL_S", 0.5), watch_memory=True).start()
+            _sampler = Sampler(reader, getattr(settings, "BALLAST_SAMPLE_INTERVAL_S", 0.5), announce=True).start()
             _pid = os.getpid()
         return _sampler

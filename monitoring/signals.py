@@ -9,6 +9,8 @@ allocation_granted = Signal()
 allocation_reclaimed = Signal()
 # sender=Allocation, allocation=<the Allocation>: a slot or budget went back (release or reclaim).
 allocation_released = Signal()
+# sender=Sampler, reading=<Reading>: the process's sampler took a reading (every SAMPLE_INTERVAL_S).
+reading_taken = Signal()
 # sender=MemoryManager, level="ok"|"warning"|"critical", reading=<Reading>: the level changed.
 memory_pressure = Signal()
 # sender=MemoryManager, alerts=[str], reading=<Reading>: CPU or memory crossed a ceiling.

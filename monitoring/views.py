@@ -1,7 +1,14 @@
+"""What the monitoring URLs answer: /healthz, /readyz and /metrics."""
+
+from django.db import connections
 from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
+from django_prometheus.exports import ExportToDjangoView
 
+from . import metrics
 from .health import readiness
+from .models import Allocation
+from .sampler import get_sampler
 
 
 @never_cache
@@ -14,3 +21,24 @@ def healthz(request):
 def readyz(request):
     ready, body = readiness()
     return JsonResponse(body, status=200 if ready else 503)
+
+
+def refresh_metrics() -> None:
+    """Set the figures that are read, not counted: the ledger, the pool, this machine."""
+    metrics.observe_reading(get_sampler().latest())
+    live = {(r, s): 0 for r in Allocation.Resource.values for s in (Allocation.State.WAITING, Allocation.State.GRANTED)}
+    for row in Allocation.objects.filter(state__in=["waiting", "granted"]).values_list("resource", "state"):
+        live[row] = live.get(row, 0) + 1
+    for (resource, state), count in live.items():
+        metrics.allocations.labels(resource=resource, state=state).set(count)
+    pool = getattr(connections["default"], "pool", None) if connections["default"].vendor == "postgresql" else None
+    if pool is not None:
+        stats = pool.get_stats()
+        metrics.db_pool.labels(state="size").set(stats.get("pool_size", 0))
+        metrics.db_pool.labels(state="available").set(stats.get("pool_available", 0))
+        metrics.db_pool.labels(state="waiting").set(stats.get("requests_waiting", 0))
+
+
+def metrics_view(request):
+    refresh_metrics()
+    return ExportToDjangoView(request)

@@ -3,8 +3,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from monitoring.dashboard import dashboard_view
-from monitoring.metrics import metrics_view
-from monitoring.views import healthz, readyz
+from monitoring.views import healthz, metrics_view, readyz
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),

@@ -8,7 +8,8 @@ from django.utils.module_loading import import_string
 from monitoring.health import readiness, resource_status
 from monitoring.ledger import reclaim_dead
 from monitoring.readings import SystemReader
-from monitoring.reports import collect_garbage, connection_report, growing_sites, take_snapshot, usage_report
+from monitoring.memory import growing_sites, take_snapshot
+from monitoring.reports import collect_garbage, connection_report, usage_report
 
 MB = 2**20
 
