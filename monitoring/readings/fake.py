@@ -6,8 +6,12 @@ from collections.abc import Iterable
 from .base import Reading
 
 
-def reading(cpu: float = 10.0, memory: float = 10.0, *, rss_mb: float = 100.0, process_cpu: float | None = None, at: float = 0.0, **extra) -> Reading:
-    """A reading at the given CPU and memory percentages (of a 2 GB, 1-core budget)."""
+def reading(
+    cpu: float = 10.0, memory: float = 10.0, *, rss_mb: float = 100.0, process_cpu: float | None = None, at: float = 0.0,
+    cpu_capacity: float = 1.0, **extra,
+) -> Reading:
+    """A reading at the given CPU and memory percentages (of a 2 GB, 1-core budget by default).
+    Unless told otherwise, all the CPU is this process's own: no neighbours."""
     limit = 2 * 1024**3
     return Reading(
         at=at,
@@ -15,10 +19,10 @@ def reading(cpu: float = 10.0, memory: float = 10.0, *, rss_mb: float = 100.0, p
         rss_bytes=int(rss_mb * 1024**2),
         process_cpu_percent=cpu if process_cpu is None else process_cpu,
         cpu_percent=cpu,
-        cpu_capacity=1.0,
+        cpu_capacity=cpu_capacity,
         memory_used_bytes=math.ceil(limit * memory / 100),
         memory_limit_bytes=limit,
-        **extra,
+        **{"cpu_scope": "fake, 1 CPU", **extra},
     )
 
 

@@ -83,6 +83,89 @@ def test_the_reader_uses_the_container_not_the_host(v2, proc):
     assert reading.cpu_pressure == 7.5  # the group keeps none for cpu: the system's
 
 
+def stat(*cpus: tuple[int, int]) -> str:
+    """A /proc/stat with one line per CPU: (busy ticks, idle ticks) each; the aggregate line lags on purpose."""
+    lines = ["cpu  1 0 0 1 0 0 0 0 0 0"]
+    for n, (busy, idle) in enumerate(cpus):
+        lines.append(f"cpu{n} {busy - 10} 0 10 {idle} 0 0 0 0 0 0")
+    return "\n".join(lines + ["intr 12345", "ctxt 99"]) + "\n"
+
+
+@pytest.fixture
+def host(tmp_path):
+    """No cgroup limits; a two-CPU host in /proc/stat (100 ticks a second) and a process clock we set."""
+    write(tmp_path, {"proc/self/cgroup": "0::/\n", "proc/stat": stat((1000, 1000), (1000, 1000))})
+    clock, cpu = Clock(), [0.0]
+
+    def reader(allowed=frozenset({0, 1})):
+        return SystemReader(
+            cgroup_root=tmp_path / "nothing", proc=tmp_path / "proc", clock=clock, process_cpu=lambda: cpu[0], allowed=lambda: allowed,
+        )
+
+    return tmp_path / "proc", clock, cpu, reader
+
+
+def test_the_host_scope_adds_up_every_cpu(host, monkeypatch):
+    monkeypatch.setattr("os.sysconf", lambda name: 100)
+    proc, clock, cpu, reader = host
+    made = reader()
+    (proc / "stat").write_text(stat((1100, 1100), (1150, 1050)))  # 1 s + 1.5 s busy in 2 s
+    clock.now += 2.0
+    cpu[0] = 0.5  # this process: half a core for those 2 s
+    reading = made.read()
+    assert reading.cpu_scope == "host, 2 CPUs" and reading.cpu_capacity == 2.0
+    assert reading.cpu_percent == pytest.approx(62.5)  # 2.5 CPU-seconds of 4
+    assert reading.process_cpu_percent == pytest.approx(12.5)
+    assert reading.neighbours_cpu_percent == pytest.approx(50.0)
+    assert reading.window_s == pytest.approx(2.0)
+
+
+def test_an_affinity_mask_reads_exactly_its_own_cpus(host, monkeypatch):
+    monkeypatch.setattr("os.sysconf", lambda name: 100)
+    proc, clock, cpu, reader = host
+    made = reader(allowed=frozenset({1}))  # taskset -c 1
+    (proc / "stat").write_text(stat((1200, 1000), (1050, 1150)))  # CPU 0 busy, CPU 1 a quarter busy
+    clock.now += 2.0
+    cpu[0] = 0.3
+    reading = made.read()
+    assert reading.cpu_scope == "CPUs 1" and reading.cpu_capacity == 1.0
+    assert reading.cpu_percent == pytest.approx(25.0)  # CPU 1 only: not the whole host's 62.5%
+    assert reading.process_cpu_percent == pytest.approx(15.0)
+
+
+def test_a_change_of_scope_starts_the_differences_again(host, monkeypatch):
+    monkeypatch.setattr("os.sysconf", lambda name: 100)
+    proc, clock, cpu, reader = host
+    allowed = [frozenset({0, 1})]
+    made = SystemReader(cgroup_root=proc.parent / "nothing", proc=proc, clock=clock, process_cpu=lambda: cpu[0], allowed=lambda: allowed[0])
+    allowed[0] = frozenset({0})
+    (proc / "stat").write_text(stat((1200, 1000), (1000, 1200)))
+    clock.now += 1.0
+    first = made.read()
+    assert first.cpu_scope == "CPUs 0" and first.cpu_percent == 0.0  # no difference across scopes
+    (proc / "stat").write_text(stat((1250, 1050), (1000, 1300)))
+    clock.now += 1.0
+    assert made.read().cpu_percent == pytest.approx(50.0)
+
+
+def test_a_cgroup_quota_pairs_with_the_cgroups_usage_whatever_the_affinity(v2, proc):
+    clock = Clock()
+    reader = SystemReader(cgroup_root=v2, proc=proc, clock=clock, allowed=lambda: frozenset({0}))
+    clock.now += 1.0
+    (v2 / "app.slice/ballast/cpu.stat").write_text("usage_usec 1750000\n")
+    reading = reader.read()
+    assert reading.cpu_scope == "cgroup v2 quota, 1.5 CPUs" and reading.cpu_capacity == 1.5
+    assert reading.cpu_percent == pytest.approx(50.0)  # 0.75 s of 1.5 cores
+
+
+def test_a_cgroup_without_a_quota_reads_the_cpus(v2, proc, monkeypatch):
+    monkeypatch.setattr("os.sysconf", lambda name: 100)
+    (v2 / "app.slice/ballast/cpu.max").write_text("max 100000\n")
+    (proc / "stat").write_text(stat((1000, 1000), (1000, 1000), (1000, 1000), (1000, 1000)))
+    reader = SystemReader(cgroup_root=v2, proc=proc, allowed=lambda: frozenset({2, 3}))
+    assert reader.read().cpu_scope == "CPUs 2,3" and reader.read().cpu_capacity == 2.0
+
+
 def test_cgroup_v1_as_on_our_build_machines(tmp_path):
     write(tmp_path, {
         "proc/self/cgroup": "9:name=systemd:/\n4:memory:/process_api/abc\n2:cpuacct:/\n1:cpu:/\n0::/\n",
