@@ -1,10 +1,18 @@
 """The governor: holds one route of one run under its policy.
 
-tick() reads, decides and records what changed. before_batch() adds the waits: throttles with
-resource-aware waits for recovery, emergency brakes with progressive pauses, the stop after too
-many brakes, CPU duty-cycling and the batch delay. call() paces and counts provider calls and
-feeds their outcome to AIMD. The reading, clock, sleep and CPU clock are injected: tests drive
-tick() with fixed readings and a fake clock, and nothing really sleeps.
+tick() takes one reading and decides everything from it: memory's state and the batch size
+(the seeds' tables), the CPU this process may use now (the headroom its neighbours leave under
+the ceiling: policy.CpuShare) and the concurrency, steadied against flapping; the same reading
+goes into the samples and the events. before_batch() adds the waits: memory throttles with
+waits for recovery, emergency brakes with progressive pauses, the stop after too many brakes,
+the CPU duty cycle and the batch delay. call() wraps one provider call: the duty cycle, then
+the limiter (monitoring.limiter). The reading, clock, sleep and CPU clock are injected: tests
+drive tick() with fixed readings and a fake clock, and nothing really sleeps.
+
+CPU never throttles, brakes or stops a sync: it is held at its allowance by duty-cycling, and
+its concurrency shrinks in proportion to the time the duty cycle holds it (calls that would
+only wait for CPU need not be in flight), down to its share of the maximum, growing back one
+step a window when it is not held.
 """
 
 import gc
@@ -13,21 +21,23 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from .events import Event, describe_rss
+from .events import Episode, Event, describe_rss
+from .limiter import Limiter
+from .limits import AdaptiveLimit, Outcome, Pacer
 from .memory import malloc_trim
-from .policy import AIMDLimit, Decision, Pacer, RoutePolicy, State, decide
+from .policy import CpuAllowance, CpuShare, Decision, Ewma, RoutePolicy, State, SteadyValue, cpu_concurrency, decide
 from .readings import Reading
 
-RECOVERY_STEP_S = 0.5  # short sleeps while waiting for recovery
+RECOVERY_STEP_S = 0.5  # short sleeps while waiting for memory to recover
 COLLECT_EVERY_S = 2.0
-
-
-def _figures(p) -> str:
-    """CPU and memory for an event's detail, and the RSS ceiling's figure when that is what bit."""
-    figures = f"CPU {p.cpu:.0f}%, memory {p.memory:.0f}%"
-    return f"{figures} ({p.reason})" if p.reason.startswith("RSS") else figures
+HOLD_GAP_S = 3.0  # a CPU hold episode ends after this long without the duty cycle holding
+HOLD_TAU_S = 5.0  # the share of time held is averaged over about this long
+SHRINK_ABOVE = 0.15  # held more than this share of the time: fewer at once
+GROW_BELOW = 0.02  # held less than this: more at once, a step per window
+RATE_QUIET_S = 10.0  # a push-back episode ends after this long without one
+MAX_DUTY_SLEEP_S = 5.0
 
 
 class GovernorStop(Exception):
@@ -59,7 +69,49 @@ class CpuBudget:
             return max(0.0, self._virtual - now)
 
 
+# One of each per process: the CPU it used and what its neighbours use are the process's.
 PROCESS_CPU_BUDGET = CpuBudget()
+PROCESS_CPU_SHARE = CpuShare()
+
+
+def allowance_now(policy: RoutePolicy, reading: Reading, usable_cores: float = 1.0) -> CpuAllowance:
+    """The CPU this process may use now, by the process's own view of its neighbours."""
+    PROCESS_CPU_SHARE.observe(reading)
+    return PROCESS_CPU_SHARE.allowance(policy, reading.cpu_capacity, usable_cores)
+
+
+class WaitClock:
+    """Wall time during which at least one thread waited: overlapping waits of several threads
+    count once, so it never exceeds the time that passed."""
+
+    def __init__(self, clock: Callable[[], float]):
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._waiting, self._since, self._total = 0, 0.0, 0.0
+        self.last_end = float("-inf")
+
+    @contextmanager
+    def waiting(self):
+        with self._lock:
+            if self._waiting == 0:
+                self._since = self.clock()
+            self._waiting += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._waiting -= 1
+                if self._waiting == 0:
+                    self.last_end = self.clock()
+                    self._total += self.last_end - self._since
+
+    def seconds(self) -> float:
+        with self._lock:
+            return self._total + (self.clock() - self._since if self._waiting else 0.0)
+
+    def active_within(self, seconds: float) -> bool:
+        with self._lock:
+            return self._waiting > 0 or self.clock() - self.last_end < seconds
 
 
 @dataclass
@@ -68,11 +120,21 @@ class RunStats:
     cpu_total: float = 0.0
     cpu_samples: int = 0
     peak_cpu_percent: float = 0.0
-    waited_s: float = 0.0
 
     @property
     def mean_cpu_percent(self) -> float:
         return self.cpu_total / self.cpu_samples if self.cpu_samples else 0.0
+
+    def add(self, reading: Reading) -> None:
+        self.peak_rss_bytes = max(self.peak_rss_bytes, reading.rss_bytes)
+        self.cpu_total += reading.cpu_percent
+        self.cpu_samples += 1
+        self.peak_cpu_percent = max(self.peak_cpu_percent, reading.cpu_percent)
+
+
+def _figures(p) -> str:
+    """Memory for an event's detail, and the RSS ceiling's figure when that is what bit."""
+    return f"memory {p.memory:.0f}%" + (f" ({p.reason})" if p.reason.startswith("RSS") else "")
 
 
 class Governor:
@@ -89,102 +151,155 @@ class Governor:
         sleep: Callable[[float], None] = time.sleep,
         cpu_clock: Callable[[], float] = time.process_time,
         collect: Callable[[], None] | None = None,
-        cpu_budget: "CpuBudget | None" = None,
+        cpu_budget: CpuBudget | None = None,
+        cpu_share: CpuShare | None = None,
+        usable_cores: float = 1.0,  # one Python process: the interpreter lock allows about one core
     ):
         self.policy, self.read, self.recorder, self.io_bound = policy, read, recorder, io_bound
         self.clock, self._sleep, self.cpu_clock = clock, sleep, cpu_clock
         self.collect = collect or self._collect
         self.sample_every_s = sample_every_s
-        self.limit = AIMDLimit(limit=min(2, policy.io_max_concurrency), maximum=policy.io_max_concurrency)
-        self.pacer = Pacer(maximum=calls_per_second)
+        self.usable_cores = usable_cores
+        self.cpu_budget = cpu_budget or PROCESS_CPU_BUDGET
+        self.cpu_share = cpu_share or PROCESS_CPU_SHARE
+        self.limiter = Limiter(AdaptiveLimit(maximum=policy.io_max_concurrency), Pacer(maximum=calls_per_second), clock=clock)
+        self.waits = WaitClock(clock)  # everything the governor made the step wait for
+        self.holds = WaitClock(clock)  # the CPU duty cycle alone
         self.stats = RunStats()
         self.consecutive_throttles = 0
         self.brakes = 0
-        self.forced_sequential = False  # after a wait that ran out: go on at concurrency 1
+        self.forced_sequential = False  # after a memory wait that ran out: go on at concurrency 1
         self.bytes_per_record: float | None = None
-        self._in_flight = 0
-        self._lock = threading.Lock()
-        self._last_sample_at = float("-inf")
-        self._last_collect_at = float("-inf")
-        self.cpu_budget = cpu_budget or PROCESS_CPU_BUDGET
-        self.cpu_budget.delay(self.clock(), self.cpu_clock(), 1.0)  # start counting from now
+        self.episodes: dict[str, Episode] = {}  # condition → the episode going on
+        self._lock = threading.RLock()  # the state below is shared with the threads that call()
+        self._maximum = policy.io_max_concurrency if io_bound else policy.max_concurrency
+        self.cpu_cap = SteadyValue(self._maximum)
+        self.held = Ewma(HOLD_TAU_S)  # share of the time the duty cycle held the process
+        self._held_seen, self._held_at = 0.0, clock()
+        self._last_sample_at = self._last_collect_at = self._last_pushback_at = float("-inf")
+        self.cpu_budget.delay(clock(), cpu_clock(), 1.0)  # start counting from now
         first = self.read()
-        self.capacity = first.cpu_capacity
-        self.io_cap = 0
+        self.cpu_share.observe(first)
+        self.allowance: CpuAllowance = self.cpu_share.allowance(policy, first.cpu_capacity, usable_cores)
         self.decision: Decision = self._decide(first)
-        self.concurrency = self.decision.concurrency
+        self.resource_cap = self.decision.concurrency
+        self.concurrency = self.io_limit()
         self.batch_size = self.decision.batch_size
 
     # --- reading and deciding -------------------------------------------------
 
     def _decide(self, reading: Reading) -> Decision:
-        decision = decide(reading, self.policy, io_bound=self.io_bound, bytes_per_record=self.bytes_per_record)
-        self.io_cap = 1 if self.forced_sequential else decision.concurrency  # what resources allow
-        concurrency = self.io_limit()
-        if concurrency != decision.concurrency:
-            decision = Decision(decision.state, concurrency, decision.batch_size, decision.delay_s, decision.pressure)
+        decision = decide(reading, self.policy, io_bound=self.io_bound, cpu_cap=self.cpu_cap.value, bytes_per_record=self.bytes_per_record)
+        if self.forced_sequential and decision.concurrency > 1:
+            decision = replace(decision, concurrency=1, limited_by="memory")
         return decision
 
-    def _event(self, kind: str, reading: Reading, detail: str, before: int | None = None, after: int | None = None):
+    def _event(self, kind: str, reading: Reading, detail: str, before: int | None = None, after: int | None = None) -> None:
         self.recorder.event(Event(kind, self.decision.pressure, reading.rss_bytes, before, after, detail))
 
     def tick(self) -> Decision:
-        """Read, decide, record what changed, and a resource sample at a bounded rate.
+        """Read once, decide, and record what changed (events, episodes, a sample at a bounded rate)."""
+        with self._lock:
+            reading, now = self.read(), self.clock()
+            self.stats.add(reading)
+            self.cpu_share.observe(reading)
+            self.allowance = self.cpu_share.allowance(self.policy, reading.cpu_capacity, self.usable_cores)
+            self._steady_cpu_cap(now)
+            decision = self._decide(reading)
+            self.decision = decision
+            cap_before, self.resource_cap = self.resource_cap, decision.concurrency
+            self.limiter.set_cap(self.resource_cap)
+            if self.resource_cap != cap_before:
+                why = self._cpu_reason() if decision.limited_by == "cpu" else _figures(decision.pressure)
+                self._event("concurrency", reading, why, cap_before, self.resource_cap)
+            self.concurrency = self.io_limit()
+            if decision.batch_size != self.batch_size:
+                self._event("batch_size", reading, f"{self.batch_size} -> {decision.batch_size} records: {_figures(decision.pressure)}")
+                self.batch_size = decision.batch_size
+            self._follow_episodes(now, reading)
+            if now - self._last_sample_at >= self.sample_every_s:
+                self._last_sample_at = now
+                self.recorder.sample(reading, decision.pressure, self.concurrency, decision.batch_size)
+            return decision
 
-        A concurrency event is recorded when resources change what is allowed; AIMD's steps
-        for I/O-bound calls show in the samples instead (they move with every window).
-        """
-        allowed_before = self.io_cap
-        reading = self.read()
-        self.capacity = reading.cpu_capacity
-        stats = self.stats
-        stats.peak_rss_bytes = max(stats.peak_rss_bytes, reading.rss_bytes)
-        stats.cpu_total += reading.cpu_percent
-        stats.cpu_samples += 1
-        stats.peak_cpu_percent = max(stats.peak_cpu_percent, reading.cpu_percent)
-        decision = self._decide(reading)
-        self.decision = decision
-        p = decision.pressure
-        if self.io_cap != allowed_before:
-            self._event("concurrency", reading, _figures(p), allowed_before, self.io_cap)
-        self.concurrency = decision.concurrency
-        if decision.batch_size != self.batch_size:
-            self._event("batch_size", reading, f"{self.batch_size} -> {decision.batch_size} records: {_figures(p)}")
-            self.batch_size = decision.batch_size
-        now = self.clock()
-        if now - self._last_sample_at >= self.sample_every_s:
-            self._last_sample_at = now
-            self.recorder.sample(reading, p, decision.concurrency, decision.batch_size)
-        return decision
+    def _steady_cpu_cap(self, now: float) -> None:
+        """Shrink concurrency by the share of time the duty cycle held the process, never under
+        its share of the maximum in proportion to the allowance; grow it back a step per window
+        while it is not held. Between the two thresholds nothing moves."""
+        held, elapsed = self.holds.seconds(), now - self._held_at
+        if elapsed > 0:
+            self.held.add(min((held - self._held_seen) / elapsed, 1.0), elapsed)
+            self._held_seen, self._held_at = held, now
+        share = self.held_share
+        in_use = min(self.cpu_cap.value, self.limiter.allowed()) if self.io_bound else self.cpu_cap.value
+        if share > SHRINK_ABOVE:
+            floor = cpu_concurrency(self.allowance, self._maximum)
+            self.cpu_cap.propose(max(floor, math.ceil(in_use * (1.0 - share))), now)
+        elif share < GROW_BELOW:
+            self.cpu_cap.propose(self._maximum, now)
+
+    @property
+    def held_share(self) -> float:
+        return self.held.value or 0.0
+
+    def _cpu_reason(self) -> str:
+        held = f"{self.allowance.describe()}; " if self.allowance.held else ""
+        return f"CPU: {held}the duty cycle held the step {100 * self.held_share:.0f}% of the time"
 
     def io_limit(self) -> int:
-        """Calls allowed in flight now: what resources allow, capped by AIMD for I/O-bound work.
+        """Calls allowed in flight now (for I/O-bound work), else the concurrency resources allow."""
+        return self.limiter.allowed() if self.io_bound else self.resource_cap
 
-        Once calls are paced, enough stay in flight to keep the pace (Little's law: rate ×
-        latency), so a quota-bound step is held by its pace, not starved by a shrunken limit.
-        """
-        if not self.io_bound:
-            return self.io_cap
-        limit = self.limit.current()
-        rate, latency = self.pacer.rate, self.limit.mean_latency
-        if rate and latency:
-            limit = max(limit, math.ceil(rate * latency) + 1)
-        return min(self.io_cap, limit)
+    # --- episodes ----------------------------------------------------------------
+
+    def _follow_episodes(self, now: float, reading: Reading) -> None:
+        """Start, carry on and end the conditions that last, from this tick's reading."""
+        holding = self.holds.active_within(HOLD_GAP_S)
+        self._carry("cpu", holding, now, reading, self.allowance.describe())
+        overloaded = self.decision.state in (State.OVERLOADED, State.EMERGENCY)
+        self._carry("memory", overloaded, now, reading, self._memory_reason())
+        if "rate" in self.episodes:
+            self._carry("rate", now - self._last_pushback_at < RATE_QUIET_S, now, reading, None)
+
+    def _carry(self, condition: str, on: bool, now: float, reading: Reading, detail: str | None) -> None:
+        episode = self.episodes.get(condition)
+        if on and episode is None and detail:
+            kind = "rate" if condition == "rate" else "throttle"
+            self.episodes[condition] = Episode(self.recorder, kind, condition, now, reading, self.decision.pressure, detail)
+        elif on and episode is not None:
+            episode.observe(now, reading, detail)
+        elif not on and episode is not None:
+            episode.end(now)
+            del self.episodes[condition]
+
+    def _memory_reason(self) -> str:
+        p = self.decision.pressure
+        return f"{p.reason} over the {self.policy.max_memory_percent:.0f}% ceiling: one at a time, waiting for it to fall"
+
+    def why_slow(self) -> str:
+        """What holds the step right now, in words ('' when nothing does)."""
+        with self._lock:
+            return "; ".join(e.event.detail for e in self.episodes.values())
+
+    def close(self) -> None:
+        """The step ended: close what is still going on."""
+        with self._lock:
+            now = self.clock()
+            for episode in self.episodes.values():
+                episode.end(now)
+            self.episodes.clear()
 
     # --- waiting -------------------------------------------------------------
 
     def sleep(self, seconds: float) -> None:
         if seconds > 0:
-            self.stats.waited_s += seconds
-            self._sleep(seconds)
-
-    def _overloaded(self, decision: Decision) -> bool:
-        return decision.state in (State.OVERLOADED, State.EMERGENCY)
+            with self.waits.waiting():
+                self._sleep(seconds)
 
     def before_batch(self) -> Decision:
         """Everything that must happen before the next batch: may sleep, may raise GovernorStop."""
         decision = self.tick()
-        if self._overloaded(decision):
+        if decision.state in (State.OVERLOADED, State.EMERGENCY):
             self._throttle(decision)
             decision = self.decision
         else:
@@ -196,13 +311,13 @@ class Governor:
         return decision
 
     def _throttle(self, decision: Decision) -> None:
+        """Memory over its ceiling: one at a time, collect, wait for it to fall; brake when it keeps on."""
         reading = self.read()
-        p = decision.pressure
         self.consecutive_throttles += 1
-        self._event("throttle", reading, f"{p.reason} (consecutive {self.consecutive_throttles})")
         if decision.state == State.EMERGENCY:
-            self._event("emergency", reading, f"{p.reason} >= {self.policy.emergency_percent:.0f}%: concurrency 1, pause, collect", self.concurrency, 1)
-            self.concurrency = self.io_cap = 1
+            self._event("emergency", reading, f"{decision.pressure.reason} >= {self.policy.emergency_percent:.0f}%: concurrency 1, pause, collect", self.resource_cap, 1)
+            self.resource_cap = 1
+            self.limiter.set_cap(1)
             self._collect_now(reading)
         if self.consecutive_throttles >= self.policy.brake_after:
             self.brakes += 1
@@ -216,7 +331,7 @@ class Governor:
         self._wait_for_recovery()
 
     def _wait_for_recovery(self) -> None:
-        """Short sleeps, re-reading each time, until under the ceilings or max_wait has passed."""
+        """Short sleeps, re-reading each time, until memory is under its ceiling or max_wait has passed."""
         started, step = self.clock(), RECOVERY_STEP_S
         while True:
             waited = self.clock() - started
@@ -224,24 +339,25 @@ class Governor:
                 break
             self.sleep(min(step, self.policy.max_wait_s - waited))
             step = min(step * 2, 5.0)
-            decision = self.tick()
-            if not self._overloaded(decision):
-                self._event("recovery", self.read(), f"back under the ceilings after {self.clock() - started:.1f} s")
+            if self.tick().state not in (State.OVERLOADED, State.EMERGENCY):
                 self.forced_sequential = False
                 return
         reading = self.read()
         if self.policy.stop_after_wait:
             self._event("stop", reading, f"still overloaded after {self.policy.max_wait_s:.0f} s")
             raise GovernorStop(f"still overloaded after waiting {self.policy.max_wait_s:.0f} s")
-        self._event("pause", reading, f"still overloaded after {self.policy.max_wait_s:.0f} s: going on at concurrency 1", self.concurrency, 1)
+        self._event("pause", reading, f"still overloaded after {self.policy.max_wait_s:.0f} s: going on at concurrency 1", self.resource_cap, 1)
         self.forced_sequential = True
-        self.concurrency = self.io_cap = 1
+        self.resource_cap = 1
+        self.limiter.set_cap(1)
 
     def _duty_cycle(self) -> None:
-        """Hold the CPU ceiling: when this process used more than its share, sleep until its use
-        is back at the ceiling (one busy thread uses a whole core whatever the concurrency is)."""
-        allowed = self.policy.max_cpu_percent / 100 * max(self.capacity, 1e-6)
-        self.sleep(min(self.cpu_budget.delay(self.clock(), self.cpu_clock(), allowed), 5.0))
+        """Hold this process to its CPU allowance: when it used more than that, sleep until its use
+        is back at the allowance (one busy thread uses a whole core whatever the concurrency is)."""
+        delay = self.cpu_budget.delay(self.clock(), self.cpu_clock(), self.allowance.cores)
+        if delay > 0:
+            with self.holds.waiting():
+                self.sleep(min(delay, MAX_DUTY_SLEEP_S))
 
     # --- memory ----------------------------------------------------------------
 
@@ -273,35 +389,28 @@ class Governor:
 
     @contextmanager
     def call(self):
-        """Wrap one provider call: wait for its slot in the pace, then report how it went.
+        """Wrap one provider call: the CPU duty cycle, the pace, room in flight; then how it went.
 
-        The body sets `outcome["rejected"] = True` when the provider pushed back (429, 403 rate).
+        The body sets `outcome["outcome"]` to a limits.Outcome: PUSHBACK for 429 and 403 rate or
+        quota answers, ERROR for 5xx and lost connections (the caller retries those alone).
         """
-        with self._lock:
-            delay = self.pacer.next_delay(self.clock())
-        if delay > 0:
-            self._sleep(delay)
-            with self._lock:
-                self.stats.waited_s += delay
-        outcome = {"rejected": False}
-        started = self.clock()
-        with self._lock:
-            self._in_flight += 1
+        self._duty_cycle()
+        ticket = self.limiter.acquire(self.sleep)  # waiting for the pace counts; for room in flight, not
+        outcome = {"outcome": Outcome.OK}
         try:
             yield outcome
         finally:
-            finished = self.clock()
-            with self._lock:
-                in_flight = self._in_flight
-                self._in_flight -= 1
-                rate_before, limit_before = self.pacer.rate, self.limit.limit
-                self.pacer.on_result(finished, outcome["rejected"])
-                self.limit.on_sample(finished - started, in_flight, outcome["rejected"])
-            if outcome["rejected"]:
-                pace = f"{rate_before:.1f}" if rate_before else "unpaced"
-                self._event(
-                    "rate", self.read(),
-                    f"provider pushed back: pace {pace} -> {self.pacer.rate:.1f} calls/s, "
-                    f"in flight limit {limit_before:.1f} -> {self.limit.limit:.1f}",
-                    round(limit_before), round(self.limit.limit),
-                )
+            pushback = self.limiter.release(ticket, self.clock(), outcome["outcome"])
+            if pushback is not None:
+                self._pushed_back(pushback)
+
+    def _pushed_back(self, change) -> None:
+        pace = f"{change.rate_before:.1f}" if change.rate_before else "unpaced"
+        detail = (
+            f"provider pushed back: pace {pace} -> {change.rate_after:.1f} calls/s, "
+            f"in flight limit {change.limit_before:.1f} -> {change.limit_after:.1f}"
+        )
+        with self._lock:
+            now, reading = self.clock(), self.read()
+            self._last_pushback_at = now
+            self._carry("rate", True, now, reading, detail)

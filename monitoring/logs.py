@@ -22,3 +22,21 @@ class JsonLines(logging.Formatter):
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, ensure_ascii=False, default=str)
+
+
+class Repeats:
+    """At most one log line per condition per `every_s` seconds; the ones held back are counted
+    and told with the next line that goes out ("and 4 more like it")."""
+
+    def __init__(self, every_s: float):
+        self.every_s = every_s
+        self._last: dict = {}  # condition → (time of the last line out, lines held back since)
+
+    def allow(self, condition, now: float) -> tuple[bool, int]:
+        """(may this line go out now, how many were held back before it)."""
+        last, held = self._last.get(condition, (float("-inf"), 0))
+        if now - last < self.every_s:
+            self._last[condition] = (last, held + 1)
+            return False, held + 1
+        self._last[condition] = (now, 0)
+        return True, held

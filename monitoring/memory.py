@@ -1,10 +1,13 @@
 """The memory manager: pressure levels, caches it may trim, alerts and leak checks.
 
-Each reading of the process's sampler goes through check() (it listens to reading_taken): on a change of level (ok, warning
-70%, critical 85% by default) it sends `memory_pressure`, and a `resource_alert` when CPU or
-memory cross their ceilings; under pressure it trims every registered cache, least recently
-used first. Leak checks compare tracemalloc snapshots between runs of the periodic task in a
-worker and send `leak_detected` for allocation sites that grew every time.
+Each reading of the process's sampler goes through check() (it listens to reading_taken): on
+a change of level (ok, warning 70%, critical 85% by default) it sends `memory_pressure`; under
+pressure it trims every registered cache, least recently used first. An alert is a condition
+that lasts: CPU (averaged over a few seconds) or memory over its ceiling for ALERT_AFTER_S
+starts one (`resource_alert`, one warning line); it ends, with a summary line, once it has been
+gone as long. Readings that hover around a ceiling do not make a line each. Leak checks compare
+tracemalloc snapshots between runs of the periodic task in a worker and send `leak_detected`
+for allocation sites that grew every time.
 """
 
 import ctypes
@@ -17,6 +20,8 @@ from collections import OrderedDict
 
 from django.conf import settings
 
+from .logs import Repeats
+from .policy import Ewma
 from .signals import leak_detected, memory_pressure, resource_alert
 
 log = logging.getLogger("monitoring.memory")
@@ -83,11 +88,45 @@ class TrimmableCache:
         return len(self._items)
 
 
+class Lasting:
+    """A condition counted as on once it has held for `after_s`, and as off once gone as long."""
+
+    def __init__(self, after_s: float):
+        self.after_s = after_s
+        self.on = False
+        self.started_at: float | None = None
+        self.peak = 0.0
+        self._flip_since: float | None = None  # since when the condition disagrees with `on`
+
+    def update(self, now: float, active: bool, value: float) -> str | None:
+        """'started', 'ended' or None."""
+        if active:
+            self.peak = max(self.peak, value) if self.on or self._flip_since is not None else value
+        if active == self.on:
+            self._flip_since = None
+            return None
+        if self._flip_since is None:
+            self._flip_since = now
+        if now - self._flip_since < self.after_s:
+            return None
+        self.on, self._flip_since = active, None
+        if active:
+            self.started_at = now
+            return "started"
+        return "ended"
+
+
+ALERT_AFTER_S = 10.0
+CPU_AVERAGE_S = 5.0
+
+
 class MemoryManager:
     def __init__(self):
         self.caches: list[TrimmableCache] = []
         self.level = "ok"
-        self.alerts: frozenset = frozenset()
+        self.alerts = {"CPU": Lasting(ALERT_AFTER_S), "memory": Lasting(ALERT_AFTER_S)}
+        self.cpu = Ewma(CPU_AVERAGE_S)
+        self.repeats = Repeats(getattr(settings, "BALLAST_LOG_REPEAT_S", 10.0))
 
     def register_cache(self, cache: TrimmableCache) -> TrimmableCache:
         self.caches.append(cache)
@@ -100,27 +139,39 @@ class MemoryManager:
     def check(self, reading) -> str:
         level = pressure_level(reading.memory_percent)
         if level != self.level:
-            log.log(logging.WARNING if level != "ok" else logging.INFO, "memory pressure %s -> %s: %.0f%%", self.level, level, reading.memory_percent)
+            self._log(
+                "level", logging.WARNING if level != "ok" else logging.INFO, reading.at,
+                "memory pressure %s -> %s: %.0f%%", self.level, level, reading.memory_percent,
+            )
             self.level = level
             memory_pressure.send(MemoryManager, level=level, reading=reading)
         if level in TRIM:
             for cache in self.caches:
                 if len(cache):
                     cache.trim(TRIM[level])
-        alerts = frozenset(self._alerts(reading))
-        if alerts and alerts != self.alerts:
-            resource_alert.send(MemoryManager, alerts=sorted(alerts), reading=reading)
-            log.warning("resource alerts: %s", "; ".join(sorted(alerts)))
-        self.alerts = alerts
+        self._alert(reading)
         return level
 
-    @staticmethod
-    def _alerts(reading):
+    def _alert(self, reading) -> None:
         cpu_ceiling, memory_ceiling = ceilings()
-        if reading.cpu_percent > cpu_ceiling:
-            yield f"CPU {reading.cpu_percent:.0f}% over its ceiling"
-        if reading.memory_percent > memory_ceiling:
-            yield f"memory {reading.memory_percent:.0f}% over its ceiling"
+        cpu = self.cpu.add(reading.cpu_percent, reading.window_s)
+        for name, value, ceiling in (("CPU", cpu, cpu_ceiling), ("memory", reading.memory_percent, memory_ceiling)):
+            alert = self.alerts[name]
+            change = alert.update(reading.at, value > ceiling, value)
+            if change == "started":
+                text = f"{name} {value:.0f}% over its {ceiling:.0f}% ceiling for {ALERT_AFTER_S:.0f} s"
+                resource_alert.send(MemoryManager, alerts=[text], reading=reading)
+                self._log(name, logging.WARNING, reading.at, "resource alert: %s", text)
+            elif change == "ended":
+                self._log(
+                    name, logging.INFO, reading.at, "resource alert over: %s back under its %.0f%% ceiling after %.0f s (peak %.0f%%)",
+                    name, ceiling, reading.at - alert.started_at, alert.peak,
+                )
+
+    def _log(self, condition: str, level: int, now: float, message: str, *args) -> None:
+        out, held = self.repeats.allow(condition, now)
+        if out:
+            log.log(level, message + (f" (and {held} more like it)" if held else ""), *args)
 
 
 memory_manager = MemoryManager()

@@ -30,10 +30,26 @@ class ThrottleEvent(models.Model):
     concurrency_after = models.PositiveIntegerField(null=True, blank=True)
     detail = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # Episodes (a condition that lasts) only: how long so far, when it ended, the readings while it lasted.
+    duration_s = models.FloatField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(null=True, blank=True)
+    cpu_min = models.FloatField(null=True, blank=True)
+    cpu_mean = models.FloatField(null=True, blank=True)
+    cpu_max = models.FloatField(null=True, blank=True)
+    own_cpu_mean = models.FloatField(null=True, blank=True, help_text="This process's CPU, percent of the same capacity.")
 
     class Meta:
         ordering = ["id"]
         verbose_name = "throttle event"
+
+    @property
+    def is_episode(self) -> bool:
+        return self.duration_s is not None
+
+    @property
+    def ongoing(self) -> bool:
+        return self.is_episode and self.ended_at is None
 
     def __str__(self):
         return f"{self.owner} {self.route} {self.kind}"
@@ -43,6 +59,7 @@ class ResourceSample(models.Model):
     owner = models.CharField(max_length=100, db_index=True)
     route = models.CharField(max_length=20)
     at = models.DateTimeField(db_index=True)
+    pid = models.PositiveIntegerField(null=True, blank=True)  # steps of one process share its CPU figure
     cpu_percent = models.FloatField()
     process_cpu_percent = models.FloatField()
     memory_percent = models.FloatField()

@@ -1,9 +1,13 @@
 """Decisions from readings: pure functions and small objects, no I/O, no clock, no ORM.
 
-The tables are the seeds' (000/001); AIMD and pacing go beyond them for I/O-bound calls.
+Memory follows the seeds' tables (000/001). CPU is shared with the neighbours: the ceiling caps
+the machine's total, and a sync may use the headroom the rest of the machine leaves under it
+(CpuShare), held by duty-cycling and by concurrency in proportion, never by an on/off switch.
+Provider calls have their own limits (monitoring.limits).
 """
 
-from dataclasses import dataclass, field, fields, replace
+import math
+from dataclasses import dataclass, fields, replace
 from enum import StrEnum
 
 from .readings import Reading
@@ -12,9 +16,11 @@ MB = 1024 * 1024
 
 
 class State(StrEnum):
+    """Memory states (CPU never stops a sync: it shrinks the sync's share instead)."""
+
     OK = "ok"
-    BUSY = "busy"  # above the route's sequential threshold: one at a time, no throttle yet
-    OVERLOADED = "overloaded"  # over a ceiling: throttle
+    BUSY = "busy"  # memory above the route's sequential threshold: one at a time, no throttle yet
+    OVERLOADED = "overloaded"  # memory over its ceiling: throttle
     EMERGENCY = "emergency"  # memory at the emergency threshold
 
 
@@ -28,7 +34,8 @@ class RoutePolicy:
     brake_after: int = 5  # consecutive throttles before an emergency brake
     batch_size: int = 100
     batch_delay_s: float = 0.0
-    max_cpu_percent: float = 80.0
+    max_cpu_percent: float = 80.0  # of the machine (container), neighbours included
+    cpu_floor_percent: float = 10.0  # of one core: what a sync keeps when neighbours fill the ceiling
     max_memory_percent: float = 80.0
     emergency_percent: float = 90.0
     rss_limit_mb: float | None = None  # MAX_RSS_USAGE_MB: this process's own memory ceiling
@@ -46,7 +53,7 @@ class RoutePolicy:
         for name in ("max_concurrency", "io_max_concurrency", "brake_after", "batch_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 problems.append(f"{name} must be a whole number >= 1")
-        for name in ("max_cpu_percent", "max_memory_percent", "emergency_percent", "sequential_above"):
+        for name in ("max_cpu_percent", "cpu_floor_percent", "max_memory_percent", "emergency_percent", "sequential_above"):
             if not 1 <= getattr(self, name) <= 100:
                 problems.append(f"{name} must be between 1 and 100")
         for name in ("batch_delay_s", "brake_pause_s", "max_wait_s"):
@@ -93,20 +100,16 @@ def pressure(reading: Reading, policy: RoutePolicy) -> Pressure:
     if policy.emergency_rss_mb and reading.rss_bytes >= policy.emergency_rss_mb * MB:
         memory = max(memory, policy.emergency_percent)
         reason = f"RSS {reading.rss_bytes / MB:.0f} MB >= emergency {policy.emergency_rss_mb:.0f} MB"
-    # The machine's (container's) CPU. This process's own share is held by duty-cycling in the
-    # governor, not by waits: reacting to it twice would starve the sync.
-    cpu = reading.cpu_percent
-    if cpu > memory:
-        reason = f"CPU {cpu:.0f}%"
-    return Pressure(cpu=cpu, memory=memory, reason=reason)
+    # The machine's CPU is recorded beside memory; what it allows is the CpuShare's business.
+    return Pressure(cpu=reading.cpu_percent, memory=memory, reason=reason)
 
 
 def state_of(p: Pressure, policy: RoutePolicy) -> State:
     if p.memory >= policy.emergency_percent:
         return State.EMERGENCY
-    if p.cpu > policy.max_cpu_percent or p.memory > policy.max_memory_percent:
+    if p.memory > policy.max_memory_percent:
         return State.OVERLOADED
-    if max(p.cpu, p.memory) > policy.sequential_above:
+    if p.memory > policy.sequential_above:
         return State.BUSY
     return State.OK
 
@@ -120,9 +123,8 @@ def memory_cap(memory: float, maximum: int) -> int:
     return maximum
 
 
-def optimal_concurrency(cpu: float, memory: float, maximum: int) -> int:
-    """From max(CPU, memory): above 75 one, below 45 the maximum, between them the middle."""
-    usage = max(cpu, memory)
+def optimal_concurrency(usage: float, maximum: int) -> int:
+    """The seeds' table by usage (memory here): above 75 one, below 45 the maximum, between them the middle."""
     if usage > 75:
         return 1
     if usage < 45:
@@ -155,12 +157,130 @@ def headroom_batch(reading: Reading, policy: RoutePolicy, bytes_per_record: floa
 
 
 @dataclass(frozen=True)
+class CpuAllowance:
+    """The CPU one process may use now: the headroom its neighbours leave under the ceiling."""
+
+    cores: float  # what it may use now
+    usable: float  # the most it could use (one Python process: about one core)
+    capacity: float  # cores of the scope the ceiling is a share of
+    ceiling: float  # percent of the capacity, for the whole machine
+    neighbours: float  # percent of the capacity the rest of the machine uses (smoothed)
+
+    @property
+    def fraction(self) -> float:
+        return self.cores / self.usable if self.usable else 1.0
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.cores / self.capacity
+
+    @property
+    def held(self) -> bool:
+        """Is the ceiling the limit (rather than what the process could use)?"""
+        return self.cores < self.usable * 0.999
+
+    def describe(self) -> str:
+        return f"held at {self.percent:.0f}% CPU: neighbours use {self.neighbours:.0f}% of the {self.ceiling:.0f}% ceiling"
+
+
+class Ewma:
+    """An exponential average over about `tau_s` seconds; each value weighs by the time it covers."""
+
+    def __init__(self, tau_s: float):
+        self.tau_s = tau_s
+        self.value: float | None = None
+
+    def add(self, value: float, covers_s: float) -> float:
+        if self.value is None:
+            self.value = value
+        else:
+            self.value += (1.0 - math.exp(-max(covers_s, 0.0) / self.tau_s)) * (value - self.value)
+        return self.value
+
+
+class CpuShare:
+    """What the rest of the machine uses, smoothed, and so what this process may use.
+
+    The neighbours' use is machine less own, over one scope, averaged over about `tau_s`
+    seconds: a reading weighs by the window it covers, so skipped readings only slow the average.
+    One per process, shared by its governors; a reading is counted once however many look at it.
+    """
+
+    def __init__(self, tau_s: float = 3.0):
+        self.neighbours = Ewma(tau_s)  # percent of the capacity
+        self._last_at: float | None = None
+
+    def observe(self, reading: Reading) -> None:
+        if reading.at != self._last_at:
+            self._last_at = reading.at
+            self.neighbours.add(reading.neighbours_cpu_percent, reading.window_s)
+
+    def allowance(self, policy: RoutePolicy, capacity: float, usable: float) -> CpuAllowance:
+        """The ceiling less the neighbours, never below the floor nor above what the process can use."""
+        usable = min(usable, capacity)
+        neighbours = self.neighbours.value or 0.0
+        headroom = (policy.max_cpu_percent - neighbours) / 100.0 * capacity
+        floor = min(policy.cpu_floor_percent / 100.0, usable)
+        cores = min(max(headroom, floor), usable)
+        return CpuAllowance(cores=cores, usable=usable, capacity=capacity, ceiling=policy.max_cpu_percent, neighbours=neighbours)
+
+
+def cpu_concurrency(allowance: CpuAllowance, maximum: int) -> int:
+    """Concurrency in proportion to the CPU allowed: the whole maximum when nothing holds the process."""
+    return max(1, math.ceil(maximum * allowance.fraction - 1e-9))
+
+
+@dataclass
+class SteadyValue:
+    """A whole number that follows its target without flapping: hysteresis and a minimum dwell.
+
+    Down when the target is a clear step below (more than `deadband` of the value) and the last
+    change is `dwell_s` old; at once when told it is urgent. Up one step (×`growth`) per window,
+    and only when the target stayed above the value for the whole window: headroom that is
+    really there, not a lull between two readings.
+    """
+
+    value: int
+    dwell_s: float = 2.0
+    window_s: float = 5.0
+    deadband: float = 0.15
+    growth: float = 1.5
+    _changed_at: float = float("-inf")
+    _above_since: float | None = None
+    _lowest_above: int = 0
+
+    def propose(self, target: int, now: float, *, urgent: bool = False) -> bool:
+        """Move toward target if the rules allow it now; True when the value changed."""
+        if target < self.value:
+            self._above_since = None
+            clear = self.value - target >= max(1.0, self.deadband * self.value)
+            if urgent or (clear and now - self._changed_at >= self.dwell_s):
+                return self._set(target, now)
+            return False
+        if target == self.value:
+            self._above_since = None
+            return False
+        if self._above_since is None:
+            self._above_since, self._lowest_above = now, target
+        self._lowest_above = min(self._lowest_above, target)
+        if now - self._above_since >= self.window_s and now - self._changed_at >= self.window_s:
+            self._above_since = None
+            return self._set(min(self._lowest_above, max(self.value + 1, int(self.value * self.growth))), now)
+        return False
+
+    def _set(self, value: int, now: float) -> bool:
+        self.value, self._changed_at = value, now
+        return True
+
+
+@dataclass(frozen=True)
 class Decision:
     state: State
     concurrency: int
     batch_size: int
     delay_s: float
     pressure: Pressure
+    limited_by: str = ""  # "memory" or "cpu" when one of them holds concurrency under its maximum
 
 
 def decide(
@@ -168,110 +288,22 @@ def decide(
     policy: RoutePolicy,
     *,
     io_bound: bool = False,
-    limit: int | None = None,
+    cpu_cap: int | None = None,
     bytes_per_record: float | None = None,
 ) -> Decision:
-    """The next concurrency, batch size and delay. `limit` is the AIMD limit for I/O-bound calls."""
+    """The next concurrency, batch size and delay. `cpu_cap` is the concurrency the CPU allows
+    (the governor steadies it); provider calls have their own limit besides (monitoring.limiter)."""
     p = pressure(reading, policy)
     state = state_of(p, policy)
     maximum = policy.io_max_concurrency if io_bound else policy.max_concurrency
-    concurrency = min(memory_cap(p.memory, maximum), optimal_concurrency(p.cpu, p.memory, maximum))
-    if limit is not None:
-        concurrency = min(concurrency, limit)
+    concurrency = min(memory_cap(p.memory, maximum), optimal_concurrency(p.memory, maximum))
     if state != State.OK:
         concurrency = 1
+    limited_by = "memory" if concurrency < maximum else ""
+    if cpu_cap is not None and cpu_cap < concurrency:
+        concurrency, limited_by = cpu_cap, "cpu"
     size, delay = batch_plan(p.memory, policy.batch_size, policy.batch_delay_s)
     fitted = headroom_batch(reading, policy, bytes_per_record, concurrency)
     if fitted is not None:
         size = min(size, fitted)
-    return Decision(state=state, concurrency=max(1, concurrency), batch_size=size, delay_s=delay, pressure=p)
-
-
-@dataclass
-class AIMDLimit:
-    """Additive increase, multiplicative decrease of calls in flight (Netflix AIMDLimit, Vector's ARC).
-
-    +1 when the limit was used (in flight ≥ half of it) with no back-pressure and latency no worse
-    than its running mean plus 2.5 deviations; ×backoff on a rejection or on such a latency jump.
-    """
-
-    limit: float = 1.0
-    minimum: int = 1
-    maximum: int = 32
-    backoff: float = 0.9
-    _mean: float | None = field(default=None, repr=False)
-    _variance: float = field(default=0.0, repr=False)
-
-    def current(self) -> int:
-        return max(self.minimum, min(self.maximum, int(self.limit)))
-
-    @property
-    def mean_latency(self) -> float | None:
-        return self._mean
-
-    def on_sample(self, latency_s: float, in_flight: int, rejected: bool) -> int:
-        slow = False
-        if self._mean is None:
-            self._mean = latency_s
-        else:
-            deviation = latency_s - self._mean
-            slow = self._variance > 0 and deviation > 2.5 * self._variance**0.5 and deviation > 0.2 * self._mean
-            self._mean += 0.1 * deviation  # exponential averages: a tiny object, as in ExpAvgMeasurement
-            self._variance = 0.9 * (self._variance + 0.1 * deviation * deviation)
-        if rejected or slow:
-            self.limit = max(self.minimum, self.limit * self.backoff)
-        elif in_flight >= self.limit / 2:
-            self.limit = min(self.maximum, self.limit + 1 / max(self.limit, 1))  # about +1 per window
-        return self.current()
-
-
-@dataclass
-class Pacer:
-    """The pace of calls, in calls per second: unpaced until the provider rejects one.
-
-    On a rejection the rate drops to backoff × what was really sent over the last second (once
-    per second: the rejections of calls already in flight are the same congestion); while
-    calls succeed it creeps up by `increase` per second, so a quota-bound step settles just under
-    the quota instead of bouncing off it. `next_delay` says how long to wait before the next call.
-    """
-
-    rate: float | None = None
-    backoff: float = 0.95
-    increase: float = 0.5  # calls per second gained per second without a rejection
-    minimum: float = 0.2
-    maximum: float | None = None  # a quota we were told (calls per second), never exceeded
-    _next_at: float = field(default=0.0, repr=False)
-    _sent: list = field(default_factory=list, repr=False)
-    _last_result_at: float | None = field(default=None, repr=False)
-    _last_cut_at: float = field(default=float("-inf"), repr=False)
-
-    def __post_init__(self):
-        if self.maximum is not None and self.rate is None:
-            self.rate = self.maximum
-
-    def next_delay(self, now: float) -> float:
-        """Reserve the next call slot; return how long to wait for it."""
-        self._sent = [t for t in self._sent if t > now - 1.0]
-        if self.rate is None:
-            self._sent.append(now)
-            return 0.0
-        at = max(now, self._next_at)
-        self._next_at = at + 1.0 / self.rate
-        self._sent.append(at)
-        return at - now
-
-    def on_result(self, now: float, rejected: bool) -> None:
-        elapsed_s = 0.0 if self._last_result_at is None else max(now - self._last_result_at, 0.0)
-        self._last_result_at = now
-        if rejected and now - self._last_cut_at < 1.0:
-            pass  # calls already in flight when the first was rejected: one congestion, one cut
-        elif rejected:
-            self._last_cut_at = now
-            # What the provider took over the last second is what its quota allows.
-            observed = len([t for t in self._sent if t > now - 1.0])
-            base = min(self.rate or observed, max(observed, self.minimum))
-            self.rate = max(self.minimum, base * self.backoff)
-        elif self.rate is not None:
-            self.rate += self.increase * elapsed_s
-        if self.rate is not None and self.maximum is not None:
-            self.rate = min(self.rate, self.maximum)
+    return Decision(state=state, concurrency=max(1, concurrency), batch_size=size, delay_s=delay, pressure=p, limited_by=limited_by)

@@ -13,7 +13,7 @@ allocation_released = Signal()
 reading_taken = Signal()
 # sender=MemoryManager, level="ok"|"warning"|"critical", reading=<Reading>: the level changed.
 memory_pressure = Signal()
-# sender=MemoryManager, alerts=[str], reading=<Reading>: CPU or memory crossed a ceiling.
+# sender=MemoryManager, alerts=[str], reading=<Reading>: CPU (averaged) or memory has stayed over its ceiling for a while.
 resource_alert = Signal()
 # sender=LeakWatch, site={"site", "grew_bytes", "rounds"}: an allocation site grew at every check.
 leak_detected = Signal()

@@ -222,6 +222,8 @@ BALLAST_SYNC_PROFILE = _choice(
     "SYNC_PROFILE", "production", ("production", "development", "background", "moderate", "fast")
 )
 BALLAST_SAMPLE_INTERVAL_S = _float("SAMPLE_INTERVAL_S", 0.5, minimum=0.05)
+# Log lines for the same condition of a route (a CPU hold, a concurrency change…): at most one per this many seconds.
+BALLAST_LOG_REPEAT_S = _float("LOG_REPEAT_S", 10.0)
 # Resource status of /readyz: warning and critical thresholds, percent.
 BALLAST_MEMORY_WARNING_PERCENT = _float("MEMORY_WARNING_THRESHOLD", 70.0, minimum=1.0)
 BALLAST_MEMORY_CRITICAL_PERCENT = _float("MEMORY_CRITICAL_THRESHOLD", 85.0, minimum=1.0)
@@ -238,6 +240,7 @@ BALLAST_GOVERNOR = {
         "parallel": _bool("ENABLE_PARALLEL_SYNC", None),
         "max_concurrency": _int("MAX_CONCURRENCY", None, minimum=1),
         "max_cpu_percent": _float("MAX_CPU_PERCENT", None, **_percent),
+        "cpu_floor_percent": _float("CPU_FLOOR_PERCENT", None, **_percent),
         "max_memory_percent": _float("MAX_MEMORY_PERCENT", None, **_percent),
         "rss_limit_mb": _rss_mb,
         "emergency_rss_mb": _float("EMERGENCY_THRESHOLD_MB", None, minimum=1),
@@ -249,7 +252,7 @@ BALLAST_GOVERNOR = {
     }.items()
     if value is not None
 }
-for _name, _key in (("MAX_CPU_PERCENT", "max_cpu_percent"), ("MAX_MEMORY_PERCENT", "max_memory_percent")):
+for _name, _key in (("MAX_CPU_PERCENT", "max_cpu_percent"), ("CPU_FLOOR_PERCENT", "cpu_floor_percent"), ("MAX_MEMORY_PERCENT", "max_memory_percent")):
     if BALLAST_GOVERNOR.get(_key, 0) > 100:
         raise _bad(_name, "a percentage from 1 to 100", os.environ[_name])
 

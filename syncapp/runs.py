@@ -15,7 +15,8 @@ from django.utils import timezone
 
 from monitoring import metrics
 from monitoring.ledger import allocate, release, release_owner
-from monitoring.policy import decide
+from monitoring.governor import allowance_now
+from monitoring.policy import State, cpu_concurrency, decide
 from monitoring.quotas import limits_for
 from monitoring.profiles import profile_names, route_policy
 from monitoring.sampler import get_sampler
@@ -75,15 +76,21 @@ def run_policy(run: SyncRun, route: str):
 
 
 def run_in_parallel(run: SyncRun) -> bool:
-    """The run route's decision: users and tokens side by side when at least two are allowed."""
+    """The run route's decision: users and tokens side by side when at least two are allowed
+    (by memory, and by CPU: more than half a core left under the ceiling)."""
     try:
         policy = run_policy(run, "run")
     except ValueError:
         return False  # the steps will fail with the reason
-    decision = decide(get_sampler().latest(), policy)
+    reading = get_sampler().latest()
+    allowance = allowance_now(policy, reading)
+    decision = decide(reading, policy, cpu_cap=cpu_concurrency(allowance, policy.max_concurrency))
     parallel = policy.parallel and decision.concurrency >= 2
     if not parallel:
-        why = "ENABLE_PARALLEL_SYNC is off" if not policy.parallel else decision.pressure.reason
+        if not policy.parallel:
+            why = "ENABLE_PARALLEL_SYNC is off"
+        else:
+            why = decision.pressure.reason if decision.state != State.OK else allowance.describe()
         log.info("[run %s] users then tokens, one after the other: %s", run.pk, why)
     return parallel
 

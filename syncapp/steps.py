@@ -9,6 +9,7 @@ inactive): nothing is ever hard-deleted.
 import logging
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import nullcontext
@@ -29,7 +30,7 @@ from monitoring.quotas import limits_for
 from monitoring.sampler import get_sampler
 
 from .models import COUNTERS, Application, DirectoryUser, Status, SyncRun, SyncStep, Tenant, Token, UserAppRelation
-from .providers import ConfigError, Provider, ProviderError, get_provider
+from .providers import ConfigError, Page, Provider, ProviderError, get_provider
 from .records import InvalidRecord, parse_token, parse_user
 from .runs import run_owner, run_policy
 from .secrets import scrub
@@ -208,10 +209,9 @@ def _user_ids(tenant_id: int, users: list[tuple[str, str]]) -> dict[str, int]:
     )
 
 
-def _write_tokens(
-    tenant_id: int, grants: list[tuple[str, dict]], user_ids: dict[str, int], app_ids: dict[str, int]
-) -> Callable[[datetime], Outcome]:
-    """app_ids holds the applications this step already wrote; each is upserted once per step."""
+def _write_tokens(tenant_id: int, grants: list[tuple[int, dict]], app_ids: dict[str, int]) -> Callable[[datetime], Outcome]:
+    """grants: (user row id, grant). app_ids holds the applications this step already wrote;
+    each is upserted once per step."""
 
     def write(now: datetime) -> Outcome:
         new_apps = {g["client_id"]: g for _, g in grants if g["client_id"] not in app_ids}
@@ -231,14 +231,14 @@ def _write_tokens(
             found = {}
         rows = [
             {
-                "user_id": user_ids[user_key],
+                "user_id": user_id,
                 "application_id": app_ids.get(g["client_id"]) or found[g["client_id"]],
                 "scopes": g["scopes"],
                 "anonymous": g["anonymous"],
                 "native_app": g["native_app"],
                 "revoked_at": None,
             }
-            for user_key, g in grants
+            for user_id, g in grants
         ]
         return upsert_rows(
             Token,
@@ -275,34 +275,72 @@ def _merge_grants(tally: Tally, user_key: str, items: list) -> list[tuple[str, d
     return [(user_key, grant) for grant in merged.values()]
 
 
-def _tokens_as_they_arrive(ctx: StepContext, pool: ThreadPoolExecutor, users: list[tuple[str, str]]) -> Iterator[tuple]:
-    """tokens.list for each user, with as many calls in flight as the governor allows at each moment.
+def _page_users(page: Page) -> list[tuple[str, str]]:
+    """(id, email) of a page's valid users; the invalid ones are counted by the users step."""
+    users = []
+    for raw in page.records:
+        try:
+            user = parse_user(raw)
+        except InvalidRecord:
+            continue
+        users.append((user["external_id"], user["primary_email"]))
+    return users
 
-    Calls are issued from a thread of their own, so committing a batch never leaves the
-    provider idle (under a quota, every idle moment is throughput lost for good).
+
+EXTRA_CALLS = 4  # calls ready beyond the limit: they take the place of one that backs off after an error
+RESULTS_QUEUED = 256  # answers waiting for the batch writer before the issuer stops asking for more
+
+
+def _tokens_as_they_arrive(ctx: StepContext, pool: ThreadPoolExecutor) -> Iterator[tuple]:
+    """Read the user pages and call tokens.list for their users, with as many calls in flight as
+    the governor allows at each moment, across page boundaries (a slow call at the end of one
+    page never idles the next). Yields ("page", page, users) before the answers for that page's
+    users, then (user_key, items, error) as they come.
+
+    Pages and calls are issued from a thread of their own, so committing a batch never leaves the
+    provider idle (under a quota, every idle moment is throughput lost for good); the answers
+    wait in a bounded queue, so a writer held by the governor holds the calls too.
     """
-    results: queue.Queue = queue.Queue()
+    results: queue.Queue = queue.Queue(maxsize=RESULTS_QUEUED)
     stop = threading.Event()
     done = object()
 
+    def put(item) -> None:
+        while not stop.is_set():
+            try:
+                results.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
     def issue() -> None:
-        waiting, running = iter(users), set()
+        pages = iter(ctx.provider.user_pages(ctx.resume.get("page_token")))  # a stopped page is read again
+        waiting: deque[str] = deque()
+        running: set = set()
+        more = True
         try:
             while not stop.is_set():
-                while len(running) < ctx.governor.io_limit():
-                    user = next(waiting, None)
-                    if user is None:
-                        break
-                    running.add(pool.submit(_fetch_tokens, ctx.provider, user[0]))
+                room = ctx.governor.io_limit() + EXTRA_CALLS
+                if more and len(waiting) < room:  # less than a round left: read the next page now
+                    page = next(pages, None)
+                    if page is None:
+                        more = False
+                    else:
+                        users = _page_users(page)
+                        put(("page", page, users))
+                        waiting.extend(uid for uid, _ in users)
+                    continue
+                while len(running) < room and waiting:
+                    running.add(pool.submit(_fetch_tokens, ctx.provider, waiting.popleft()))
                 if not running:
                     break
                 finished, running = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    results.put(future.result())
+                    put(future.result())
         except BaseException as exc:  # handed to the consumer, never lost
-            results.put(exc)
+            put(exc)
         finally:
-            results.put(done)
+            put(done)
 
     issuer = threading.Thread(target=issue, name="tokens-issuer", daemon=True)
     issuer.start()
@@ -316,42 +354,86 @@ def _tokens_as_they_arrive(ctx: StepContext, pool: ThreadPoolExecutor, users: li
         issuer.join()
 
 
+@dataclass
+class _PageWork:
+    token: str | None
+    user_ids: dict[str, int]
+    left: int  # users whose tokens are not answered yet
+    unwritten: int = 0  # grants read but not committed yet
+
+    @property
+    def finished(self) -> bool:
+        return self.left == 0 and self.unwritten == 0
+
+
+class _OpenPages:
+    """Pages whose users' tokens are being read, oldest first. The checkpoint is the oldest page
+    not fully written: everything before it is committed, so a resumed step reads from there."""
+
+    def __init__(self, token: str | None):
+        self.pages: deque[_PageWork] = deque()
+        self.by_user: dict[str, deque[_PageWork]] = {}  # a user listed twice is called twice
+        self.last_token = self.next_token = token
+
+    def opened(self, page: Page, users: list[tuple[str, str]], user_ids: dict[str, int]) -> None:
+        work = _PageWork(page.token, user_ids, left=len(users))
+        self.pages.append(work)
+        for user_key, _ in users:
+            self.by_user.setdefault(user_key, deque()).append(work)
+        self.last_token, self.next_token = page.token, page.next_token
+
+    def answered(self, user_key: str) -> _PageWork:
+        works = self.by_user[user_key]
+        work = works.popleft()
+        if not works:
+            del self.by_user[user_key]
+        work.left -= 1
+        return work
+
+    def checkpoint(self) -> dict:
+        while self.pages and self.pages[0].finished:
+            self.pages.popleft()
+        if self.pages:
+            return {"page_token": self.pages[0].token}
+        return {"page_token": self.next_token or self.last_token}
+
+
 def sync_tokens(ctx: StepContext) -> None:
     tally, tenant_id, governor = ctx.tally, ctx.tenant.pk, ctx.governor
     app_ids: dict[str, int] = {}
-    with ThreadPoolExecutor(max_workers=governor.policy.io_max_concurrency, thread_name_prefix="tokens") as pool:
-        for page in ctx.provider.user_pages(ctx.resume.get("page_token")):  # a stopped page is read again
-            users = []
-            for raw in page.records:
-                try:
-                    user = parse_user(raw)
-                except InvalidRecord:
-                    continue  # counted by the users step
-                users.append((user["external_id"], user["primary_email"]))
-            user_ids = _user_ids(tenant_id, users)
-            pending: list[tuple[str, dict]] = []
-            done = 0
+    pages = _OpenPages(ctx.resume.get("page_token"))
+    pending: list[tuple[_PageWork, int, dict]] = []
 
-            def flush(at_least: int) -> list[tuple[str, dict]]:
-                rest = pending
-                while rest and len(rest) >= at_least:
-                    size = governor.before_batch().batch_size
-                    batch, rest = rest[:size], rest[size:]
-                    write = _write_tokens(tenant_id, batch, user_ids, app_ids)
-                    ctx.commit(write, len(batch), {"page_token": page.token, "users_done_in_page": done})
-                return rest
+    def flush(at_least: int) -> None:
+        nonlocal pending
+        while pending and len(pending) >= at_least:
+            size = governor.before_batch().batch_size
+            batch, pending = pending[:size], pending[size:]
+            for work, _, _ in batch:
+                work.unwritten -= 1
+            write = _write_tokens(tenant_id, [(user_id, grant) for _, user_id, grant in batch], app_ids)
+            ctx.commit(write, len(batch), pages.checkpoint())
 
-            for user_key, items, error in _tokens_as_they_arrive(ctx, pool, users):
-                done += 1
-                if error is not None:
-                    tally.failed += 1
-                    tally.read_whole_source = False
-                    log.warning("%s tokens of user %s not read: %s", ctx.label(), user_key, error)
-                    continue
-                pending.extend(_merge_grants(tally, user_key, items))
-                if len(pending) >= governor.batch_size:
-                    pending = flush(governor.batch_size)
-            pending = flush(1)
+    calls = governor.policy.io_max_concurrency + EXTRA_CALLS
+    with ThreadPoolExecutor(max_workers=calls, thread_name_prefix="tokens") as pool:
+        for item in _tokens_as_they_arrive(ctx, pool):
+            if item[0] == "page":
+                _, page, users = item
+                pages.opened(page, users, _user_ids(tenant_id, users))
+                continue
+            user_key, items, error = item
+            work = pages.answered(user_key)
+            if error is not None:
+                tally.failed += 1
+                tally.read_whole_source = False
+                log.warning("%s tokens of user %s not read: %s", ctx.label(), user_key, error)
+                continue
+            for _, grant in _merge_grants(tally, user_key, items):
+                pending.append((work, work.user_ids[user_key], grant))
+                work.unwritten += 1
+            if len(pending) >= governor.batch_size:
+                flush(governor.batch_size)
+        flush(1)
     if tally.read_whole_source:
         tally.deactivated = Token.objects.filter(
             tenant_id=tenant_id, revoked_at__isnull=True, last_seen__lt=ctx.seen_since
@@ -434,7 +516,7 @@ def _resource_fields(governor: Governor | None) -> dict:
         "peak_rss_bytes": stats.peak_rss_bytes,
         "mean_cpu_percent": round(stats.mean_cpu_percent, 1),
         "peak_cpu_percent": round(stats.peak_cpu_percent, 1),
-        "governor_wait_s": round(stats.waited_s, 3),
+        "governor_wait_s": round(governor.waits.seconds(), 3),
     }
 
 
@@ -479,6 +561,8 @@ def execute_step(step_id: int) -> int:
     finally:
         if ctx.provider is not None:
             ctx.provider.close()
+        if governor is not None:
+            governor.close()
     tally = ctx.tally
     if status == Status.COMPLETED and (tally.invalid or tally.failed):
         status = Status.COMPLETED_WITH_ERRORS

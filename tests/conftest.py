@@ -42,6 +42,16 @@ def forget_rate_limits():
     tenant_for_key.clear()
 
 
+@pytest.fixture(autouse=True)
+def fresh_process_cpu(monkeypatch):
+    """What one test's syncs did to this process's CPU budget and view of its neighbours is not the next one's."""
+    from monitoring import governor
+    from monitoring.policy import CpuShare
+
+    monkeypatch.setattr(governor, "PROCESS_CPU_BUDGET", governor.CpuBudget())
+    monkeypatch.setattr(governor, "PROCESS_CPU_SHARE", CpuShare())
+
+
 @pytest.fixture
 def fake_google():
     directory = FakeDirectory().start()

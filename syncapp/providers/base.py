@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from monitoring.limits import Outcome
+
 
 class ProviderError(Exception):
     """A provider call failed for good (after any retries). The message is safe to show."""
@@ -28,15 +30,16 @@ class Page:
 
 @contextmanager
 def unguarded():
-    yield {"rejected": False}
+    yield {"outcome": Outcome.OK}
 
 
 class Provider:
     """Base class: subclasses implement every method below.
 
-    Every call to the provider runs inside `with self.guard() as call:`, and sets
-    call["rejected"] = True when the provider pushed back; a running step sets guard to its
-    governor's call(), which paces calls and adapts how many run at once.
+    Every call to the provider runs inside `with self.guard() as call:` and sets
+    call["outcome"] to monitoring.limits.Outcome.PUSHBACK when the provider pushed back (a rate
+    or quota answer) or ERROR when the call failed (5xx, lost connection); a running step sets
+    guard to its governor's call(), which paces calls and adapts how many run at once.
     """
 
     name = ""

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from monitoring.memory import LeakWatch, MemoryManager, TrimmableCache
@@ -38,7 +40,31 @@ def test_levels_signal_changes_and_trim_caches_least_recently_used_first(receive
     manager.check(reading(10, 40))
     assert [name for name, _ in received if name == "pressure"] == ["pressure"] * 3
     assert [value for name, value in received if name == "pressure"] == ["warning", "critical", "ok"]
-    assert ("alert", ["memory 90% over its ceiling"]) in received
+
+
+def test_an_alert_is_a_condition_that_lasts_one_line_to_start_one_to_end(received, caplog):
+    manager = MemoryManager()
+    at = 0.0
+    for n in range(120):  # a minute of CPU hovering around the 80% ceiling, every half second
+        at += 0.5
+        manager.check(reading((75, 83, 77, 81)[n % 4], 10, at=at))  # 79% on average
+    assert [v for name, v in received if name == "alert"] == []  # averaged, it never stayed over
+    for _ in range(19):  # the machine stays at 95%: after ten seconds of it, one alert
+        at += 0.5
+        manager.check(reading(95, 10, at=at))
+    assert [v for name, v in received if name == "alert"] == []
+    for _ in range(40):
+        at += 0.5
+        manager.check(reading(95, 10, at=at))
+    [alert] = [v for name, v in received if name == "alert"]
+    assert re.fullmatch(r"CPU 9\d% over its 80% ceiling for 10 s", alert[0])  # the average, a little under 95
+    for _ in range(40):  # back under: the alert ends with a summary
+        at += 0.5
+        manager.check(reading(30, 10, at=at))
+    lines = [r.getMessage() for r in caplog.records if r.name == "monitoring.memory"]
+    assert len(lines) == 2
+    assert lines[0] == f"resource alert: {alert[0]}"
+    assert lines[1].startswith("resource alert over: CPU back under its 80% ceiling after") and "peak 95%" in lines[1]
 
 
 def test_a_cache_can_have_a_size():

@@ -3,7 +3,7 @@
 import pytest
 
 from monitoring.policy import (
-    AIMDLimit, Pacer, RoutePolicy, State, batch_plan, decide, memory_cap, optimal_concurrency, pressure,
+    CpuShare, RoutePolicy, State, SteadyValue, batch_plan, cpu_concurrency, decide, memory_cap, optimal_concurrency, pressure,
 )
 from monitoring.readings.fake import reading
 
@@ -16,11 +16,9 @@ def test_memory_caps_concurrency(memory, maximum, cap):
     assert memory_cap(memory, maximum) == cap
 
 
-@pytest.mark.parametrize("cpu, memory, maximum, expected", [
-    (80, 10, 3, 1), (10, 76, 3, 1), (75, 10, 3, 2), (45, 10, 3, 2), (44, 44, 3, 3), (60, 10, 2, 2), (60, 10, 32, 17),
-])
-def test_optimal_concurrency_follows_the_busier_resource(cpu, memory, maximum, expected):
-    assert optimal_concurrency(cpu, memory, maximum) == expected
+@pytest.mark.parametrize("usage, maximum, expected", [(80, 3, 1), (76, 3, 1), (75, 3, 2), (45, 3, 2), (44, 3, 3), (60, 2, 2), (60, 32, 17)])
+def test_optimal_concurrency_by_usage(usage, maximum, expected):
+    assert optimal_concurrency(usage, maximum) == expected
 
 
 @pytest.mark.parametrize("memory, plan", [(71, (50, 3.0)), (70, (75, 2.0)), (50, (75, 2.0)), (49, (100, 1.0))])
@@ -29,24 +27,25 @@ def test_batch_size_and_delay_by_memory(memory, plan):
 
 
 @pytest.mark.parametrize("cpu, memory, state", [
-    (10, 10, State.OK), (76, 10, State.BUSY), (81, 10, State.OVERLOADED), (10, 81, State.OVERLOADED), (10, 90, State.EMERGENCY),
+    (10, 10, State.OK), (10, 76, State.BUSY), (10, 81, State.OVERLOADED), (10, 90, State.EMERGENCY),
+    (99, 10, State.OK),  # CPU never throttles: the CpuShare shrinks the sync's share instead
 ])
-def test_states(cpu, memory, state):
+def test_states_come_from_memory(cpu, memory, state):
     assert decide(reading(cpu, memory), USERS).state == state
 
 
 def test_busy_or_worse_runs_one_at_a_time():
     assert decide(reading(10, 10), USERS).concurrency == 3
-    assert decide(reading(50, 10), USERS).concurrency == 2
-    assert decide(reading(76, 10), USERS).concurrency == 1
+    assert decide(reading(10, 50), USERS).concurrency == 2
+    assert decide(reading(10, 76), USERS).concurrency == 1
     assert decide(reading(10, 71), TOKENS).concurrency == 1  # tokens go sequential above 70
 
 
-def test_io_bound_work_climbs_past_the_seeds_table_only_as_far_as_aimd_allows():
-    assert decide(reading(10, 10), TOKENS, io_bound=True, limit=20).concurrency == 20
-    assert decide(reading(10, 10), TOKENS, io_bound=True, limit=50).concurrency == 32
+def test_io_bound_work_has_its_own_maximum_capped_by_memory_and_cpu():
+    assert decide(reading(10, 10), TOKENS, io_bound=True).concurrency == 32
     assert decide(reading(10, 10), TOKENS).concurrency == 2  # CPU-bound batches keep the seeds' maximum
-    assert decide(reading(10, 65), TOKENS, io_bound=True, limit=20).concurrency == 2  # memory 60–80%
+    assert decide(reading(10, 65), TOKENS, io_bound=True).concurrency == 2  # memory 60–80%
+    assert decide(reading(10, 10), TOKENS, io_bound=True, cpu_cap=9).concurrency == 9
 
 
 def test_an_rss_ceiling_reads_as_the_memory_ceiling():
@@ -79,52 +78,71 @@ def test_bad_limits_are_refused_once(bad, message):
         RoutePolicy().with_overrides(bogus=1)
 
 
-def test_aimd_adds_one_per_window_and_backs_off_on_rejection():
-    limit = AIMDLimit(limit=1, maximum=10)
-    for _ in range(20):
-        limit.on_sample(0.02, in_flight=limit.current(), rejected=False)
-    assert 5 <= limit.current() <= 7
-    before = limit.limit
-    limit.on_sample(0.02, in_flight=limit.current(), rejected=True)
-    assert limit.limit == pytest.approx(before * 0.9)
-    for _ in range(200):
-        limit.on_sample(0.02, in_flight=10, rejected=False)
-    assert limit.current() == 10  # clamped
+def share_after(*readings) -> CpuShare:
+    share = CpuShare(tau_s=3.0)
+    for r in readings:
+        share.observe(r)
+    return share
 
 
-def test_aimd_does_not_grow_while_the_limit_is_not_used():
-    limit = AIMDLimit(limit=4, maximum=10)
-    for _ in range(50):
-        limit.on_sample(0.02, in_flight=1, rejected=False)
-    assert limit.current() == 4
+def test_the_allowance_is_the_headroom_the_neighbours_leave():
+    # Two cores; the machine at 70% of which this process 10%: the neighbours use 60%.
+    share = share_after(reading(70, 10, process_cpu=10, at=1.0, cpu_capacity=2.0))
+    allowance = share.allowance(RoutePolicy(max_cpu_percent=80), capacity=2.0, usable=1.0)
+    assert allowance.neighbours == pytest.approx(60)
+    assert allowance.cores == pytest.approx(0.4)  # (80% − 60%) of 2 cores
+    assert allowance.held and allowance.fraction == pytest.approx(0.4)
+    assert allowance.describe() == "held at 20% CPU: neighbours use 60% of the 80% ceiling"
 
 
-def test_aimd_backs_off_when_latency_jumps():
-    limit = AIMDLimit(limit=8, maximum=10)
-    for i in range(50):
-        limit.on_sample(0.020 + 0.001 * (i % 3), in_flight=8, rejected=False)
-    grown = limit.limit
-    limit.on_sample(0.5, in_flight=8, rejected=False)
-    assert limit.limit < grown
+def test_the_allowance_has_a_floor_and_never_exceeds_what_the_process_can_use():
+    busy = share_after(reading(100, 10, process_cpu=5, at=1.0))
+    assert busy.allowance(RoutePolicy(cpu_floor_percent=10), capacity=2.0, usable=1.0).cores == pytest.approx(0.1)
+    quiet = share_after(reading(3, 10, process_cpu=1, at=1.0))
+    allowance = quiet.allowance(RoutePolicy(), capacity=2.0, usable=1.0)
+    assert allowance.cores == 1.0 and not allowance.held  # one Python process: about one core
+    assert quiet.allowance(RoutePolicy(), capacity=0.5, usable=1.0).cores == pytest.approx(0.39)  # a 0.5-CPU quota: (80 − 2)% of it
 
 
-def test_the_pacer_settles_under_a_quota_it_discovers():
-    """A simulated provider that rejects calls over 40 in any second."""
-    pacer, now, sent, rejected = Pacer(), 0.0, [], 0
-    while now < 120:
-        now += pacer.next_delay(now) + 0.001  # 1 ms calls: unpaced this would be 1,000/s
-        window = [t for t in sent if t > now - 1.0]
-        is_rejected = len(window) >= 40
-        rejected += is_rejected
-        if not is_rejected:
-            sent.append(now)
-        pacer.on_result(now, is_rejected)
-    late = [t for t in sent if t > 60]
-    assert len(late) / 60 >= 0.95 * 40  # sustained at 95% of the quota or more
-    assert rejected / (len(sent) + rejected) < 0.02
+def test_neighbours_are_smoothed_over_seconds_and_a_reading_counts_once():
+    share = share_after(reading(10, 10, process_cpu=10, at=0.0))
+    assert share.neighbours.value == 0
+    spike = reading(90, 10, process_cpu=10, at=0.5)  # one 0.5 s reading: 80% neighbours
+    share.observe(spike)
+    share.observe(spike)  # the same reading seen by a second governor
+    assert 10 < share.neighbours.value < 20  # 1 − e^(−0.5/3) of the way
+    for n in range(1, 30):  # the neighbour stays: the average gets there in seconds
+        share.observe(reading(90, 10, process_cpu=10, at=0.5 + n * 0.5))
+    assert share.neighbours.value == pytest.approx(80, abs=1)
 
 
-def test_a_known_quota_is_never_exceeded():
-    pacer = Pacer(maximum=5.0)
-    delays = [pacer.next_delay(0.0) for _ in range(6)]
-    assert delays == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+@pytest.mark.parametrize("fraction, maximum, expected", [(1.0, 32, 32), (0.5, 32, 16), (0.01, 32, 1), (0.6, 2, 2), (0.5, 2, 1)])
+def test_cpu_concurrency_is_in_proportion(fraction, maximum, expected):
+    share = share_after(reading(0, 10, process_cpu=0, at=1.0))
+    allowance = share.allowance(RoutePolicy(max_cpu_percent=100 * fraction, cpu_floor_percent=1), capacity=1.0, usable=1.0)
+    assert cpu_concurrency(allowance, maximum) == expected
+
+
+def test_a_steady_value_goes_down_on_a_clear_step_and_up_one_step_a_window():
+    value = SteadyValue(20, dwell_s=2.0, window_s=5.0)
+    assert not value.propose(19, now=0.0)  # within the deadband: no change
+    assert value.propose(12, now=0.0) and value.value == 12
+    assert not value.propose(8, now=1.0)  # within the dwell
+    assert value.propose(8, now=2.5) and value.value == 8
+    for t in range(3, 8):
+        value.propose(32, now=float(t))
+    assert value.value == 8  # headroom seen for less than a window since it appeared
+    assert value.propose(32, now=8.0) and value.value == 12  # one step (×1.5)
+    value.propose(32, now=9.0)
+    value.propose(11, now=10.0)  # a dip back under: the headroom was not really there
+    for t in range(11, 15):
+        value.propose(32, now=float(t))
+    assert value.value == 12
+    assert value.propose(1, now=15.0, urgent=True) and value.value == 1
+
+
+def test_a_steady_value_changes_a_few_times_a_minute_under_a_jittering_target():
+    value, changes = SteadyValue(20), 0
+    for n in range(1200):  # a minute of readings every 50 ms around 20
+        changes += value.propose(20 + (-1, 0, 1, 2, -2)[n % 5], now=n * 0.05)
+    assert changes <= 3

@@ -1,5 +1,8 @@
 """Syncs under forced resource pressure: throttles, brakes and a clean stop; a re-run resumes."""
 
+import time
+from dataclasses import replace
+
 import pytest
 
 from monitoring.models import ResourceSample, ThrottleEvent
@@ -16,14 +19,14 @@ FAST_BRAKES = {"brake_after": 2, "brake_pause_s": 0, "max_wait_s": 0, "batch_siz
 
 
 class ScriptedReadings:
-    """Calm for the first `calm` readings, then the given reading for ever."""
+    """Calm for the first `calm` readings, then the given reading for ever (each a new one, in time)."""
 
     def __init__(self, calm: int, then):
         self.calm, self.then, self.calls = calm, then, 0
 
     def latest(self):
         self.calls += 1
-        return reading(10, 10) if self.calls <= self.calm else self.then
+        return replace(reading(10, 10) if self.calls <= self.calm else self.then, at=time.monotonic())
 
 
 @pytest.fixture
@@ -39,7 +42,7 @@ def readings(monkeypatch):
 
 def test_overload_throttles_brakes_and_stops_cleanly_then_a_rerun_resumes(readings):
     tenant = TenantFactory(provider_config={"users": 300, "seed": 4}, governor_settings=FAST_BRAKES)
-    readings(calm=10, then=reading(95, 50))  # a few calm batches, then CPU far over the ceiling
+    readings(calm=10, then=reading(10, 85))  # a few calm batches, then memory over its ceiling
 
     stopped = sync_here(tenant, steps="users")
     step = stopped.step_records.get()
@@ -63,6 +66,20 @@ def test_overload_throttles_brakes_and_stops_cleanly_then_a_rerun_resumes(readin
 
     again = sync_here(tenant, steps="users").step_records.get()
     assert again.resumed_from_id is None and (again.received, again.unchanged) == (300, 300)  # a full read again
+
+
+def test_neighbours_over_the_cpu_ceiling_hold_the_sync_at_its_floor_never_stop_it(readings):
+    tenant = TenantFactory(provider_config={"users": 300}, governor_settings=FAST_BRAKES)
+    readings(calm=2, then=reading(95, 10, process_cpu=0, window_s=30))  # the rest of the machine alone at 95% (for a while)
+    run = sync_here(tenant, steps="users")
+    step = run.step_records.get()
+    assert run.status == Status.COMPLETED and DirectoryUser.objects.count() == 300
+    events = ThrottleEvent.objects.filter(owner=f"run-{run.pk}")
+    assert not events.filter(kind__in=["brake", "stop"]).exists()
+    [hold] = events.filter(kind="throttle")
+    assert hold.detail == "held at 10% CPU: neighbours use 95% of the 80% ceiling"
+    assert hold.ended_at is not None and 0 < hold.duration_s <= step.duration_s
+    assert 0 < step.governor_wait_s <= step.duration_s  # waited: wall time held, never more than the step took
 
 
 def test_memory_emergency_is_recorded_and_the_run_goes_on_at_one(readings):
@@ -89,14 +106,10 @@ def test_rate_limit_answers_slow_the_tokens_step_down(google_tenant, fake_google
     for user in users[40:44]:
         fake_google.fail_next(f"{USERS_PATH}/{user['id']}/tokens", 429, google_error(429, "Rate Limit Exceeded", "rateLimitExceeded"))
     run = sync_here(google_tenant, steps="tokens")
-    assert run.status == Status.COMPLETED
-    rate_events = ThrottleEvent.objects.filter(owner=f"run-{run.pk}", route="tokens", kind="rate")
-    assert rate_events.exists()
-    details = [e.detail for e in rate_events]
-    assert any("provider pushed back: pace unpaced ->" in d for d in details)  # the first 429 starts the pacing
-    for detail in details:  # and every 429 cuts the in-flight limit by AIMD's factor
-        before, after = (float(x) for x in detail.split("in flight limit ")[1].split(" -> "))
-        assert after == pytest.approx(max(1.0, before * 0.9), abs=0.1)
+    assert run.status == Status.COMPLETED and run.step_records.get().received == sum(len(t) for t in tokens.values())
+    [episode] = ThrottleEvent.objects.filter(owner=f"run-{run.pk}", route="tokens", kind="rate")  # one, however many 429s
+    assert episode.detail.startswith("provider pushed back: pace ")
+    assert episode.ended_at is not None and episode.duration_s >= 0
 
 
 def test_without_parallel_sync_tokens_wait_for_users(settings):
@@ -109,7 +122,7 @@ def test_without_parallel_sync_tokens_wait_for_users(settings):
 
 def test_under_pressure_the_run_goes_sequential_and_the_circuit_opens(readings):
     tenant = TenantFactory(provider_config={"users": 200}, governor_settings=FAST_BRAKES)
-    readings(calm=0, then=reading(95, 50))
+    readings(calm=0, then=reading(10, 85))
     run = sync_here(tenant)
     assert run.parallel is False
     statuses = {s.name: (s.status, s.error) for s in run.step_records.all()}

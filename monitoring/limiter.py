@@ -1,0 +1,102 @@
+"""The limiter of provider calls: enforces the limits of monitoring.limits behind one lock.
+
+A call waits for its slot in the pace, then for room in flight, and says how it went. The
+limit in force is the smallest of the adaptive limit and the cap the governor sets from
+resources (memory, CPU); once calls are paced it never falls below what keeps the pace
+(Little's law: rate × latency), so a quota-bound step is held by its pace, not starved.
+try_enter/release work on a given time and never block: the simulation drives them on a fake
+clock; acquire is the blocking form real threads use.
+"""
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .limits import AdaptiveLimit, ErrorRate, Outcome, Pacer
+
+
+@dataclass(frozen=True)
+class Ticket:
+    started: float
+
+
+@dataclass(frozen=True)
+class PushBack:
+    """What a push-back (or errors that persist) changed."""
+
+    rate_before: float | None
+    rate_after: float | None
+    limit_before: float
+    limit_after: float
+
+
+class Limiter:
+    def __init__(self, limit: AdaptiveLimit, pacer: Pacer, *, clock: Callable[[], float] = time.monotonic, errors: ErrorRate | None = None):
+        self.limit, self.pacer, self.clock = limit, pacer, clock
+        self.errors = errors or ErrorRate()
+        self.cap = limit.maximum  # what resources allow; the governor sets it
+        self.in_flight = 0
+        self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
+
+    def allowed(self) -> int:
+        """Calls allowed in flight now."""
+        limit = self.limit.current()
+        rate, latency = self.pacer.rate, self.limit.mean_latency
+        if rate and latency:
+            limit = max(limit, math.ceil(rate * latency) + 1)
+        return max(1, min(self.cap, limit))
+
+    def set_cap(self, cap: int) -> None:
+        with self._room:
+            self.cap = max(1, cap)
+            self._room.notify_all()
+
+    def reserve_pace(self, now: float) -> float:
+        """Reserve the next slot in the pace; return how long to wait for it."""
+        with self._lock:
+            return self.pacer.next_delay(now)
+
+    def try_enter(self, now: float) -> Ticket | None:
+        """A ticket if there is room in flight now, else None."""
+        with self._lock:
+            return self._enter(now)
+
+    def _enter(self, now: float) -> Ticket | None:
+        if self.in_flight >= self.allowed():
+            return None
+        self.in_flight += 1
+        return Ticket(now)
+
+    def acquire(self, sleep: Callable[[float], None] = time.sleep, stop: threading.Event | None = None) -> Ticket:
+        """Wait for the pace, then for room in flight (checking `stop` now and then)."""
+        delay = self.reserve_pace(self.clock())
+        if delay > 0:
+            sleep(delay)
+        with self._room:
+            while (ticket := self._enter(self.clock())) is None:
+                if stop is not None and stop.is_set():
+                    self.in_flight += 1  # go: the caller is on its way out anyway
+                    return Ticket(self.clock())
+                self._room.wait(timeout=0.5)
+        return ticket
+
+    def release(self, ticket: Ticket, now: float, outcome: Outcome) -> PushBack | None:
+        """Count the answer; return what changed when it was (or errors now count as) push-back."""
+        with self._room:
+            in_flight = self.in_flight
+            self.in_flight -= 1
+            persisting = self.errors.add(outcome is Outcome.ERROR)
+            if outcome is Outcome.ERROR and not persisting:
+                self._room.notify()
+                return None  # a lone error: retried by the caller, nothing about our pace
+            pushed_back = outcome is Outcome.PUSHBACK or outcome is Outcome.ERROR
+            rate_before, limit_before = self.pacer.rate, self.limit.limit
+            self.pacer.on_result(now, pushed_back)
+            self.limit.on_sample(now, now - ticket.started, in_flight, pushed_back)
+            self._room.notify_all()
+            if not pushed_back:
+                return None
+            return PushBack(rate_before, self.pacer.rate, limit_before, self.limit.limit)
