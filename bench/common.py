@@ -65,9 +65,10 @@ class MachineCpu:
             if self._stop.wait(1.0):
                 return
 
-    def windows(self) -> list[float]:
+    def windows(self, seconds: float | None = None) -> list[float]:
+        """Machine CPU percent over each window of `seconds` (the window given at start by default), a second apart."""
         _, cpus = machine_busy_seconds()
-        step = max(1, round(self.window_s))
+        step = max(1, round(seconds or self.window_s))
         return [
             100 * (b1 - b0) / (t1 - t0) / cpus
             for (t0, b0), (t1, b1) in zip(self.points, self.points[step:])

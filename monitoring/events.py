@@ -53,10 +53,14 @@ class Event:
 class Episode:
     """A condition that lasts, recorded as one event from its start to its end."""
 
-    def __init__(self, recorder, kind: str, condition: str, now: float, reading: Reading, pressure: Pressure, detail: str):
+    def __init__(
+        self, recorder, kind: str, condition: str, now: float, reading: Reading, pressure: Pressure, detail: str,
+        severity: float | None = None,
+    ):
         self.recorder, self.condition = recorder, condition
         self.started_at = self._saved_at = now
         self._count, self._cpu_total, self._own_total = 0, 0.0, 0.0
+        self._worst = (severity, detail) if severity is not None else None  # the tightest moment's (severity, detail)
         self.event = Event(kind, pressure, reading.rss_bytes, detail=detail, duration_s=0.0)
         self._add(reading)
         self.handle = recorder.event(self.event, condition=condition)
@@ -71,12 +75,17 @@ class Episode:
         e.cpu_mean = self._cpu_total / self._count
         e.own_cpu_mean = self._own_total / self._count
 
-    def observe(self, now: float, reading: Reading, detail: str | None = None) -> None:
-        """One more reading while the condition lasts; the row is rewritten now and then."""
+    def observe(self, now: float, reading: Reading, detail: str | None = None, severity: float | None = None) -> None:
+        """One more reading while the condition lasts; the row is rewritten now and then.
+
+        The detail says what holds things now; with a severity, the tightest moment's detail is
+        what the episode keeps when it ends."""
         self._add(reading)
         self.event.duration_s = now - self.started_at
         if detail:
             self.event.detail = detail
+            if severity is not None and (self._worst is None or severity > self._worst[0]):
+                self._worst = (severity, detail)
         if now - self._saved_at >= UPDATE_EVERY_S:
             self._saved_at = now
             self.recorder.update(self.handle, self.event, condition=self.condition)
@@ -84,6 +93,8 @@ class Episode:
     def end(self, now: float) -> None:
         self.event.duration_s = now - self.started_at
         self.event.ended = True
+        if self._worst is not None:
+            self.event.detail = self._worst[1]
         self.recorder.update(self.handle, self.event, condition=self.condition)
 
 

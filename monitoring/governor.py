@@ -5,18 +5,17 @@ tick() takes one reading and decides everything from it: memory's state and the 
 the ceiling: policy.CpuShare) and the concurrency, steadied against flapping; the same reading
 goes into the samples and the events. before_batch() adds the waits: memory throttles with
 waits for recovery, emergency brakes with progressive pauses, the stop after too many brakes,
-the CPU duty cycle and the batch delay. call() wraps one provider call: the duty cycle, then
-the limiter (monitoring.limiter). The reading, clock, sleep and CPU clock are injected: tests
+the CPU duty cycle and the batch delay. call() wraps one provider call in the limiter
+(monitoring.limiter). The reading, clock, sleep and CPU clock are injected: tests
 drive tick() with fixed readings and a fake clock, and nothing really sleeps.
 
 CPU never throttles, brakes or stops a sync: it is held at its allowance by duty-cycling, and
-its concurrency shrinks in proportion to the time the duty cycle holds it (calls that would
-only wait for CPU need not be in flight), down to its share of the maximum, growing back one
-step a window when it is not held.
+while the duty cycle holds it its concurrency follows the allowance in proportion (calls that
+would only wait for CPU need not be in flight), growing back a step a window once it is not
+held.
 """
 
 import gc
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -34,7 +33,7 @@ RECOVERY_STEP_S = 0.5  # short sleeps while waiting for memory to recover
 COLLECT_EVERY_S = 2.0
 HOLD_GAP_S = 3.0  # a CPU hold episode ends after this long without the duty cycle holding
 HOLD_TAU_S = 5.0  # the share of time held is averaged over about this long
-SHRINK_ABOVE = 0.15  # held more than this share of the time: fewer at once
+SHRINK_ABOVE = 0.15  # held more than this share of the time: concurrency follows the allowance
 GROW_BELOW = 0.02  # held less than this: more at once, a step per window
 RATE_QUIET_S = 10.0  # a push-back episode ends after this long without one
 MAX_DUTY_SLEEP_S = 5.0
@@ -183,6 +182,7 @@ class Governor:
         self.allowance: CpuAllowance = self.cpu_share.allowance(policy, first.cpu_capacity, usable_cores)
         self.decision: Decision = self._decide(first)
         self.resource_cap = self.decision.concurrency
+        self._limited_by = self.decision.limited_by
         self.concurrency = self.io_limit()
         self.batch_size = self.decision.batch_size
 
@@ -210,8 +210,10 @@ class Governor:
             cap_before, self.resource_cap = self.resource_cap, decision.concurrency
             self.limiter.set_cap(self.resource_cap)
             if self.resource_cap != cap_before:
-                why = self._cpu_reason() if decision.limited_by == "cpu" else _figures(decision.pressure)
+                by_cpu = "cpu" in (decision.limited_by, self._limited_by)  # held by it, or let go by it
+                why = self._cpu_reason() if by_cpu else _figures(decision.pressure)
                 self._event("concurrency", reading, why, cap_before, self.resource_cap)
+            self._limited_by = decision.limited_by
             self.concurrency = self.io_limit()
             if decision.batch_size != self.batch_size:
                 self._event("batch_size", reading, f"{self.batch_size} -> {decision.batch_size} records: {_figures(decision.pressure)}")
@@ -223,19 +225,16 @@ class Governor:
             return decision
 
     def _steady_cpu_cap(self, now: float) -> None:
-        """Shrink concurrency by the share of time the duty cycle held the process, never under
-        its share of the maximum in proportion to the allowance; grow it back a step per window
-        while it is not held. Between the two thresholds nothing moves."""
+        """While the duty cycle holds the process, concurrency follows the allowance in proportion
+        (the maximum × allowance / usable); once it no longer holds, it grows back a step per
+        window. Between the two thresholds of the time held, nothing moves."""
         held, elapsed = self.holds.seconds(), now - self._held_at
         if elapsed > 0:
             self.held.add(min((held - self._held_seen) / elapsed, 1.0), elapsed)
             self._held_seen, self._held_at = held, now
-        share = self.held_share
-        in_use = min(self.cpu_cap.value, self.limiter.allowed()) if self.io_bound else self.cpu_cap.value
-        if share > SHRINK_ABOVE:
-            floor = cpu_concurrency(self.allowance, self._maximum)
-            self.cpu_cap.propose(max(floor, math.ceil(in_use * (1.0 - share))), now)
-        elif share < GROW_BELOW:
+        if self.held_share > SHRINK_ABOVE:
+            self.cpu_cap.propose(cpu_concurrency(self.allowance, self._maximum), now)
+        elif self.held_share < GROW_BELOW:
             self.cpu_cap.propose(self._maximum, now)
 
     @property
@@ -243,31 +242,38 @@ class Governor:
         return self.held.value or 0.0
 
     def _cpu_reason(self) -> str:
-        held = f"{self.allowance.describe()}; " if self.allowance.held else ""
-        return f"CPU: {held}the duty cycle held the step {100 * self.held_share:.0f}% of the time"
+        a = self.allowance
+        if a.held:
+            return f"CPU: {a.describe()}; the duty cycle held the step {100 * self.held_share:.0f}% of the time"
+        return f"CPU: no longer held (neighbours use {a.neighbours:.0f}% of the {a.ceiling:.0f}% ceiling)"
 
     def io_limit(self) -> int:
         """Calls allowed in flight now (for I/O-bound work), else the concurrency resources allow."""
         return self.limiter.allowed() if self.io_bound else self.resource_cap
+
+    def calls_under_way(self) -> int:
+        """How many provider calls a step should keep under way (monitoring.limiter.Limiter.under_way)."""
+        return self.limiter.under_way()
 
     # --- episodes ----------------------------------------------------------------
 
     def _follow_episodes(self, now: float, reading: Reading) -> None:
         """Start, carry on and end the conditions that last, from this tick's reading."""
         holding = self.holds.active_within(HOLD_GAP_S)
-        self._carry("cpu", holding, now, reading, self.allowance.describe())
+        held = self.allowance.held
+        self._carry("cpu", holding, now, reading, self.allowance.describe() if held else None, 100 - self.allowance.percent)
         overloaded = self.decision.state in (State.OVERLOADED, State.EMERGENCY)
-        self._carry("memory", overloaded, now, reading, self._memory_reason())
+        self._carry("memory", overloaded, now, reading, self._memory_reason(), self.decision.pressure.memory)
         if "rate" in self.episodes:
             self._carry("rate", now - self._last_pushback_at < RATE_QUIET_S, now, reading, None)
 
-    def _carry(self, condition: str, on: bool, now: float, reading: Reading, detail: str | None) -> None:
+    def _carry(self, condition: str, on: bool, now: float, reading: Reading, detail: str | None, severity: float | None = None) -> None:
         episode = self.episodes.get(condition)
         if on and episode is None and detail:
             kind = "rate" if condition == "rate" else "throttle"
-            self.episodes[condition] = Episode(self.recorder, kind, condition, now, reading, self.decision.pressure, detail)
+            self.episodes[condition] = Episode(self.recorder, kind, condition, now, reading, self.decision.pressure, detail, severity)
         elif on and episode is not None:
-            episode.observe(now, reading, detail)
+            episode.observe(now, reading, detail, severity)
         elif not on and episode is not None:
             episode.end(now)
             del self.episodes[condition]
@@ -389,12 +395,14 @@ class Governor:
 
     @contextmanager
     def call(self):
-        """Wrap one provider call: the CPU duty cycle, the pace, room in flight; then how it went.
+        """Wrap one provider call: the pace, room in flight; then how it went.
 
         The body sets `outcome["outcome"]` to a limits.Outcome: PUSHBACK for 429 and 403 rate or
         quota answers, ERROR for 5xx and lost connections (the caller retries those alone).
+        Calls are not duty-cycled themselves: the step's one writer thread is, and the answers
+        wait for it in a bounded queue, so its pace is theirs (many threads waking together
+        for CPU budget cost more CPU than they saved).
         """
-        self._duty_cycle()
         ticket = self.limiter.acquire(self.sleep)  # waiting for the pace counts; for room in flight, not
         outcome = {"outcome": Outcome.OK}
         try:

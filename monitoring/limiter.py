@@ -49,6 +49,13 @@ class Limiter:
             limit = max(limit, math.ceil(rate * latency) + 1)
         return max(1, min(self.cap, limit))
 
+    def under_way(self) -> int:
+        """How many calls a caller should keep under way: the room in flight, and a quarter more
+        ready to take the place of calls that back off after an error (their retry sleeps
+        outside the limiter)."""
+        allowed = self.allowed()
+        return allowed + max(4, allowed // 4)
+
     def set_cap(self, cap: int) -> None:
         with self._room:
             self.cap = max(1, cap)

@@ -3,8 +3,8 @@
 Each reading of the process's sampler goes through check() (it listens to reading_taken): on
 a change of level (ok, warning 70%, critical 85% by default) it sends `memory_pressure`; under
 pressure it trims every registered cache, least recently used first. An alert is a condition
-that lasts: CPU (averaged over a few seconds) or memory over its ceiling for ALERT_AFTER_S
-starts one (`resource_alert`, one warning line); it ends, with a summary line, once it has been
+that lasts: CPU (averaged over a few seconds) more than CPU_MARGIN points over its ceiling, or
+memory over its ceiling, for ALERT_AFTER_S starts one (`resource_alert`, one warning line); it ends, with a summary line, once it has been
 gone as long. Readings that hover around a ceiling do not make a line each. Leak checks compare
 tracemalloc snapshots between runs of the periodic task in a worker and send `leak_detected`
 for allocation sites that grew every time.
@@ -118,6 +118,7 @@ class Lasting:
 
 ALERT_AFTER_S = 10.0
 CPU_AVERAGE_S = 5.0
+CPU_MARGIN = 5.0  # the governor keeps the machine at its CPU ceiling: an alert is for more than that
 
 
 class MemoryManager:
@@ -155,9 +156,9 @@ class MemoryManager:
     def _alert(self, reading) -> None:
         cpu_ceiling, memory_ceiling = ceilings()
         cpu = self.cpu.add(reading.cpu_percent, reading.window_s)
-        for name, value, ceiling in (("CPU", cpu, cpu_ceiling), ("memory", reading.memory_percent, memory_ceiling)):
+        for name, value, ceiling, margin in (("CPU", cpu, cpu_ceiling, CPU_MARGIN), ("memory", reading.memory_percent, memory_ceiling, 0.0)):
             alert = self.alerts[name]
-            change = alert.update(reading.at, value > ceiling, value)
+            change = alert.update(reading.at, value > ceiling + margin, value)
             if change == "started":
                 text = f"{name} {value:.0f}% over its {ceiling:.0f}% ceiling for {ALERT_AFTER_S:.0f} s"
                 resource_alert.send(MemoryManager, alerts=[text], reading=reading)

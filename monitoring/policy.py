@@ -184,17 +184,24 @@ class CpuAllowance:
 
 
 class Ewma:
-    """An exponential average over about `tau_s` seconds; each value weighs by the time it covers."""
+    """An exponential average over about `tau_s` seconds; each value weighs by the time it covers.
 
-    def __init__(self, tau_s: float):
-        self.tau_s = tau_s
+    Bias-corrected (the weights so far add up to one), so a first value that covers a moment,
+    such as a reader's first reading, does not stand for the whole past. With `rise_tau_s` it
+    follows rises faster than falls: pressure is believed at once, relief only once it lasts.
+    """
+
+    def __init__(self, tau_s: float, rise_tau_s: float | None = None):
+        self.tau_s, self.rise_tau_s = tau_s, rise_tau_s or tau_s
         self.value: float | None = None
+        self._weight = 0.0  # of everything seen so far: 1 − e^(−time covered / tau)
 
     def add(self, value: float, covers_s: float) -> float:
-        if self.value is None:
-            self.value = value
-        else:
-            self.value += (1.0 - math.exp(-max(covers_s, 0.0) / self.tau_s)) * (value - self.value)
+        tau = self.rise_tau_s if self.value is not None and value > self.value else self.tau_s
+        keep = math.exp(-max(covers_s, 1e-9) / tau)
+        total = self._weight * keep + (1.0 - keep)
+        self.value = value if self.value is None else ((self.value * self._weight * keep) + value * (1.0 - keep)) / total
+        self._weight = total
         return self.value
 
 
@@ -202,12 +209,16 @@ class CpuShare:
     """What the rest of the machine uses, smoothed, and so what this process may use.
 
     The neighbours' use is machine less own, over one scope, averaged over about `tau_s`
-    seconds: a reading weighs by the window it covers, so skipped readings only slow the average.
-    One per process, shared by its governors; a reading is counted once however many look at it.
+    seconds when it falls and `rise_tau_s` when it rises (more neighbours: give way within a
+    reading or two, so a neighbour that starts does not push the machine over for long; fewer:
+    take the room back once it lasts). A reading weighs by the window it covers, so skipped
+    readings only slow the average. One per process, shared by its governors; a reading is
+    counted once however many look at it. The database server working for the sync counts as
+    a neighbour: what the sync makes it do comes out of the sync's own share.
     """
 
-    def __init__(self, tau_s: float = 3.0):
-        self.neighbours = Ewma(tau_s)  # percent of the capacity
+    def __init__(self, tau_s: float = 3.0, rise_tau_s: float = 0.3):
+        self.neighbours = Ewma(tau_s, rise_tau_s)  # percent of the capacity
         self._last_at: float | None = None
 
     def observe(self, reading: Reading) -> None:

@@ -287,7 +287,6 @@ def _page_users(page: Page) -> list[tuple[str, str]]:
     return users
 
 
-EXTRA_CALLS = 4  # calls ready beyond the limit: they take the place of one that backs off after an error
 RESULTS_QUEUED = 256  # answers waiting for the batch writer before the issuer stops asking for more
 
 
@@ -320,7 +319,7 @@ def _tokens_as_they_arrive(ctx: StepContext, pool: ThreadPoolExecutor) -> Iterat
         more = True
         try:
             while not stop.is_set():
-                room = ctx.governor.io_limit() + EXTRA_CALLS
+                room = ctx.governor.calls_under_way()
                 if more and len(waiting) < room:  # less than a round left: read the next page now
                     page = next(pages, None)
                     if page is None:
@@ -414,8 +413,8 @@ def sync_tokens(ctx: StepContext) -> None:
             write = _write_tokens(tenant_id, [(user_id, grant) for _, user_id, grant in batch], app_ids)
             ctx.commit(write, len(batch), pages.checkpoint())
 
-    calls = governor.policy.io_max_concurrency + EXTRA_CALLS
-    with ThreadPoolExecutor(max_workers=calls, thread_name_prefix="tokens") as pool:
+    calls = governor.policy.io_max_concurrency
+    with ThreadPoolExecutor(max_workers=calls + max(4, calls // 4), thread_name_prefix="tokens") as pool:
         for item in _tokens_as_they_arrive(ctx, pool):
             if item[0] == "page":
                 _, page, users = item

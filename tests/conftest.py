@@ -68,6 +68,7 @@ def google_tenant(db, fake_google):
             "base_url": fake_google.url,
             "access_token": "static-test-token",
             "retry_base_ms": 1,
+            "error_retry_base_ms": 1,
             "max_attempts": 4,
         },
     )

@@ -28,6 +28,11 @@ class Fault:
     status: int
     body: dict
     headers: dict = field(default_factory=dict)
+    after: int = 0  # requests to that path let through before this one
+
+    def matches(self, path: str) -> bool:
+        """A path, or with a trailing slash every path under it."""
+        return path == self.path_prefix or (self.path_prefix.endswith("/") and path.startswith(self.path_prefix))
 
 
 class FakeDirectory:
@@ -65,10 +70,13 @@ class FakeDirectory:
         self._server.shutdown()
         self._server.server_close()
 
-    def fail_next(self, path_prefix: str, status: int, body: dict | None = None, headers: dict | None = None, times: int = 1):
-        """The next `times` requests whose path starts with path_prefix get this answer."""
+    def fail_next(
+        self, path_prefix: str, status: int, body: dict | None = None, headers: dict | None = None, times: int = 1, after: int = 0,
+    ):
+        """The next `times` requests to path_prefix (every path under it when it ends with a
+        slash) get this answer, after letting `after` of them through."""
         for _ in range(times):
-            self._faults.append(Fault(path_prefix, status, body or google_error(status, "scripted", "backendError"), headers or {}))
+            self._faults.append(Fault(path_prefix, status, body or google_error(status, "scripted", "backendError"), headers or {}, after))
 
     def load(self, users: list[dict], tokens: dict[str, list[dict]]) -> None:
         self.users, self.tokens = list(users), dict(tokens)
@@ -83,8 +91,10 @@ class FakeDirectory:
             self.requests.append((method, path, query))
             self._count += 1
             count = self._count
-            fault = next((f for f in self._faults if path.startswith(f.path_prefix)), None)
-            if fault is not None:
+            fault = next((f for f in self._faults if f.matches(path)), None)
+            if fault is not None and fault.after:
+                fault.after -= 1
+            elif fault is not None:
                 self._faults.remove(fault)
                 return fault.status, fault.body, fault.headers
         if path == "/token" and method == "POST":

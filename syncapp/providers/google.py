@@ -3,7 +3,7 @@
 Retries follow Google's advice (exponential backoff with jitter), honouring Retry-After: on
 429 and 403 rate/quota reasons (push-back: from retry_base_ms, while the governor slows the
 pace), and on 5xx and connection errors (a fault of that call: from error_retry_base_ms, so a
-lone 503 costs that call a tenth of a second, not the step a second). Any other 4xx fails the
+lone 503 costs that call a tenth of a second at most, not the step a second). Any other 4xx fails the
 call with the API's own message.
 """
 
@@ -155,8 +155,12 @@ class GoogleProvider(Provider):
             return f"Bearer {self._credentials.token}"
 
     def _backoff(self, attempt: int, outcome: Outcome) -> float:
-        base = self.config["retry_base_s" if outcome is Outcome.PUSHBACK else "error_retry_base_s"]
-        return min(self.config["retry_cap_s"], base * 2 ** (attempt - 1)) + random.uniform(0, base)
+        """Push-back: Google's form, base × 2^(n−1) plus up to base. A fault of one call: half to
+        all of base × 2^(n−1) ("equal jitter"), so the first retry of a lone 503 comes in 50-100 ms."""
+        if outcome is Outcome.PUSHBACK:
+            base = self.config["retry_base_s"]
+            return min(self.config["retry_cap_s"], base * 2 ** (attempt - 1)) + random.uniform(0, base)
+        return min(self.config["retry_cap_s"], self.config["error_retry_base_s"] * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
 
     def _get(self, path: str, params: dict | None = None) -> dict:
         attempts = self.config["max_attempts"]

@@ -45,10 +45,10 @@ def test_levels_signal_changes_and_trim_caches_least_recently_used_first(receive
 def test_an_alert_is_a_condition_that_lasts_one_line_to_start_one_to_end(received, caplog):
     manager = MemoryManager()
     at = 0.0
-    for n in range(120):  # a minute of CPU hovering around the 80% ceiling, every half second
+    for n in range(120):  # a minute of CPU at the 80% ceiling, where the governor holds it, every half second
         at += 0.5
-        manager.check(reading((75, 83, 77, 81)[n % 4], 10, at=at))  # 79% on average
-    assert [v for name, v in received if name == "alert"] == []  # averaged, it never stayed over
+        manager.check(reading((78, 86, 80, 84)[n % 4], 10, at=at))  # 82% on average, readings up to 86%
+    assert [v for name, v in received if name == "alert"] == []  # no more than the margin over it
     for _ in range(19):  # the machine stays at 95%: after ten seconds of it, one alert
         at += 0.5
         manager.check(reading(95, 10, at=at))

@@ -1,5 +1,7 @@
 """The policy as tables: readings in, decisions out. No database, no clock, no sleeping."""
 
+import math
+
 import pytest
 
 from monitoring.policy import (
@@ -105,15 +107,24 @@ def test_the_allowance_has_a_floor_and_never_exceeds_what_the_process_can_use():
 
 
 def test_neighbours_are_smoothed_over_seconds_and_a_reading_counts_once():
-    share = share_after(reading(10, 10, process_cpu=10, at=0.0))
+    share = share_after(*(reading(10, 10, process_cpu=10, at=n * 0.5) for n in range(30)))  # 15 quiet seconds
     assert share.neighbours.value == 0
-    spike = reading(90, 10, process_cpu=10, at=0.5)  # one 0.5 s reading: 80% neighbours
+    spike = reading(90, 10, process_cpu=10, at=15.0)  # one 0.5 s reading: 80% neighbours
     share.observe(spike)
     share.observe(spike)  # the same reading seen by a second governor
-    assert 10 < share.neighbours.value < 20  # 1 − e^(−0.5/3) of the way
+    risen = 80 * (1 - math.exp(-0.5 / 0.3))
+    assert share.neighbours.value == pytest.approx(risen, abs=0.5)  # rises: followed within a reading or two
+    share.observe(reading(10, 10, process_cpu=10, at=15.5))
+    assert share.neighbours.value == pytest.approx(risen * math.exp(-0.5 / 3.0), abs=0.5)  # falls: over seconds
     for n in range(1, 30):  # the neighbour stays: the average gets there in seconds
-        share.observe(reading(90, 10, process_cpu=10, at=0.5 + n * 0.5))
+        share.observe(reading(90, 10, process_cpu=10, at=15.0 + n * 0.5))
     assert share.neighbours.value == pytest.approx(80, abs=1)
+
+
+def test_a_first_reading_over_a_moment_does_not_stand_for_the_past():
+    share = share_after(reading(10, 10, process_cpu=10, at=0.0, window_s=0.001))  # a reader's first: 1 ms
+    share.observe(reading(70, 10, process_cpu=10, at=0.5))
+    assert share.neighbours.value == pytest.approx(60, abs=0.5)
 
 
 @pytest.mark.parametrize("fraction, maximum, expected", [(1.0, 32, 32), (0.5, 32, 16), (0.01, 32, 1), (0.6, 2, 2), (0.5, 2, 1)])

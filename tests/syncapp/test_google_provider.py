@@ -1,10 +1,12 @@
 import json
 import socket
+from contextlib import contextmanager
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from monitoring.limits import Outcome
 from syncapp.providers import ConfigError, ProviderError
 from syncapp.providers.google import SCOPES, GoogleProvider
 
@@ -69,6 +71,27 @@ def test_403_rate_reasons_are_retried_with_backoff(fake_google, provider, sleeps
     fake_google.fail_next(USERS_PATH + "/", 403, google_error(403, "Quota exceeded", reason), times=2)
     assert provider.user_tokens("1000") == []
     assert len(sleeps) == 2 and all(0 < s < 1 for s in sleeps)  # 1 ms base, jittered
+
+
+def test_each_answer_tells_the_governor_what_it_was_and_a_lone_503_is_retried_soon(fake_google, sleeps):
+    fake_google.load(make_users(1), {"1000": []})
+    seen = []
+
+    @contextmanager
+    def guard():
+        call = {}
+        yield call
+        seen.append(call.get("outcome"))
+
+    p = GoogleProvider({"base_url": fake_google.url, "access_token": "static-test-token"}, sleep=sleeps.append)
+    p.guard = guard
+    fake_google.fail_next(USERS_PATH + "/", 503)
+    fake_google.fail_next(USERS_PATH + "/", 429, google_error(429, "Rate Limit Exceeded", "rateLimitExceeded"))
+    assert p.user_tokens("1000") == []
+    p.close()
+    assert seen == [Outcome.ERROR, Outcome.PUSHBACK, Outcome.OK]
+    assert 0.05 <= sleeps[0] <= 0.1  # a fault of that call: retried within a tenth of a second
+    assert 1.0 <= sleeps[1] <= 3.0  # push-back: Google's backoff (2nd attempt: 2 s plus up to 1 s)
 
 
 def test_other_403_fails_at_once_with_the_apis_message(fake_google, provider, sleeps):

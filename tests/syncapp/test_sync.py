@@ -5,6 +5,9 @@ import pytest
 from syncapp.models import Application, DirectoryUser, Status, SyncRun, SyncStep, Token, UserAppRelation
 from syncapp.runs import RunRefused, cancel_run, start_run
 
+from syncapp.providers import Page
+from syncapp.steps import _OpenPages
+
 from ..conftest import demo_org, sync_here
 from ..factories import TenantFactory
 from ..fakegoogle import USERS_PATH, google_error
@@ -174,6 +177,39 @@ def test_a_failing_users_page_fails_the_step_and_keeps_what_was_stored(google_te
     assert run.status == Status.FAILED and "users: GET" in run.error
     assert DirectoryUser.objects.filter(deleted_at__isnull=False).count() == 0
     assert step.unchanged == 500
+
+
+def test_the_tokens_checkpoint_is_the_oldest_page_not_yet_written():
+    pages = _OpenPages(None)
+    first, second = Page([], token=None, next_token="p2"), Page([], token="p2", next_token="p3")
+    pages.opened(first, [("a", ""), ("b", "")], {"a": 1, "b": 2})
+    pages.opened(second, [("c", ""), ("a", "")], {"c": 3, "a": 1})  # a listed on both pages: called twice
+    assert pages.checkpoint() == {"page_token": None}
+    for user in ("c", "a", "b"):  # the second page's c and the first's a and b answer
+        pages.answered(user)
+    assert pages.checkpoint() == {"page_token": "p2"}  # the first page is done, the second waits for its a
+    work = pages.answered("a")
+    work.unwritten = 2  # its grants are read, not yet committed
+    assert pages.checkpoint() == {"page_token": "p2"}
+    work.unwritten = 0
+    assert pages.checkpoint() == {"page_token": "p3"}  # everything read is written: go on from the next
+
+
+def test_a_tokens_step_that_stops_between_pages_resumes_exactly(google_tenant, fake_google, settings):
+    settings.BALLAST_GOVERNOR = {"batch_size": 20}
+    users, tokens = demo_org(120)
+    fake_google.load(users, tokens)
+    fake_google.max_page = 25
+    fake_google.fail_next(USERS_PATH, 400, google_error(400, "Bad Request", "badRequest"), after=3)  # the 4th page fails
+    stopped = sync_here(google_tenant, steps="tokens").step_records.get()
+    assert stopped.status == Status.FAILED and "400 Bad Request" in stopped.error
+    assert stopped.checkpoint["page_token"] in (None, "25", "50", "75")  # a page whose users were not all written
+    resumed = sync_here(google_tenant, steps="tokens").step_records.get()
+    assert resumed.status == Status.COMPLETED and resumed.resumed_from_id == stopped.pk
+    expected = {(u, t["clientId"]) for u, ts in tokens.items() for t in ts}
+    stored = set(Token.objects.values_list("user__external_id", "application__client_id"))
+    assert stored == expected and Token.objects.count() == len(expected)  # exactly, no duplicate
+    assert Token.objects.filter(revoked_at__isnull=False).count() == 0
 
 
 def test_relations_are_skipped_when_tokens_fail(google_tenant, fake_google):

@@ -1,0 +1,205 @@
+"""A simulated machine and a simulated provider for the real governor and limiter, on a fake clock.
+
+Nothing sleeps: time moves when the simulated sync works or when the governor tells it to
+sleep (as Vector tests its adaptive concurrency against simulated services).
+"""
+
+import heapq
+import random
+from dataclasses import dataclass, field
+
+from monitoring.events import ListRecorder
+from monitoring.governor import CpuBudget, Governor
+from monitoring.limiter import Limiter
+from monitoring.limits import AdaptiveLimit, Outcome, Pacer
+from monitoring.policy import CpuShare, RoutePolicy
+from monitoring.readings import Reading
+
+GB = 1024**3
+
+
+@dataclass
+class Machine:
+    """Two cores; a neighbour whose load (share of the machine) follows a schedule; one sync
+    process that is either working (it wants one core) or asleep. Readings every `interval_s`,
+    with a little noise on the machine's figure, as /proc/stat gives them."""
+
+    schedule: list  # [(from second, neighbour share of the machine, 0..1)]
+    capacity: float = 2.0
+    interval_s: float = 0.5
+    noise: float = 2.0  # percent, uniform ±
+    seed: int = 1
+    dt: float = 0.005
+    now: float = 0.0
+    process_cpu: float = 0.0
+    trace: list = field(default_factory=list)  # (t, machine busy cores, sync cores, neighbour cores) per dt
+    latest: Reading | None = None
+
+    def __post_init__(self):
+        self._rng = random.Random(self.seed)
+        self._window = [0.0, 0.0]  # machine busy, sync busy (core-seconds) since the last reading
+        self._next_reading = self.interval_s
+        self.latest = self._reading(0.0, 0.0, self.interval_s)
+
+    def neighbour(self, t: float) -> float:
+        share = 0.0
+        for start, value in self.schedule:
+            if t >= start:
+                share = value
+        return share * self.capacity
+
+    def _reading(self, machine: float, own: float, window: float) -> Reading:
+        cpu = 100 * machine / window / self.capacity + self._rng.uniform(-self.noise, self.noise)
+        return Reading(
+            at=self.now, source="simulated", rss_bytes=100 * 2**20, process_cpu_percent=100 * own / window / self.capacity,
+            cpu_percent=min(max(cpu, 0.0), 100.0), cpu_capacity=self.capacity, memory_used_bytes=GB // 10,
+            memory_limit_bytes=GB, cpu_scope="simulated, 2 CPUs", window_s=window,
+        )
+
+    def _step(self, working: bool) -> float:
+        """One dt; return the CPU the sync got."""
+        neighbour = self.neighbour(self.now)
+        sync = min(1.0, self.capacity - neighbour) if working else 0.0
+        if neighbour + sync > self.capacity:  # the scheduler shares fairly
+            sync = self.capacity * sync / (neighbour + sync)
+        self.now += self.dt
+        self.process_cpu += sync * self.dt
+        self._window[0] += (neighbour + sync) * self.dt
+        self._window[1] += sync * self.dt
+        self.trace.append((self.now, neighbour + sync, sync, neighbour))
+        if self.now >= self._next_reading - 1e-9:
+            self.latest = self._reading(*self._window, self.interval_s)
+            self._window = [0.0, 0.0]
+            self._next_reading += self.interval_s
+        return sync * self.dt
+
+    def work(self, cpu_seconds: float) -> None:
+        done = 0.0
+        while done < cpu_seconds - 1e-12:
+            done += self._step(True)
+
+    def sleep(self, seconds: float) -> None:
+        end = self.now + seconds
+        while self.now < end - 1e-12:
+            self._step(False)
+
+    def windows(self, seconds: float = 5.0, start: float = 0.0):
+        """(start, end, machine %, sync %, neighbour %) of each window of `seconds`, a second apart."""
+        out, t = [], start
+        while t + seconds <= self.now:
+            rows = [r for r in self.trace if t < r[0] <= t + seconds]
+            n = len(rows)
+            out.append((t, t + seconds, *(100 * sum(r[i] for r in rows) / n / self.capacity for i in (1, 2, 3))))
+            t += 1.0
+        return out
+
+
+def run_cpu_bound_sync(machine: Machine, seconds: float, policy: RoutePolicy = RoutePolicy(), batch_cpu_s: float = 0.02):
+    """A CPU-bound step (one writer thread) under the real governor until `seconds` have passed."""
+    recorder = ListRecorder()
+    governor = Governor(
+        policy, read=lambda: machine.latest, recorder=recorder, clock=lambda: machine.now, sleep=machine.sleep,
+        cpu_clock=lambda: machine.process_cpu, collect=lambda: None, cpu_budget=CpuBudget(), cpu_share=CpuShare(),
+    )
+    caps = [(0.0, governor.resource_cap)]
+    while machine.now < seconds:
+        governor.before_batch()
+        machine.work(batch_cpu_s)
+        if governor.resource_cap != caps[-1][1]:
+            caps.append((machine.now, governor.resource_cap))
+    governor.close()
+    return governor, recorder, caps
+
+
+@dataclass
+class Provider:
+    """Answers after `latency_s`, longer when more than `capacity` calls are in flight (it queues
+    them); 429 above `quota` calls in any second; a 5xx for `error_rate` of the calls."""
+
+    latency_s: float = 0.02
+    capacity: int | None = None
+    quota: float | None = None
+    error_rate: float = 0.0
+    seed: int = 2
+    accepted_at: list = field(default_factory=list)
+    rejected: int = 0
+    errors: int = 0
+
+    def __post_init__(self):
+        self._rng = random.Random(self.seed)
+
+    def answer(self, now: float, in_flight: int) -> tuple[float, Outcome]:
+        latency = self.latency_s * max(1.0, in_flight / self.capacity) if self.capacity else self.latency_s
+        if self.quota is not None:
+            recent = sum(1 for t in self.accepted_at[-int(self.quota) - 1:] if t > now - 1.0)
+            if recent >= self.quota:
+                self.rejected += 1
+                return latency, Outcome.PUSHBACK
+        if self._rng.random() < self.error_rate:
+            self.errors += 1
+            return latency, Outcome.ERROR
+        self.accepted_at.append(now)
+        return latency, Outcome.OK
+
+
+def run_calls(provider: Provider, calls: int, *, maximum: int = 32, pushback_retry_s: float = 1.0, error_retry_s: float = 0.1, seed: int = 3):
+    """`calls` provider calls under the real limiter, issued as the tokens step issues them (as
+    many under way as the limiter says), each retried when it fails after a jittered, doubling
+    backoff as the Google provider does (push-back from 1 s plus up to 1 s; errors 0.05-0.1 s).
+    Returns (seconds, limiter, [(time, limit) at each change])."""
+    rng = random.Random(seed)
+    limiter = Limiter(AdaptiveLimit(maximum=maximum), Pacer(), clock=lambda: 0.0)
+    events: list = []  # (time, order, kind, call, attempt)
+    order = 0
+
+    def push(at, kind, call, attempt=1):
+        nonlocal order
+        order += 1
+        heapq.heappush(events, (at, order, kind, call, attempt))
+
+    backlog = list(range(calls))
+    waiting_room: list = []  # calls past their place in the pace, waiting for room in flight
+    outstanding, on_the_wire, done, now, limits = 0, 0, 0, 0.0, [(0.0, limiter.allowed())]
+
+    def issue(at):
+        nonlocal outstanding
+        while backlog and outstanding < limiter.under_way():
+            outstanding += 1
+            push(at, "ready", backlog.pop())
+
+    def enter(at, call, attempt):
+        nonlocal on_the_wire
+        ticket = limiter.try_enter(at)
+        if ticket is None:
+            waiting_room.append((call, attempt))
+            return
+        on_the_wire += 1
+        latency, outcome = provider.answer(at, on_the_wire)
+        push(at + latency, ("answer", ticket, outcome), call, attempt)
+
+    issue(0.0)
+    while done < calls:
+        now, _, kind, call, attempt = heapq.heappop(events)
+        if kind == "ready":  # wait for its place in the pace, then for room
+            push(now + limiter.reserve_pace(now), "paced", call, attempt)
+        elif kind == "paced":
+            enter(now, call, attempt)
+        else:
+            _, ticket, outcome = kind
+            on_the_wire -= 1
+            limiter.release(ticket, now, outcome)
+            if outcome is Outcome.OK:
+                done += 1
+                outstanding -= 1
+            else:
+                if outcome is Outcome.PUSHBACK:
+                    backoff = pushback_retry_s * 2 ** (attempt - 1) + rng.uniform(0, pushback_retry_s)
+                else:
+                    backoff = error_retry_s * 2 ** (attempt - 1) * rng.uniform(0.5, 1.0)
+                push(now + backoff, "ready", call, attempt + 1)
+            while waiting_room and limiter.in_flight < limiter.allowed():
+                enter(now, *waiting_room.pop(0))
+            issue(now)
+            if limiter.allowed() != limits[-1][1]:
+                limits.append((now, limiter.allowed()))
+    return now, limiter, limits
