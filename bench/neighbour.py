@@ -7,7 +7,8 @@ Reports the worst 5 s window of the machine's CPU (read from /proc/stat, not thr
 rows/s of both syncs and their ratio, concurrency changes and warning lines per minute. With a
 hog on one of two cores and an 80% ceiling the headroom is 60% of a core's worth of the rest:
 the ceilinged sync should reach at least half the uncapped one's rate. Each sync's log goes to
-bench/results/neighbour-<case>.log, the machine's CPU second by second to neighbour-<case>.csv.
+bench/results/neighbour-<case>.log, the machine's CPU second by second to neighbour-<case>.csv,
+and the run page's chart of it to neighbour-<case>.svg.
 """
 
 import argparse
@@ -26,7 +27,9 @@ from common import MachineCpu, fresh_tenant, timed_run  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
+from monitoring.charts import owner_chart  # noqa: E402
 from monitoring.models import ThrottleEvent  # noqa: E402
+from monitoring.profiles import route_policy  # noqa: E402
 from syncapp.runs import run_owner  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -69,6 +72,9 @@ def one_case(name: str, slug: str, governor: dict, config: dict, hog: psutil.Pro
     changes = ThrottleEvent.objects.filter(owner=run_owner(run.pk), kind="concurrency").count()
     warnings = handler.levels["WARNING"] + handler.levels["ERROR"] + handler.levels["CRITICAL"]
     windows = machine.windows()
+    policy = route_policy("run")
+    chart = owner_chart(run_owner(run.pk), cpu_ceiling=policy.max_cpu_percent, memory_ceiling=policy.max_memory_percent)
+    (RESULTS / f"neighbour-{slug}.svg").write_text(chart)  # the run page's picture of this run
     (RESULTS / f"neighbour-{slug}.csv").write_text(
         "second,machine_cpu_percent\n" + "".join(f"{n},{v:.1f}\n" for n, v in enumerate(machine.windows(1)))
     )

@@ -1,29 +1,48 @@
-"""Server-rendered SVG charts of resource use over a run: no JavaScript, no CDN."""
+"""Server-rendered SVG charts of resource use: no JavaScript, no CDN.
 
+One picture from the same readings as the numbers beside it: the machine's CPU, this run's own
+CPU and memory against their ceilings (left axis, percent), concurrency as a step line (right
+axis), throttle episodes as shaded bands from their start to their end, and point events as
+ticks along the time axis. Every element carries its figures on hover.
+"""
+
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-WIDTH, HEIGHT, LEFT, RIGHT, TOP, BOTTOM = 760, 240, 40, 40, 12, 28
-COLOURS = {"cpu": "#d9534f", "memory": "#337ab7", "concurrency": "#5cb85c", "rss": "#8e44ad", "ceiling": "#999"}
-EVENT_COLOURS = {"brake": "#d9534f", "stop": "#000", "emergency": "#d9534f", "throttle": "#f0ad4e", "recovery": "#5cb85c"}
+WIDTH, HEIGHT, LEFT, RIGHT, TOP, BOTTOM = 760, 270, 52, 52, 12, 58
+COLOURS = {
+    "cpu": "#d9534f", "own": "#e67e22", "memory": "#337ab7", "concurrency": "#5cb85c", "rss": "#8e44ad",
+    "band": "#f0ad4e", "rate": "#5bc0de",
+}
+EVENT_COLOURS = {"brake": "#d9534f", "stop": "#000", "emergency": "#d9534f", "pause": "#f0ad4e", "collect": "#8e44ad"}
 
 
 @dataclass(frozen=True)
 class Point:
     t: float  # seconds from the start
-    cpu: float
+    cpu: float  # the machine's, percent
     memory: float
     concurrency: int | None = None  # None: no concurrency line
     rss: float | None = None  # resident memory, percent of its ceiling; None: no RSS line
+    own: float | None = None  # this run's own CPU, percent of the machine; None: no line
 
 
 @dataclass(frozen=True)
 class Mark:
     t: float
     kind: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Band:
+    start: float
+    end: float
+    kind: str  # "throttle" or "rate"
     text: str
 
 
@@ -35,77 +54,146 @@ def _y(percent: float) -> float:
     return TOP + (HEIGHT - TOP - BOTTOM) * (1 - min(max(percent, 0), 100) / 100)
 
 
-def resource_chart(points: Sequence[Point], marks: Sequence[Mark], *, cpu_ceiling: float, memory_ceiling: float) -> SafeString:
-    """CPU and memory (percent, left axis), their ceilings dashed, concurrency as a step line
-    (right axis) and governor events as ticks along the bottom, each with its text on hover."""
+def time_ticks(span: float) -> list[float]:
+    """Five to ten round steps (1, 2, 5 × 10^n seconds) from 0 to span."""
+    raw = span / 6 if span > 0 else 1
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
+    return [n * step for n in range(int(span / step + 1e-9) + 1)]
+
+
+def time_label(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:g} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes}:{rest:02d}"
+
+
+def _line(values, colour: str, title: str, dash: str = "") -> str:
+    coords = " ".join(f"{x:.1f},{y:.1f}" for x, y in values)
+    return f'<polyline class="series" fill="none" stroke="{colour}" stroke-width="1.6" {dash} points="{coords}"><title>{escape(title)}</title></polyline>'
+
+
+def resource_chart(
+    points: Sequence[Point], marks: Sequence[Mark], *, cpu_ceiling: float, memory_ceiling: float, bands: Sequence[Band] = (),
+    label: str = "Resources over the run",
+) -> SafeString:
     if not points:
         return mark_safe('<p class="help">No resource samples for this run.</p>')
-    span = max(max(p.t for p in points), max((m.t for m in marks), default=0), 1e-3)
-    top_concurrency = max(max(p.concurrency or 0 for p in points), 1)
+    span = max(max(p.t for p in points), max((m.t for m in marks), default=0), max((b.end for b in bands), default=0), 1e-3)
     with_concurrency = any(p.concurrency is not None for p in points)
-
-    def line(values, colour, dash=""):
-        coords = " ".join(f"{_x(t, span):.1f},{_y(v):.1f}" for t, v in values)
-        return f'<polyline fill="none" stroke="{colour}" stroke-width="1.6" {dash} points="{coords}"/>'
-
-    step_coords = []
-    for previous, point in zip(points, points[1:]):
-        level = _y(100 * (previous.concurrency or 0) / top_concurrency)
-        step_coords += [f"{_x(previous.t, span):.1f},{level:.1f}", f"{_x(point.t, span):.1f},{level:.1f}"]
-    step_coords.append(f"{_x(points[-1].t, span):.1f},{_y(100 * (points[-1].concurrency or 0) / top_concurrency):.1f}")
+    top_concurrency = max(max((p.concurrency or 0) for p in points), 1)
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="ballast-chart" viewBox="0 0 {WIDTH} {HEIGHT}" '
-        f'width="100%" role="img" aria-label="CPU and memory over the run">',
-        f'<rect x="{LEFT}" y="{TOP}" width="{WIDTH - LEFT - RIGHT}" height="{HEIGHT - TOP - BOTTOM}" fill="none" stroke="#ccc"/>',
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="ballast-chart" viewBox="0 0 {WIDTH} {HEIGHT}" width="100%" '
+        f'role="img" aria-label="{escape(label)}">',
     ]
-    for percent in (0, 50, 100):
-        parts.append(f'<text x="{LEFT - 4}" y="{_y(percent) + 4:.1f}" font-size="10" text-anchor="end">{percent}%</text>')
-    if with_concurrency:
-        parts.append(f'<text x="{WIDTH - RIGHT + 4}" y="{_y(100) + 4:.1f}" font-size="10">{top_concurrency}</text>')
-        parts.append(f'<text x="{WIDTH - RIGHT + 4}" y="{_y(0) + 4:.1f}" font-size="10">0</text>')
-    parts.append(f'<text x="{WIDTH - RIGHT}" y="{HEIGHT - 6}" font-size="10" text-anchor="end">{span:.1f} s</text>')
+    for band in bands:  # under everything else
+        x0, x1 = _x(band.start, span), _x(max(band.end, band.start), span)
+        parts.append(
+            f'<rect class="episode" x="{x0:.1f}" y="{TOP}" width="{max(x1 - x0, 1.5):.1f}" height="{plot_h}" '
+            f'fill="{COLOURS["rate" if band.kind == "rate" else "band"]}" fill-opacity="0.18">'
+            f"<title>{escape(band.kind)} {band.start:.1f}–{band.end:.1f} s: {escape(band.text)}</title></rect>"
+        )
+    parts.append(f'<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#bbb"/>')
+    for percent in (0, 25, 50, 75, 100):  # left axis
+        y = _y(percent)
+        parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>')
+        parts.append(f'<text x="{LEFT - 4}" y="{y + 3:.1f}" font-size="10" text-anchor="end">{percent}%</text>')
+    parts.append(
+        f'<text class="axis-title" x="12" y="{TOP + plot_h / 2:.1f}" font-size="10" text-anchor="middle" '
+        f'transform="rotate(-90 12 {TOP + plot_h / 2:.1f})">% of the machine</text>'
+    )
+    if with_concurrency:  # right axis
+        step = max(1, math.ceil(top_concurrency / 4))
+        for value in range(0, top_concurrency + 1, step):
+            parts.append(f'<text x="{WIDTH - RIGHT + 4}" y="{_y(100 * value / top_concurrency) + 3:.1f}" font-size="10">{value}</text>')
+        parts.append(
+            f'<text class="axis-title" x="{WIDTH - 10}" y="{TOP + plot_h / 2:.1f}" font-size="10" text-anchor="middle" '
+            f'transform="rotate(90 {WIDTH - 10} {TOP + plot_h / 2:.1f})">concurrency</text>'
+        )
+    for t in time_ticks(span):  # time axis
+        x = _x(t, span)
+        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{HEIGHT - BOTTOM}" y2="{HEIGHT - BOTTOM + 4}" stroke="#999"/>')
+        parts.append(f'<text class="tick" x="{x:.1f}" y="{HEIGHT - BOTTOM + 14}" font-size="10" text-anchor="middle">{time_label(t)}</text>')
+    parts.append(f'<text class="axis-title" x="{LEFT + plot_w / 2:.1f}" y="{HEIGHT - BOTTOM + 27}" font-size="10" text-anchor="middle">time since the start</text>')
     for ceiling, name in ((cpu_ceiling, "cpu"), (memory_ceiling, "memory")):
         parts.append(
-            f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{_y(ceiling):.1f}" y2="{_y(ceiling):.1f}" '
+            f'<line class="ceiling" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{_y(ceiling):.1f}" y2="{_y(ceiling):.1f}" '
             f'stroke="{COLOURS[name]}" stroke-dasharray="5,4" stroke-width="1"><title>{name} ceiling {ceiling:.0f}%</title></line>'
         )
-    parts.append(line([(p.t, p.cpu) for p in points], COLOURS["cpu"]))
-    parts.append(line([(p.t, p.memory) for p in points], COLOURS["memory"]))
-    with_rss = any(p.rss is not None for p in points)
-    if with_rss:
-        parts.append(line([(p.t, p.rss or 0) for p in points], COLOURS["rss"], 'stroke-dasharray="2,2"'))
+    xs = [_x(p.t, span) for p in points]
+    parts.append(_line(zip(xs, (_y(p.cpu) for p in points)), COLOURS["cpu"], "machine CPU %"))
+    if any(p.own is not None for p in points):
+        parts.append(_line(zip(xs, (_y(p.own or 0) for p in points)), COLOURS["own"], "this run's CPU %", 'stroke-dasharray="4,2"'))
+    parts.append(_line(zip(xs, (_y(p.memory) for p in points)), COLOURS["memory"], "memory %"))
+    if any(p.rss is not None for p in points):
+        parts.append(_line(zip(xs, (_y(p.rss or 0) for p in points)), COLOURS["rss"], "RSS % of its ceiling", 'stroke-dasharray="2,2"'))
     if with_concurrency:
-        parts.append(f'<polyline fill="none" stroke="{COLOURS["concurrency"]}" stroke-width="1.4" points="{" ".join(step_coords)}"/>')
+        steps = []
+        for previous, point in zip(points, points[1:]):
+            level = _y(100 * (previous.concurrency or 0) / top_concurrency)
+            steps += [(_x(previous.t, span), level), (_x(point.t, span), level)]
+        steps.append((xs[-1], _y(100 * (points[-1].concurrency or 0) / top_concurrency)))
+        parts.append(_line(steps, COLOURS["concurrency"], "concurrency").replace('stroke-width="1.6"', 'stroke-width="1.4"'))
     for mark in marks:
         x = _x(mark.t, span)
-        colour = EVENT_COLOURS.get(mark.kind, "#777")
         parts.append(
-            f'<line class="event" x1="{x:.1f}" x2="{x:.1f}" y1="{HEIGHT - BOTTOM}" y2="{HEIGHT - BOTTOM + 8}" stroke="{colour}" stroke-width="2">'
-            f"<title>{escape(mark.kind)}: {escape(mark.text)}</title></line>"
+            f'<line class="event" x1="{x:.1f}" x2="{x:.1f}" y1="{HEIGHT - BOTTOM - 8}" y2="{HEIGHT - BOTTOM}" '
+            f'stroke="{EVENT_COLOURS.get(mark.kind, "#777")}" stroke-width="2"><title>{escape(mark.kind)} at {mark.t:.1f} s: {escape(mark.text)}</title></line>'
         )
-    legend = [("CPU %", "cpu"), ("memory %", "memory")] + ([("concurrency", "concurrency")] if with_concurrency else [])
-    legend += [("RSS % of ceiling", "rss")] if with_rss else []
-    for i, (label, key) in enumerate(legend):
-        x = LEFT + 10 + i * 110
-        parts.append(f'<rect x="{x}" y="{HEIGHT - 12}" width="10" height="3" fill="{COLOURS[key]}"/>')
-        parts.append(f'<text x="{x + 14}" y="{HEIGHT - 8}" font-size="10">{label}</text>')
+    legend = [("machine CPU", "cpu", "line")]
+    legend += [("this run's CPU", "own", "line")] if any(p.own is not None for p in points) else []
+    legend += [("memory", "memory", "line")]
+    legend += [("RSS % of ceiling", "rss", "line")] if any(p.rss is not None for p in points) else []
+    legend += [("concurrency", "concurrency", "line")] if with_concurrency else []
+    legend += [("ceilings", "cpu", "dash"), ("throttled", "band", "box")]
+    legend += [("provider pushing back", "rate", "box")] if any(b.kind == "rate" for b in bands) else []
+    x = LEFT
+    for text, key, shape in legend:
+        y = HEIGHT - 10
+        if shape == "box":
+            parts.append(f'<rect x="{x}" y="{y - 8}" width="10" height="10" fill="{COLOURS[key]}" fill-opacity="0.35"/>')
+        else:
+            dash = ' stroke-dasharray="3,2"' if shape == "dash" else ""
+            parts.append(f'<line x1="{x}" x2="{x + 12}" y1="{y - 3}" y2="{y - 3}" stroke="{COLOURS[key]}" stroke-width="2"{dash}/>')
+        parts.append(f'<text x="{x + 15}" y="{y}" font-size="10">{text}</text>')
+        x += 26 + 6.2 * len(text)
     parts.append("</svg>")
     return mark_safe("".join(parts))
 
 
+def _recent_sum(latest: dict, now: float, fresh_s: float = 2.5) -> float:
+    """Add up the latest figure of each step (or process) still sampling: samples come every second."""
+    return sum(value for at, value in latest.values() if now - at <= fresh_s)
+
+
 def owner_chart(owner: str, *, cpu_ceiling: float, memory_ceiling: float) -> SafeString:
-    """The chart of everything recorded for one owner (a run): its samples and its events."""
+    """The chart of everything recorded for one owner (a run): its samples, episodes and events."""
     from .models import ResourceSample, ThrottleEvent
 
-    samples = list(ResourceSample.objects.filter(owner=owner).order_by("at").values("at", "route", "cpu_percent", "memory_percent", "concurrency"))
-    events = list(ThrottleEvent.objects.filter(owner=owner).order_by("created_at").values("created_at", "kind", "route", "detail"))
+    samples = list(ResourceSample.objects.filter(owner=owner).order_by("at").values(
+        "at", "route", "pid", "cpu_percent", "process_cpu_percent", "memory_percent", "concurrency",
+    ))
+    events = list(ThrottleEvent.objects.filter(owner=owner).order_by("created_at"))
     if not samples:
         return resource_chart([], [], cpu_ceiling=cpu_ceiling, memory_ceiling=memory_ceiling)
     start = samples[0]["at"]
-    latest: dict[str, int] = {}  # routes run side by side: concurrency is their sum
+    concurrency: dict[str, tuple] = {}  # steps run side by side: their concurrency adds up,
+    own: dict = {}  # and so does their CPU, but steps in one process share one figure
     points = []
     for s in samples:
-        latest[s["route"]] = s["concurrency"]
-        points.append(Point((s["at"] - start).total_seconds(), s["cpu_percent"], s["memory_percent"], sum(latest.values())))
-    marks = [Mark(max((e["created_at"] - start).total_seconds(), 0), e["kind"], f"{e['route']}: {e['detail']}") for e in events]
-    return resource_chart(points, marks, cpu_ceiling=cpu_ceiling, memory_ceiling=memory_ceiling)
+        t = (s["at"] - start).total_seconds()
+        concurrency[s["route"]] = (t, s["concurrency"])
+        own[s["pid"] or s["route"]] = (t, s["process_cpu_percent"])
+        points.append(Point(
+            t, s["cpu_percent"], s["memory_percent"], int(_recent_sum(concurrency, t)), own=min(_recent_sum(own, t), 100.0),
+        ))
+    bands, marks = [], []
+    for e in events:
+        t = max((e.created_at - start).total_seconds(), 0)
+        if e.is_episode:
+            bands.append(Band(t, t + e.duration_s, e.kind, f"{e.route}: {e.detail}"))
+        else:
+            marks.append(Mark(t, e.kind, f"{e.route}: {e.detail}"))
+    return resource_chart(points, marks, bands=bands, cpu_ceiling=cpu_ceiling, memory_ceiling=memory_ceiling)

@@ -6,10 +6,11 @@ from datetime import timedelta
 
 from django.apps import apps
 from django.conf import settings
+from django.db.models import Q
 from django.shortcuts import render
 from django.utils import timezone
 
-from .charts import Mark, Point, resource_chart
+from .charts import Band, Mark, Point, resource_chart
 from .health import resource_status
 from .models import Allocation, RateLimitDenial, ThrottleEvent
 from .profiles import route_policy
@@ -22,25 +23,49 @@ from .tenants import tenant_model
 EVENT_MINUTES = 30
 
 
-def _machine_chart():
-    sampler = get_sampler()
-    history = list(sampler.history)
+AVERAGE_S = 5.0  # the machine's CPU is drawn (and told) as its average over the last seconds
+
+
+def averaged_cpu(history: list) -> list[float]:
+    """Each reading's CPU as the mean over the AVERAGE_S before it: 0.5 s readings jump too much to read."""
+    averaged, window, total = [], [], 0.0
+    for reading in history:
+        window.append(reading)
+        total += reading.cpu_percent
+        while reading.at - window[0].at >= AVERAGE_S:
+            total -= window.pop(0).cpu_percent
+        averaged.append(total / len(window))
+    return averaged
+
+
+def _machine_chart(history: list, cpu: list[float]):
     start = history[0].at
     policy = route_policy("run")
     rss_ceiling = (policy.rss_limit_mb or 0) * 2**20 or history[-1].memory_limit_bytes  # its own, else the memory limit
-    points = [Point(r.at - start, r.cpu_percent, r.memory_percent, rss=100 * r.rss_bytes / rss_ceiling) for r in history]
+    points = [Point(r.at - start, c, r.memory_percent, rss=100 * r.rss_bytes / rss_ceiling) for r, c in zip(history, cpu)]
     since = timezone.now() - timedelta(seconds=history[-1].at - start)
-    events = ThrottleEvent.objects.filter(created_at__gte=since).order_by("created_at")[:200]
-    marks = [Mark(max((e.created_at - since).total_seconds(), 0), e.kind, f"{e.owner} {e.route}: {e.detail}") for e in events]
-    return resource_chart(points, marks, cpu_ceiling=policy.max_cpu_percent, memory_ceiling=policy.max_memory_percent)
+    events = ThrottleEvent.objects.filter(Q(created_at__gte=since) | Q(ended_at__isnull=True, duration_s__isnull=False, updated_at__gte=since))
+    marks, bands = [], []
+    for e in events.order_by("created_at")[:200]:
+        t, text = (e.created_at - since).total_seconds(), f"{e.owner} {e.route}: {e.detail}"
+        if e.is_episode:
+            bands.append(Band(max(t, 0), t + e.duration_s, e.kind, text))
+        else:
+            marks.append(Mark(max(t, 0), e.kind, text))
+    return resource_chart(
+        points, marks, bands=bands, cpu_ceiling=policy.max_cpu_percent, memory_ceiling=policy.max_memory_percent,
+        label=f"The machine over the last minutes (CPU averaged over {AVERAGE_S:.0f} s)",
+    )
 
 
 def _active_runs() -> list[dict]:
     if not getattr(settings, "BALLAST_RUN_MODEL", None):
         return []
     run_model = apps.get_model(settings.BALLAST_RUN_MODEL)
+    runs = list(run_model.objects.filter(status__in=["queued", "running"]).select_related("tenant").prefetch_related("step_records")[:50])
+    holding = ThrottleEvent.objects.holding(run.owner for run in runs)
     rows = []
-    for run in run_model.objects.filter(status__in=["queued", "running"]).select_related("tenant").prefetch_related("step_records")[:50]:
+    for run in runs:
         steps = list(run.step_records.all())
         done = sum(s.received for s in steps)
         seconds = run.duration_s or 0
@@ -50,6 +75,7 @@ def _active_runs() -> list[dict]:
             "steps_ended": ended, "steps": len(steps), "percent": int(100 * ended / len(steps)) if steps else 0,
             # Sources do not say how many records they hold: the ETA comes from the steps left.
             "eta_s": seconds / ended * (len(steps) - ended) if ended and ended < len(steps) else None,
+            "held_by": holding.get(run.owner, []),  # why it is slow right now
         })
     return rows
 
@@ -67,12 +93,16 @@ def _tenants() -> list[dict]:
 
 
 def dashboard_view(request):
-    reading = get_sampler().latest()
+    history = list(get_sampler().history)
+    cpu = averaged_cpu(history)
+    reading = history[-1]
     context = {
         "title": "Ballast dashboard",
         "resources": resource_status(reading),
+        "cpu_average": cpu[-1],
+        "average_s": AVERAGE_S,
         "rss_mb": reading.rss_bytes / 2**20,
-        "chart": _machine_chart(),
+        "chart": _machine_chart(history, cpu),
         "runs": _active_runs(),
         "events": ThrottleEvent.objects.filter(created_at__gte=timezone.now() - timedelta(minutes=EVENT_MINUTES)).order_by("-id")[:30],
         "allocations": Allocation.objects.filter(state__in=["waiting", "granted"]).select_related("tenant").order_by("state", "requested_at")[:50],

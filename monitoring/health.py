@@ -52,7 +52,7 @@ def resource_status(reading=None) -> dict:
     return {
         "status": pressure_level(max(reading.memory_percent, reading.cpu_percent)), "source": reading.source, "cpu_percent": round(reading.cpu_percent, 1),
         "memory_percent": round(reading.memory_percent, 1), "rss_bytes": reading.rss_bytes,
-        "cpu_capacity": reading.cpu_capacity,
+        "cpu_capacity": reading.cpu_capacity, "cpu_scope": reading.cpu_scope,
     }
 
 

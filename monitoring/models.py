@@ -1,9 +1,24 @@
 """What the governor did and saw. Monitoring knows a run only as an owner key ("run-42")."""
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.core.validators import MinValueValidator
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
+
+
+class ThrottleEventQuerySet(models.QuerySet):
+    def ongoing(self, fresh_s: float = 30.0):
+        """Episodes going on now: open, and rewritten lately (a process that died leaves its last one open)."""
+        return self.filter(duration_s__isnull=False, ended_at__isnull=True, updated_at__gte=timezone.now() - timedelta(seconds=fresh_s))
+
+    def holding(self, owners) -> dict[str, list[str]]:
+        """owner → what holds it right now, in words ("tokens: held at 12% CPU: …")."""
+        held: dict[str, list[str]] = {}
+        for owner, route, detail in self.ongoing().filter(owner__in=list(owners)).order_by("id").values_list("owner", "route", "detail"):
+            held.setdefault(owner, []).append(f"{route}: {detail}")
+        return held
 
 
 class ThrottleEvent(models.Model):
@@ -38,6 +53,8 @@ class ThrottleEvent(models.Model):
     cpu_mean = models.FloatField(null=True, blank=True)
     cpu_max = models.FloatField(null=True, blank=True)
     own_cpu_mean = models.FloatField(null=True, blank=True, help_text="This process's CPU, percent of the same capacity.")
+
+    objects = ThrottleEventQuerySet.as_manager()
 
     class Meta:
         ordering = ["id"]

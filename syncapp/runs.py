@@ -14,14 +14,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from monitoring import metrics
-from monitoring.ledger import allocate, release, release_owner
 from monitoring.governor import allowance_now
+from monitoring.ledger import allocate, release, release_owner
 from monitoring.policy import State, cpu_concurrency, decide
 from monitoring.quotas import limits_for
 from monitoring.profiles import profile_names, route_policy
 from monitoring.sampler import get_sampler
 
-from .models import COUNTERS, ENDED, STEP_NAMES, Status, SyncRun, SyncStep, Tenant
+from .models import COUNTERS, ENDED, STEP_NAMES, Status, SyncRun, SyncStep, Tenant, run_owner
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +96,6 @@ def run_in_parallel(run: SyncRun) -> bool:
 
 
 PRIORITY = {SyncRun.Trigger.SCHEDULE: -1}  # people waiting come before the clock
-
-
-def run_owner(run_id: int) -> str:
-    """The run as the ledger and the governor know it."""
-    return f"run-{run_id}"
 
 
 def begin_run(run_id: int) -> list[SyncStep]:

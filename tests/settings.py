@@ -12,3 +12,7 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test-db.sqlite3")}
 else:
     DATABASES["default"]["TEST"] = {"NAME": "test_ballast"}
+
+# A quiet machine for every test: the governor's decisions must not depend on the load of the
+# machine running the suite (tests of the real readers build them themselves).
+BALLAST_READER = "monitoring.readings.fake.CalmReader"

@@ -1,7 +1,10 @@
 """Readings given in advance, for tests and for the policy's tables."""
 
 import math
+import time
 from collections.abc import Iterable
+
+import psutil
 
 from .base import Reading
 
@@ -37,3 +40,20 @@ class FixedReader:
         item = self.readings[min(self.calls, len(self.readings) - 1)]
         self.calls += 1
         return item
+
+
+class CalmReader:
+    """A quiet two-core machine, always (the test settings' reader: no test may depend on how busy
+    the machine running it is, and none is held by a ceiling it did not ask for). The process's
+    own RSS is real; a reading covers the time since the last."""
+
+    def __init__(self, cgroup_root=None, proc=None, cpu: float = 10.0, memory: float = 10.0):
+        self.cpu, self.memory = cpu, memory
+        self.process = psutil.Process()
+        self._last = time.monotonic()
+
+    def read(self) -> Reading:
+        now = time.monotonic()
+        window, self._last = max(now - self._last, 1e-3), now
+        rss_mb = self.process.memory_info().rss / 1024**2
+        return reading(self.cpu, self.memory, rss_mb=rss_mb, at=now, window_s=window, cpu_capacity=2.0, cpu_scope="calm (tests), 2 CPUs")

@@ -46,7 +46,8 @@ def test_the_dashboard_and_a_run_page_in_a_browser(live_server):
 
         page.goto(f"{live_server.url}/admin/syncapp/syncrun/{run.pk}/change/")
         page.wait_for_selector("svg.ballast-chart")
-        assert page.locator("svg.ballast-chart polyline").count() == 3  # CPU, memory, concurrency
+        assert page.locator("svg.ballast-chart polyline").count() == 4  # machine CPU, this run's CPU, memory, concurrency
+        assert page.locator("svg.ballast-chart text.axis-title").count() == 3  # both y axes and time, titled
         page.screenshot(path=str(ARTIFACTS / "run-page.png"), full_page=True)
         browser.close()
     assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000

@@ -90,7 +90,9 @@ def test_run_pages_show_status_counters_and_steps(admin_client):
     for step in ("users", "tokens", "relations"):
         assert f">{step}<" in text
     assert "25" in text
-    assert "peak RSS" in text and "waited on the governor" in text
+    assert "peak RSS" in text and "held by the governor: users " in text  # per step: steps run side by side
+    held = {s.name: (s.governor_wait_s, s.duration_s) for s in run.step_records.all()}
+    assert all(wait <= duration for wait, duration in held.values())
     filtered = admin_client.get(reverse("admin:syncapp_syncrun_changelist"), {"status__exact": "failed"}).content.decode()
     assert "0 sync runs" in filtered
 
@@ -132,28 +134,46 @@ def test_staff_who_may_only_view_cannot_start_or_cancel(client, db):
 
 
 def test_a_run_page_draws_its_resources_and_lists_governor_events(admin_client, db):
+    import xml.etree.ElementTree as ET
     from datetime import timedelta
 
     from django.utils import timezone
 
+    from monitoring.charts import _x
     from monitoring.models import ResourceSample, ThrottleEvent
 
     run = start_run(tenant=TenantFactory(), trigger="admin", enqueue=False)
     start = timezone.now()
-    for i, (cpu, concurrency) in enumerate([(20, 3), (85, 1), (40, 2)]):
+    for i, (cpu, own, concurrency) in enumerate([(20, 15, 3), (85, 8, 1), (80, 10, 1), (40, 30, 2)]):
         ResourceSample.objects.create(
-            owner=f"run-{run.pk}", route="users", at=start + timedelta(seconds=i), cpu_percent=cpu,
-            process_cpu_percent=cpu, memory_percent=30, rss_bytes=10**8, concurrency=concurrency, batch_size=100,
+            owner=f"run-{run.pk}", route="users", pid=7, at=start + timedelta(seconds=10 * i), cpu_percent=cpu,
+            process_cpu_percent=own, memory_percent=30, rss_bytes=10**8, concurrency=concurrency, batch_size=100,
         )
-    ThrottleEvent.objects.create(
+    hold = ThrottleEvent.objects.create(
         owner=f"run-{run.pk}", route="users", kind="throttle", cpu_percent=85, memory_percent=30, rss_bytes=10**8,
-        detail="CPU 85% (consecutive 1)",
+        detail="held at 8% CPU: neighbours use 77% of the 80% ceiling", duration_s=20.0, ended_at=start + timedelta(seconds=30),
+        cpu_min=80, cpu_mean=82, cpu_max=85, own_cpu_mean=9,
+    )
+    ThrottleEvent.objects.filter(pk=hold.pk).update(created_at=start + timedelta(seconds=10))
+    ThrottleEvent.objects.create(
+        owner=f"run-{run.pk}", route="users", kind="collect", cpu_percent=40, memory_percent=30, rss_bytes=10**8, detail="RSS 90 MB -> 80 MB",
     )
     page = admin_client.get(reverse("admin:syncapp_syncrun_change", args=[run.pk])).content.decode()
-    assert "Resources over the run" in page and "<svg" in page and 'class="event"' in page
-    assert page.count("<polyline") == 3  # CPU, memory, concurrency
-    assert "throttle: users: CPU 85% (consecutive 1)" in page  # the event's tick, on hover
-    assert "CPU 85% (consecutive 1)</td>" in page  # and its row
+    svg = ET.fromstring(page[page.index('<svg xmlns="http://www.w3.org/2000/svg" class="ballast-chart"'):page.index("</svg>", page.index("ballast-chart")) + 6])
+    ns = "{http://www.w3.org/2000/svg}"
+    titles = [line.find(f"{ns}title").text for line in svg.iter(f"{ns}polyline")]
+    assert titles == ["machine CPU %", "this run's CPU %", "memory %", "concurrency"]
+    texts = [t.text for t in svg.iter(f"{ns}text")]
+    assert {"% of the machine", "concurrency", "time since the start"} <= set(texts)  # both y axes and time titled
+    assert {"0 s", "10 s", "20 s", "30 s"} <= set(texts)  # time ticks
+    [band] = [r for r in svg.iter(f"{ns}rect") if r.get("class") == "episode"]
+    span = 30.0  # the last sample's time, and the episode's end
+    assert float(band.get("x")) == pytest.approx(_x(10, span), abs=3)  # the band starts with the episode…
+    assert float(band.get("width")) == pytest.approx(_x(30, span) - _x(10, span), abs=3)  # …and lasts as long
+    assert "held at 8% CPU: neighbours use 77% of the 80% ceiling" in band.find(f"{ns}title").text
+    [tick] = [line for line in svg.iter(f"{ns}line") if line.get("class") == "event"]
+    assert "RSS 90 MB -> 80 MB" in tick.find(f"{ns}title").text
+    assert "20.0 s</td>" in page and "80–85 (mean 82)" in page  # the episode's row: how long, its readings
 
 
 def test_governor_settings_are_checked_in_the_tenant_form(admin_client, db):

@@ -59,8 +59,8 @@ class Command(BaseCommand):
                 reading = reader.read()
                 report = usage_report(hours=1 / 12)
                 lines = [
-                    f"Ballast resources ({reading.source}, {reading.cpu_capacity:g} CPUs)   {time.strftime('%H:%M:%S')}",
-                    f"  CPU     {_bar(reading.cpu_percent)} {reading.cpu_percent:5.1f}%",
+                    f"Ballast resources (CPU: {reading.cpu_scope}; memory: {reading.source})   {time.strftime('%H:%M:%S')}",
+                    f"  CPU     {_bar(reading.cpu_percent)} {reading.cpu_percent:5.1f}%   (this process {reading.process_cpu_percent:.1f}%)",
                     f"  memory  {_bar(reading.memory_percent)} {reading.memory_percent:5.1f}%   "
                     f"({reading.memory_used_bytes / MB:,.0f} of {reading.memory_limit_bytes / MB:,.0f} MB)",
                     f"  runs (5 min): {report['runs'] or 'none'}",
