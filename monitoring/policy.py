@@ -188,16 +188,17 @@ class Ewma:
 
     Bias-corrected (the weights so far add up to one), so a first value that covers a moment,
     such as a reader's first reading, does not stand for the whole past. With `rise_tau_s` it
-    follows rises faster than falls: pressure is believed at once, relief only once it lasts.
+    follows a jump up (more than `jump` above the average) faster: pressure is believed at once,
+    relief only once it lasts, and readings that merely jitter move it the same both ways.
     """
 
-    def __init__(self, tau_s: float, rise_tau_s: float | None = None):
-        self.tau_s, self.rise_tau_s = tau_s, rise_tau_s or tau_s
+    def __init__(self, tau_s: float, rise_tau_s: float | None = None, jump: float = 0.0):
+        self.tau_s, self.rise_tau_s, self.jump = tau_s, rise_tau_s or tau_s, jump
         self.value: float | None = None
         self._weight = 0.0  # of everything seen so far: 1 − e^(−time covered / tau)
 
     def add(self, value: float, covers_s: float) -> float:
-        tau = self.rise_tau_s if self.value is not None and value > self.value else self.tau_s
+        tau = self.rise_tau_s if self.value is not None and value > self.value + self.jump else self.tau_s
         keep = math.exp(-max(covers_s, 1e-9) / tau)
         total = self._weight * keep + (1.0 - keep)
         self.value = value if self.value is None else ((self.value * self._weight * keep) + value * (1.0 - keep)) / total
@@ -209,16 +210,16 @@ class CpuShare:
     """What the rest of the machine uses, smoothed, and so what this process may use.
 
     The neighbours' use is machine less own, over one scope, averaged over about `tau_s`
-    seconds when it falls and `rise_tau_s` when it rises (more neighbours: give way within a
-    reading or two, so a neighbour that starts does not push the machine over for long; fewer:
-    take the room back once it lasts). A reading weighs by the window it covers, so skipped
+    seconds, and `rise_tau_s` when it jumps up by more than `jump` points (a neighbour that
+    starts: give way within a reading or two, so it does not push the machine over for long);
+    readings that only jitter move it as much down as up, so it does not sit above the truth. A reading weighs by the window it covers, so skipped
     readings only slow the average. One per process, shared by its governors; a reading is
     counted once however many look at it. The database server working for the sync counts as
     a neighbour: what the sync makes it do comes out of the sync's own share.
     """
 
-    def __init__(self, tau_s: float = 3.0, rise_tau_s: float = 0.3):
-        self.neighbours = Ewma(tau_s, rise_tau_s)  # percent of the capacity
+    def __init__(self, tau_s: float = 3.0, rise_tau_s: float = 0.3, jump: float = 5.0):
+        self.neighbours = Ewma(tau_s, rise_tau_s, jump)  # percent of the capacity
         self._last_at: float | None = None
 
     def observe(self, reading: Reading) -> None:
@@ -252,9 +253,9 @@ class SteadyValue:
     """
 
     value: int
-    dwell_s: float = 2.0
+    dwell_s: float = 5.0
     window_s: float = 5.0
-    deadband: float = 0.15
+    deadband: float = 0.25
     growth: float = 1.5
     _changed_at: float = float("-inf")
     _above_since: float | None = None

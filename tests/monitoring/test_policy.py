@@ -135,8 +135,8 @@ def test_cpu_concurrency_is_in_proportion(fraction, maximum, expected):
 
 
 def test_a_steady_value_goes_down_on_a_clear_step_and_up_one_step_a_window():
-    value = SteadyValue(20, dwell_s=2.0, window_s=5.0)
-    assert not value.propose(19, now=0.0)  # within the deadband: no change
+    value = SteadyValue(20, dwell_s=2.0, window_s=5.0, deadband=0.15)
+    assert not value.propose(18, now=0.0)  # within the deadband: no change
     assert value.propose(12, now=0.0) and value.value == 12
     assert not value.propose(8, now=1.0)  # within the dwell
     assert value.propose(8, now=2.5) and value.value == 8
