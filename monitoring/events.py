@@ -3,8 +3,8 @@
 A point event (a brake, a concurrency change, a collection) is one row. A condition that lasts
 (a CPU hold, a memory throttle, a provider pushing back) is an Episode: one row made when it
 starts, updated as it goes with its duration and min/mean/max readings, closed with its end.
-Log lines for the same condition of a route go out at most once per LOG_REPEAT_S; the ones
-held back are counted in the next, and an episode's end says how it went.
+Log lines for the same condition of a route go out at most once per LOG_REPEAT_S (an episode's
+start and its summary each); the ones held back are counted in the next.
 """
 
 import logging
@@ -139,8 +139,8 @@ class DatabaseRecorder:
 
     def update(self, handle: int | None, event: Event, condition: str | None = None) -> None:
         """Rewrite an episode's row as it goes; its end is logged with a summary."""
-        if event.ended:
-            self._log(condition or event.kind, f"{event.kind} over after {event.summary()}: {event.detail}")
+        if event.ended:  # its own key: a short episode still ends with its summary
+            self._log(f"{condition or event.kind} ended", f"{event.kind} over after {event.summary()}: {event.detail}")
         if handle is None:
             return
         try:
