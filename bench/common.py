@@ -42,11 +42,12 @@ def machine_busy_seconds() -> tuple[float, int]:
 
 
 class MachineCpu:
-    """The machine's CPU use, percent of all its CPUs, in windows of `window_s` sliding every second."""
+    """The machine's CPU use, percent of all its CPUs, in windows of `window_s` sliding every
+    second; and this process's, to tell what the rest of the machine used."""
 
     def __init__(self, window_s: float = 5.0):
         self.window_s = window_s
-        self.points: list[tuple[float, float]] = []
+        self.points: list[tuple[float, float, float]] = []  # (time, machine busy s, this process's CPU s)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
 
@@ -61,15 +62,16 @@ class MachineCpu:
     def _watch(self) -> None:
         while True:
             busy, _ = machine_busy_seconds()
-            self.points.append((time.monotonic(), busy))
+            self.points.append((time.monotonic(), busy, time.process_time()))
             if self._stop.wait(1.0):
                 return
 
-    def windows(self, seconds: float | None = None) -> list[float]:
-        """Machine CPU percent over each window of `seconds` (the window given at start by default), a second apart."""
+    def windows(self, seconds: float | None = None, others: bool = False) -> list[float]:
+        """Machine CPU percent over each window of `seconds` (the window given at start by
+        default), a second apart; with `others`, the machine less this process."""
         _, cpus = machine_busy_seconds()
         step = max(1, round(seconds or self.window_s))
         return [
-            100 * (b1 - b0) / (t1 - t0) / cpus
-            for (t0, b0), (t1, b1) in zip(self.points, self.points[step:])
+            100 * ((b1 - b0) - (p1 - p0 if others else 0.0)) / (t1 - t0) / cpus
+            for (t0, b0, p0), (t1, b1, p1) in zip(self.points, self.points[step:])
         ]

@@ -33,6 +33,7 @@ from monitoring.profiles import route_policy  # noqa: E402
 from syncapp.runs import run_owner  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
+CEILING = 80.0
 LOGGERS = ("syncapp", "monitoring", "django_q", "")
 
 
@@ -72,6 +73,8 @@ def one_case(name: str, slug: str, governor: dict, config: dict, hog: psutil.Pro
     changes = ThrottleEvent.objects.filter(owner=run_owner(run.pk), kind="concurrency").count()
     warnings = handler.levels["WARNING"] + handler.levels["ERROR"] + handler.levels["CRITICAL"]
     windows = machine.windows()
+    others = machine.windows(others=True)  # the hog, the database server, everything but the sync itself
+    under = [w for w, o in zip(windows, others) if o < CEILING]
     policy = route_policy("run")
     chart = owner_chart(run_owner(run.pk), cpu_ceiling=policy.max_cpu_percent, memory_ceiling=policy.max_memory_percent)
     (RESULTS / f"neighbour-{slug}.svg").write_text(chart)  # the run page's picture of this run
@@ -81,7 +84,7 @@ def one_case(name: str, slug: str, governor: dict, config: dict, hog: psutil.Pro
     tenant.delete()
     return {
         "name": name, "status": run.status, "seconds": seconds, "rows": rows, "rate": rows / seconds,
-        "worst": max(windows, default=0.0), "mean": sum(windows) / max(len(windows), 1), "hog": 100 * hog_cores / (os.cpu_count() or 1),
+        "worst": max(windows, default=0.0), "worst_under": max(under, default=0.0), "mean": sum(windows) / max(len(windows), 1), "hog": 100 * hog_cores / (os.cpu_count() or 1),
         "changes_per_min": changes / minutes, "warnings_per_min": warnings / minutes,
         "lines_per_min": sum(handler.levels.values()) / minutes,
     }
@@ -107,14 +110,16 @@ def main() -> None:
         hog.wait()
     print(f"demo sync of {args.users:,} users ({args.latency_ms} ms per call) beside a CPU hog pinned to core {args.hog_core}, "
           f"{os.cpu_count()} CPUs; machine CPU from /proc/stat")
-    print(f"{'case':<24}{'status':<11}{'seconds':>8}{'rows/s':>8}{'worst 5 s CPU %':>17}{'mean %':>8}{'hog %':>7}"
+    print(f"{'case':<24}{'status':<11}{'seconds':>8}{'rows/s':>8}{'worst 5 s CPU %':>17}{'(others < 80%)':>16}{'mean %':>8}{'hog %':>7}"
           f"{'changes/min':>13}{'warnings/min':>14}{'log lines/min':>15}")
     for r in results:
-        print(f"{r['name']:<24}{r['status']:<11}{r['seconds']:>8.1f}{r['rate']:>8,.0f}{r['worst']:>17.1f}{r['mean']:>8.1f}{r['hog']:>7.1f}"
-              f"{r['changes_per_min']:>13.1f}{r['warnings_per_min']:>14.1f}{r['lines_per_min']:>15.1f}")
+        print(f"{r['name']:<24}{r['status']:<11}{r['seconds']:>8.1f}{r['rate']:>8,.0f}{r['worst']:>17.1f}{r['worst_under']:>16.1f}"
+              f"{r['mean']:>8.1f}{r['hog']:>7.1f}{r['changes_per_min']:>13.1f}{r['warnings_per_min']:>14.1f}{r['lines_per_min']:>15.1f}")
+    print("(others < 80%): the worst window among those where everything but the sync (the hog, the database server,")
+    print("the rest of the machine) used less than the ceiling, the case the governor can hold")
     capped, uncapped = results
     # What the ceiling leaves the sync (and the database working for it), against what it used uncapped.
-    allows = (80.0 - capped["hog"]) / (uncapped["mean"] - uncapped["hog"])
+    allows = (CEILING - capped["hog"]) / (uncapped["mean"] - uncapped["hog"])
     print(f"ceilinged / uncapped rate: {capped['rate'] / uncapped['rate']:.0%} (goal >= 50%; "
           f"the headroom allows about {allows:.0%}: 80% less the hog's {capped['hog']:.0f}%, against the "
           f"{uncapped['mean'] - uncapped['hog']:.0f}% the sync and its database took uncapped)")

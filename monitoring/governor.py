@@ -167,7 +167,7 @@ class Governor:
         self.stats = RunStats()
         self.consecutive_throttles = 0
         self.brakes = 0
-        self.forced_sequential = False  # after a memory wait that ran out: go on at concurrency 1
+        self.forced_sequential = False  # after a memory wait that ran out: one at a time until memory recovers
         self.bytes_per_record: float | None = None
         self.episodes: dict[str, Episode] = {}  # condition → the episode going on
         self._lock = threading.RLock()  # the state below is shared with the threads that call()
@@ -190,6 +190,8 @@ class Governor:
 
     def _decide(self, reading: Reading) -> Decision:
         decision = decide(reading, self.policy, io_bound=self.io_bound, cpu_cap=self.cpu_cap.value, bytes_per_record=self.bytes_per_record)
+        if decision.state not in (State.OVERLOADED, State.EMERGENCY):
+            self.forced_sequential = False  # memory is back under its ceiling
         if self.forced_sequential and decision.concurrency > 1:
             decision = replace(decision, concurrency=1, limited_by="memory")
         return decision
@@ -322,8 +324,7 @@ class Governor:
         self.consecutive_throttles += 1
         if decision.state == State.EMERGENCY:
             self._event("emergency", reading, f"{decision.pressure.reason} >= {self.policy.emergency_percent:.0f}%: concurrency 1, pause, collect", self.resource_cap, 1)
-            self.resource_cap = 1
-            self.limiter.set_cap(1)
+            self._one_at_a_time()
             self._collect_now(reading)
         if self.consecutive_throttles >= self.policy.brake_after:
             self.brakes += 1
@@ -346,16 +347,19 @@ class Governor:
             self.sleep(min(step, self.policy.max_wait_s - waited))
             step = min(step * 2, 5.0)
             if self.tick().state not in (State.OVERLOADED, State.EMERGENCY):
-                self.forced_sequential = False
                 return
         reading = self.read()
         if self.policy.stop_after_wait:
             self._event("stop", reading, f"still overloaded after {self.policy.max_wait_s:.0f} s")
             raise GovernorStop(f"still overloaded after waiting {self.policy.max_wait_s:.0f} s")
         self._event("pause", reading, f"still overloaded after {self.policy.max_wait_s:.0f} s: going on at concurrency 1", self.resource_cap, 1)
-        self.forced_sequential = True
-        self.resource_cap = 1
-        self.limiter.set_cap(1)
+        self._one_at_a_time(until_recovery=True)
+
+    def _one_at_a_time(self, until_recovery: bool = False) -> None:
+        with self._lock:
+            self.forced_sequential = self.forced_sequential or until_recovery
+            self.resource_cap = 1
+            self.limiter.set_cap(1)
 
     def _duty_cycle(self) -> None:
         """Hold this process to its CPU allowance: when it used more than that, sleep until its use

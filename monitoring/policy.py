@@ -187,18 +187,24 @@ class Ewma:
     """An exponential average over about `tau_s` seconds; each value weighs by the time it covers.
 
     Bias-corrected (the weights so far add up to one), so a first value that covers a moment,
-    such as a reader's first reading, does not stand for the whole past. With `rise_tau_s` it
-    follows a jump up (more than `jump` above the average) faster: pressure is believed at once,
-    relief only once it lasts, and readings that merely jitter move it the same both ways.
+    such as a reader's first reading, does not stand for the whole past. A jump of more than
+    `jump` is followed faster: up over `rise_tau_s` (pressure is believed at once), down over
+    `fall_tau_s` (relief a little later); readings that merely jitter move it over `tau_s`, the
+    same both ways.
     """
 
-    def __init__(self, tau_s: float, rise_tau_s: float | None = None, jump: float = 0.0):
-        self.tau_s, self.rise_tau_s, self.jump = tau_s, rise_tau_s or tau_s, jump
+    def __init__(self, tau_s: float, rise_tau_s: float | None = None, jump: float = 0.0, fall_tau_s: float | None = None):
+        self.tau_s, self.jump = tau_s, jump
+        self.rise_tau_s, self.fall_tau_s = rise_tau_s or tau_s, fall_tau_s or tau_s
         self.value: float | None = None
         self._weight = 0.0  # of everything seen so far: 1 − e^(−time covered / tau)
 
     def add(self, value: float, covers_s: float) -> float:
-        tau = self.rise_tau_s if self.value is not None and value > self.value + self.jump else self.tau_s
+        tau = self.tau_s
+        if self.value is not None and value > self.value + self.jump:
+            tau = self.rise_tau_s
+        elif self.value is not None and value < self.value - self.jump:
+            tau = self.fall_tau_s
         keep = math.exp(-max(covers_s, 1e-9) / tau)
         total = self._weight * keep + (1.0 - keep)
         self.value = value if self.value is None else ((self.value * self._weight * keep) + value * (1.0 - keep)) / total
@@ -210,16 +216,17 @@ class CpuShare:
     """What the rest of the machine uses, smoothed, and so what this process may use.
 
     The neighbours' use is machine less own, over one scope, averaged over about `tau_s`
-    seconds, and `rise_tau_s` when it jumps up by more than `jump` points (a neighbour that
-    starts: give way within a reading or two, so it does not push the machine over for long);
-    readings that only jitter move it as much down as up, so it does not sit above the truth. A reading weighs by the window it covers, so skipped
+    seconds; a jump of more than `jump` points is followed over `rise_tau_s` up (a neighbour that
+    starts: give way within a reading or two, so it does not push the machine over for long) and
+    `fall_tau_s` down (a burst that ended: take the room back within a second or two). Readings
+    that only jitter move it as much down as up, so it does not sit above the truth. A reading weighs by the window it covers, so skipped
     readings only slow the average. One per process, shared by its governors; a reading is
     counted once however many look at it. The database server working for the sync counts as
     a neighbour: what the sync makes it do comes out of the sync's own share.
     """
 
-    def __init__(self, tau_s: float = 3.0, rise_tau_s: float = 0.3, jump: float = 5.0):
-        self.neighbours = Ewma(tau_s, rise_tau_s, jump)  # percent of the capacity
+    def __init__(self, tau_s: float = 3.0, rise_tau_s: float = 0.3, jump: float = 5.0, fall_tau_s: float = 1.0):
+        self.neighbours = Ewma(tau_s, rise_tau_s, jump, fall_tau_s)  # percent of the capacity
         self._last_at: float | None = None
 
     def observe(self, reading: Reading) -> None:

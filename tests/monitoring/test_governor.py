@@ -78,6 +78,14 @@ def test_without_recovery_it_goes_on_at_concurrency_one_never_deadlocks():
     assert recorder.kinds()[-1] == "pause" and g.concurrency == 1 and decision.concurrency == 1
 
 
+def test_one_at_a_time_after_a_wait_lasts_only_until_memory_recovers():
+    g, t, recorder = governor([reading(10, 85)] * 6 + [reading(10, 10)], RoutePolicy(max_concurrency=3, max_wait_s=1, brake_after=99))
+    assert g.before_batch().concurrency == 1 and recorder.kinds()[-1] == "pause"
+    for _ in range(3):
+        decision = g.before_batch()
+    assert decision.concurrency == 3 and not g.forced_sequential
+
+
 def test_or_stops_when_configured_to():
     g, t, recorder = governor(reading(10, 85), RoutePolicy(max_wait_s=10, stop_after_wait=True, brake_after=99))
     with pytest.raises(GovernorStop, match="still overloaded after waiting 10 s"):

@@ -115,7 +115,10 @@ def test_neighbours_are_smoothed_over_seconds_and_a_reading_counts_once():
     risen = 80 * (1 - math.exp(-0.5 / 0.3))
     assert share.neighbours.value == pytest.approx(risen, abs=0.5)  # rises: followed within a reading or two
     share.observe(reading(10, 10, process_cpu=10, at=15.5))
-    assert share.neighbours.value == pytest.approx(risen * math.exp(-0.5 / 3.0), abs=0.5)  # falls: over seconds
+    fallen = risen * math.exp(-0.5 / 1.0)
+    assert share.neighbours.value == pytest.approx(fallen, abs=0.5)  # a jump down: followed over a second
+    share.observe(reading(10 + fallen - 3, 10, process_cpu=10, at=16.0))  # jitter, 3 points under it
+    assert share.neighbours.value == pytest.approx(fallen - 3 * (1 - math.exp(-0.5 / 3.0)), abs=0.1)  # over seconds
     for n in range(1, 30):  # the neighbour stays: the average gets there in seconds
         share.observe(reading(90, 10, process_cpu=10, at=15.0 + n * 0.5))
     assert share.neighbours.value == pytest.approx(80, abs=1)
