@@ -177,7 +177,7 @@ class Governor:
         self._held_seen, self._held_at = 0.0, clock()
         self._last_sample_at = self._last_collect_at = self._last_pushback_at = float("-inf")
         self.cpu_budget.delay(clock(), cpu_clock(), 1.0)  # start counting from now
-        first = self.read()
+        first = self.reading = self.read()
         self.cpu_share.observe(first)
         self.allowance: CpuAllowance = self.cpu_share.allowance(policy, first.cpu_capacity, usable_cores)
         self.decision: Decision = self._decide(first)
@@ -203,6 +203,7 @@ class Governor:
         """Read once, decide, and record what changed (events, episodes, a sample at a bounded rate)."""
         with self._lock:
             reading, now = self.read(), self.clock()
+            self.reading = reading  # the events of this decision carry the reading it came from
             self.stats.add(reading)
             self.cpu_share.observe(reading)
             self.allowance = self.cpu_share.allowance(self.policy, reading.cpu_capacity, self.usable_cores)
@@ -320,7 +321,7 @@ class Governor:
 
     def _throttle(self, decision: Decision) -> None:
         """Memory over its ceiling: one at a time, collect, wait for it to fall; brake when it keeps on."""
-        reading = self.read()
+        reading = self.reading
         self.consecutive_throttles += 1
         if decision.state == State.EMERGENCY:
             self._event("emergency", reading, f"{decision.pressure.reason} >= {self.policy.emergency_percent:.0f}%: concurrency 1, pause, collect", self.resource_cap, 1)
@@ -348,7 +349,7 @@ class Governor:
             step = min(step * 2, 5.0)
             if self.tick().state not in (State.OVERLOADED, State.EMERGENCY):
                 return
-        reading = self.read()
+        reading = self.reading
         if self.policy.stop_after_wait:
             self._event("stop", reading, f"still overloaded after {self.policy.max_wait_s:.0f} s")
             raise GovernorStop(f"still overloaded after waiting {self.policy.max_wait_s:.0f} s")
