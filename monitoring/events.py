@@ -98,6 +98,40 @@ class Episode:
         self.recorder.update(self.handle, self.event, condition=self.condition)
 
 
+class Episodes:
+    """The conditions of one route that may last, each an Episode while it goes on."""
+
+    def __init__(self, recorder):
+        self.recorder = recorder
+        self.going: dict[str, Episode] = {}  # condition → its episode
+
+    def carry(
+        self, condition: str, kind: str, on: bool, now: float, reading: Reading, pressure: Pressure,
+        detail: str | None, severity: float | None = None,
+    ) -> None:
+        """Start the condition's episode (when there is a detail to say why), carry it on, or end it."""
+        episode = self.going.get(condition)
+        if on and episode is None and detail:
+            self.going[condition] = Episode(self.recorder, kind, condition, now, reading, pressure, detail, severity)
+        elif on and episode is not None:
+            episode.observe(now, reading, detail, severity)
+        elif not on and episode is not None:
+            episode.end(now)
+            del self.going[condition]
+
+    def __contains__(self, condition: str) -> bool:
+        return condition in self.going
+
+    def details(self) -> str:
+        """What holds the route right now, in words ('' when nothing does)."""
+        return "; ".join(e.event.detail for e in self.going.values())
+
+    def end_all(self, now: float) -> None:
+        for episode in self.going.values():
+            episode.end(now)
+        self.going.clear()
+
+
 def _row_fields(event: Event) -> dict:
     rounded = {name: round(getattr(event, name), 1) if getattr(event, name) is not None else None
                for name in ("cpu_min", "cpu_mean", "cpu_max", "own_cpu_mean")}

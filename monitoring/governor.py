@@ -22,7 +22,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
-from .events import Episode, Event, describe_rss
+from .events import Episodes, Event, describe_rss
 from .limiter import Limiter
 from .limits import AdaptiveLimit, Outcome, Pacer
 from .memory import malloc_trim
@@ -113,6 +113,59 @@ class WaitClock:
             return self._waiting > 0 or self.clock() - self.last_end < seconds
 
 
+class CpuHold:
+    """One route's CPU: the allowance its neighbours leave under the ceiling (policy.CpuShare),
+    held by duty-cycling (the process's CpuBudget), and the concurrency that follows it: in
+    proportion to the allowance while the duty cycle holds the route, back up a step per window
+    once it no longer does, steadied against flapping (policy.SteadyValue)."""
+
+    def __init__(self, policy: RoutePolicy, maximum: int, first: Reading, *, clock, cpu_clock, budget: CpuBudget, share: CpuShare, usable_cores: float):
+        self.policy, self.maximum, self.clock, self.cpu_clock = policy, maximum, clock, cpu_clock
+        self.budget, self.share, self.usable_cores = budget, share, usable_cores
+        self.holds = WaitClock(clock)  # the time the duty cycle held the route
+        self.held = Ewma(HOLD_TAU_S)  # as a share of the time
+        self.cap = SteadyValue(maximum)
+        self._held_seen, self._held_at = 0.0, clock()
+        budget.delay(clock(), cpu_clock(), 1.0)  # start counting from now
+        share.observe(first)
+        self.allowance: CpuAllowance = share.allowance(policy, first.cpu_capacity, usable_cores)
+
+    @property
+    def held_share(self) -> float:
+        return self.held.value or 0.0
+
+    def update(self, reading: Reading, now: float) -> None:
+        """A new reading: the allowance it leaves, and where concurrency should go."""
+        self.share.observe(reading)
+        self.allowance = self.share.allowance(self.policy, reading.cpu_capacity, self.usable_cores)
+        held, elapsed = self.holds.seconds(), now - self._held_at
+        if elapsed > 0:
+            self.held.add(min((held - self._held_seen) / elapsed, 1.0), elapsed)
+            self._held_seen, self._held_at = held, now
+        if self.held_share > SHRINK_ABOVE:
+            self.cap.propose(cpu_concurrency(self.allowance, self.maximum), now)
+        elif self.held_share < GROW_BELOW:
+            self.cap.propose(self.maximum, now)
+
+    def duty_cycle(self, sleep: Callable[[float], None]) -> None:
+        """When the process used more CPU than allowed, sleep until it is back at the allowance
+        (one busy thread uses a whole core whatever the concurrency is)."""
+        delay = self.budget.delay(self.clock(), self.cpu_clock(), self.allowance.cores)
+        if delay > 0:
+            with self.holds.waiting():
+                sleep(min(delay, MAX_DUTY_SLEEP_S))
+
+    def holding(self) -> bool:
+        """Held now, or within the last HOLD_GAP_S (an episode does not end between two batches)."""
+        return self.holds.active_within(HOLD_GAP_S)
+
+    def reason(self) -> str:
+        a = self.allowance
+        if a.held:
+            return f"CPU: {a.describe()}; the duty cycle held the step {100 * self.held_share:.0f}% of the time"
+        return f"CPU: no longer held (neighbours use {a.neighbours:.0f}% of the {a.ceiling:.0f}% ceiling)"
+
+
 @dataclass
 class RunStats:
     peak_rss_bytes: int = 0
@@ -158,28 +211,21 @@ class Governor:
         self.clock, self._sleep, self.cpu_clock = clock, sleep, cpu_clock
         self.collect = collect or self._collect
         self.sample_every_s = sample_every_s
-        self.usable_cores = usable_cores
-        self.cpu_budget = cpu_budget or PROCESS_CPU_BUDGET
-        self.cpu_share = cpu_share or PROCESS_CPU_SHARE
         self.limiter = Limiter(AdaptiveLimit(maximum=policy.io_max_concurrency), Pacer(maximum=calls_per_second), clock=clock)
         self.waits = WaitClock(clock)  # everything the governor made the step wait for
-        self.holds = WaitClock(clock)  # the CPU duty cycle alone
         self.stats = RunStats()
         self.consecutive_throttles = 0
         self.brakes = 0
         self.forced_sequential = False  # after a memory wait that ran out: one at a time until memory recovers
         self.bytes_per_record: float | None = None
-        self.episodes: dict[str, Episode] = {}  # condition → the episode going on
+        self.episodes = Episodes(recorder)
         self._lock = threading.RLock()  # the state below is shared with the threads that call()
-        self._maximum = policy.io_max_concurrency if io_bound else policy.max_concurrency
-        self.cpu_cap = SteadyValue(self._maximum)
-        self.held = Ewma(HOLD_TAU_S)  # share of the time the duty cycle held the process
-        self._held_seen, self._held_at = 0.0, clock()
         self._last_sample_at = self._last_collect_at = self._last_pushback_at = float("-inf")
-        self.cpu_budget.delay(clock(), cpu_clock(), 1.0)  # start counting from now
         first = self.reading = self.read()
-        self.cpu_share.observe(first)
-        self.allowance: CpuAllowance = self.cpu_share.allowance(policy, first.cpu_capacity, usable_cores)
+        self.cpu = CpuHold(
+            policy, policy.io_max_concurrency if io_bound else policy.max_concurrency, first, clock=clock, cpu_clock=cpu_clock,
+            budget=cpu_budget or PROCESS_CPU_BUDGET, share=cpu_share or PROCESS_CPU_SHARE, usable_cores=usable_cores,
+        )
         self.decision: Decision = self._decide(first)
         self.resource_cap = self.decision.concurrency
         self._limited_by = self.decision.limited_by
@@ -189,7 +235,7 @@ class Governor:
     # --- reading and deciding -------------------------------------------------
 
     def _decide(self, reading: Reading) -> Decision:
-        decision = decide(reading, self.policy, io_bound=self.io_bound, cpu_cap=self.cpu_cap.value, bytes_per_record=self.bytes_per_record)
+        decision = decide(reading, self.policy, io_bound=self.io_bound, cpu_cap=self.cpu.cap.value, bytes_per_record=self.bytes_per_record)
         if decision.state not in (State.OVERLOADED, State.EMERGENCY):
             self.forced_sequential = False  # memory is back under its ceiling
         if self.forced_sequential and decision.concurrency > 1:
@@ -205,16 +251,14 @@ class Governor:
             reading, now = self.read(), self.clock()
             self.reading = reading  # the events of this decision carry the reading it came from
             self.stats.add(reading)
-            self.cpu_share.observe(reading)
-            self.allowance = self.cpu_share.allowance(self.policy, reading.cpu_capacity, self.usable_cores)
-            self._steady_cpu_cap(now)
+            self.cpu.update(reading, now)
             decision = self._decide(reading)
             self.decision = decision
             cap_before, self.resource_cap = self.resource_cap, decision.concurrency
             self.limiter.set_cap(self.resource_cap)
             if self.resource_cap != cap_before:
                 by_cpu = "cpu" in (decision.limited_by, self._limited_by)  # held by it, or let go by it
-                why = self._cpu_reason() if by_cpu else _figures(decision.pressure)
+                why = self.cpu.reason() if by_cpu else _figures(decision.pressure)
                 self._event("concurrency", reading, why, cap_before, self.resource_cap)
             self._limited_by = decision.limited_by
             self.concurrency = self.io_limit()
@@ -226,29 +270,6 @@ class Governor:
                 self._last_sample_at = now
                 self.recorder.sample(reading, decision.pressure, self.concurrency, decision.batch_size)
             return decision
-
-    def _steady_cpu_cap(self, now: float) -> None:
-        """While the duty cycle holds the process, concurrency follows the allowance in proportion
-        (the maximum × allowance / usable); once it no longer holds, it grows back a step per
-        window. Between the two thresholds of the time held, nothing moves."""
-        held, elapsed = self.holds.seconds(), now - self._held_at
-        if elapsed > 0:
-            self.held.add(min((held - self._held_seen) / elapsed, 1.0), elapsed)
-            self._held_seen, self._held_at = held, now
-        if self.held_share > SHRINK_ABOVE:
-            self.cpu_cap.propose(cpu_concurrency(self.allowance, self._maximum), now)
-        elif self.held_share < GROW_BELOW:
-            self.cpu_cap.propose(self._maximum, now)
-
-    @property
-    def held_share(self) -> float:
-        return self.held.value or 0.0
-
-    def _cpu_reason(self) -> str:
-        a = self.allowance
-        if a.held:
-            return f"CPU: {a.describe()}; the duty cycle held the step {100 * self.held_share:.0f}% of the time"
-        return f"CPU: no longer held (neighbours use {a.neighbours:.0f}% of the {a.ceiling:.0f}% ceiling)"
 
     def io_limit(self) -> int:
         """Calls allowed in flight now (for I/O-bound work), else the concurrency resources allow."""
@@ -262,41 +283,24 @@ class Governor:
 
     def _follow_episodes(self, now: float, reading: Reading) -> None:
         """Start, carry on and end the conditions that last, from this tick's reading."""
-        holding = self.holds.active_within(HOLD_GAP_S)
-        held = self.allowance.held
-        self._carry("cpu", holding, now, reading, self.allowance.describe() if held else None, 100 - self.allowance.percent)
+        pressure, allowance = self.decision.pressure, self.cpu.allowance
+        cpu_detail = allowance.describe() if allowance.held else None
+        self.episodes.carry("cpu", "throttle", self.cpu.holding(), now, reading, pressure, cpu_detail, 100 - allowance.percent)
         overloaded = self.decision.state in (State.OVERLOADED, State.EMERGENCY)
-        self._carry("memory", overloaded, now, reading, self._memory_reason(), self.decision.pressure.memory)
+        memory_detail = f"{pressure.reason} over the {self.policy.max_memory_percent:.0f}% ceiling: one at a time, waiting for it to fall"
+        self.episodes.carry("memory", "throttle", overloaded, now, reading, pressure, memory_detail, pressure.memory)
         if "rate" in self.episodes:
-            self._carry("rate", now - self._last_pushback_at < RATE_QUIET_S, now, reading, None)
-
-    def _carry(self, condition: str, on: bool, now: float, reading: Reading, detail: str | None, severity: float | None = None) -> None:
-        episode = self.episodes.get(condition)
-        if on and episode is None and detail:
-            kind = "rate" if condition == "rate" else "throttle"
-            self.episodes[condition] = Episode(self.recorder, kind, condition, now, reading, self.decision.pressure, detail, severity)
-        elif on and episode is not None:
-            episode.observe(now, reading, detail, severity)
-        elif not on and episode is not None:
-            episode.end(now)
-            del self.episodes[condition]
-
-    def _memory_reason(self) -> str:
-        p = self.decision.pressure
-        return f"{p.reason} over the {self.policy.max_memory_percent:.0f}% ceiling: one at a time, waiting for it to fall"
+            self.episodes.carry("rate", "rate", now - self._last_pushback_at < RATE_QUIET_S, now, reading, pressure, None)
 
     def why_slow(self) -> str:
         """What holds the step right now, in words ('' when nothing does)."""
         with self._lock:
-            return "; ".join(e.event.detail for e in self.episodes.values())
+            return self.episodes.details()
 
     def close(self) -> None:
         """The step ended: close what is still going on."""
         with self._lock:
-            now = self.clock()
-            for episode in self.episodes.values():
-                episode.end(now)
-            self.episodes.clear()
+            self.episodes.end_all(self.clock())
 
     # --- waiting -------------------------------------------------------------
 
@@ -313,7 +317,7 @@ class Governor:
             decision = self.decision
         else:
             self.consecutive_throttles = 0
-        self._duty_cycle()
+        self.cpu.duty_cycle(self.sleep)
         self.sleep(decision.delay_s)
         if decision.delay_s == 0:
             self._sleep(0)  # yield to other threads between batches
@@ -361,14 +365,6 @@ class Governor:
             self.forced_sequential = self.forced_sequential or until_recovery
             self.resource_cap = 1
             self.limiter.set_cap(1)
-
-    def _duty_cycle(self) -> None:
-        """Hold this process to its CPU allowance: when it used more than that, sleep until its use
-        is back at the allowance (one busy thread uses a whole core whatever the concurrency is)."""
-        delay = self.cpu_budget.delay(self.clock(), self.cpu_clock(), self.allowance.cores)
-        if delay > 0:
-            with self.holds.waiting():
-                self.sleep(min(delay, MAX_DUTY_SLEEP_S))
 
     # --- memory ----------------------------------------------------------------
 
@@ -424,6 +420,5 @@ class Governor:
             f"in flight limit {change.limit_before:.1f} -> {change.limit_after:.1f}"
         )
         with self._lock:
-            now, reading = self.clock(), self.read()
-            self._last_pushback_at = now
-            self._carry("rate", True, now, reading, detail)
+            now = self._last_pushback_at = self.clock()
+            self.episodes.carry("rate", "rate", True, now, self.read(), self.decision.pressure, detail)

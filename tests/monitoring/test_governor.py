@@ -146,7 +146,7 @@ def test_busy_neighbours_shrink_the_share_never_stop_the_sync():
         t.cpu += 0.05
         t.now += 0.05
         g.before_batch()
-    assert g.allowance.cores == pytest.approx(0.1)  # the floor: 10% of a core
+    assert g.cpu.allowance.cores == pytest.approx(0.1)  # the floor: 10% of a core
     assert t.cpu / t.now == pytest.approx(0.1, rel=0.1)  # and it got that
     assert g.brakes == 0 and not any(e.kind in ("brake", "stop") for e in recorder.events)
 
@@ -186,7 +186,7 @@ def test_the_time_held_shrinks_concurrency_in_proportion_and_it_grows_back():
         t.cpu += 0.01
         t.now += 0.01
         g.before_batch()
-    assert g.held_share == pytest.approx(0.6, abs=0.1)
+    assert g.cpu.held_share == pytest.approx(0.6, abs=0.1)
     assert 13 <= g.resource_cap <= 16  # shrunk in steps, down to 32 × 0.4 at most
     machine.cpu = 0
     for _ in range(60):
