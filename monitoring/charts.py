@@ -69,9 +69,9 @@ def time_label(seconds: float) -> str:
     return f"{minutes}:{rest:02d}"
 
 
-def _line(values, colour: str, title: str, dash: str = "") -> str:
+def _line(values, colour: str, title: str, dash: str = "", width: float = 1.6) -> str:
     coords = " ".join(f"{x:.1f},{y:.1f}" for x, y in values)
-    return f'<polyline class="series" fill="none" stroke="{colour}" stroke-width="1.6" {dash} points="{coords}"><title>{escape(title)}</title></polyline>'
+    return f'<polyline class="series" fill="none" stroke="{colour}" stroke-width="{width}" {dash} points="{coords}"><title>{escape(title)}</title></polyline>'
 
 
 def resource_chart(
@@ -135,7 +135,7 @@ def resource_chart(
             level = _y(100 * (previous.concurrency or 0) / top_concurrency)
             steps += [(_x(previous.t, span), level), (_x(point.t, span), level)]
         steps.append((xs[-1], _y(100 * (points[-1].concurrency or 0) / top_concurrency)))
-        parts.append(_line(steps, COLOURS["concurrency"], "concurrency").replace('stroke-width="1.6"', 'stroke-width="1.4"'))
+        parts.append(_line(steps, COLOURS["concurrency"], "concurrency", width=1.4))
     for mark in marks:
         x = _x(mark.t, span)
         parts.append(

@@ -122,10 +122,6 @@ class Episodes:
     def __contains__(self, condition: str) -> bool:
         return condition in self.going
 
-    def details(self) -> str:
-        """What holds the route right now, in words ('' when nothing does)."""
-        return "; ".join(e.event.detail for e in self.going.values())
-
     def end_all(self, now: float) -> None:
         for episode in self.going.values():
             episode.end(now)

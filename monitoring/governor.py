@@ -236,7 +236,7 @@ class Governor:
 
     def _decide(self, reading: Reading) -> Decision:
         decision = decide(reading, self.policy, io_bound=self.io_bound, cpu_cap=self.cpu.cap.value, bytes_per_record=self.bytes_per_record)
-        if decision.state not in (State.OVERLOADED, State.EMERGENCY):
+        if not decision.overloaded:
             self.forced_sequential = False  # memory is back under its ceiling
         if self.forced_sequential and decision.concurrency > 1:
             decision = replace(decision, concurrency=1, limited_by="memory")
@@ -286,16 +286,11 @@ class Governor:
         pressure, allowance = self.decision.pressure, self.cpu.allowance
         cpu_detail = allowance.describe() if allowance.held else None
         self.episodes.carry("cpu", "throttle", self.cpu.holding(), now, reading, pressure, cpu_detail, 100 - allowance.percent)
-        overloaded = self.decision.state in (State.OVERLOADED, State.EMERGENCY)
+        overloaded = self.decision.overloaded
         memory_detail = f"{pressure.reason} over the {self.policy.max_memory_percent:.0f}% ceiling: one at a time, waiting for it to fall"
         self.episodes.carry("memory", "throttle", overloaded, now, reading, pressure, memory_detail, pressure.memory)
         if "rate" in self.episodes:
             self.episodes.carry("rate", "rate", now - self._last_pushback_at < RATE_QUIET_S, now, reading, pressure, None)
-
-    def why_slow(self) -> str:
-        """What holds the step right now, in words ('' when nothing does)."""
-        with self._lock:
-            return self.episodes.details()
 
     def close(self) -> None:
         """The step ended: close what is still going on."""
@@ -312,7 +307,7 @@ class Governor:
     def before_batch(self) -> Decision:
         """Everything that must happen before the next batch: may sleep, may raise GovernorStop."""
         decision = self.tick()
-        if decision.state in (State.OVERLOADED, State.EMERGENCY):
+        if decision.overloaded:
             self._throttle(decision)
             decision = self.decision
         else:
@@ -351,7 +346,7 @@ class Governor:
                 break
             self.sleep(min(step, self.policy.max_wait_s - waited))
             step = min(step * 2, 5.0)
-            if self.tick().state not in (State.OVERLOADED, State.EMERGENCY):
+            if not self.tick().overloaded:
                 return
         reading = self.reading
         if self.policy.stop_after_wait:

@@ -77,16 +77,13 @@ class Limiter:
         self.in_flight += 1
         return Ticket(now)
 
-    def acquire(self, sleep: Callable[[float], None] = time.sleep, stop: threading.Event | None = None) -> Ticket:
-        """Wait for the pace, then for room in flight (checking `stop` now and then)."""
+    def acquire(self, sleep: Callable[[float], None] = time.sleep) -> Ticket:
+        """Wait for the pace, then for room in flight."""
         delay = self.reserve_pace(self.clock())
         if delay > 0:
             sleep(delay)
         with self._room:
             while (ticket := self._enter(self.clock())) is None:
-                if stop is not None and stop.is_set():
-                    self.in_flight += 1  # go: the caller is on its way out anyway
-                    return Ticket(self.clock())
                 self._room.wait(timeout=0.5)
         return ticket
 

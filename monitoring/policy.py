@@ -301,6 +301,11 @@ class Decision:
     pressure: Pressure
     limited_by: str = ""  # "memory" or "cpu" when one of them holds concurrency under its maximum
 
+    @property
+    def overloaded(self) -> bool:
+        """Memory over its ceiling (or at the emergency threshold): throttle."""
+        return self.state in (State.OVERLOADED, State.EMERGENCY)
+
 
 def decide(
     reading: Reading,

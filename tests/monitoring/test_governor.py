@@ -165,13 +165,13 @@ def test_a_cpu_hold_is_one_episode_that_says_why_and_ends_with_its_figures():
         g.before_batch()
     [episode] = [e for e in recorder.events if e.kind == "throttle"]
     assert episode.detail == "held at 10% CPU: neighbours use 70% of the 80% ceiling"
-    assert g.why_slow() == episode.detail and not episode.ended
+    assert g.episodes.going["cpu"].event is episode and not episode.ended
     machine.cpu = 20  # the neighbours leave
     for _ in range(40):
         t.now += 0.1
         g.before_batch()  # idle batches: no CPU used
     assert episode.ended and episode.duration_s > 5 and episode.cpu_max == 70 and episode.cpu_min == 20
-    assert g.why_slow() == "" and [e.kind for e in recorder.events].count("throttle") == 1
+    assert not g.episodes.going and [e.kind for e in recorder.events].count("throttle") == 1
 
 
 def test_the_time_held_shrinks_concurrency_in_proportion_and_it_grows_back():
@@ -217,7 +217,7 @@ def test_calls_start_slowly_and_double_and_a_push_back_paces_them():
         outcome["outcome"] = Outcome.PUSHBACK
     assert g.limiter.pacer.rate is not None and g.io_limit() < 32
     [episode] = [e for e in recorder.events if e.kind == "rate"]
-    assert "provider pushed back" in episode.detail and g.why_slow() == episode.detail
+    assert "provider pushed back" in episode.detail and "rate" in g.episodes
 
 
 def test_a_lone_provider_error_costs_no_pace():
