@@ -12,7 +12,9 @@ from django.utils import timezone
 
 from .charts import Band, Mark, Point, resource_chart
 from .health import resource_status
+from .memory import CPU_AVERAGE_S
 from .models import Allocation, RateLimitDenial, ThrottleEvent
+from .policy import Ewma
 from .profiles import route_policy
 from .quotas import limits_for
 from .ratelimit import requests_in_window
@@ -23,19 +25,11 @@ from .tenants import tenant_model
 EVENT_MINUTES = 30
 
 
-AVERAGE_S = 5.0  # the machine's CPU is drawn (and told) as its average over the last seconds
-
-
 def averaged_cpu(history: list) -> list[float]:
-    """Each reading's CPU as the mean over the AVERAGE_S before it: 0.5 s readings jump too much to read."""
-    averaged, window, total = [], [], 0.0
-    for reading in history:
-        window.append(reading)
-        total += reading.cpu_percent
-        while reading.at - window[0].at >= AVERAGE_S:
-            total -= window.pop(0).cpu_percent
-        averaged.append(total / len(window))
-    return averaged
+    """Each reading's CPU averaged over the seconds before it, as the memory manager's alerts and
+    /readyz see it (0.5 s readings jump too much to read)."""
+    average = Ewma(CPU_AVERAGE_S)
+    return [average.add(r.cpu_percent, r.window_s) for r in history]
 
 
 def _machine_chart(history: list, cpu: list[float]):
@@ -54,7 +48,7 @@ def _machine_chart(history: list, cpu: list[float]):
             marks.append(Mark(max(t, 0), e.kind, text))
     return resource_chart(
         points, marks, bands=bands, cpu_ceiling=policy.max_cpu_percent, memory_ceiling=policy.max_memory_percent,
-        label=f"The machine over the last minutes (CPU averaged over {AVERAGE_S:.0f} s)",
+        label=f"The machine over the last minutes (CPU averaged over {CPU_AVERAGE_S:.0f} s)",
     )
 
 
@@ -98,9 +92,8 @@ def dashboard_view(request):
     reading = history[-1]
     context = {
         "title": "Ballast dashboard",
-        "resources": resource_status(reading),
-        "cpu_average": cpu[-1],
-        "average_s": AVERAGE_S,
+        "resources": resource_status(reading, cpu=cpu[-1]),
+        "average_s": CPU_AVERAGE_S,
         "rss_mb": reading.rss_bytes / 2**20,
         "chart": _machine_chart(history, cpu),
         "runs": _active_runs(),

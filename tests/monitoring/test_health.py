@@ -28,6 +28,23 @@ def test_resource_status_levels(memory, status):
     assert resource_status(reading(5, memory))["status"] == status
 
 
+@pytest.mark.django_db
+def test_readiness_judges_cpu_averaged_as_the_alerts_do_not_by_one_reading(monkeypatch):
+    from monitoring import health
+    from monitoring.memory import memory_manager
+    from monitoring.policy import Ewma
+
+    monkeypatch.setattr(memory_manager, "cpu", Ewma(5.0))
+    for n in range(40):  # a machine held at its 80% ceiling: single readings up to 88%
+        memory_manager.cpu.add((72, 88)[n % 2], 0.5)
+    latest = reading(88, 10)
+    monkeypatch.setattr(health, "get_sampler", lambda: type("Sampler", (), {"latest": staticmethod(lambda: latest)}))
+    assert resource_status(latest)["status"] == "critical"  # that one reading alone would say so
+    ready, body = health.readiness()
+    assert ready and body["resources"]["status"] == "warning"  # averaged: about 80%
+    assert 78 <= body["resources"]["cpu_percent"] <= 82
+
+
 def test_not_ready_when_the_database_is_down():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
