@@ -44,10 +44,20 @@ class TenantQuotaInline(admin.StackedInline):
 
 @admin.register(Allocation)
 class AllocationAdmin(ReadOnlyAdmin):
-    list_display = ["id", "owner", "tenant", "resource", "amount", "state", "priority", "holder", "heartbeat_at", "reason", "requested_at"]
+    list_display = ["id", "owner", "tenant", "resource", "amount", "state", "priority", "held_by", "heartbeat_at", "reason", "requested_at"]
     list_filter = ["state", "resource", "tenant"]
-    search_fields = ["owner", "holder", "reason"]
+    search_fields = ["owner", "reason"]
     actions = ["reclaim"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("holders")
+
+    @admin.display(description="held by")
+    def held_by(self, allocation):
+        """The processes working under it now (a run's running steps), with their last heartbeat."""
+        return "; ".join(
+            f"{h.name}: {h.describe()}, heartbeat {h.heartbeat_age_s:.0f} s ago" for h in allocation.holders.all()
+        ) or "—"
 
     @admin.action(description="Reclaim selected allocations (give their slots back now)", permissions=["change_allocation"])
     def reclaim(self, request, queryset):

@@ -20,12 +20,28 @@ def forget_inherited_connection_pools() -> None:
 _ORPHANED_POOLS: list = []
 
 
+def worker_started(sender, proc_name="", **kwargs) -> None:
+    """A django-q2 worker was forked (its main thread): SIGTERM ends its work gracefully, and its
+    watch heartbeats, reclaims what dead processes left, and notices a lost supervisor."""
+    import signal
+
+    from .ledger import watch
+    from .process import request_stop_on_signals, stop_if_orphaned
+
+    request_stop_on_signals(signal.SIGTERM, exit_when_idle=True)
+    parent = os.getppid()
+    keeper = watch()
+    keeper.ticks.append(lambda: stop_if_orphaned(parent))
+    keeper.start()
+
+
 class MonitoringConfig(AppConfig):
     name = "monitoring"
     verbose_name = "Monitoring"
 
     def ready(self):
         from django.db.models.signals import post_migrate
+        from django_q.signals import post_spawn
 
         from . import checks  # noqa: F401  (registers the system checks)
         from .memory import memory_manager
@@ -34,6 +50,7 @@ class MonitoringConfig(AppConfig):
 
         post_migrate.connect(sync_leak_check_schedule, sender=self, dispatch_uid="ballast-leak-check")
         reading_taken.connect(memory_manager.on_reading, dispatch_uid="ballast-memory-manager")
+        post_spawn.connect(worker_started, dispatch_uid="ballast-worker-started")
 
         # django-q2 forks its workers; Django's psycopg pool is not fork-safe.
         os.register_at_fork(after_in_child=forget_inherited_connection_pools)

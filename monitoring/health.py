@@ -41,6 +41,14 @@ def running_clusters() -> list:
     return [stat for stat in Stat.get_all() if str(stat.status) != "Stopped"]
 
 
+def cluster_is_running() -> bool:
+    """True when a qcluster sharing our broker reported itself in the last few seconds."""
+    try:
+        return bool(running_clusters())
+    except Exception:  # broker unreachable: no cluster we could use either
+        return False
+
+
 def _cluster():
     clusters = running_clusters()
     return {"clusters": len(clusters), "workers": sum(len(s.workers) for s in clusters)}

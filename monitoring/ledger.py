@@ -1,5 +1,5 @@
-"""The allocation ledger: concurrency slots and memory budgets, granted atomically across
-every process and machine that shares the database.
+"""The allocation ledger: run slots, granted atomically across every process and machine that
+shares the database.
 
 Each decision runs in one transaction holding the resource's LedgerLock row (SELECT … FOR
 UPDATE on PostgreSQL). On SQLite, select_for_update is a no-op, but our connections BEGIN
@@ -8,39 +8,36 @@ the transaction: decisions are serialised just the same, one writer at a time.
 
 Waiters are served by priority, aged so that low priority is never starved (one point per
 PRIORITY_AGING_S waited), first come first served within a priority; a tenant's waiters keep
-their order. Holders heartbeat; an allocation whose holder stopped (no heartbeat past
-HOLDER_TIMEOUT_S, or its process gone from this host) is reclaimed.
+their order. Each piece of work under an allocation (a running step) is a Holder: its process
+(host, pid, start time) and a heartbeat. An allocation is reclaimed when one of its holders dies
+(its process gone from this host, or three heartbeats missed), or when none holds it and none
+beat for HOLDER_TIMEOUT_S (a run waiting between steps for a worker that never comes).
 """
 
 import logging
 import os
-import socket
 import threading
 import time
 from contextlib import contextmanager
 from datetime import timedelta
 
-import psutil
 from django.conf import settings
 from django.db import connections, transaction
-from django.db.models import Sum
+from django.db.models import Q, Sum
 from django.utils import timezone
 
-from .models import Allocation, AllocationEvent, LedgerLock
+from .models import Allocation, AllocationEvent, Holder, LedgerLock
+from .process import gone, this_process
 from .quotas import limits_for
 from .signals import allocation_granted, allocation_reclaimed, allocation_released
 
 log = logging.getLogger("monitoring.ledger")
 State = Allocation.State
-TENANT_LIMITS = {"run_slot": "max_concurrent_runs", "memory_mb": "max_memory_mb"}
+TENANT_LIMITS = {"run_slot": "max_concurrent_runs"}
 
 
 class Denied(Exception):
     """The ledger refused (and was asked not to queue): the message says why."""
-
-
-def holder_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _record(allocation: Allocation, kind: str, detail: str = "") -> None:
@@ -83,7 +80,7 @@ def _waiting_order(waiters: list[Allocation]) -> list[Allocation]:
 def _grant(allocation: Allocation, detail: str = "") -> None:
     now = timezone.now()
     allocation.state, allocation.reason, allocation.granted_at, allocation.heartbeat_at = State.GRANTED, "", now, now
-    allocation.save(update_fields=["state", "reason", "granted_at", "heartbeat_at", "holder"])
+    allocation.save(update_fields=["state", "reason", "granted_at", "heartbeat_at"])
     _record(allocation, "granted", detail)
 
 
@@ -131,8 +128,7 @@ def allocate(resource: str, amount: int = 1, *, owner: str, tenant_id=None, prio
         if existing is not None:
             return existing
         allocation = Allocation(
-            resource=resource, amount=amount, owner=owner, tenant_id=tenant_id, priority=priority, holder=holder_name()
-        )
+            resource=resource, amount=amount, owner=owner, tenant_id=tenant_id, priority=priority)
         shortfall = _shortfall(allocation)
         ahead = Allocation.objects.filter(resource=resource, state=State.WAITING)
         if shortfall is None and (ahead.filter(tenant_id=tenant_id).exists() or ahead.filter(reason__startswith="cluster").exists()):
@@ -173,35 +169,52 @@ def release_owner(owner: str) -> list[Allocation]:
     return granted
 
 
-def heartbeat(allocation_ids) -> int:
-    """Mark the allocations alive and held by this process."""
-    return Allocation.objects.filter(pk__in=list(allocation_ids), state=State.GRANTED).update(
-        heartbeat_at=timezone.now(), holder=holder_name()
+def _holder_dead(holder: Holder, silent_before) -> str:
+    """Why a holder is dead ("" when it may live): its process ended on this host, or it went
+    silent (its host may be another machine, or the process hangs)."""
+    if gone(holder.host, holder.pid, holder.process_started):
+        return f"{holder.describe()} gone"
+    if holder.heartbeat_at < silent_before:
+        return f"no heartbeat from {holder.describe()} for {(timezone.now() - holder.heartbeat_at).total_seconds():.0f} s"
+    return ""
+
+
+def holder_silence_s() -> float:
+    """A holder silent this long is dead: three missed heartbeats."""
+    return 3 * getattr(settings, "BALLAST_HEARTBEAT_S", 10.0)
+
+
+def _dead_allocations(timeout_s: float) -> dict[int, str]:
+    """Granted allocations to reclaim, with why: one of their holders died (a part of the work
+    will never end), or none holds them and none beat for timeout_s."""
+    now = timezone.now()
+    silent_before = now - timedelta(seconds=holder_silence_s())
+    dead: dict[int, str] = {}
+    for holder in Holder.objects.filter(allocation__state=State.GRANTED).order_by("id"):
+        if holder.allocation_id not in dead and (why := _holder_dead(holder, silent_before)):
+            dead[holder.allocation_id] = why
+    stale = Allocation.objects.filter(state=State.GRANTED, holders__isnull=True).filter(
+        Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=now - timedelta(seconds=timeout_s))
     )
-
-
-def _holder_gone(holder: str) -> bool:
-    """A holder process on this host that no longer exists (an empty holder is nobody's)."""
-    host, _, pid = holder.rpartition(":")
-    return host == socket.gethostname() and pid.isdigit() and not psutil.pid_exists(int(pid))
+    for allocation_id in stale.values_list("id", flat=True):
+        dead.setdefault(allocation_id, f"no holder and no heartbeat for {timeout_s:.0f} s")
+    return dead
 
 
 def reclaim_dead(timeout_s: float | None = None) -> list[Allocation]:
-    """Reclaim granted allocations whose holder stopped heartbeating or is gone; grant waiters."""
+    """Reclaim granted allocations whose holder died (or that none held for timeout_s, default
+    HOLDER_TIMEOUT_S); grant the waiters. Cheap when nothing died: one read, no lock."""
     timeout_s = timeout_s if timeout_s is not None else getattr(settings, "BALLAST_HOLDER_TIMEOUT_S", 300.0)
-    stale_before = timezone.now() - timedelta(seconds=timeout_s)
+    dead = _dead_allocations(timeout_s)
     reclaimed = []
-    for resource in Allocation.objects.filter(state=State.GRANTED).values_list("resource", flat=True).distinct():
+    for resource in sorted(set(Allocation.objects.filter(pk__in=list(dead)).values_list("resource", flat=True))):
         with transaction.atomic():
             _lock(resource)
-            for allocation in Allocation.objects.filter(resource=resource, state=State.GRANTED):
-                stale = allocation.heartbeat_at is None or allocation.heartbeat_at < stale_before
-                if not (stale or _holder_gone(allocation.holder)):
-                    continue
-                why = f"holder {allocation.holder} gone" if not stale else f"no heartbeat for {timeout_s:.0f} s"
-                allocation.state, allocation.released_at, allocation.reason = State.RECLAIMED, timezone.now(), why
+            for allocation in Allocation.objects.filter(pk__in=list(dead), resource=resource, state=State.GRANTED):
+                allocation.state, allocation.released_at, allocation.reason = State.RECLAIMED, timezone.now(), dead[allocation.pk][:300]
                 allocation.save(update_fields=["state", "released_at", "reason"])
-                _record(allocation, "reclaimed", why)
+                allocation.holders.all().delete()
+                _record(allocation, "reclaimed", allocation.reason)
                 reclaimed.append(allocation)
                 transaction.on_commit(lambda a=allocation: allocation_reclaimed.send(Allocation, allocation=a))
                 transaction.on_commit(lambda a=allocation: allocation_released.send(Allocation, allocation=a))
@@ -209,68 +222,99 @@ def reclaim_dead(timeout_s: float | None = None) -> list[Allocation]:
     return reclaimed
 
 
-class Heartbeats:
-    """One thread per process heartbeats every allocation this process holds."""
+def beat(holder_ids) -> int:
+    """Mark these holders (and their allocations) alive now."""
+    ids, now = list(holder_ids), timezone.now()
+    Allocation.objects.filter(holders__pk__in=ids, state=State.GRANTED).update(heartbeat_at=now)
+    return Holder.objects.filter(pk__in=ids).update(heartbeat_at=now)
+
+
+class Watch:
+    """One thread per process, every HEARTBEAT_S: beat for the holders this process runs, then
+    reclaim what holders elsewhere left behind when they died. Runs from the first hold (or from a
+    cluster worker's start) until the process ends."""
 
     def __init__(self, interval: float):
         self.interval = interval
-        self.held: dict[int, int] = {}  # allocation id → how many holders in this process
+        self.held: set[int] = set()  # Holder ids
+        self.ticks: list = []  # callables run after each beat (a worker's orphan check)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def hold(self, allocation_id: int) -> None:
+    def start(self) -> None:
         with self._lock:
-            self.held[allocation_id] = self.held.get(allocation_id, 0) + 1
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="ballast-heartbeat", daemon=True)
+                self._thread = threading.Thread(target=self._run, name="ballast-watch", daemon=True)
                 self._thread.start()
-        heartbeat([allocation_id])
 
-    def drop(self, allocation_id: int) -> None:
+    def add(self, holder_id: int) -> None:
         with self._lock:
-            left = self.held.get(allocation_id, 1) - 1
-            if left > 0:
-                self.held[allocation_id] = left
-                return
-            self.held.pop(allocation_id, None)
-        # A last beat, and no holder until the next one adopts it: between two steps a run waits in
-        # the queue, and the process that ran the last step may be recycled without killing the run.
-        Allocation.objects.filter(pk=allocation_id, state=State.GRANTED).update(heartbeat_at=timezone.now(), holder="")
+            self.held.add(holder_id)
+        self.start()
+
+    def discard(self, holder_id: int) -> None:
+        with self._lock:
+            self.held.discard(holder_id)
+
+    def tick(self) -> None:
+        with self._lock:
+            ids = list(self.held)
+        try:
+            if ids:
+                beat(ids)
+            reclaim_dead()
+            for check in self.ticks:
+                check()
+        except Exception:  # a missed beat is survivable; a dead thread is not
+            log.exception("heartbeat failed")
 
     def _run(self) -> None:
-        stop = threading.Event()
-        while not stop.wait(self.interval):
-            with self._lock:
-                ids = list(self.held)
-            if ids:
-                try:
-                    heartbeat(ids)
-                except Exception:  # a missed beat is survivable; a dead thread is not
-                    log.exception("heartbeat failed")
-                finally:
-                    connections.close_all()
+        pause = threading.Event()
+        while not pause.wait(self.interval):
+            try:
+                self.tick()
+            finally:
+                connections.close_all()  # this thread's own: a lost one is not reused at the next beat
 
 
-_heartbeats: dict[int, Heartbeats] = {}
+_watches: dict[int, Watch] = {}
 
 
-def heartbeats() -> Heartbeats:
-    """This process's heartbeat keeper (a forked child gets its own)."""
+def watch() -> Watch:
+    """This process's watch (a forked child gets its own)."""
     pid = os.getpid()
-    if pid not in _heartbeats:
-        _heartbeats[pid] = Heartbeats(getattr(settings, "BALLAST_HEARTBEAT_S", 10.0))
-    return _heartbeats[pid]
+    if pid not in _watches:
+        _watches[pid] = Watch(getattr(settings, "BALLAST_HEARTBEAT_S", 10.0))
+    return _watches[pid]
+
+
+def hold(allocation: Allocation, name: str = "") -> Holder:
+    """Record this process as a holder of the allocation, heartbeating from now on."""
+    me, now = this_process(), timezone.now()
+    holder = Holder.objects.create(
+        allocation=allocation, name=name, host=me.host, pid=me.pid, process_started=me.started, started_at=now, heartbeat_at=now
+    )
+    Allocation.objects.filter(pk=allocation.pk, state=State.GRANTED).update(heartbeat_at=now)
+    watch().add(holder.pk)
+    return holder
+
+
+def drop(holder: Holder) -> None:
+    """The holder's work ended: no longer held by it. The allocation keeps a last heartbeat, so a
+    run between two steps (no holder while it waits for a worker) counts from then."""
+    watch().discard(holder.pk)
+    Allocation.objects.filter(pk=holder.allocation_id, state=State.GRANTED).update(heartbeat_at=timezone.now())
+    Holder.objects.filter(pk=holder.pk).delete()
 
 
 @contextmanager
-def held(allocation: Allocation):
-    """Heartbeat an allocation while the block runs in this process."""
-    keeper = heartbeats()
-    keeper.hold(allocation.pk)
+def held(allocation: Allocation, name: str = ""):
+    """Hold an allocation while the block runs in this process."""
+    holder = hold(allocation, name)
     try:
-        yield allocation
+        yield holder
     finally:
-        keeper.drop(allocation.pk)
+        drop(holder)
 
 
 @contextmanager

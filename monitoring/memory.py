@@ -1,8 +1,8 @@
-"""The memory manager: pressure levels, caches it may trim, alerts and leak checks.
+"""The memory manager: pressure levels, alerts and leak checks.
 
 Each reading of the process's sampler goes through check() (it listens to reading_taken): on
-a change of level (ok, warning 70%, critical 85% by default) it sends `memory_pressure`; under
-pressure it trims every registered cache, least recently used first. An alert is a condition
+a change of level (ok, warning 70%, critical 85% by default) it sends `memory_pressure` (the
+governor itself shrinks batches and collects under pressure). An alert is a condition
 that lasts: CPU (averaged over a few seconds) more than CPU_MARGIN points over its ceiling, or
 memory over its ceiling, for ALERT_AFTER_S starts one (`resource_alert`, one warning line); it ends, with a summary line, once it has been
 gone as long. Readings that hover around a ceiling do not make a line each. Leak checks compare
@@ -14,9 +14,7 @@ import ctypes
 import ctypes.util
 import gc
 import logging
-import threading
 import tracemalloc
-from collections import OrderedDict
 
 from django.conf import settings
 
@@ -25,7 +23,6 @@ from .policy import Ewma
 from .signals import leak_detected, memory_pressure, resource_alert
 
 log = logging.getLogger("monitoring.memory")
-TRIM = {"warning": 0.25, "critical": 0.75}  # share of each cache dropped at each level
 
 
 def malloc_trim() -> bool:
@@ -52,40 +49,6 @@ def ceilings() -> tuple[float, float]:
 
     policy = route_policy("run")
     return policy.max_cpu_percent, policy.max_memory_percent
-
-
-class TrimmableCache:
-    """A dict-like cache in least-recently-used order that the memory manager may trim."""
-
-    def __init__(self, name: str, max_items: int | None = None):
-        self.name, self.max_items = name, max_items
-        self._items: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key, default=None):
-        with self._lock:
-            if key not in self._items:
-                return default
-            self._items.move_to_end(key)
-            return self._items[key]
-
-    def set(self, key, value) -> None:
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while self.max_items and len(self._items) > self.max_items:
-                self._items.popitem(last=False)
-
-    def trim(self, share: float) -> int:
-        """Drop the least recently used `share` of the entries; return how many went."""
-        with self._lock:
-            drop = int(len(self._items) * share + 0.999)
-            for _ in range(min(drop, len(self._items))):
-                self._items.popitem(last=False)
-            return drop
-
-    def __len__(self) -> int:
-        return len(self._items)
 
 
 class Lasting:
@@ -123,15 +86,10 @@ CPU_MARGIN = 5.0  # the governor keeps the machine at its CPU ceiling: an alert 
 
 class MemoryManager:
     def __init__(self):
-        self.caches: list[TrimmableCache] = []
         self.level = "ok"
         self.alerts = {"CPU": Lasting(ALERT_AFTER_S), "memory": Lasting(ALERT_AFTER_S)}
         self.cpu = Ewma(CPU_AVERAGE_S)
         self.repeats = Repeats(getattr(settings, "BALLAST_LOG_REPEAT_S", 10.0))
-
-    def register_cache(self, cache: TrimmableCache) -> TrimmableCache:
-        self.caches.append(cache)
-        return cache
 
     def on_reading(self, sender, reading, **kwargs) -> None:
         """The process's sampler took a reading (signals.reading_taken)."""
@@ -146,10 +104,6 @@ class MemoryManager:
             )
             self.level = level
             memory_pressure.send(MemoryManager, level=level, reading=reading)
-        if level in TRIM:
-            for cache in self.caches:
-                if len(cache):
-                    cache.trim(TRIM[level])
         self._alert(reading)
         return level
 

@@ -123,7 +123,6 @@ class LedgerLock(models.Model):
 class Allocation(models.Model):
     class Resource(models.TextChoices):
         RUN_SLOT = "run_slot", "run slot"
-        MEMORY_MB = "memory_mb", "memory (MB)"
 
     class State(models.TextChoices):
         WAITING = "waiting"
@@ -139,7 +138,6 @@ class Allocation(models.Model):
     priority = models.SmallIntegerField(default=0)
     state = models.CharField(max_length=10, choices=State.choices, db_index=True)
     reason = models.CharField(max_length=300, blank=True)
-    holder = models.CharField(max_length=120, blank=True, help_text="host:pid of the process holding it.")
     requested_at = models.DateTimeField(auto_now_add=True)
     granted_at = models.DateTimeField(null=True, blank=True)
     released_at = models.DateTimeField(null=True, blank=True)
@@ -151,6 +149,32 @@ class Allocation(models.Model):
 
     def __str__(self):
         return f"{self.amount} {self.resource} for {self.owner} ({self.state})"
+
+
+class Holder(models.Model):
+    """A process working under a granted allocation: one per running step of a run. It lives while
+    its process exists and it heartbeats; when it dies, the allocation is reclaimed."""
+
+    allocation = models.ForeignKey(Allocation, on_delete=models.CASCADE, related_name="holders")
+    name = models.CharField(max_length=50, blank=True, help_text="The work it does under the allocation, e.g. a step.")
+    host = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    process_started = models.FloatField(help_text="The process's start (Unix seconds): a reused pid is another process.")
+    started_at = models.DateTimeField()
+    heartbeat_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self):
+        return f"{self.name or 'holder'} of {self.allocation.owner}: {self.describe()}"
+
+    def describe(self) -> str:
+        return f"process {self.pid} on {self.host}"
+
+    @property
+    def heartbeat_age_s(self) -> float:
+        return (timezone.now() - self.heartbeat_at).total_seconds()
 
 
 class AllocationEvent(models.Model):

@@ -204,7 +204,7 @@ BALLAST_QUOTA_DEFAULTS = {
     "provider_calls_per_second": _float("QUOTA_PROVIDER_CALLS_PER_SECOND", None, minimum=0.1),
 }
 # Cluster-wide limits, enforced by the ledger across every process and machine sharing the database.
-BALLAST_LEDGER_LIMITS = {"run_slot": _int("MAX_CONCURRENT_RUNS", 4, minimum=1), "memory_mb": _int("MEMORY_BUDGET_MB", 4096, minimum=16)}
+BALLAST_LEDGER_LIMITS = {"run_slot": _int("MAX_CONCURRENT_RUNS", 4, minimum=1)}
 BALLAST_HEARTBEAT_S = _float("HEARTBEAT_S", 10.0, minimum=0.5)
 BALLAST_HOLDER_TIMEOUT_S = _float("HOLDER_TIMEOUT_S", 300.0, minimum=1.0)
 BALLAST_PRIORITY_AGING_S = _float("PRIORITY_AGING_S", 60.0, minimum=1.0)
@@ -286,5 +286,7 @@ LOGGING = {
         "syncapp": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         "monitoring": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         "django_q": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        # Django's own: every 500's traceback (django.request), in the same format as ours.
+        "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
     },
 }

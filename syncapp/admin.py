@@ -7,6 +7,7 @@ from django.utils.html import format_html
 
 from monitoring.admin import ReadOnlyAdmin, TenantQuotaInline
 from monitoring.charts import owner_chart
+from monitoring.health import cluster_is_running
 from monitoring.models import RateLimitDenial, ThrottleEvent
 from monitoring.profiles import route_policy
 from monitoring.ratelimit import reset as reset_window
@@ -14,9 +15,8 @@ from monitoring.ratelimit import reset as reset_window
 from .apikeys import new_key, revoke
 from .models import COUNTERS, ApiKey, Application, DirectoryUser, SyncRun, SyncStep, Tenant, Token, UserAppRelation
 from .providers import ConfigError, provider_class
-from .runs import RunRefused, cancel_run, run_owner, run_policy, start_run
+from .runs import RunRefused, cancel_run, run_owner, run_policy, start_run, waiting_for
 from .secrets import masked, unmasked
-from .tasks import cluster_is_running
 
 
 class TenantForm(forms.ModelForm):
@@ -105,7 +105,7 @@ class SyncStepInline(admin.TabularInline):
     model = SyncStep
     extra = 0
     can_delete = False
-    fields = ["name", "status", "duration", *COUNTERS, "resources", "invalid_samples", "error", "checkpoint", "task_id"]
+    fields = ["name", "status", "stop_reason", "duration", *COUNTERS, "resources", "invalid_samples", "error", "checkpoint", "task_id"]
     readonly_fields = fields
 
     @admin.display(description="duration (s)")
@@ -143,7 +143,7 @@ class SyncRunAdmin(ReadOnlyAdmin):
     date_hierarchy = "queued_at"
     inlines = [SyncStepInline]
     actions = ["cancel"]
-    fields = ["tenant", "trigger", "steps", "profile", "parallel", "status", "held_by", "waiting_reason", "queued_at", "started_at", "finished_at", "duration", "resources", "error", "task_id"]
+    fields = ["tenant", "trigger", "steps", "profile", "parallel", "status", "stop_reason", "held_by", "waiting_reason", "queued_at", "started_at", "finished_at", "duration", "resources", "error", "task_id"]
     readonly_fields = fields
 
     @admin.display(description="resources")
@@ -160,10 +160,10 @@ class SyncRunAdmin(ReadOnlyAdmin):
             f"held by the governor: {held}"
         )
 
-    @admin.display(description="held by")
+    @admin.display(description="waiting for")
     def held_by(self, run):
-        """What holds the run right now: a CPU hold, memory, the provider's pace."""
-        return "; ".join(ThrottleEvent.objects.holding([run.owner]).get(run.owner, [])) or "—"
+        """What the run waits for right now: a slot (and who holds it), a worker, the governor."""
+        return waiting_for(run) or "—"
 
     @admin.display(description="status", ordering="status")
     def status_now(self, run):

@@ -149,6 +149,22 @@ ENDED = frozenset(
 STEP_NAMES = ("users", "tokens", "relations")
 
 
+class StopReason(models.TextChoices):
+    """Why a step or run ended other than completed: code decides on this, never on error text."""
+
+    NONE = "", "—"
+    CANCELLED = "cancelled", "cancelled by a person"
+    SIGNAL = "signal", "its process was told to stop"
+    WORKER_LOST = "worker_lost", "its process died"
+    OVERLOADED = "overloaded", "system consistently overloaded"
+    CIRCUIT_OPEN = "circuit_open", "not started: the machine was overloaded"
+    UPSTREAM = "upstream", "not started: the step it needs did not complete"
+    PROVIDER = "provider", "the provider failed"
+    CONFIG = "config", "bad settings"
+    DATABASE = "database", "the database failed"
+    CRASHED = "crashed", "an unexpected error"
+
+
 class SyncRun(models.Model):
     class Trigger(models.TextChoices):
         ADMIN = "admin"
@@ -173,6 +189,7 @@ class SyncRun(models.Model):
     parallel = models.BooleanField(null=True, help_text="Users and tokens side by side (decided when the run began).")
     in_process = models.BooleanField(default=False, help_text="Carried out by the process that started it, not the cluster.")
     waiting_reason = models.CharField(max_length=300, blank=True, help_text="Why a queued run has not started yet.")
+    stop_reason = models.CharField(max_length=20, choices=StopReason.choices, blank=True)
 
     class Meta:
         ordering = ["-id"]
@@ -210,6 +227,7 @@ class SyncStep(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     task_id = models.CharField(max_length=64, blank=True)
     error = models.TextField(blank=True)
+    stop_reason = models.CharField(max_length=20, choices=StopReason.choices, blank=True)
     received = models.PositiveIntegerField(default=0)
     created = models.PositiveIntegerField(default=0)
     updated = models.PositiveIntegerField(default=0)

@@ -15,19 +15,25 @@ from django.utils import timezone
 
 from monitoring import metrics
 from monitoring.governor import allowance_now
-from monitoring.ledger import allocate, release, release_owner
+from monitoring.health import cluster_is_running
+from monitoring.ledger import allocate, reclaim_dead, release, release_owner
+from monitoring.models import Allocation, Holder, ThrottleEvent
 from monitoring.policy import State, cpu_concurrency, decide
 from monitoring.quotas import limits_for
 from monitoring.profiles import profile_names, route_policy
 from monitoring.sampler import get_sampler
 
-from .models import COUNTERS, ENDED, STEP_NAMES, Status, SyncRun, SyncStep, Tenant, run_owner
+from .models import COUNTERS, ENDED, STEP_NAMES, Status, StopReason, SyncRun, SyncStep, Tenant, run_owner
 
 log = logging.getLogger(__name__)
 
 
 class RunRefused(ValueError):
     """A run cannot be started; the message says why."""
+
+
+class QuotaReached(RunRefused):
+    """The tenant's quota allows no more runs now (runs per day)."""
 
 
 def parse_steps(steps: str | Iterable[str] | None) -> list[str]:
@@ -52,7 +58,8 @@ def start_run(*, tenant: Tenant, trigger: str, steps=None, profile: str = "", en
     per_day = limits_for(tenant.pk).runs_per_day
     today = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
     if per_day is not None and tenant.runs.filter(queued_at__gte=today).exclude(status=Status.CANCELLED).count() >= per_day:
-        raise RunRefused(f"tenant quota: {per_day} runs per day reached")
+        raise QuotaReached(f"tenant quota: {per_day} runs per day reached")
+    reclaim_dead()  # a slot held by a process that died is free before anyone waits for it
     with transaction.atomic():
         run = SyncRun.objects.create(
             tenant=tenant, trigger=trigger, steps=",".join(names), profile=profile, in_process=not enqueue
@@ -107,6 +114,7 @@ def begin_run(run_id: int) -> list[SyncStep]:
     run = SyncRun.objects.select_related("tenant").get(pk=run_id)
     if run.status != Status.QUEUED:
         return []
+    reclaim_dead()
     slot = allocate("run_slot", owner=run_owner(run.pk), tenant_id=run.tenant_id, priority=PRIORITY.get(run.trigger, 0))
     if slot.state == slot.State.WAITING:
         if run.waiting_reason != slot.reason:
@@ -141,7 +149,7 @@ def advance_run(run_id: int) -> list[SyncStep]:
         if run.status in ENDED and run.finished_at:
             return []
         steps = {s.name: s for s in run.step_records.all()}
-        overloaded = any(s.status == Status.FAILED and "overloaded" in s.error for s in steps.values())
+        overloaded = any(s.stop_reason == StopReason.OVERLOADED for s in steps.values())
         ready = []
         for step in steps.values():
             if step.status != Status.PENDING:
@@ -149,7 +157,7 @@ def advance_run(run_id: int) -> list[SyncStep]:
             if run.status == Status.CANCELLED:
                 step.status = Status.CANCELLED
             elif overloaded:  # circuit breaker: no new step on a machine that stopped one
-                step.status, step.error = Status.SKIPPED, f"circuit open: {OVERLOADED}"
+                step.status, step.error, step.stop_reason = Status.SKIPPED, f"circuit open: {OVERLOADED}", StopReason.CIRCUIT_OPEN
             elif step.name == "tokens" and not run.parallel and "users" in steps and not steps["users"].ended:
                 continue  # one after the other
             elif step.name == "relations" and "tokens" in steps:
@@ -157,7 +165,7 @@ def advance_run(run_id: int) -> list[SyncStep]:
                 if not tokens.ended:
                     continue
                 if tokens.status in (Status.FAILED, Status.CANCELLED, Status.INTERRUPTED):
-                    step.status, step.error = Status.SKIPPED, f"tokens step {tokens.status}"
+                    step.status, step.error, step.stop_reason = Status.SKIPPED, f"tokens step {tokens.status}", StopReason.UPSTREAM
                 else:
                     step.status = Status.QUEUED
                     ready.append(step)
@@ -166,13 +174,15 @@ def advance_run(run_id: int) -> list[SyncStep]:
                 ready.append(step)
             if step.ended:
                 step.finished_at = timezone.now()
-            step.save(update_fields=["status", "error", "finished_at"])
+            step.save(update_fields=["status", "error", "stop_reason", "finished_at"])
         finished = all(s.ended for s in steps.values())
         if finished:
             run.status = _final_status(run, list(steps.values()))
             run.finished_at = timezone.now()
             run.error = "\n".join(f"{s.name}: {s.error}" for s in steps.values() if s.error)
-            run.save(update_fields=["status", "finished_at", "error"])
+            if not run.stop_reason:
+                run.stop_reason = next((s.stop_reason for s in steps.values() if s.stop_reason), StopReason.NONE)
+            run.save(update_fields=["status", "finished_at", "error", "stop_reason"])
             log.info("[run %s] %s in %.1f s", run.pk, run.status, run.duration_s or 0.0, extra={"run": run.pk, "tenant": run.tenant.slug})
             metrics.sync_runs.labels(status=run.status).inc()
     if finished:
@@ -186,10 +196,10 @@ def cancel_run(run: SyncRun) -> bool:
         run = SyncRun.objects.select_for_update().get(pk=run.pk)
         if run.status not in (Status.QUEUED, Status.RUNNING):
             return False
-        run.status = Status.CANCELLED
-        run.save(update_fields=["status"])
+        run.status, run.stop_reason = Status.CANCELLED, StopReason.CANCELLED
+        run.save(update_fields=["status", "stop_reason"])
         run.step_records.filter(status__in=[Status.PENDING, Status.QUEUED]).update(
-            status=Status.CANCELLED, finished_at=timezone.now()
+            status=Status.CANCELLED, finished_at=timezone.now(), stop_reason=StopReason.CANCELLED
         )
     log.info("[run %s] cancelled", run.pk)
     advance_run(run.pk)  # finalises at once when no step is running (and gives back its slot)
@@ -210,15 +220,54 @@ def run_summary(run: SyncRun) -> dict:
     return {"id": run.pk, "status": run.status, "duration_s": run.duration_s, "steps": steps}
 
 
-def interrupt_run(run_id: int, reason: str) -> bool:
-    """The run's worker died (its slot was reclaimed): mark it interrupted, checkpoints intact."""
+def interrupt_run(run_id: int, reason: str, stop_reason: str = StopReason.WORKER_LOST) -> bool:
+    """A step's process died or was told to stop: the run and its unfinished steps become
+    interrupted (checkpoints intact, the next run resumes) and its slot goes back at once.
+    Steps still running elsewhere stop after their current batch."""
     with transaction.atomic():
         run = SyncRun.objects.select_for_update().filter(pk=run_id).first()
         if run is None or run.status in ENDED:
             return False
         now = timezone.now()
-        run.step_records.exclude(status__in=list(ENDED)).update(status=Status.INTERRUPTED, finished_at=now, error=reason)
-        run.status, run.finished_at, run.error = Status.INTERRUPTED, now, reason
-        run.save(update_fields=["status", "finished_at", "error"])
-    log.warning("[run %s] interrupted: %s", run_id, reason)
+        run.step_records.exclude(status__in=list(ENDED)).update(
+            status=Status.INTERRUPTED, finished_at=now, error=reason, stop_reason=stop_reason
+        )
+        run.status, run.finished_at, run.error, run.stop_reason = Status.INTERRUPTED, now, reason, stop_reason
+        run.save(update_fields=["status", "finished_at", "error", "stop_reason"])
+    release_owner(run_owner(run_id))
+    log.warning("[run %s] interrupted: %s", run_id, reason, extra={"run": run_id})
     return True
+
+
+def _slot_holders(allocation: Allocation) -> str:
+    """Who holds a run's slot, in words: its steps' processes and heartbeats, or none between steps."""
+    holders = list(Holder.objects.filter(allocation=allocation))
+    if not holders:
+        return "between steps, waiting for a worker"
+    return "; ".join(f"{h.name} step in {h.describe()}, heartbeat {h.heartbeat_age_s:.0f} s ago" for h in holders)
+
+
+def waiting_for(run: SyncRun) -> str:
+    """What a run that is not running yet, or not working now, waits for, in words ("" when nothing)."""
+    if run.status == Status.QUEUED:
+        mine = Allocation.objects.filter(owner=run.owner, resource="run_slot", state__in=["waiting", "granted"]).first()
+        if mine is not None and mine.state == "waiting":
+            others = Allocation.objects.filter(resource="run_slot", state="granted")
+            if "tenant" in mine.reason:
+                others = others.filter(tenant_id=run.tenant_id)
+            held = [f"run {a.owner.removeprefix('run-')} ({_slot_holders(a)})" for a in others.order_by("id")[:3]]
+            return f"a run slot: {mine.reason}" + (f"; held by {', '.join(held)}" if held else "")
+        return _worker_wait(run)
+    if run.status == Status.RUNNING:
+        held = ThrottleEvent.objects.holding([run.owner]).get(run.owner)
+        if held:
+            return "the governor: " + "; ".join(held)
+        if not run.step_records.filter(status=Status.RUNNING).exists():
+            return _worker_wait(run)
+    return ""
+
+
+def _worker_wait(run: SyncRun) -> str:
+    if run.in_process:
+        return "this process to start it"
+    return "a worker" if cluster_is_running() else "a worker: no task cluster is running (start one: manage.py qcluster)"

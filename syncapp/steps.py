@@ -12,9 +12,8 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from contextlib import nullcontext
 from dataclasses import dataclass, field, fields, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
@@ -24,15 +23,17 @@ from django.utils import timezone
 from monitoring import metrics
 from monitoring.events import DatabaseRecorder
 from monitoring.governor import Governor, GovernorStop
-from monitoring.ledger import held
+from monitoring.ledger import drop, hold
 from monitoring.models import Allocation
+from monitoring.process import stop_request, working
 from monitoring.quotas import limits_for
 from monitoring.sampler import get_sampler
 
-from .models import COUNTERS, Application, DirectoryUser, Status, SyncRun, SyncStep, Tenant, Token, UserAppRelation
-from .providers import ConfigError, Page, Provider, ProviderError, get_provider
+from .database import DatabaseLost, fresh_connection, with_retries
+from .models import COUNTERS, Application, DirectoryUser, Status, StopReason, SyncRun, SyncStep, Tenant, Token, UserAppRelation
+from .providers import ConfigError, Page, PageTokenRefused, Provider, ProviderError, get_provider
 from .records import InvalidRecord, parse_token, parse_user
-from .runs import run_owner, run_policy
+from .runs import cancel_run, interrupt_run, run_owner, run_policy
 from .secrets import scrub
 from .upsert import Outcome, upsert_rows
 
@@ -40,7 +41,11 @@ log = logging.getLogger(__name__)
 
 
 class StepCancelled(Exception):
-    """The run was cancelled; the step stops after its last committed batch."""
+    """The run was cancelled or interrupted; the step stops after its last committed batch."""
+
+
+class StepStopped(Exception):
+    """This process was asked to stop (a signal, a lost supervisor); the step stops after its last committed batch."""
 
 
 @dataclass
@@ -95,19 +100,27 @@ class StepContext:
             start += size
 
     def commit(self, write: Callable[[datetime], Outcome], size: int, checkpoint: dict) -> None:
-        """Run one batch's writes, counters and checkpoint in one transaction; a failed batch is counted, not fatal."""
-        checkpoint = {**checkpoint, "resumes": self.resume.get("resumes", -1) + 1 if self.resume else 0}
-        stopped = SyncRun.objects.filter(pk=self.step.run_id, status__in=[Status.CANCELLED, Status.INTERRUPTED])
-        if stopped.exists():
-            raise StepCancelled
+        """Run one batch's writes, counters and checkpoint in one transaction. A batch the database
+        refuses is counted as failed, not fatal; one it fails on for a passing reason (a lost
+        connection, a deadlock) is tried again on a fresh connection before the step gives up."""
+        if stop_request().is_set():
+            raise StepStopped
+        checkpoint = {**checkpoint, "at": timezone.now().isoformat(), "resumes": self.resume.get("resumes", -1) + 1 if self.resume else 0}
         rss_before = self.governor.read().rss_bytes
-        try:
+
+        def attempt() -> Outcome:
+            if SyncRun.objects.filter(pk=self.step.run_id, status__in=[Status.CANCELLED, Status.INTERRUPTED]).exists():
+                raise StepCancelled
             with transaction.atomic():
                 outcome = write(timezone.now())
                 after = replace(self.tally)
                 after.add(outcome)
                 SyncStep.objects.filter(pk=self.step.pk).update(checkpoint=checkpoint, **after.as_fields())
-        except DatabaseError as exc:
+            return outcome
+
+        try:
+            outcome = with_retries(attempt, what=f"{self.label()} batch of {size}", log=log)
+        except DatabaseError as exc:  # not a passing one (those end as DatabaseLost)
             self.tally.failed += size
             self.tally.read_whole_source = False
             log.warning("%s batch of %d failed: %s", self.label(), size, exc)
@@ -491,6 +504,8 @@ STEPS: dict[str, Callable[[StepContext], None]] = {
 
 
 MAX_RESUMES = 3  # a checkpoint that keeps failing is dropped for a full read
+# Google's page tokens live about three days: an older checkpoint cannot resume its read.
+PAGE_TOKEN_MAX_AGE = timedelta(hours=60)
 
 
 def _resume_point(step: SyncStep) -> SyncStep | None:
@@ -502,9 +517,15 @@ def _resume_point(step: SyncStep) -> SyncStep | None:
         .first()
     )
     stopped = (Status.FAILED, Status.INTERRUPTED, Status.CANCELLED)
-    if previous and previous.status in stopped and previous.checkpoint and previous.checkpoint.get("resumes", 0) < MAX_RESUMES:
-        return previous
-    return None
+    if not (previous and previous.status in stopped and previous.checkpoint and previous.checkpoint.get("resumes", 0) < MAX_RESUMES):
+        return None
+    written = previous.checkpoint.get("at")
+    written = datetime.fromisoformat(written) if written else previous.finished_at or previous.started_at
+    if previous.checkpoint.get("page_token") and written and timezone.now() - written > PAGE_TOKEN_MAX_AGE:
+        log.info("%s run %s's checkpoint is from %s: its page token has expired; reading from the start",
+                 step_label(step), previous.run_id, written.isoformat(timespec="seconds"))
+        return None
+    return previous
 
 
 def _resource_fields(governor: Governor | None) -> dict:
@@ -519,63 +540,121 @@ def _resource_fields(governor: Governor | None) -> dict:
     }
 
 
+def _claim(step_id: int, started_at: datetime):
+    """queued → running, with this process recorded as the step's holder of its run's slot, in one
+    transaction: from its first moment, a running step has a process that others can see die.
+    Returns the holder, or None when the step is not this process's to run."""
+    step = SyncStep.objects.only("run_id", "name").get(pk=step_id)
+    with transaction.atomic():
+        slot = Allocation.objects.filter(owner=run_owner(step.run_id), resource="run_slot", state="granted").first()
+        if slot is None:  # delivered twice, cancelled while queued, or the run lost its slot
+            return None
+        claimed = SyncStep.objects.filter(pk=step_id, status=Status.QUEUED, run__status=Status.RUNNING).update(
+            status=Status.RUNNING, started_at=started_at
+        )
+        return hold(slot, step.name) if claimed else None
+
+
+def _run_step(ctx: StepContext) -> tuple[str, str, str]:
+    """Carry the step out; return its (status, stop reason, error)."""
+    tenant, step = ctx.tenant, ctx.step
+    try:
+        if step.name != "relations":
+            ctx.provider = get_provider(tenant)
+            ctx.provider.guard = ctx.governor.call
+        try:
+            STEPS[step.name](ctx)
+        except PageTokenRefused as exc:
+            if not ctx.resume:
+                raise
+            log.warning("%s %s: reading from the start", ctx.label(), exc)
+            ctx.resume, ctx.seen_since = {}, ctx.started_at
+            STEPS[step.name](ctx)
+    except StepCancelled:  # the run was cancelled or interrupted: the step ends as the run did
+        status, reason = SyncRun.objects.values_list("status", "stop_reason").get(pk=step.run_id)
+        return status, reason, ""
+    except StepStopped:
+        request = stop_request()
+        if request.by_person:
+            return Status.CANCELLED, StopReason.CANCELLED, request.reason
+        return Status.INTERRUPTED, StopReason.SIGNAL, request.reason
+    except GovernorStop as exc:
+        return Status.FAILED, StopReason.OVERLOADED, str(exc)
+    except (ProviderError, ConfigError) as exc:
+        return Status.FAILED, StopReason.PROVIDER, scrub(str(exc), tenant.provider_config)
+    except DatabaseLost as exc:
+        return Status.FAILED, StopReason.DATABASE, str(exc)
+    except Exception as exc:
+        log.exception("%s crashed", ctx.label())
+        return Status.FAILED, StopReason.CRASHED, scrub(f"{exc.__class__.__name__}: {exc}", tenant.provider_config)
+    finally:
+        if ctx.provider is not None:
+            ctx.provider.close()
+    if ctx.tally.invalid or ctx.tally.failed:
+        return Status.COMPLETED_WITH_ERRORS, StopReason.NONE, ""
+    return Status.COMPLETED, StopReason.NONE, ""
+
+
 def execute_step(step_id: int) -> int:
     """Run one queued step to its end and record the outcome; return its run's id."""
     started_at = timezone.now()
-    claimed = SyncStep.objects.filter(pk=step_id, status=Status.QUEUED).update(status=Status.RUNNING, started_at=started_at)
-    step = SyncStep.objects.select_related("run__tenant").get(pk=step_id)
-    if not claimed:  # delivered twice, or cancelled while queued
-        return step.run_id
+    with working():
+        holder = _claim(step_id, started_at)
+        step = SyncStep.objects.select_related("run__tenant").get(pk=step_id)
+        if holder is None:
+            return step.run_id
+        try:
+            _execute_claimed(step, started_at)
+        finally:
+            with_retries(lambda: drop(holder), what=f"{step_label(step)} release", log=log)
+    return step.run_id
+
+
+def _execute_claimed(step: SyncStep, started_at: datetime) -> None:
     tenant = step.run.tenant
-    status, error = Status.COMPLETED, ""
     try:
         governor = governor_for(step, tenant)
     except ValueError as exc:  # a bad profile or override: the step fails, saying which
-        governor, status, error = None, Status.FAILED, f"governor settings: {exc}"
+        governor = None
+        status, reason, error = Status.FAILED, StopReason.CONFIG, f"governor settings: {exc}"
     ctx = StepContext(step=step, tenant=tenant, provider=None, started_at=started_at, governor=governor)
     previous = _resume_point(step)
     if previous is not None:
         ctx.resume, ctx.seen_since = previous.checkpoint, previous.seen_since or previous.started_at
         log.info("%s resumes run %s's %s step from %s", ctx.label(), previous.run_id, step.name, previous.checkpoint)
-    SyncStep.objects.filter(pk=step_id).update(
-        resumed_from=previous, seen_since=ctx.seen_since, checkpoint={**ctx.resume}
-    )
-    try:
-        if governor is not None:
-            if step.name != "relations":
-                ctx.provider = get_provider(tenant)
-                ctx.provider.guard = governor.call
-            slot = Allocation.objects.filter(owner=run_owner(step.run_id), resource="run_slot", state="granted").first()
-            with held(slot) if slot else nullcontext():  # heartbeats while the step runs
-                STEPS[step.name](ctx)
-    except StepCancelled:
-        status = SyncRun.objects.values_list("status", flat=True).get(pk=step.run_id)  # cancelled or interrupted
-    except GovernorStop as exc:
-        status, error = Status.FAILED, str(exc)  # runs.OVERLOADED when brakes ran out
-    except (ProviderError, ConfigError) as exc:
-        status, error = Status.FAILED, scrub(str(exc), tenant.provider_config)
-    except Exception as exc:
-        log.exception("%s crashed", ctx.label())
-        status, error = Status.FAILED, scrub(f"{exc.__class__.__name__}: {exc}", tenant.provider_config)
-    finally:
-        if ctx.provider is not None:
-            ctx.provider.close()
-        if governor is not None:
+    SyncStep.objects.filter(pk=step.pk).update(resumed_from=previous, seen_since=ctx.seen_since, checkpoint={**ctx.resume})
+    if governor is not None:
+        try:
+            status, reason, error = _run_step(ctx)
+        finally:
             governor.close()
-    tally = ctx.tally
-    if status == Status.COMPLETED and (tally.invalid or tally.failed):
-        status = Status.COMPLETED_WITH_ERRORS
-    SyncStep.objects.filter(pk=step_id).update(
-        status=status, finished_at=timezone.now(), error=error[:2000], **tally.as_fields(), **_resource_fields(governor)
-    )
+    _record_end(ctx, status, reason, error)
+
+
+def _record_end(ctx: StepContext, status: str, reason: str, error: str) -> None:
+    """Save how the step ended, on a fresh connection if its own was lost; stop the run with it
+    when this process was told to stop."""
+    step, tally, label = ctx.step, ctx.tally, ctx.label()
+
+    def save() -> None:
+        SyncStep.objects.filter(pk=step.pk).update(
+            status=status, stop_reason=reason, finished_at=timezone.now(), error=error[:2000],
+            **tally.as_fields(), **_resource_fields(ctx.governor),
+        )
+
+    fresh_connection()
+    with_retries(save, what=f"{label} end", log=log)
+    if reason == StopReason.SIGNAL:
+        interrupt_run(step.run_id, f"{step.name} step {error}", StopReason.SIGNAL)  # the others stop, the slot goes back
+    elif reason == StopReason.CANCELLED and status == Status.CANCELLED:
+        cancel_run(step.run)
     for outcome in COUNTERS:
         metrics.sync_rows.labels(step=step.name, outcome=outcome).inc(getattr(tally, outcome))
-    metrics.sync_duration.labels(step=step.name).observe((timezone.now() - started_at).total_seconds())
+    metrics.sync_duration.labels(step=step.name).observe((timezone.now() - ctx.started_at).total_seconds())
     metrics.concurrency.labels(route=step.name).set(0)  # this process no longer works on the route
     log.info(
         "%s %s: %d received, %d created, %d updated, %d unchanged, %d deactivated, %d invalid, %d failed%s",
-        ctx.label(), status, tally.received, tally.created, tally.updated, tally.unchanged,
+        label, status, tally.received, tally.created, tally.updated, tally.unchanged,
         tally.deactivated, tally.invalid, tally.failed, f" ({error})" if error else "",
-        extra={"run": step.run_id, "step": step.name, "tenant": tenant.slug},
+        extra={"run": step.run_id, "step": step.name, "tenant": ctx.tenant.slug},
     )
-    return step.run_id

@@ -5,15 +5,14 @@ Tasks take ids and call services in syncapp.runs and syncapp.steps.
 
 import logging
 import threading
-import time
 
 from django.db import connections
 from django_q.tasks import async_task
 
-from monitoring.health import running_clusters
+from monitoring.process import stop_request
 
-from .models import Status, SyncRun, SyncStep, Tenant
-from .runs import RunRefused, advance_run, begin_run, start_run
+from .models import Status, StopReason, SyncRun, SyncStep, Tenant
+from .runs import RunRefused, advance_run, begin_run, cancel_run, interrupt_run, start_run
 from .steps import execute_step
 
 log = logging.getLogger(__name__)
@@ -54,14 +53,6 @@ def scheduled_sync_task(tenant_id: int) -> int | None:
         return None
 
 
-def cluster_is_running() -> bool:
-    """True when a qcluster sharing our broker reported itself in the last few seconds."""
-    try:
-        return bool(running_clusters())
-    except Exception:  # broker unreachable: no cluster we could use either
-        return False
-
-
 def run_in_process(run_id: int) -> None:
     """Carry out a run here, each step in its own thread, following the same events as the cluster."""
     threads: list[threading.Thread] = []
@@ -82,7 +73,13 @@ def run_in_process(run_id: int) -> None:
 
     first = begin_run(run_id)
     while not first and SyncRun.objects.filter(pk=run_id, status=Status.QUEUED).exists():
-        time.sleep(0.5)  # waiting for a slot from the ledger (the reason shows on the run)
+        request = stop_request()
+        if request.wait(0.5):  # asked to stop while waiting for a slot (the reason shows on the run)
+            if request.by_person:
+                cancel_run(SyncRun.objects.get(pk=run_id))
+            else:
+                interrupt_run(run_id, request.reason, StopReason.SIGNAL)
+            return
         first = begin_run(run_id)
     start(first)
     joined = 0

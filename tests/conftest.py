@@ -13,7 +13,8 @@ from django_q.brokers import get_broker
 from syncapp.models import SyncRun
 from syncapp.providers.demo import DemoProvider
 from syncapp.runs import start_run
-from syncapp.tasks import cluster_is_running, run_in_process
+from monitoring.health import cluster_is_running
+from syncapp.tasks import run_in_process
 
 from .factories import TenantFactory
 from .fakegoogle import FakeDirectory

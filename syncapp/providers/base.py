@@ -16,6 +16,10 @@ class ProviderError(Exception):
     """A provider call failed for good (after any retries). The message is safe to show."""
 
 
+class PageTokenRefused(ProviderError):
+    """The provider no longer accepts a page token (it expired): the read must start again."""
+
+
 class ConfigError(ValueError):
     """A tenant's provider_config is unusable. The message names the key."""
 

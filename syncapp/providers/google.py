@@ -23,7 +23,7 @@ from google.oauth2 import service_account
 from monitoring.limits import Outcome
 from monitoring.metrics import provider_calls
 
-from .base import ConfigError, Page, Provider, ProviderError, require_int, require_str
+from .base import ConfigError, Page, PageTokenRefused, Provider, ProviderError, require_int, require_str
 
 SCOPES = [
     "https://www.googleapis.com/auth/admin.directory.user.readonly",
@@ -184,6 +184,9 @@ class GoogleProvider(Provider):
                     except json.JSONDecodeError:
                         raise ProviderError(f"GET {path}: answer is not JSON") from None
                 problem = f"{response.status_code} {message}"
+                if response.status_code == 400 and params and "pageToken" in params:
+                    # Page tokens live about three days: a checkpoint's may have expired.
+                    raise PageTokenRefused(f"GET {path}: page token refused: {problem}")
                 if call["outcome"] is Outcome.OK:  # any other 4xx: retrying will not help
                     raise ProviderError(f"GET {path}: {problem}")
                 wait = _retry_after(response)

@@ -5,8 +5,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from monitoring.ledger import Denied, allocate, heartbeat, reclaim_dead, release
-from monitoring.models import Allocation, AllocationEvent, TenantQuota
+from monitoring.ledger import Denied, allocate, held, reclaim_dead, release, watch
+from monitoring.models import Allocation, AllocationEvent, Holder, TenantQuota
+from monitoring.process import this_process
 from monitoring.signals import allocation_granted, allocation_reclaimed
 
 from ..factories import TenantFactory
@@ -104,43 +105,84 @@ def test_the_cluster_limit_holds_across_tenants(settings):
     assert Allocation.objects.get(owner="run-2").reason == "cluster limit: 2 of 2 run_slot in use"
 
 
-def test_memory_budgets(tenant, settings):
-    settings.BALLAST_LEDGER_LIMITS = {"memory_mb": 1000}
-    TenantQuota.objects.filter(tenant=tenant).update(max_memory_mb=600)
-    assert allocate("memory_mb", 500, owner="a", tenant_id=tenant.pk).state == State.GRANTED
-    assert allocate("memory_mb", 200, owner="b", tenant_id=tenant.pk).reason == "tenant quota: 500 of 600 memory_mb in use"
+def _holder(allocation, *, host=None, pid=None, started=None, beat_s_ago=0.0, name="tokens"):
+    me = this_process()
+    at = timezone.now() - timedelta(seconds=beat_s_ago)
+    return Holder.objects.create(
+        allocation=allocation, name=name, host=host or me.host, pid=pid or me.pid,
+        process_started=me.started if started is None else started, started_at=at, heartbeat_at=at,
+    )
 
 
-def test_stale_or_dead_holders_are_reclaimed_and_waiters_served(tenant, django_capture_on_commit_callbacks):
+def test_an_allocation_is_reclaimed_when_any_of_its_holders_dies(tenant, settings, django_capture_on_commit_callbacks):
+    settings.BALLAST_HEARTBEAT_S = 10.0  # a holder is dead after 30 s of silence
+    settings.BALLAST_LEDGER_LIMITS = {"run_slot": 10}
+    TenantQuota.objects.filter(tenant=tenant).update(max_concurrent_runs=10)
+    me = this_process()
+    cases = {
+        "alive": {},
+        "gone": {"pid": 999_999},  # no such process on this host
+        "pid-reused": {"started": me.started - 3600},  # our pid, but we started later than its holder did
+        "elsewhere-fresh": {"host": "other-host", "pid": 42, "beat_s_ago": 29},  # cannot be seen: it may live
+        "elsewhere-silent": {"host": "other-host", "pid": 43, "beat_s_ago": 31},
+    }
+    slots = {}
+    for owner, holder in cases.items():
+        slots[owner] = slot(owner, tenant)
+        _holder(slots[owner], **holder)
+    _holder(slots["alive"], name="users")  # two steps of one run: both alive
     reclaimed = []
     allocation_reclaimed.connect(lambda sender, allocation, **kw: reclaimed.append(allocation.owner), weak=False, dispatch_uid="t")
     try:
-        alive, stale = slot("alive", tenant), slot("stale", tenant)
-        dead = slot("waiting-then-dead", tenant)
-        heartbeat([alive.pk])
-        Allocation.objects.filter(pk=stale.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=10))
         with django_capture_on_commit_callbacks(execute=True):
-            assert [a.owner for a in reclaim_dead(timeout_s=60)] == ["stale"]
-        assert reclaimed == ["stale"]
-        assert Allocation.objects.get(pk=dead.pk).state == State.GRANTED  # the freed slot went to the waiter
-        import socket
-
-        Allocation.objects.filter(pk=dead.pk).update(holder=f"{socket.gethostname()}:999999")  # no such process
-        assert [a.owner for a in reclaim_dead(timeout_s=60)] == ["waiting-then-dead"]
-        assert Allocation.objects.get(pk=dead.pk).reason == f"holder {socket.gethostname()}:999999 gone"
+            found = {a.owner: a.reason for a in reclaim_dead(timeout_s=60)}
     finally:
         allocation_reclaimed.disconnect(dispatch_uid="t")
+    assert found == {
+        "gone": f"process 999999 on {me.host} gone",
+        "pid-reused": f"process {me.pid} on {me.host} gone",
+        "elsewhere-silent": "no heartbeat from process 43 on other-host for 31 s",
+    }
+    assert sorted(reclaimed) == sorted(found)
+    assert not Holder.objects.filter(allocation__owner__in=list(found)).exists()
+    assert Allocation.objects.get(owner="alive").state == State.GRANTED
 
 
-def test_a_slot_between_two_steps_has_no_holder_to_lose(tenant):
-    from monitoring.ledger import held
+def test_one_dead_step_reclaims_its_run_even_while_another_step_lives(tenant):
+    run_slot = slot("run-1", tenant)
+    _holder(run_slot, name="users")
+    _holder(run_slot, name="tokens", pid=999_999)
+    [reclaimed] = reclaim_dead(timeout_s=60)
+    assert reclaimed.owner == "run-1" and reclaimed.reason.startswith("process 999999 on ")
 
-    slot_ = slot("run-1", tenant)
-    with held(slot_):
-        assert Allocation.objects.get(pk=slot_.pk).holder.endswith(f":{__import__('os').getpid()}")
-    between = Allocation.objects.get(pk=slot_.pk)
-    assert between.holder == "" and between.heartbeat_at is not None
-    assert reclaim_dead(timeout_s=60) == []  # no process to have died: only the heartbeat timeout applies
+
+def test_a_slot_no_step_holds_is_reclaimed_only_after_the_timeout_and_serves_the_waiter(tenant):
+    TenantQuota.objects.filter(tenant=tenant).update(max_concurrent_runs=1)
+    between = slot("between-steps", tenant)
+    waiter = slot("waiter", tenant)
+    assert waiter.state == State.WAITING
+    Allocation.objects.filter(pk=between.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=59))
+    assert reclaim_dead(timeout_s=60) == []
+    Allocation.objects.filter(pk=between.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=61))
+    assert [a.reason for a in reclaim_dead(timeout_s=60)] == ["no holder and no heartbeat for 60 s"]
+    assert Allocation.objects.get(pk=waiter.pk).state == State.GRANTED
+
+
+def test_held_records_this_process_as_a_holder_until_the_block_ends(tenant):
+    run_slot = slot("run-1", tenant)
+    Allocation.objects.filter(pk=run_slot.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+    with held(run_slot, "tokens") as holder:
+        me = this_process()
+        row = Holder.objects.get(allocation=run_slot)
+        assert (row.pk, row.name, row.host, row.pid, row.process_started) == (holder.pk, "tokens", me.host, me.pid, me.started)
+        assert holder.pk in watch().held
+        Holder.objects.filter(pk=holder.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+        watch().tick()  # a heartbeat: the holder and its allocation are alive again
+        assert Holder.objects.get(pk=holder.pk).heartbeat_age_s < 5
+        assert reclaim_dead(timeout_s=60) == []
+    assert not Holder.objects.filter(allocation=run_slot).exists() and holder.pk not in watch().held
+    assert (timezone.now() - Allocation.objects.get(pk=run_slot.pk).heartbeat_at).total_seconds() < 5  # a last beat
+    assert reclaim_dead(timeout_s=60) == []  # between two steps: only the timeout applies
 
 
 def test_grants_and_releases_are_signals(tenant, django_capture_on_commit_callbacks):

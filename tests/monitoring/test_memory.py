@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from monitoring.memory import LeakWatch, MemoryManager, TrimmableCache
+from monitoring.memory import LeakWatch, MemoryManager
 from monitoring.readings.fake import reading
 from monitoring.signals import leak_detected, memory_pressure, resource_alert
 
@@ -26,17 +26,11 @@ def received():
         signal.disconnect(receiver)
 
 
-def test_levels_signal_changes_and_trim_caches_least_recently_used_first(received):
-    manager, cache = MemoryManager(), TrimmableCache("answers")
-    manager.register_cache(cache)
-    for i in range(8):
-        cache.set(i, f"value {i}")
-    cache.get(0)  # recently used: stays longest
-    assert manager.check(reading(10, 50)) == "ok" and len(cache) == 8
+def test_levels_signal_changes(received):
+    manager = MemoryManager()
+    assert manager.check(reading(10, 50)) == "ok"
     assert manager.check(reading(10, 72)) == "warning"
-    assert len(cache) == 6 and cache.get(0) == "value 0" and cache.get(1) is None  # 1 was least recent
     assert manager.check(reading(10, 90)) == "critical"
-    assert len(cache) == 1
     manager.check(reading(10, 40))
     assert [name for name, _ in received if name == "pressure"] == ["pressure"] * 3
     assert [value for name, value in received if name == "pressure"] == ["warning", "critical", "ok"]
@@ -65,13 +59,6 @@ def test_an_alert_is_a_condition_that_lasts_one_line_to_start_one_to_end(receive
     assert len(lines) == 2
     assert lines[0] == f"resource alert: {alert[0]}"
     assert lines[1].startswith("resource alert over: CPU back under its 80% ceiling after") and "peak 95%" in lines[1]
-
-
-def test_a_cache_can_have_a_size():
-    cache = TrimmableCache("small", max_items=2)
-    for i in range(3):
-        cache.set(i, i)
-    assert len(cache) == 2 and cache.get(0) is None
 
 
 def test_leak_watch_reports_sites_that_grow_at_every_check(received):

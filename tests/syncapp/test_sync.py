@@ -1,6 +1,9 @@
 """The sync end to end in this process: counters, idempotence, invalid records, deletion detection, cancelling."""
 
+from datetime import datetime
+
 import pytest
+from django.utils import timezone
 
 from syncapp.models import Application, DirectoryUser, Status, SyncRun, SyncStep, Token, UserAppRelation
 from syncapp.runs import RunRefused, cancel_run, start_run
@@ -50,7 +53,10 @@ def test_each_batch_leaves_a_checkpoint(settings):
     settings.BALLAST_GOVERNOR = {"batch_size": 40}
     tenant = TenantFactory(provider_config={"users": 100, "apps": 5, "seed": 1})
     run = sync_here(tenant, steps="users")
-    assert run.step_records.get(name="users").checkpoint == {"page_token": None, "done_in_page": 100, "resumes": 0}
+    checkpoint = run.step_records.get(name="users").checkpoint
+    written = datetime.fromisoformat(checkpoint.pop("at"))  # a page token's age decides whether it can resume
+    assert checkpoint == {"page_token": None, "done_in_page": 100, "resumes": 0}
+    assert abs((timezone.now() - written).total_seconds()) < 60
     relations = sync_here(tenant, steps="relations").step_records.get(name="relations")
     assert relations.received == 0 and relations.status == Status.COMPLETED  # no tokens synced yet
 
@@ -240,16 +246,22 @@ def test_cancelling_a_queued_run_stops_every_step():
     assert not cancel_run(run)  # already ended
 
 
-def test_a_running_step_stops_after_its_current_batch_when_cancelled(settings, google_tenant, fake_google):
+def test_a_running_step_stops_after_its_current_batch_when_cancelled(settings, google_tenant, fake_google, monkeypatch):
     settings.BALLAST_GOVERNOR = {"batch_size": 10}
     fake_google.load(*demo_org(100))
     run = start_run(tenant=google_tenant, trigger=SyncRun.Trigger.ADMIN, steps="users", enqueue=False)
+    from syncapp import steps
     from syncapp.runs import begin_run
-    from syncapp.steps import execute_step
 
+    def hold_then_cancel(allocation, name):
+        holder = hold(allocation, name)
+        SyncRun.objects.filter(pk=run.pk).update(status=Status.CANCELLED)  # as cancel_run does, as the step starts
+        return holder
+
+    hold = steps.hold
+    monkeypatch.setattr(steps, "hold", hold_then_cancel)
     [step] = begin_run(run.pk)
-    SyncRun.objects.filter(pk=run.pk).update(status=Status.CANCELLED)  # as cancel_run does, mid-run
-    execute_step(step.pk)
+    steps.execute_step(step.pk)
     step.refresh_from_db()
     assert step.status == Status.CANCELLED
     assert DirectoryUser.objects.count() == 0

@@ -5,7 +5,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from syncapp.directory import directory_counts
-from syncapp.models import SyncRun, Tenant
+from syncapp.models import Status, SyncRun, Tenant
 from syncapp.progress import run_here_and_follow
 from syncapp.runs import run_summary, start_run
 
@@ -44,6 +44,8 @@ class Command(BaseCommand):
 
         run = start_run(tenant=tenant, trigger=SyncRun.Trigger.COMMAND, enqueue=False)
         run = run_here_and_follow(run.pk, self.stdout._out)
+        if run.status in (Status.CANCELLED, Status.INTERRUPTED):
+            raise CommandError(f"run #{run.pk} {run.status}; `make demo` again resumes it", returncode=130)
 
         summary, counts = run_summary(run), directory_counts(tenant)
         self.stdout.write(f"\nRun #{run.pk} {run.status} in {summary['duration_s']:.1f} s")

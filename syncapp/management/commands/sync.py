@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from syncapp.models import Status, SyncRun
 from syncapp.progress import follow, run_here_and_follow
 from syncapp.runs import RunRefused, run_summary, start_run
-from syncapp.tasks import cluster_is_running
+from monitoring.health import cluster_is_running
 
 from .tenant import _tenant
 
