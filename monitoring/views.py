@@ -1,5 +1,8 @@
 """What the monitoring URLs answer: /healthz, /readyz and /metrics."""
 
+import hmac
+
+from django.conf import settings
 from django.db import connections
 from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
@@ -40,5 +43,13 @@ def refresh_metrics() -> None:
 
 
 def metrics_view(request):
+    """Open by default (Prometheus' convention); with METRICS_TOKEN set, only for that bearer token."""
+    token = getattr(settings, "BALLAST_METRICS_TOKEN", "")
+    if token:
+        scheme, _, sent = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(sent.strip().encode(), token.encode()):
+            response = JsonResponse({"error": {"code": "unauthorized", "message": "send Authorization: Bearer <METRICS_TOKEN>"}}, status=401)
+            response["WWW-Authenticate"] = "Bearer"
+            return response
     refresh_metrics()
     return ExportToDjangoView(request)

@@ -206,6 +206,8 @@ BALLAST_QUOTA_DEFAULTS = {
 # Cluster-wide limits, enforced by the ledger across every process and machine sharing the database.
 BALLAST_LEDGER_LIMITS = {"run_slot": _int("MAX_CONCURRENT_RUNS", 4, minimum=1)}
 BALLAST_HEARTBEAT_S = _float("HEARTBEAT_S", 10.0, minimum=0.5)
+# /metrics answers everyone unless this is set; then only `Authorization: Bearer <METRICS_TOKEN>`.
+BALLAST_METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 BALLAST_HOLDER_TIMEOUT_S = _float("HOLDER_TIMEOUT_S", 300.0, minimum=1.0)
 BALLAST_PRIORITY_AGING_S = _float("PRIORITY_AGING_S", 60.0, minimum=1.0)
 # Request rate limits (monitoring.middleware): who the tenant of a request is, and what is exempt.

@@ -1,27 +1,46 @@
 """The tenant API under /api/v1/: JSON in and out, one tenant per key, errors of one shape:
-{"error": {"code": "...", "message": "..."}}.
+{"error": {"code": "...", "message": "...", "field": "..." (when one is to blame), "id": "..." (500s)}}.
+Every path under /api/v1/ answers so, unknown ones included; parameters are parsed strictly.
 """
 
 import json
+import logging
+import uuid
 from functools import wraps
 
-from django.core.paginator import EmptyPage, PageNotAnInteger, Paginator
+from django.core.paginator import EmptyPage, Paginator
 from django.db.models import Q
 from django.http import JsonResponse
-from django.urls import path, reverse
+from django.urls import path, re_path, reverse
 from django.views.decorators.csrf import csrf_exempt
 
 from monitoring.ledger import shortfall_now
 
 from .apikeys import resolve_tenant
-from .models import Application, DirectoryUser, SyncRun, UserAppRelation
-from .runs import RunRefused, run_summary, start_run
+from .models import Application, DirectoryUser, Status, SyncRun, UserAppRelation
+from .runs import QuotaReached, RunRefused, run_summary, start_run
 
+log = logging.getLogger(__name__)
 PAGE_SIZE, MAX_PAGE_SIZE = 50, 200
+BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
+RUN_STATUSES = [s for s in Status.values if s not in (Status.PENDING, Status.SKIPPED)]  # those are steps' only
 
 
-def error(status: int, code: str, message: str, **headers) -> JsonResponse:
-    response = JsonResponse({"error": {"code": code, "message": message}}, status=status)
+class BadParameter(ValueError):
+    """A query parameter or body field that cannot be used: answered 400, naming it."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+def error(status: int, code: str, message: str, *, field: str = "", error_id: str = "", **headers) -> JsonResponse:
+    body = {"code": code, "message": message}
+    if field:
+        body["field"] = field
+    if error_id:
+        body["id"] = error_id
+    response = JsonResponse({"error": body}, status=status)
     for name, value in headers.items():
         response[name.replace("_", "-")] = value
     return response
@@ -39,21 +58,59 @@ def api_view(*methods: str):
             tenant = getattr(request, "tenant", None) or resolve_tenant(request)
             if tenant is None:
                 return error(401, "unauthorized", "send a valid API key: Authorization: Bearer <key>", WWW_Authenticate="Bearer")
-            return view(request, tenant, *args, **kwargs)
+            try:
+                return view(request, tenant, *args, **kwargs)
+            except BadParameter as exc:
+                return error(400, "bad_request", str(exc), field=exc.field)
+            except Exception:  # answered in JSON like every error here; the traceback goes to the log
+                error_id = uuid.uuid4().hex[:12]
+                log.exception("API error %s: %s %s", error_id, request.method, request.path)
+                return error(500, "server_error", f"something went wrong on our side; quote error id {error_id}", error_id=error_id)
 
         return wrapper
 
     return decorate
 
 
-def paged(request, queryset, serialize) -> JsonResponse:
+@csrf_exempt
+def not_found(request, rest=""):
+    return error(404, "not_found", f"no API path {request.path}; see /api/v1/runs/, users/, applications/, relations/")
+
+
+def whole_number(request, name: str, default: int, minimum: int, maximum: int | None = None) -> int:
+    raw = request.GET.get(name)
+    if raw is None:
+        return default
     try:
-        size = min(max(int(request.GET.get("page_size", PAGE_SIZE)), 1), MAX_PAGE_SIZE)
-        page = Paginator(queryset, size).page(request.GET.get("page", 1))
-    except (ValueError, PageNotAnInteger):
-        return error(400, "bad_request", "page and page_size must be whole numbers")
+        value = int(raw)
+    except ValueError:
+        raise BadParameter(name, f"must be a whole number, not {raw[:40]!r}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        raise BadParameter(name, f"must be from {minimum} to {maximum}" if maximum is not None else f"must be {minimum} or more")
+    return value
+
+
+def text(request, name: str) -> str:
+    value = request.GET.get(name, "")
+    if "\x00" in value:
+        raise BadParameter(name, "must not contain NUL characters")
+    return value
+
+
+def choice(request, name: str, choices) -> str:
+    value = request.GET.get(name, "")
+    if value and value not in choices:
+        raise BadParameter(name, f"must be one of {', '.join(choices)}")
+    return value
+
+
+def paged(request, queryset, serialize) -> JsonResponse:
+    size = whole_number(request, "page_size", PAGE_SIZE, 1, MAX_PAGE_SIZE)
+    number = whole_number(request, "page", 1, 1)
+    try:
+        page = Paginator(queryset, size).page(number)
     except EmptyPage:
-        return error(404, "not_found", "no such page")
+        return error(404, "not_found", f"no page {number}", field="page")
 
     def link(number):
         query = request.GET.copy()
@@ -70,13 +127,14 @@ def paged(request, queryset, serialize) -> JsonResponse:
     })
 
 
-def _active(request, field: str, *, inverted: bool = False) -> Q | None:
-    """?active=true|false as a filter; None when absent."""
+def _active(request, field: str) -> Q | None:
+    """?active=true|false (or 1|0) as a filter on `field`; None when absent."""
     value = request.GET.get("active")
     if value is None:
         return None
-    wanted = value.lower() in {"1", "true", "yes"}
-    return Q(**{field: wanted != inverted})
+    if value.lower() not in BOOLEANS:
+        raise BadParameter("active", "must be true or false")
+    return Q(**{field: BOOLEANS[value.lower()]})
 
 
 def _time(value):
@@ -95,24 +153,32 @@ def run_json(run: SyncRun) -> dict:
 def runs(request, tenant):
     if request.method == "GET":
         queryset = tenant.runs.prefetch_related("step_records").order_by("-id")
-        if request.GET.get("status"):
-            queryset = queryset.filter(status=request.GET["status"])
+        if status := choice(request, "status", RUN_STATUSES):
+            queryset = queryset.filter(status=status)
         return paged(request, queryset, run_json)
     try:
         body = json.loads(request.body or b"{}")
-    except json.JSONDecodeError as exc:
-        return error(400, "bad_request", f"the body is not JSON: {exc.msg}")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return error(400, "bad_request", f"the body is not JSON: {getattr(exc, 'msg', exc)}")
     if not isinstance(body, dict):
         return error(400, "bad_request", "the body must be a JSON object")
-    if not body.get("queue"):
+    steps, profile, queue = body.get("steps"), body.get("profile") or "", body.get("queue", False)
+    if steps is not None and not (isinstance(steps, str) or (isinstance(steps, list) and all(isinstance(s, str) for s in steps))):
+        raise BadParameter("steps", 'must be a list of step names or a comma-separated string, e.g. ["users", "tokens"]')
+    if not isinstance(profile, str):
+        raise BadParameter("profile", "must be a profile's name")
+    if not isinstance(queue, bool):
+        raise BadParameter("queue", "must be true or false")
+    if not queue:
         reason = shortfall_now("run_slot", tenant_id=tenant.pk)
         if reason:
             return error(429, "concurrent_runs", f"{reason}; send \"queue\": true to queue the run", Retry_After="30")
     try:
-        run = start_run(tenant=tenant, trigger=SyncRun.Trigger.API, steps=body.get("steps"), profile=body.get("profile") or "")
+        run = start_run(tenant=tenant, trigger=SyncRun.Trigger.API, steps=steps, profile=profile)
+    except QuotaReached as exc:
+        return error(429, "quota_exceeded", str(exc))
     except RunRefused as exc:
-        status, code = (429, "quota_exceeded") if "quota" in str(exc) else (400, "bad_request")
-        return error(status, code, str(exc))
+        return error(400, "bad_request", str(exc))
     response = JsonResponse(run_json(run), status=202)
     response["Location"] = request.build_absolute_uri(reverse("api-run", args=[run.pk]))
     return response
@@ -129,7 +195,7 @@ def users(request, tenant):
     queryset = DirectoryUser.objects.filter(tenant=tenant).order_by("primary_email")
     if (active := _active(request, "deleted_at__isnull")) is not None:
         queryset = queryset.filter(active)
-    if search := request.GET.get("search"):
+    if search := text(request, "search"):
         queryset = queryset.filter(Q(primary_email__icontains=search) | Q(full_name__icontains=search))
     return paged(request, queryset, lambda u: {
         "id": u.pk, "external_id": u.external_id, "email": u.primary_email, "name": u.full_name,
@@ -141,7 +207,7 @@ def users(request, tenant):
 @api_view("GET")
 def applications(request, tenant):
     queryset = Application.objects.filter(tenant=tenant).order_by("display_name", "client_id")
-    if search := request.GET.get("search"):
+    if search := text(request, "search"):
         queryset = queryset.filter(Q(display_name__icontains=search) | Q(client_id__icontains=search))
     return paged(request, queryset, lambda a: {
         "id": a.pk, "client_id": a.client_id, "name": a.display_name, "native_app": a.native_app,
@@ -154,7 +220,7 @@ def relations(request, tenant):
     queryset = UserAppRelation.objects.filter(tenant=tenant).select_related("user", "application").order_by("id")
     if (active := _active(request, "active")) is not None:
         queryset = queryset.filter(active)
-    if search := request.GET.get("search"):
+    if search := text(request, "search"):
         queryset = queryset.filter(
             Q(user__primary_email__icontains=search) | Q(application__display_name__icontains=search)
             | Q(application__client_id__icontains=search)
@@ -172,4 +238,5 @@ urlpatterns = [
     path("users/", users, name="api-users"),
     path("applications/", applications, name="api-applications"),
     path("relations/", relations, name="api-relations"),
+    re_path(r"^(?P<rest>.*)$", not_found),  # anything else under /api/v1/: a JSON 404, not the site's HTML page
 ]

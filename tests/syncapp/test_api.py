@@ -90,9 +90,6 @@ def test_paging_filters_and_search(client, acme, key):
     assert get(client, "/api/v1/users/", key, active="false").json()["results"][0]["email"] == "gone@example.org"
     assert get(client, "/api/v1/users/", key, active="true").json()["count"] == 7
     assert [u["email"] for u in get(client, "/api/v1/users/", key, search="zoë").json()["results"]] == ["user3@example.org"]
-    bad = get(client, "/api/v1/users/", key, page="x")
-    assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_request"
-    assert get(client, "/api/v1/users/", key, page=99).status_code == 404
 
 
 def test_starting_runs(client, acme, key, django_capture_on_commit_callbacks):
@@ -123,6 +120,55 @@ def test_bad_run_requests_say_why(client, acme, key, body, status, message):
     response = post(client, "/api/v1/runs/", key, body)
     assert response.status_code == status and message in response.json()["error"]["message"]
     assert not SyncRun.objects.exists()
+
+
+BAD_REQUESTS = [
+    # (method, path, query or body, status, field, words in the message)
+    ("POST", "/api/v1/runs/", {"steps": 5}, 400, "steps", "must be a list of step names"),
+    ("POST", "/api/v1/runs/", {"steps": ["users", 3]}, 400, "steps", "must be a list of step names"),
+    ("POST", "/api/v1/runs/", {"queue": "yes"}, 400, "queue", "must be true or false"),
+    ("POST", "/api/v1/runs/", {"profile": 7}, 400, "profile", "must be a profile's name"),
+    ("GET", "/api/v1/users/", {"search": "a\x00b"}, 400, "search", "must not contain NUL"),
+    ("GET", "/api/v1/users/", {"active": "maybe"}, 400, "active", "must be true or false"),
+    ("GET", "/api/v1/relations/", {"active": "yes please"}, 400, "active", "must be true or false"),
+    ("GET", "/api/v1/runs/", {"status": "bogus"}, 400, "status", "must be one of queued"),
+    ("GET", "/api/v1/users/", {"page_size": "-5"}, 400, "page_size", "must be from 1 to 200"),
+    ("GET", "/api/v1/users/", {"page_size": "500"}, 400, "page_size", "must be from 1 to 200"),
+    ("GET", "/api/v1/users/", {"page": "0"}, 400, "page", "must be 1 or more"),
+    ("GET", "/api/v1/applications/", {"page": "x"}, 400, "page", "must be a whole number"),
+    ("GET", "/api/v1/users/", {"page": "99"}, 404, "page", "no page 99"),
+    ("GET", "/api/v1/nothing-here/", {}, 404, None, "no API path /api/v1/nothing-here/"),
+    ("GET", "/api/v1/runs/999999/", {}, 404, None, "no run 999999"),
+    ("DELETE", "/api/v1/users/", {}, 405, None, "use GET"),
+]
+
+
+@pytest.mark.parametrize("method, path, data, status, field, words", BAD_REQUESTS)
+def test_bad_requests_get_a_json_4xx_naming_the_problem(client, acme, key, method, path, data, status, field, words):
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {key}"}
+    if method == "POST":
+        response = client.post(path, json.dumps(data), content_type="application/json", **auth)
+    else:
+        response = client.generic(method, path, **auth) if method != "GET" else client.get(path, data, **auth)
+    assert response.status_code == status and response["Content-Type"] == "application/json"
+    problem = response.json()["error"]
+    assert words in problem["message"] and problem.get("field") == field
+    assert not SyncRun.objects.exists()
+
+
+def test_an_unexpected_error_answers_json_500_with_an_id_that_is_in_the_log(client, acme, key, monkeypatch, caplog):
+    from syncapp import api
+
+    def broken(request, tenant):
+        raise RuntimeError("the disk is on fire")
+
+    monkeypatch.setattr(api.DirectoryUser.objects, "filter", lambda *a, **kw: broken(None, None))
+    response = get(client, "/api/v1/users/", key)
+    assert response.status_code == 500 and response["Content-Type"] == "application/json"
+    problem = response.json()["error"]
+    assert problem["code"] == "server_error" and problem["id"] in problem["message"] and "fire" not in problem["message"]
+    [record] = [r for r in caplog.records if r.name == "syncapp.api"]
+    assert problem["id"] in record.getMessage() and record.exc_info[1].args == ("the disk is on fire",)
 
 
 def test_other_methods_are_refused(client, key):
