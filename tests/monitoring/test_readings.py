@@ -67,11 +67,13 @@ def test_unlimited_v2_reports_none(v2, proc):
 
 
 def test_the_reader_uses_the_container_not_the_host(v2, proc):
+    """On a four-CPU host, all of them allowed (injected: `taskset` around the test changes nothing)."""
+    (proc / "stat").write_text(stat((0, 0), (0, 0), (0, 0), (0, 0)))
     clock = Clock()
-    reader = SystemReader(cgroup_root=v2, proc=proc, clock=clock)
+    reader = SystemReader(cgroup_root=v2, proc=proc, clock=clock, allowed=lambda: frozenset(range(4)))
     clock.now += 2.0
-    stat = v2 / "app.slice/ballast/cpu.stat"
-    stat.write_text("usage_usec 2500000\nnr_throttled 5\n")  # 1.5 s of CPU in 2 s on a 1.5-core quota
+    cpu_stat = v2 / "app.slice/ballast/cpu.stat"
+    cpu_stat.write_text("usage_usec 2500000\nnr_throttled 5\n")  # 1.5 s of CPU in 2 s on a 1.5-core quota
     reading = reader.read()
     assert reading.source == "cgroup v2"
     assert reading.memory_limit_bytes == 2 * GB  # not the host's memory

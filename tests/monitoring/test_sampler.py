@@ -37,6 +37,8 @@ def test_the_thread_samples_every_interval_until_stopped():
     assert not sampler._thread.is_alive() and reader.calls == calls
 
 
-def test_one_sampler_per_process():
+def test_one_sampler_per_process_reading_through_the_configured_reader(settings):
     assert get_sampler() is get_sampler()
-    assert get_sampler().latest().cpu_capacity >= 1
+    assert settings.BALLAST_READER == "monitoring.readings.fake.CalmReader"
+    latest = get_sampler().latest()
+    assert (latest.cpu_scope, latest.cpu_capacity, latest.cpu_percent) == ("calm (tests), 2 CPUs", 2.0, 10.0)

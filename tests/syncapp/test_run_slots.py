@@ -51,8 +51,9 @@ def test_a_run_over_the_quota_waits_with_the_reason_then_completes_in_order(monk
     assert waiting.status == Status.QUEUED
     assert waiting.waiting_reason == "tenant quota: 1 of 1 run_slot in use"
     gate.set()
-    a.join(60)
-    b.join(60)
+    for thread in (a, b):
+        thread.join(120)
+        assert not thread.is_alive(), "a run's thread did not end"
     first.refresh_from_db()
     second.refresh_from_db()
     assert (first.status, second.status) == (Status.COMPLETED, Status.COMPLETED)
