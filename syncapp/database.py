@@ -38,7 +38,7 @@ def connection_lost(exc: BaseException) -> bool:
 
 def retryable(exc: BaseException) -> bool:
     """A failure that another try, on a fresh connection, may not meet."""
-    if not isinstance(exc, DatabaseError):
+    if not isinstance(exc, (DatabaseError, InterfaceError)):  # Django's InterfaceError is no DatabaseError
         return False
     cause = exc.__cause__
     if getattr(cause, "sqlstate", None) in RETRY_SQLSTATES:
@@ -62,7 +62,7 @@ def with_retries(work: Callable, *, what: str, log, attempts: int = ATTEMPTS, sl
     for attempt in range(1, attempts + 1):
         try:
             return work()
-        except DatabaseError as exc:
+        except (DatabaseError, InterfaceError) as exc:
             if not retryable(exc):
                 raise
             if attempt == attempts:

@@ -6,6 +6,7 @@ import pytest
 from django.db import connections
 
 from monitoring.models import Allocation, TenantQuota
+from monitoring.process import this_process
 from syncapp.models import Status, SyncRun
 from syncapp.providers.demo import DemoProvider
 from syncapp.runs import RunRefused, cancel_run, start_run
@@ -106,3 +107,24 @@ def test_the_tenant_quota_caps_the_governor():
     run = start_run(tenant=tenant, trigger="api", steps="tokens", enqueue=False)
     governor = governor_for(run.step_records.get(), tenant)
     assert (governor.policy.io_max_concurrency, governor.policy.rss_limit_mb, governor.limiter.pacer.rate) == (4, 300, 5.0)
+
+
+def test_starting_a_run_reclaims_a_slot_whose_step_died_first(django_capture_on_commit_callbacks):
+    """The admin's Start sync, the API, `sync` and `demo` all start here: no one waits behind a dead run."""
+    from django.utils import timezone
+
+    from monitoring.models import Holder
+
+    tenant = TenantFactory(provider_config={"users": 20})
+    dead = start_run(tenant=tenant, trigger="command", enqueue=False)
+    from syncapp.runs import begin_run
+
+    begin_run(dead.pk)
+    slot = Allocation.objects.get(owner=dead.owner, state="granted")
+    Holder.objects.create(allocation=slot, name="tokens", host=this_process().host, pid=999_999,
+                          process_started=0.0, started_at=timezone.now(), heartbeat_at=timezone.now())
+    with django_capture_on_commit_callbacks(execute=True):
+        start_run(tenant=tenant, trigger="admin", enqueue=False)
+    dead.refresh_from_db()
+    assert dead.status == Status.INTERRUPTED and dead.stop_reason == "worker_lost"
+    assert Allocation.objects.get(pk=slot.pk).state == "reclaimed"

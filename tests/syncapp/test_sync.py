@@ -1,6 +1,6 @@
 """The sync end to end in this process: counters, idempotence, invalid records, deletion detection, cancelling."""
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 from django.utils import timezone
@@ -216,6 +216,44 @@ def test_a_tokens_step_that_stops_between_pages_resumes_exactly(google_tenant, f
     stored = set(Token.objects.values_list("user__external_id", "application__client_id"))
     assert stored == expected and Token.objects.count() == len(expected)  # exactly, no duplicate
     assert Token.objects.filter(revoked_at__isnull=False).count() == 0
+
+
+def _stopped_tokens_step(google_tenant, fake_google, settings):
+    settings.BALLAST_GOVERNOR = {"batch_size": 20}
+    users, tokens = demo_org(120)
+    fake_google.load(users, tokens)
+    fake_google.max_page = 25
+    fake_google.fail_next(USERS_PATH, 500, google_error(500, "Backend Error", "backendError"), after=3)
+    google_tenant.provider_config = {**google_tenant.provider_config, "max_attempts": 1}
+    google_tenant.save()
+    stopped = sync_here(google_tenant, steps="tokens").step_records.get()
+    assert stopped.status == Status.FAILED and stopped.checkpoint["page_token"] in ("25", "50", "75")
+    google_tenant.provider_config = {**google_tenant.provider_config, "max_attempts": 4}
+    google_tenant.save()
+    return stopped, {(u, t["clientId"]) for u, ts in tokens.items() for t in ts}
+
+
+def test_a_page_token_the_provider_refuses_restarts_the_read_from_the_start(google_tenant, fake_google, settings):
+    stopped, expected = _stopped_tokens_step(google_tenant, fake_google, settings)
+    fake_google.fail_next(USERS_PATH, 400, google_error(400, "Invalid page token", "invalid"))  # expired at Google
+    step = sync_here(google_tenant, steps="tokens").step_records.get()
+    assert step.status == Status.COMPLETED and step.resumed_from_id == stopped.pk
+    assert step.received == len(expected)  # the whole source, read again from its first page
+    assert set(Token.objects.values_list("user__external_id", "application__client_id")) == expected
+    assert Token.objects.count() == len(expected) and not Token.objects.filter(revoked_at__isnull=False).exists()
+
+
+def test_a_checkpoint_older_than_a_page_token_lives_is_not_resumed(google_tenant, fake_google, settings):
+    stopped, expected = _stopped_tokens_step(google_tenant, fake_google, settings)
+    three_days_ago = (timezone.now() - timedelta(days=3)).isoformat()
+    SyncStep.objects.filter(pk=stopped.pk).update(checkpoint={**stopped.checkpoint, "at": three_days_ago})
+    before = len(fake_google.requests)
+    step = sync_here(google_tenant, steps="tokens").step_records.get()
+    assert step.status == Status.COMPLETED and step.resumed_from_id is None
+    first_page = next(query for _, path, query in fake_google.requests[before:] if path == USERS_PATH)
+    assert "pageToken" not in first_page  # a full read, from the first page
+    assert step.received == len(expected)
+    assert set(Token.objects.values_list("user__external_id", "application__client_id")) == expected
 
 
 def test_relations_are_skipped_when_tokens_fail(google_tenant, fake_google):
