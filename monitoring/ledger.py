@@ -79,8 +79,9 @@ def _waiting_order(waiters: list[Allocation]) -> list[Allocation]:
 
 def _grant(allocation: Allocation, detail: str = "") -> None:
     now = timezone.now()
-    allocation.state, allocation.reason, allocation.granted_at, allocation.heartbeat_at = State.GRANTED, "", now, now
-    allocation.save(update_fields=["state", "reason", "granted_at", "heartbeat_at"])
+    allocation.state, allocation.reason, allocation.blocked_by = State.GRANTED, "", ""
+    allocation.granted_at = allocation.heartbeat_at = now
+    allocation.save(update_fields=["state", "reason", "blocked_by", "granted_at", "heartbeat_at"])
     _record(allocation, "granted", detail)
 
 
@@ -98,9 +99,9 @@ def _grant_waiters(resource: str) -> list[Allocation]:
             break  # nothing smaller passes a larger request that waits for the cluster
         else:
             blocked_tenants.add(waiter.tenant_id)
-            if waiter.reason != shortfall[1]:
-                waiter.reason = shortfall[1]
-                waiter.save(update_fields=["reason"])
+            if (waiter.blocked_by, waiter.reason) != shortfall:
+                waiter.blocked_by, waiter.reason = shortfall
+                waiter.save(update_fields=["blocked_by", "reason"])
     return granted
 
 
@@ -131,14 +132,14 @@ def allocate(resource: str, amount: int = 1, *, owner: str, tenant_id=None, prio
             resource=resource, amount=amount, owner=owner, tenant_id=tenant_id, priority=priority)
         shortfall = _shortfall(allocation)
         ahead = Allocation.objects.filter(resource=resource, state=State.WAITING)
-        if shortfall is None and (ahead.filter(tenant_id=tenant_id).exists() or ahead.filter(reason__startswith="cluster").exists()):
+        if shortfall is None and (ahead.filter(tenant_id=tenant_id).exists() or ahead.filter(blocked_by="cluster").exists()):
             shortfall = ("queue", "waiting behind earlier requests")
         if shortfall is None:
             allocation.save()
             _grant(allocation)
             _announce([allocation], waited=False)
         else:
-            allocation.state, allocation.reason = (State.WAITING if wait else State.DENIED), shortfall[1]
+            allocation.state, (allocation.blocked_by, allocation.reason) = (State.WAITING if wait else State.DENIED), shortfall
             allocation.save()
             _record(allocation, allocation.state, shortfall[1])
     if allocation.state == State.DENIED:

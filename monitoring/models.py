@@ -138,6 +138,8 @@ class Allocation(models.Model):
     priority = models.SmallIntegerField(default=0)
     state = models.CharField(max_length=10, choices=State.choices, db_index=True)
     reason = models.CharField(max_length=300, blank=True)
+    # What a waiting request waits on: the cluster's limit, its tenant's quota, or earlier requests.
+    blocked_by = models.CharField(max_length=10, blank=True, choices=[("cluster", "cluster limit"), ("tenant", "tenant quota"), ("queue", "earlier requests")])
     requested_at = models.DateTimeField(auto_now_add=True)
     granted_at = models.DateTimeField(null=True, blank=True)
     released_at = models.DateTimeField(null=True, blank=True)

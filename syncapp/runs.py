@@ -253,7 +253,7 @@ def waiting_for(run: SyncRun) -> str:
         mine = Allocation.objects.filter(owner=run.owner, resource="run_slot", state__in=["waiting", "granted"]).first()
         if mine is not None and mine.state == "waiting":
             others = Allocation.objects.filter(resource="run_slot", state="granted")
-            if "tenant" in mine.reason:
+            if mine.blocked_by != "cluster":  # the tenant's own runs hold it
                 others = others.filter(tenant_id=run.tenant_id)
             held = [f"run {a.owner.removeprefix('run-')} ({_slot_holders(a)})" for a in others.order_by("id")[:3]]
             return f"a run slot: {mine.reason}" + (f"; held by {', '.join(held)}" if held else "")
