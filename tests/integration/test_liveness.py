@@ -181,3 +181,24 @@ def test_sync_wait_without_a_cluster_says_what_holds_the_slot_then_reclaims_it()
     assert json.loads(done.stdout)["status"] == Status.COMPLETED
     crashed.refresh_from_db()
     assert crashed.status == Status.INTERRUPTED and "no heartbeat from process 4242 on far-away" in crashed.error
+
+
+def test_workers_whose_sentinel_was_killed_interrupt_their_run_and_exit(start_cluster):
+    """django-q2's orphaned workers would go on unsupervised: ours notice and stop."""
+    cluster = start_cluster(**HEARTBEAT)
+    tenant = slow_tenant()
+    run = start_run(tenant=tenant, trigger=SyncRun.Trigger.API)
+    holder = tokens_holder(run)
+    [sentinel] = [p for p in psutil.Process(cluster.pid).children() if any(c.pid == holder.pid for c in p.children())]
+    sentinel.kill()
+
+    def exited(pid):
+        return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    try:
+        wait_for(lambda: exited(holder.pid), 60, "the orphaned worker to finish its batch and exit")
+    finally:
+        os.killpg(cluster.pid, signal.SIGKILL)  # django-q2's own orphans (pusher, monitor) stay: as an operator would
+        cluster.wait()
+    run.refresh_from_db()
+    assert (run.status, run.stop_reason) == (Status.INTERRUPTED, StopReason.SIGNAL)
+    assert "supervisor (process" in run.error and Allocation.objects.get(owner=run.owner).state == "released"
