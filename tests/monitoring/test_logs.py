@@ -25,3 +25,29 @@ def test_log_format_json_switches_the_console_to_json_lines():
     assert json.loads(setup.stderr.strip().splitlines()[-1]) | {"time": None} == {
         "time": None, "level": "INFO", "logger": "syncapp.steps", "message": "hello", "run": 3,
     }
+
+
+FAIL_A_REQUEST = """
+import django; django.setup()
+from django.test import Client
+from monitoring import views
+def boom():
+    raise RuntimeError("boom")
+views.readiness = boom
+print(Client(raise_request_exception=False).get("/readyz", HTTP_HOST="127.0.0.1").status_code)
+"""
+
+
+def test_every_500_logs_its_traceback_in_text_and_in_json():
+    for log_format in ("text", "json"):
+        done = subprocess.run(
+            [sys.executable, "-c", FAIL_A_REQUEST], cwd=ROOT, capture_output=True, text=True,
+            env=child_env(LOG_FORMAT=log_format, DEBUG="false", DJANGO_SETTINGS_MODULE="project.settings"),
+        )
+        assert done.stdout.strip() == "500", done.stderr
+        if log_format == "text":
+            assert "ERROR django.request Internal Server Error: /readyz" in done.stderr
+            assert "Traceback (most recent call last)" in done.stderr and "RuntimeError: boom" in done.stderr
+        else:
+            [line] = [json.loads(x) for x in done.stderr.splitlines() if x.startswith("{") and "django.request" in x]
+            assert line["level"] == "ERROR" and line["exception"].rstrip().endswith("RuntimeError: boom")

@@ -39,8 +39,11 @@ class Command(BaseCommand):
         profile.add_argument("-d", "--duration", type=float, required=True, help="Seconds.")
         profile.add_argument("-o", "--output", required=True)
         profile.add_argument("--interval", type=float, default=0.5)
-        cleanup = actions.add_parser("cleanup", help="Reclaim ledger allocations whose holder died.")
-        cleanup.add_argument("--timeout", type=float, default=None, help="Seconds without a heartbeat (default HOLDER_TIMEOUT_S).")
+        cleanup = actions.add_parser("cleanup", help="Reclaim run slots whose step's process died (their runs become interrupted).")
+        cleanup.add_argument(
+            "--timeout", type=float, default=None,
+            help="Seconds without a heartbeat for a slot no step holds (default HOLDER_TIMEOUT_S); a step's own holder is dead after 3 missed heartbeats.",
+        )
 
     def handle(self, *args, action, **options):
         tracing = tracemalloc.is_tracing()
