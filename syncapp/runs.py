@@ -23,6 +23,7 @@ from monitoring.quotas import limits_for
 from monitoring.profiles import profile_names, route_policy
 from monitoring.sampler import get_sampler
 
+from .enqueue import enqueue_run
 from .models import COUNTERS, ENDED, STEP_NAMES, Status, StopReason, SyncRun, SyncStep, Tenant, run_owner
 
 log = logging.getLogger(__name__)
@@ -66,8 +67,6 @@ def start_run(*, tenant: Tenant, trigger: str, steps=None, profile: str = "", en
         )
         SyncStep.objects.bulk_create([SyncStep(run=run, name=name) for name in names])
         if enqueue:
-            from .tasks import enqueue_run
-
             transaction.on_commit(lambda: enqueue_run(run.pk))
     log.info("[run %s] queued for %s by %s: %s", run.pk, tenant.slug, trigger, ", ".join(names), extra={"run": run.pk, "tenant": tenant.slug})
     return run

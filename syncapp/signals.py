@@ -4,6 +4,7 @@ from django_q.models import Schedule
 
 from monitoring.signals import allocation_granted, allocation_reclaimed
 
+from .enqueue import enqueue_run
 from .models import Status, SyncRun, Tenant
 from .runs import interrupt_run
 from .schedules import schedule_name, sync_schedule
@@ -25,8 +26,6 @@ def run_slot_granted(sender, allocation, waited=True, **kwargs):
     """A waiting run got its slot: queue it again (an in-process run polls for it instead)."""
     run_id = _run_id(allocation) if waited else None
     if run_id is not None and SyncRun.objects.filter(pk=run_id, status=Status.QUEUED, in_process=False).exists():
-        from .tasks import enqueue_run
-
         enqueue_run(run_id)
 
 

@@ -7,10 +7,10 @@ import logging
 import threading
 
 from django.db import connections
-from django_q.tasks import async_task
 
 from monitoring.process import stop_request
 
+from .enqueue import enqueue_steps
 from .models import Status, StopReason, SyncRun, SyncStep, Tenant
 from .runs import RunRefused, advance_run, begin_run, cancel_run, interrupt_run, start_run
 from .steps import execute_step
@@ -18,27 +18,14 @@ from .steps import execute_step
 log = logging.getLogger(__name__)
 
 
-def enqueue_run(run_id: int) -> None:
-    task_id = async_task("syncapp.tasks.run_task", run_id, task_name=f"ballast run {run_id}", group=f"run-{run_id}")
-    SyncRun.objects.filter(pk=run_id).update(task_id=task_id or "")
-
-
-def _enqueue_steps(steps: list[SyncStep]) -> None:
-    for step in steps:
-        task_id = async_task(
-            "syncapp.tasks.step_task", step.pk, task_name=f"ballast run {step.run_id} {step.name}", group=f"run-{step.run_id}"
-        )
-        SyncStep.objects.filter(pk=step.pk).update(task_id=task_id or "")
-
-
 def run_task(run_id: int) -> None:
     """Coordinator: start the run and queue its first steps as their own tasks."""
-    _enqueue_steps(begin_run(run_id))
+    enqueue_steps(begin_run(run_id))
 
 
 def step_task(step_id: int) -> None:
     """One step; when it ends, queue whatever it unblocked."""
-    _enqueue_steps(advance_run(execute_step(step_id)))
+    enqueue_steps(advance_run(execute_step(step_id)))
 
 
 def scheduled_sync_task(tenant_id: int) -> int | None:
