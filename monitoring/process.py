@@ -50,6 +50,8 @@ def gone(host: str, pid: int, started: float) -> bool:
         return abs(process.create_time() - started) > SAME_START_S or process.status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
+    except psutil.AccessDenied:  # another user's process: it exists
+        return False
 
 
 class StopRequest:

@@ -645,7 +645,7 @@ def _record_end(ctx: StepContext, status: str, reason: str, error: str) -> None:
     fresh_connection()
     with_retries(save, what=f"{label} end", log=log)
     if reason == StopReason.SIGNAL:
-        interrupt_run(step.run_id, f"{step.name} step {error}", StopReason.SIGNAL)  # the others stop, the slot goes back
+        interrupt_run(step.run_id, f"{step.name} step: {error}", StopReason.SIGNAL)  # the others stop, the slot goes back
     elif reason == StopReason.CANCELLED and status == Status.CANCELLED:
         cancel_run(step.run)
     for outcome in COUNTERS:

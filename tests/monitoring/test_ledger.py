@@ -139,9 +139,9 @@ def test_an_allocation_is_reclaimed_when_any_of_its_holders_dies(tenant, setting
     finally:
         allocation_reclaimed.disconnect(dispatch_uid="t")
     assert found == {
-        "gone": f"process 999999 on {me.host} gone",
-        "pid-reused": f"process {me.pid} on {me.host} gone",
-        "elsewhere-silent": "no heartbeat from process 43 on other-host for 31 s",
+        "gone": f"tokens: process 999999 on {me.host} gone",
+        "pid-reused": f"tokens: process {me.pid} on {me.host} gone",
+        "elsewhere-silent": "tokens: no heartbeat from process 43 on other-host for 31 s",
     }
     assert sorted(reclaimed) == sorted(found)
     assert not Holder.objects.filter(allocation__owner__in=list(found)).exists()
@@ -153,7 +153,7 @@ def test_one_dead_step_reclaims_its_run_even_while_another_step_lives(tenant):
     _holder(run_slot, name="users")
     _holder(run_slot, name="tokens", pid=999_999)
     [reclaimed] = reclaim_dead(timeout_s=60)
-    assert reclaimed.owner == "run-1" and reclaimed.reason.startswith("process 999999 on ")
+    assert reclaimed.owner == "run-1" and reclaimed.reason.startswith("tokens: process 999999 on ")
 
 
 def test_a_slot_no_step_holds_is_reclaimed_only_after_the_timeout_and_serves_the_waiter(tenant):
