@@ -8,6 +8,7 @@ from django.utils.html import format_html
 from monitoring.admin import ReadOnlyAdmin, TenantQuotaInline
 from monitoring.charts import owner_chart
 from monitoring.health import cluster_is_running
+from monitoring.ledger import shortfall_now
 from monitoring.models import RateLimitDenial, ThrottleEvent
 from monitoring.profiles import route_policy
 from monitoring.ratelimit import reset as reset_window
@@ -94,7 +95,8 @@ class TenantAdmin(admin.ModelAdmin):
             except RunRefused as exc:
                 self.message_user(request, f"No run for {tenant.slug}: {exc}", messages.ERROR)
             else:
-                self.message_user(request, f"Run #{run.pk} queued for {tenant.slug}.", messages.SUCCESS)
+                waits = shortfall_now("run_slot", tenant_id=tenant.pk)  # after start_run reclaimed dead runs' slots
+                self.message_user(request, f"Run #{run.pk} queued for {tenant.slug}" + (f"; it waits for a run slot: {waits}." if waits else "."), messages.SUCCESS)
         if not cluster_is_running():
             self.message_user(
                 request, "No task cluster is running: start one with `manage.py qcluster`.", messages.WARNING

@@ -76,6 +76,18 @@ def test_start_sync_action_queues_a_run_on_the_broker(admin_client, db, django_c
     assert "No task cluster is running" in text
 
 
+def test_start_sync_says_what_the_run_will_wait_for(admin_client, db):
+    from monitoring.ledger import allocate
+
+    tenant = TenantFactory(slug="busy")
+    allocate("run_slot", owner="run-999", tenant_id=tenant.pk)  # its one slot, held by a live run
+    response = admin_client.post(
+        reverse("admin:syncapp_tenant_changelist"), {"action": "start_sync", "_selected_action": [tenant.pk]}, follow=True
+    )
+    run = SyncRun.objects.get()
+    assert f"Run #{run.pk} queued for busy; it waits for a run slot: tenant quota: 1 of 1 run_slot in use." in response.content.decode()
+
+
 @pytest.mark.django_db(transaction=True)
 def test_run_pages_show_status_counters_and_steps(admin_client):
     tenant = TenantFactory(slug="acme", provider_config={"users": 25, "apps": 4})
