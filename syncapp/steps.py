@@ -23,7 +23,7 @@ from django.utils import timezone
 from monitoring import metrics
 from monitoring.events import DatabaseRecorder
 from monitoring.governor import Governor, GovernorStop
-from monitoring.ledger import drop, hold
+from monitoring.ledger import drop, hold, watch
 from monitoring.models import Allocation
 from monitoring.process import stop_request, working
 from monitoring.quotas import limits_for
@@ -80,7 +80,7 @@ class StepContext:
     tenant: Tenant
     provider: Provider | None
     started_at: datetime
-    governor: Governor
+    governor: Governor | None  # made once the step is claimed
     tally: Tally = field(default_factory=Tally)
     resume: dict = field(default_factory=dict)  # the checkpoint this step continues from
     seen_since: datetime | None = None  # rows stamped since then were seen by this read
@@ -555,10 +555,25 @@ def _claim(step_id: int, started_at: datetime):
         return hold(slot, step.name) if claimed else None
 
 
+def _resume(ctx: StepContext) -> None:
+    """Continue from where the tenant's last such step stopped, if it left a checkpoint."""
+    step = ctx.step
+    previous = _resume_point(step)
+    if previous is not None:
+        ctx.resume, ctx.seen_since = previous.checkpoint, previous.seen_since or previous.started_at
+        log.info("%s resumes run %s's %s step from %s", ctx.label(), previous.run_id, step.name, previous.checkpoint)
+    SyncStep.objects.filter(pk=step.pk).update(resumed_from=previous, seen_since=ctx.seen_since, checkpoint={**ctx.resume})
+
+
 def _run_step(ctx: StepContext) -> tuple[str, str, str]:
     """Carry the step out; return its (status, stop reason, error)."""
     tenant, step = ctx.tenant, ctx.step
     try:
+        try:
+            ctx.governor = governor_for(step, tenant)
+        except ValueError as exc:  # a bad profile or override: the step fails, saying which
+            return Status.FAILED, StopReason.CONFIG, f"governor settings: {exc}"
+        _resume(ctx)
         if step.name != "relations":
             ctx.provider = get_provider(tenant)
             ctx.provider.guard = ctx.governor.call
@@ -580,7 +595,9 @@ def _run_step(ctx: StepContext) -> tuple[str, str, str]:
         return Status.INTERRUPTED, StopReason.SIGNAL, request.reason
     except GovernorStop as exc:
         return Status.FAILED, StopReason.OVERLOADED, str(exc)
-    except (ProviderError, ConfigError) as exc:
+    except ConfigError as exc:
+        return Status.FAILED, StopReason.CONFIG, scrub(str(exc), tenant.provider_config)
+    except ProviderError as exc:
         return Status.FAILED, StopReason.PROVIDER, scrub(str(exc), tenant.provider_config)
     except DatabaseLost as exc:
         return Status.FAILED, StopReason.DATABASE, str(exc)
@@ -590,6 +607,8 @@ def _run_step(ctx: StepContext) -> tuple[str, str, str]:
     finally:
         if ctx.provider is not None:
             ctx.provider.close()
+        if ctx.governor is not None:
+            ctx.governor.close()
     if ctx.tally.invalid or ctx.tally.failed:
         return Status.COMPLETED_WITH_ERRORS, StopReason.NONE, ""
     return Status.COMPLETED, StopReason.NONE, ""
@@ -603,32 +622,16 @@ def execute_step(step_id: int) -> int:
         step = SyncStep.objects.select_related("run__tenant").get(pk=step_id)
         if holder is None:
             return step.run_id
+        ctx = StepContext(step=step, tenant=step.run.tenant, provider=None, started_at=started_at, governor=None)
         try:
-            _execute_claimed(step, started_at)
-        finally:
-            with_retries(lambda: drop(holder), what=f"{step_label(step)} release", log=log)
+            _record_end(ctx, *_run_step(ctx))
+        except BaseException:
+            # The end could not be recorded (the database stayed away): stop beating, so that in
+            # three heartbeats others see this step dead and interrupt its run; never "running".
+            watch().discard(holder.pk)
+            raise
+        with_retries(lambda: drop(holder), what=f"{step_label(step)} release", log=log)
     return step.run_id
-
-
-def _execute_claimed(step: SyncStep, started_at: datetime) -> None:
-    tenant = step.run.tenant
-    try:
-        governor = governor_for(step, tenant)
-    except ValueError as exc:  # a bad profile or override: the step fails, saying which
-        governor = None
-        status, reason, error = Status.FAILED, StopReason.CONFIG, f"governor settings: {exc}"
-    ctx = StepContext(step=step, tenant=tenant, provider=None, started_at=started_at, governor=governor)
-    previous = _resume_point(step)
-    if previous is not None:
-        ctx.resume, ctx.seen_since = previous.checkpoint, previous.seen_since or previous.started_at
-        log.info("%s resumes run %s's %s step from %s", ctx.label(), previous.run_id, step.name, previous.checkpoint)
-    SyncStep.objects.filter(pk=step.pk).update(resumed_from=previous, seen_since=ctx.seen_since, checkpoint={**ctx.resume})
-    if governor is not None:
-        try:
-            status, reason, error = _run_step(ctx)
-        finally:
-            governor.close()
-    _record_end(ctx, status, reason, error)
 
 
 def _record_end(ctx: StepContext, status: str, reason: str, error: str) -> None:
