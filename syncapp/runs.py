@@ -182,10 +182,9 @@ def advance_run(run_id: int) -> list[SyncStep]:
             if not run.stop_reason:
                 run.stop_reason = next((s.stop_reason for s in steps.values() if s.stop_reason), StopReason.NONE)
             run.save(update_fields=["status", "finished_at", "error", "stop_reason"])
+            release_owner(run_owner(run.pk))  # the next queued run may start; with the end, in one transaction
             log.info("[run %s] %s in %.1f s", run.pk, run.status, run.duration_s or 0.0, extra={"run": run.pk, "tenant": run.tenant.slug})
             metrics.sync_runs.labels(status=run.status).inc()
-    if finished:
-        release_owner(run_owner(run.pk))  # the next queued run may start
     return ready
 
 
@@ -233,7 +232,7 @@ def interrupt_run(run_id: int, reason: str, stop_reason: str = StopReason.WORKER
         )
         run.status, run.finished_at, run.error, run.stop_reason = Status.INTERRUPTED, now, reason, stop_reason
         run.save(update_fields=["status", "finished_at", "error", "stop_reason"])
-    release_owner(run_owner(run_id))
+        release_owner(run_owner(run_id))  # in the same transaction: nobody sees the run ended and its slot held
     log.warning("[run %s] interrupted: %s", run_id, reason, extra={"run": run_id})
     return True
 
