@@ -31,6 +31,7 @@ def worker_started(sender, proc_name="", **kwargs) -> None:
     request_stop_on_signals(signal.SIGTERM, exit_when_idle=True)
     parent = os.getppid()
     keeper = watch()
+    keeper.resident = True
     keeper.ticks.append(lambda: stop_if_orphaned(parent))
     keeper.start()
 

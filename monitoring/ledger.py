@@ -233,13 +233,14 @@ def beat(holder_ids) -> int:
 
 class Watch:
     """One thread per process, every HEARTBEAT_S: beat for the holders this process runs, then
-    reclaim what holders elsewhere left behind when they died. Runs from the first hold (or from a
-    cluster worker's start) until the process ends."""
+    reclaim what holders elsewhere left behind when they died. In a cluster worker (`resident`) it
+    runs from the worker's start to its end; elsewhere only while this process holds something."""
 
     def __init__(self, interval: float):
         self.interval = interval
         self.held: set[int] = set()  # Holder ids
         self.ticks: list = []  # callables run after each beat (a worker's orphan check)
+        self.resident = False
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -277,6 +278,10 @@ class Watch:
                 self.tick()
             finally:
                 connections.close_all()  # this thread's own: a lost one is not reused at the next beat
+            with self._lock:
+                if not self.held and not self.resident:
+                    self._thread = None  # the next hold starts another
+                    return
 
 
 _watches: dict[int, Watch] = {}

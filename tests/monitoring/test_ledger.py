@@ -201,3 +201,27 @@ def test_grants_and_releases_are_signals(tenant, django_capture_on_commit_callba
         allocation_granted.disconnect(dispatch_uid="g")
         allocation_released.disconnect(dispatch_uid="r")
     assert seen == [("granted", "one", False), ("granted", "two", False), ("released", "one"), ("granted", "three", True)]
+
+
+def test_the_watch_thread_runs_while_something_is_held_or_for_good_in_a_worker(monkeypatch):
+    import threading
+
+    from monitoring import ledger
+
+    beats = threading.Semaphore(0)
+    monkeypatch.setattr(ledger, "beat", lambda ids: beats.release())
+    monkeypatch.setattr(ledger, "reclaim_dead", lambda: [])
+    keeper = ledger.Watch(interval=0.01)
+    keeper.add(1)
+    thread = keeper._thread
+    assert beats.acquire(timeout=10)  # it beats for what it holds
+    keeper.discard(1)
+    thread.join(10)
+    assert not thread.is_alive() and keeper._thread is None  # nothing held: a web process keeps no thread
+    keeper.resident = True  # a cluster worker: it goes on holding nothing, to reclaim what others left
+    keeper.ticks.append(beats.release)
+    keeper.start()
+    assert beats.acquire(timeout=10) and beats.acquire(timeout=10)
+    assert keeper._thread.is_alive()
+    keeper.resident = False
+    keeper._thread.join(10)
