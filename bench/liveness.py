@@ -198,8 +198,29 @@ def no_cluster_wait(cap: float) -> dict:
             "exit": command.returncode, "first line": waiting[:200]}
 
 
+def other_machine(cap: float) -> dict:
+    """A step on another machine stops heartbeating (its process cannot be looked at from here):
+    the cluster's watches see the silence. Needs holders (not in checkouts before issue 10)."""
+    from django.utils import timezone
+
+    from monitoring.models import Allocation, Holder
+    from syncapp.runs import begin_run
+
+    cluster = Cluster("other-machine")
+    try:
+        run = start_run(tenant=fresh_tenant("bench-live"), trigger="command", enqueue=False)
+        begin_run(run.pk)
+        slot = Allocation.objects.get(owner=f"run-{run.pk}", state="granted")
+        Holder.objects.create(allocation=slot, name="tokens", host="elsewhere", pid=4242, process_started=0.0,
+                              started_at=timezone.now(), heartbeat_at=timezone.now())  # its last beat: now
+        noticed = wait(lambda: status(run) != "running", cap)
+        return {"case": "a step on another machine goes silent", "noticed": shown(noticed, cap), "status": status(run)}
+    finally:
+        cluster.stop()
+
+
 CASES = {"worker-kill": worker_kill, "worker-sigterm": worker_sigterm, "cluster-kill": cluster_kill,
-         "connection-kill": connection_kill, "no-cluster": no_cluster_wait}
+         "connection-kill": connection_kill, "no-cluster": no_cluster_wait, "other-machine": other_machine}
 
 
 def clear_leftovers() -> None:

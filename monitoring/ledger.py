@@ -10,7 +10,7 @@ Waiters are served by priority, aged so that low priority is never starved (one 
 PRIORITY_AGING_S waited), first come first served within a priority; a tenant's waiters keep
 their order. Each piece of work under an allocation (a running step) is a Holder: its process
 (host, pid, start time) and a heartbeat. An allocation is reclaimed when one of its holders dies
-(its process gone from this host, or three heartbeats missed), or when none holds it and none
+(its process gone from this host, or two heartbeats missed: seen within three), or when none holds it and none
 beat for HOLDER_TIMEOUT_S (a run waiting between steps for a worker that never comes).
 """
 
@@ -182,8 +182,9 @@ def _holder_dead(holder: Holder, silent_before) -> str:
 
 
 def holder_silence_s() -> float:
-    """A holder silent this long is dead: three missed heartbeats."""
-    return 3 * getattr(settings, "BALLAST_HEARTBEAT_S", 10.0)
+    """A holder silent this long is dead: two heartbeats missed. Watches look every HEARTBEAT_S,
+    so a holder that died anywhere is seen dead within three heartbeats of its death."""
+    return 2 * getattr(settings, "BALLAST_HEARTBEAT_S", 10.0)
 
 
 def _dead_allocations(timeout_s: float) -> dict[int, str]:

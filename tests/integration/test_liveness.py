@@ -159,7 +159,7 @@ def test_sigterm_to_a_worker_interrupts_its_run_at_once_and_gives_the_slot_back(
 
 
 def test_sync_wait_without_a_cluster_says_what_holds_the_slot_then_reclaims_it():
-    """A run whose step died on another machine: its heartbeat stops, and after three missed beats
+    """A run whose step died on another machine: its heartbeat stops, and after two missed beats
     the slot is free. Meanwhile the waiting command names the holder, not "a worker"."""
     tenant = TenantFactory(slug="after-crash", provider_config={"users": 50, "apps": 4, "seed": 1})
     crashed = start_run(tenant=tenant, trigger=SyncRun.Trigger.API, enqueue=False)

@@ -42,7 +42,7 @@ class Command(BaseCommand):
         cleanup = actions.add_parser("cleanup", help="Reclaim run slots whose step's process died (their runs become interrupted).")
         cleanup.add_argument(
             "--timeout", type=float, default=None,
-            help="Seconds without a heartbeat for a slot no step holds (default HOLDER_TIMEOUT_S); a step's own holder is dead after 3 missed heartbeats.",
+            help="Seconds without a heartbeat for a slot no step holds (default HOLDER_TIMEOUT_S); a step's own holder is dead after 2 missed heartbeats.",
         )
 
     def handle(self, *args, action, **options):
