@@ -1,0 +1,116 @@
+"""Full first and second syncs of demo organisations of growing size, next to raw COPY and
+bulk_create of as many token rows, in one run (PostgreSQL):
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/ballast .venv/bin/python bench/scale.py --users 20000,100000
+
+Per size: rows/s of each step, the whole sync's seconds, this process's peak RSS so far, and the
+rows PostgreSQL read for it (pg_stat_user_tables: sequential + index fetches). The governor runs
+uncapped (max_cpu_percent 100) and the provider without latency, so Python and the database are
+what is measured. Goals (issue 11): 100k ≤ 5.5× the 20k time, 1M ≤ 11× the 100k time; first-sync
+tokens ≥ 50% of raw COPY's rows/s; an unchanged second sync ≥ 30,000 rows/s; peak RSS ≤ 256 MB at 1M.
+"""
+
+import argparse
+import resource
+import time
+
+from common import fresh_tenant, timed_run  # noqa: I001  (sets Django up)
+from django.conf import settings
+from django.core.management import call_command
+from django.db import connection
+from django.utils import timezone
+
+from syncapp.models import DirectoryUser, Application, Token
+
+TABLES = ("syncapp_directoryuser", "syncapp_application", "syncapp_token", "syncapp_userapprelation")
+
+
+def rows_read() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT coalesce(sum(seq_tup_read + coalesce(idx_tup_fetch, 0)), 0) FROM pg_stat_user_tables WHERE relname = ANY(%s)",
+            [list(TABLES)],
+        )
+        return int(cursor.fetchone()[0])
+
+
+def stats_settle() -> None:
+    """The statistics collector reports a little late: let the figures of the last run arrive."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_force_next_flush()")
+    time.sleep(1.0)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def sync(tenant) -> dict:
+    stats_settle()
+    before = rows_read()
+    run, seconds = timed_run(tenant, "users,tokens,relations")
+    assert run.status == "completed", (run.status, run.error)
+    stats_settle()
+    steps = {s.name: s for s in run.step_records.all()}
+    return {
+        "seconds": seconds,
+        "rates": {name: (s.created + s.updated + s.unchanged) / s.duration_s for name, s in steps.items()},
+        "rows": sum(s.created + s.updated + s.unchanged for s in steps.values()),
+        "tokens": steps["tokens"].created + steps["tokens"].updated + steps["tokens"].unchanged,
+        "read": rows_read() - before,
+        "rss": peak_rss_mb(),
+    }
+
+
+def baselines(source, tokens: int) -> dict:
+    """Raw COPY into a scratch table, and bulk_create into a scratch tenant, of `tokens` token rows."""
+    users = list(DirectoryUser.objects.filter(tenant=source).values_list("pk", flat=True)[:tokens])
+    apps = list(Application.objects.filter(tenant=source).values_list("pk", flat=True))
+    pairs = [(users[i % len(users)], apps[i // len(users) % len(apps)]) for i in range(tokens)]
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS bench_copy")
+        cursor.execute("CREATE UNLOGGED TABLE bench_copy AS SELECT * FROM syncapp_token WITH NO DATA")
+        started = time.perf_counter()
+        with cursor.copy(
+            "COPY bench_copy (tenant_id, user_id, application_id, scopes, anonymous, native_app, first_seen, last_seen) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(["int8", "int8", "int8", "jsonb", "bool", "bool", "timestamptz", "timestamptz"])
+            for user, app in pairs:
+                copy.write_row((source.pk, user, app, ["openid", "email"], False, False, now, now))
+        copy_s = time.perf_counter() - started
+        cursor.execute("DROP TABLE bench_copy")
+    scratch = fresh_tenant("bench-scale-plain")
+    started = time.perf_counter()
+    Token.objects.bulk_create(
+        [Token(tenant=scratch, user_id=u, application_id=a, scopes=["openid", "email"], first_seen=now, last_seen=now) for u, a in pairs],
+        batch_size=1000,
+    )
+    bulk_s = time.perf_counter() - started
+    scratch.delete()
+    return {"copy": tokens / copy_s, "bulk_create": tokens / bulk_s}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", default="20000,100000", help="comma-separated sizes")
+    args = parser.parse_args()
+    assert connection.vendor == "postgresql", "a PostgreSQL benchmark: set DATABASE_URL"
+    call_command("migrate", verbosity=0)
+    settings.BALLAST_GOVERNOR = {"max_cpu_percent": 100.0}
+    print(f"{'users':>9}{'sync':>7}{'seconds':>9}{'users r/s':>11}{'tokens r/s':>12}{'relations r/s':>15}{'rows':>10}"
+          f"{'PG rows read':>14}{'peak RSS MB':>13}{'COPY r/s':>10}{'bulk r/s':>10}", flush=True)
+    for size in [int(s) for s in args.users.split(",")]:
+        tenant = fresh_tenant("bench-scale", provider_config={"users": size, "apps": 40, "seed": 5, "latency_ms": 0})
+        first, second = sync(tenant), sync(tenant)
+        base = baselines(tenant, first["tokens"])
+        for name, r in (("first", first), ("second", second)):
+            rates = r["rates"]
+            print(f"{size:>9,}{name:>7}{r['seconds']:>9.1f}{rates['users']:>11,.0f}{rates['tokens']:>12,.0f}{rates['relations']:>15,.0f}"
+                  f"{r['rows']:>10,}{r['read']:>14,}{r['rss']:>13.0f}" + (f"{base['copy']:>10,.0f}{base['bulk_create']:>10,.0f}" if name == "first" else ""),
+                  flush=True)
+        tenant.delete()
+
+
+if __name__ == "__main__":
+    main()
