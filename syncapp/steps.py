@@ -35,7 +35,7 @@ from .providers import ConfigError, Page, PageTokenRefused, Provider, ProviderEr
 from .records import InvalidRecord, parse_token, parse_user
 from .runs import cancel_run, interrupt_run, run_owner, run_policy
 from .secrets import scrub
-from .upsert import Outcome, upsert_rows
+from .writers import Outcome, upsert_rows
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +169,7 @@ def _write_users(tenant_id: int, rows: list[dict]) -> Callable[[datetime], Outco
             key=("external_id",),
             compare=USER_FIELDS,
             now=now,
-            # A row the tokens step made first is new to the directory.
-            is_new=lambda existing: existing["last_seen"] is None,
+            new_if_null="last_seen",  # a row the tokens step made first is new to the directory
         )
 
     return write

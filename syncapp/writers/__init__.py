@@ -1,0 +1,18 @@
+"""Writers of a batch of rows, one per database family, keeping one contract (base.Writer)."""
+
+from django.db import connection
+
+from .base import Outcome, Writer
+from .orm import OrmWriter
+from .postgresql import PostgresCopyWriter
+
+__all__ = ["Outcome", "Writer", "upsert_rows", "writer"]
+
+
+def writer() -> Writer:
+    """PostgreSQL gets the COPY writer; any other database the portable one."""
+    return PostgresCopyWriter() if connection.vendor == "postgresql" else OrmWriter()
+
+
+def upsert_rows(model, **kwargs) -> Outcome:
+    return writer().write(model, **kwargs)

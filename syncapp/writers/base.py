@@ -1,0 +1,41 @@
+"""Write one batch of rows so the counters tell the truth: the contract every writer keeps.
+
+A writer upserts a tenant's rows by their unique key: a row whose key is new is created (and
+stamped first_seen = last_seen = now); one whose compared fields differ is updated; one that
+is the same is only stamped last_seen = now. Each counts exactly once. A second run over
+unchanged data writes nothing but stamps.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db.models import Model
+
+
+@dataclass
+class Outcome:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+
+class Writer:
+    def write(
+        self,
+        model: type[Model],
+        *,
+        tenant_id: int,
+        rows: list[dict],
+        key: tuple[str, ...],
+        compare: tuple[str, ...],
+        now: datetime,
+        new_if_null: str | None = None,
+    ) -> Outcome:
+        """Upsert rows (dicts of key + compare fields) for one tenant, inside the caller's
+        transaction. Duplicates of a key in one batch: the last wins, counted once. A row that
+        exists with `new_if_null` NULL (a placeholder another step made) counts as created."""
+        raise NotImplementedError
+
+
+def unique_by_key(rows: list[dict], key: tuple[str, ...]) -> dict[tuple, dict]:
+    return {tuple(row[f] for f in key): row for row in rows}  # the last of duplicates wins
