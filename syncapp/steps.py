@@ -35,9 +35,13 @@ from .providers import ConfigError, Page, PageTokenRefused, Provider, ProviderEr
 from .records import InvalidRecord, parse_token, parse_user
 from .runs import cancel_run, interrupt_run, run_owner, run_policy
 from .secrets import scrub
-from .writers import Outcome, upsert_rows
+from .writers import Outcome, upsert_rows, writer
 
 log = logging.getLogger(__name__)
+
+
+# Rows per governor batch-size unit: COPY's per-statement cost is small next to its per-row cost.
+BATCH_SCALE = {"copy": 10, "orm": 1}
 
 
 class StepCancelled(Exception):
@@ -91,11 +95,16 @@ class StepContext:
     def label(self) -> str:
         return step_label(self.step)
 
+    def next_batch_size(self) -> int:
+        """As many rows as the governor allows now (it may wait first), scaled for the writer:
+        a COPY batch costs little more than a small one, so it carries many more rows."""
+        return self.governor.before_batch().batch_size * BATCH_SCALE[writer().kind]
+
     def batches(self, items: list) -> Iterator[list]:
         """Split items into batches as large as the governor allows now; it may wait before each."""
         start = 0
         while start < len(items):
-            size = self.governor.before_batch().batch_size
+            size = self.next_batch_size()
             yield items[start : start + size]
             start += size
 
@@ -418,7 +427,7 @@ def sync_tokens(ctx: StepContext) -> None:
     def flush(at_least: int) -> None:
         nonlocal pending
         while pending and len(pending) >= at_least:
-            size = governor.before_batch().batch_size
+            size = ctx.next_batch_size()
             batch, pending = pending[:size], pending[size:]
             for work, _, _ in batch:
                 work.unwritten -= 1
@@ -442,8 +451,8 @@ def sync_tokens(ctx: StepContext) -> None:
             for _, grant in _merge_grants(tally, user_key, items):
                 pending.append((work, work.user_ids[user_key], grant))
                 work.unwritten += 1
-            if len(pending) >= governor.batch_size:
-                flush(governor.batch_size)
+            if len(pending) >= (ready := governor.batch_size * BATCH_SCALE[writer().kind]):
+                flush(ready)
         flush(1)
     if tally.read_whole_source:
         tally.deactivated = Token.objects.filter(
@@ -478,7 +487,7 @@ def sync_relations(ctx: StepContext) -> None:
     """Relations come from the active tokens, read in keyset pages (never the whole table at once)."""
     tally, tenant_id, last_pk = ctx.tally, ctx.tenant.pk, ctx.resume.get("last_token_pk", 0)
     while True:
-        size = ctx.governor.before_batch().batch_size
+        size = ctx.next_batch_size()
         tokens = list(
             Token.objects.filter(tenant_id=tenant_id, revoked_at__isnull=True, pk__gt=last_pk)
             .order_by("pk")

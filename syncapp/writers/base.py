@@ -20,6 +20,8 @@ class Outcome:
 
 
 class Writer:
+    kind = ""  # "orm" or "copy": how batches are sized for it (syncapp.steps.BATCH_SCALE)
+
     def write(
         self,
         model: type[Model],

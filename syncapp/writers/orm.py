@@ -19,6 +19,8 @@ def _exact_keys(key: tuple[str, ...], keys) -> Q:
 
 
 class OrmWriter(Writer):
+    kind = "orm"
+
     def write(self, model, *, tenant_id, rows, key, compare, now, new_if_null=None):
         unique = unique_by_key(rows, key)
         if not unique:

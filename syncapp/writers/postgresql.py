@@ -33,7 +33,24 @@ def _quoted(names) -> str:
     return ", ".join(connection.ops.quote_name(n) for n in names)
 
 
+# Fresh rows have no statistics until ANALYZE (autovacuum may be late): the planner then reads
+# a whole tenant through its tenant_id index for a lookup by key. Analyse as a table grows.
+ANALYZE_EVERY_ROWS = 20_000
+_created_since_analyze: dict[str, int] = {}
+
+
+def _analyze_if_grown(table: str, created: int) -> None:
+    grown = _created_since_analyze.get(table, 0) + created
+    if grown >= ANALYZE_EVERY_ROWS:
+        with connection.cursor() as cursor:
+            cursor.execute(f"ANALYZE {connection.ops.quote_name(table)}")
+        grown = 0
+    _created_since_analyze[table] = grown
+
+
 class PostgresCopyWriter(Writer):
+    kind = "copy"
+
     def write(self, model, *, tenant_id, rows, key, compare, now, new_if_null=None):
         unique = unique_by_key(rows, key)
         if not unique:
@@ -83,4 +100,5 @@ class PostgresCopyWriter(Writer):
                 [now, tenant_id, now],
             )
         created_count = sum(written)
+        _analyze_if_grown(table, created_count)
         return Outcome(created=created_count, updated=len(written) - created_count, unchanged=len(unique) - len(written))

@@ -15,6 +15,12 @@ from ..conftest import demo_org, sync_here
 from ..factories import TenantFactory
 from ..fakegoogle import USERS_PATH, google_error
 
+
+@pytest.fixture(autouse=True)
+def batches_as_the_governor_sizes_them(monkeypatch):
+    """These tests set batch sizes to place checkpoints; the COPY writer's scaling would move them."""
+    monkeypatch.setattr("syncapp.steps.BATCH_SCALE", {"copy": 1, "orm": 1})
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
