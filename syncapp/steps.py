@@ -118,13 +118,16 @@ class StepContext:
         rss_before = self.governor.read().rss_bytes
 
         def attempt() -> Outcome:
-            if SyncRun.objects.filter(pk=self.step.run_id, status__in=[Status.CANCELLED, Status.INTERRUPTED]).exists():
-                raise StepCancelled
             with transaction.atomic():
                 outcome = write(timezone.now())
                 after = replace(self.tally)
                 after.add(outcome)
-                SyncStep.objects.filter(pk=self.step.pk).update(checkpoint=checkpoint, **after.as_fields())
+                # The checkpoint is saved only while the run still runs: one statement for both.
+                saved = SyncStep.objects.filter(pk=self.step.pk, run__status=Status.RUNNING).update(
+                    checkpoint=checkpoint, **after.as_fields()
+                )
+                if not saved:  # cancelled or interrupted meanwhile: this batch is rolled back, unsaved
+                    raise StepCancelled
             return outcome
 
         try:
