@@ -108,28 +108,24 @@ def shown(seconds: float | None, cap: float) -> str:
     return f"> {cap:.0f} s" if seconds is None else f"{seconds:.1f} s"
 
 
-def worker_kill(cap: float) -> dict:
-    cluster = Cluster("worker-kill")
+def _signal_the_tokens_worker(cap: float, signum: int, case: str) -> dict:
+    cluster = Cluster(f"worker-{signal.Signals(signum).name.lower()}")
     try:
         run = start_run(tenant=fresh_tenant("bench-live"), trigger="api")
         tokens_under_way(run)
-        cluster.tokens_worker().send_signal(signal.SIGKILL)
+        cluster.tokens_worker().send_signal(signum)
         noticed = wait(lambda: status(run) != "running", cap)
-        return {"case": "SIGKILL the tokens step's worker", "noticed": shown(noticed, cap), "status": status(run)}
+        return {"case": case, "noticed": shown(noticed, cap), "status": status(run)}
     finally:
         cluster.stop()
+
+
+def worker_kill(cap: float) -> dict:
+    return _signal_the_tokens_worker(cap, signal.SIGKILL, "SIGKILL the tokens step's worker")
 
 
 def worker_sigterm(cap: float) -> dict:
-    cluster = Cluster("worker-sigterm")
-    try:
-        run = start_run(tenant=fresh_tenant("bench-live"), trigger="api")
-        tokens_under_way(run)
-        cluster.tokens_worker().send_signal(signal.SIGTERM)
-        noticed = wait(lambda: status(run) != "running", cap)
-        return {"case": "SIGTERM to the tokens step's worker", "noticed": shown(noticed, cap), "status": status(run)}
-    finally:
-        cluster.stop()
+    return _signal_the_tokens_worker(cap, signal.SIGTERM, "SIGTERM to the tokens step's worker")
 
 
 def cluster_kill(cap: float) -> dict:

@@ -45,6 +45,14 @@ def tokens_holder(run: SyncRun) -> Holder:
     return Holder.objects.get(allocation__owner=run.owner, name="tokens")
 
 
+def tokens_step_under_way(start_cluster):
+    """A cluster, and a run of the slow tenant caught in its tokens step: (cluster, tenant, run, holder)."""
+    cluster = start_cluster(**HEARTBEAT)
+    tenant = slow_tenant()
+    run = start_run(tenant=tenant, trigger=SyncRun.Trigger.API)
+    return cluster, tenant, run, tokens_holder(run)
+
+
 def seconds_until(predicate, timeout: float, what: str) -> float:
     started = time.monotonic()
     wait_for(predicate, timeout, what, interval=0.1)
@@ -76,10 +84,7 @@ def complete_another_run(tenant) -> SyncRun:
 
 
 def test_a_worker_killed_in_the_tokens_step_interrupts_the_run_in_seconds_and_the_next_resumes(start_cluster):
-    start_cluster(**HEARTBEAT)
-    tenant = slow_tenant()
-    run = start_run(tenant=tenant, trigger=SyncRun.Trigger.API)
-    holder = tokens_holder(run)
+    _, tenant, run, holder = tokens_step_under_way(start_cluster)
     os.kill(holder.pid, signal.SIGKILL)
     detected = seconds_until(run_ended(run), DETECTED_WITHIN_S, "the dead worker's run to be interrupted")
 
@@ -94,10 +99,7 @@ def test_a_worker_killed_in_the_tokens_step_interrupts_the_run_in_seconds_and_th
 
 
 def test_a_killed_cluster_is_noticed_by_the_next_one_and_the_queued_run_starts(start_cluster):
-    first_cluster = start_cluster(**HEARTBEAT)
-    tenant = slow_tenant()
-    run = start_run(tenant=tenant, trigger=SyncRun.Trigger.API)
-    tokens_holder(run)
+    first_cluster, tenant, run, _ = tokens_step_under_way(start_cluster)
     waiting = start_run(tenant=tenant, trigger=SyncRun.Trigger.API)  # one run at a time: it waits for the slot
     wait_for(lambda: SyncRun.objects.get(pk=waiting.pk).waiting_reason, 60, "the second run to wait for the slot")
     os.killpg(first_cluster.pid, signal.SIGKILL)  # the cluster, its sentinel and workers, at once
@@ -117,10 +119,7 @@ def test_a_killed_cluster_is_noticed_by_the_next_one_and_the_queued_run_starts(s
 def test_a_terminated_database_connection_is_retried_and_the_run_never_stays_running(start_cluster):
     if connection.vendor != "postgresql":
         pytest.skip("pg_terminate_backend is PostgreSQL's")
-    start_cluster(**HEARTBEAT)
-    tenant = slow_tenant()
-    run = start_run(tenant=tenant, trigger=SyncRun.Trigger.API)
-    holder = tokens_holder(run)
+    _, tenant, run, holder = tokens_step_under_way(start_cluster)
     ports = {c.laddr.port for c in psutil.Process(holder.pid).net_connections(kind="tcp") if c.raddr and c.raddr.port == 5432}
     with connection.cursor() as cursor:
         cursor.execute(
@@ -142,10 +141,7 @@ def test_a_terminated_database_connection_is_retried_and_the_run_never_stays_run
 
 
 def test_sigterm_to_a_worker_interrupts_its_run_at_once_and_gives_the_slot_back(start_cluster):
-    start_cluster(**HEARTBEAT)
-    tenant = slow_tenant()
-    run = start_run(tenant=tenant, trigger=SyncRun.Trigger.API)
-    holder = tokens_holder(run)
+    _, tenant, run, holder = tokens_step_under_way(start_cluster)
     os.kill(holder.pid, signal.SIGTERM)
     seconds_until(run_ended(run), 30, "the run to be interrupted")
     run.refresh_from_db()
@@ -185,10 +181,7 @@ def test_sync_wait_without_a_cluster_says_what_holds_the_slot_then_reclaims_it()
 
 def test_workers_whose_sentinel_was_killed_interrupt_their_run_and_exit(start_cluster):
     """django-q2's orphaned workers would go on unsupervised: ours notice and stop."""
-    cluster = start_cluster(**HEARTBEAT)
-    tenant = slow_tenant()
-    run = start_run(tenant=tenant, trigger=SyncRun.Trigger.API)
-    holder = tokens_holder(run)
+    cluster, _, run, holder = tokens_step_under_way(start_cluster)
     [sentinel] = [p for p in psutil.Process(cluster.pid).children() if any(c.pid == holder.pid for c in p.children())]
     sentinel.kill()
 
