@@ -174,7 +174,7 @@ def _holder_dead(holder: Holder, silent_before) -> str:
     """Why a holder is dead ("" when it may live): its process ended on this host, or it went
     silent (its host may be another machine, or the process hangs)."""
     whose = f"{holder.name}: " if holder.name else ""
-    if gone(holder.host, holder.pid, holder.process_started):
+    if gone(holder.process):
         return f"{whose}{holder.describe()} gone"
     if holder.heartbeat_at < silent_before:
         return f"{whose}no heartbeat from {holder.describe()} for {(timezone.now() - holder.heartbeat_at).total_seconds():.0f} s"

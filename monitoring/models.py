@@ -7,6 +7,8 @@ from django.core.validators import MinValueValidator
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
+from .process import ProcessId
+
 
 class ThrottleEventQuerySet(models.QuerySet):
     def ongoing(self, fresh_s: float = 30.0):
@@ -171,8 +173,12 @@ class Holder(models.Model):
     def __str__(self):
         return f"{self.name or 'holder'} of {self.allocation.owner}: {self.describe()}"
 
+    @property
+    def process(self) -> ProcessId:
+        return ProcessId(self.host, self.pid, self.process_started)
+
     def describe(self) -> str:
-        return f"process {self.pid} on {self.host}"
+        return self.process.describe()
 
     @property
     def heartbeat_age_s(self) -> float:

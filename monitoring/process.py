@@ -1,7 +1,7 @@
 """This process: who it is (so others can tell whether it still lives), and whether it was asked to stop.
 
 A process is known by host, pid and start time: a pid reused by a later process is another process.
-Work checks `stop_requested()` between batches; a signal handler or an orphaned worker sets it.
+Work checks `stop_request()` between batches; a signal handler or an orphaned worker sets it.
 """
 
 import logging
@@ -40,14 +40,14 @@ def this_process() -> ProcessId:
     return _this[pid]
 
 
-def gone(host: str, pid: int, started: float) -> bool:
+def gone(process: ProcessId) -> bool:
     """True when that process is known to have ended: it ran on this host and its pid is free,
     a zombie, or taken by a later process. A process on another host is never known gone."""
-    if host != socket.gethostname():
+    if process.host != socket.gethostname():
         return False
     try:
-        process = psutil.Process(pid)
-        return abs(process.create_time() - started) > SAME_START_S or process.status() == psutil.STATUS_ZOMBIE
+        found = psutil.Process(process.pid)
+        return abs(found.create_time() - process.started) > SAME_START_S or found.status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
     except psutil.AccessDenied:  # another user's process: it exists

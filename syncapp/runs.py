@@ -237,6 +237,14 @@ def interrupt_run(run_id: int, reason: str, stop_reason: str = StopReason.WORKER
     return True
 
 
+def stop_run(run_id: int, request, *, where: str = "") -> bool:
+    """This process was asked to stop (monitoring.process.StopRequest): a person's Ctrl-C cancels
+    the run; anything else interrupts it, to resume later. `where` names the step that saw it."""
+    if request.by_person:
+        return cancel_run(SyncRun.objects.get(pk=run_id))
+    return interrupt_run(run_id, f"{where}: {request.reason}" if where else request.reason, StopReason.SIGNAL)
+
+
 def _slot_holders(allocation: Allocation) -> str:
     """Who holds a run's slot, in words: its steps' processes and heartbeats, or none between steps."""
     holders = list(Holder.objects.filter(allocation=allocation))

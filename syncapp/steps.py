@@ -33,7 +33,7 @@ from .database import DatabaseLost, fresh_connection, with_retries
 from .models import COUNTERS, Application, DirectoryUser, Status, StopReason, SyncRun, SyncStep, Tenant, Token, UserAppRelation
 from .providers import ConfigError, Page, PageTokenRefused, Provider, ProviderError, get_provider
 from .records import InvalidRecord, parse_token, parse_user
-from .runs import cancel_run, interrupt_run, run_owner, run_policy
+from .runs import run_owner, run_policy, stop_run
 from .secrets import scrub
 from .writers import Outcome, upsert_rows, writer
 
@@ -91,6 +91,8 @@ class StepContext:
 
     def __post_init__(self):
         self.seen_since = self.seen_since or self.started_at
+        # Rows per governor batch-size unit for this database's writer (fixed for the step).
+        self.batch_scale = BATCH_SCALE[writer().kind]
 
     def label(self) -> str:
         return step_label(self.step)
@@ -98,7 +100,7 @@ class StepContext:
     def next_batch_size(self) -> int:
         """As many rows as the governor allows now (it may wait first), scaled for the writer:
         a COPY batch costs little more than a small one, so it carries many more rows."""
-        return self.governor.before_batch().batch_size * BATCH_SCALE[writer().kind]
+        return self.governor.before_batch().batch_size * self.batch_scale
 
     def batches(self, items: list) -> Iterator[list]:
         """Split items into batches as large as the governor allows now; it may wait before each."""
@@ -454,7 +456,7 @@ def sync_tokens(ctx: StepContext) -> None:
             for _, grant in _merge_grants(tally, user_key, items):
                 pending.append((work, work.user_ids[user_key], grant))
                 work.unwritten += 1
-            if len(pending) >= (ready := governor.batch_size * BATCH_SCALE[writer().kind]):
+            if len(pending) >= (ready := governor.batch_size * ctx.batch_scale):
                 flush(ready)
         flush(1)
     if tally.read_whole_source:
@@ -658,10 +660,9 @@ def _record_end(ctx: StepContext, status: str, reason: str, error: str) -> None:
 
     fresh_connection()
     with_retries(save, what=f"{label} end", log=log)
-    if reason == StopReason.SIGNAL:
-        interrupt_run(step.run_id, f"{step.name} step: {error}", StopReason.SIGNAL)  # the others stop, the slot goes back
-    elif reason == StopReason.CANCELLED and status == Status.CANCELLED:
-        cancel_run(step.run)
+    request = stop_request()
+    if reason in (StopReason.SIGNAL, StopReason.CANCELLED) and request.is_set():
+        stop_run(step.run_id, request, where=f"{step.name} step")  # the others stop, the slot goes back
     for outcome in COUNTERS:
         metrics.sync_rows.labels(step=step.name, outcome=outcome).inc(getattr(tally, outcome))
     metrics.sync_duration.labels(step=step.name).observe((timezone.now() - ctx.started_at).total_seconds())

@@ -11,8 +11,8 @@ from django.db import connections
 from monitoring.process import stop_request
 
 from .enqueue import enqueue_steps
-from .models import Status, StopReason, SyncRun, SyncStep, Tenant
-from .runs import RunRefused, advance_run, begin_run, cancel_run, interrupt_run, start_run
+from .models import Status, SyncRun, SyncStep, Tenant
+from .runs import RunRefused, advance_run, begin_run, start_run, stop_run
 from .steps import execute_step
 
 log = logging.getLogger(__name__)
@@ -62,10 +62,7 @@ def run_in_process(run_id: int) -> None:
     while not first and SyncRun.objects.filter(pk=run_id, status=Status.QUEUED).exists():
         request = stop_request()
         if request.wait(0.5):  # asked to stop while waiting for a slot (the reason shows on the run)
-            if request.by_person:
-                cancel_run(SyncRun.objects.get(pk=run_id))
-            else:
-                interrupt_run(run_id, request.reason, StopReason.SIGNAL)
+            stop_run(run_id, request)
             return
         first = begin_run(run_id)
     start(first)

@@ -36,8 +36,11 @@ class Writer:
         """Upsert rows (dicts of key + compare fields) for one tenant, inside the caller's
         transaction. Duplicates of a key in one batch: the last wins, counted once. A row that
         exists with `new_if_null` NULL (a placeholder another step made) counts as created."""
+        unique = {tuple(row[f] for f in key): row for row in rows}  # the last of duplicates wins
+        if not unique:
+            return Outcome()
+        return self.write_unique(model, tenant_id=tenant_id, rows=unique, key=key, compare=compare, now=now, new_if_null=new_if_null)
+
+    def write_unique(self, model, *, tenant_id, rows: dict[tuple, dict], key, compare, now, new_if_null) -> Outcome:
+        """What write() does, for at least one row, each key once: rows maps key → row."""
         raise NotImplementedError
-
-
-def unique_by_key(rows: list[dict], key: tuple[str, ...]) -> dict[tuple, dict]:
-    return {tuple(row[f] for f in key): row for row in rows}  # the last of duplicates wins

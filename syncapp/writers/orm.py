@@ -8,7 +8,7 @@ from operator import or_
 
 from django.db.models import Q
 
-from .base import Outcome, Writer, unique_by_key
+from .base import Outcome, Writer
 
 
 def _exact_keys(key: tuple[str, ...], keys) -> Q:
@@ -21,17 +21,14 @@ def _exact_keys(key: tuple[str, ...], keys) -> Q:
 class OrmWriter(Writer):
     kind = "orm"
 
-    def write(self, model, *, tenant_id, rows, key, compare, now, new_if_null=None):
-        unique = unique_by_key(rows, key)
-        if not unique:
-            return Outcome()
+    def write_unique(self, model, *, tenant_id, rows, key, compare, now, new_if_null):
         fields = {"pk", "last_seen", *key, *compare} | ({new_if_null} if new_if_null else set())
         existing = {
             tuple(e[f] for f in key): e
-            for e in model.objects.filter(_exact_keys(key, unique), tenant_id=tenant_id).values(*fields)
+            for e in model.objects.filter(_exact_keys(key, rows), tenant_id=tenant_id).values(*fields)
         }
         outcome, write, stamp = Outcome(), [], []
-        for row_key, row in unique.items():
+        for row_key, row in rows.items():
             old = existing.get(row_key)
             if old is None or (new_if_null and old[new_if_null] is None):
                 outcome.created += 1

@@ -8,7 +8,7 @@ on the table's statistics.
 
 from django.db import connection
 
-from .base import Outcome, Writer, unique_by_key
+from .base import Outcome, Writer
 
 # Django's column types → the names psycopg's binary COPY dumps them as (the width must match).
 COPY_TYPES = {"integer": "int4", "bigint": "int8", "smallint": "int2", "boolean": "bool", "text": "text",
@@ -51,10 +51,7 @@ def _analyze_if_grown(table: str, created: int) -> None:
 class PostgresCopyWriter(Writer):
     kind = "copy"
 
-    def write(self, model, *, tenant_id, rows, key, compare, now, new_if_null=None):
-        unique = unique_by_key(rows, key)
-        if not unique:
-            return Outcome()
+    def write_unique(self, model, *, tenant_id, rows, key, compare, now, new_if_null):
         meta, qn = model._meta, connection.ops.quote_name
         table, stage = meta.db_table, f"ballast_stage_{meta.db_table}"
         given = [*key, *compare]
@@ -77,7 +74,7 @@ class PostgresCopyWriter(Writer):
             cursor.execute(f"TRUNCATE {qn(stage)}")  # a second batch in one transaction starts empty
             with cursor.copy(f"COPY {qn(stage)} ({_quoted(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
                 copy.set_types([_copy_type(f) for f in fields])
-                for row in unique.values():
+                for row in rows.values():
                     copy.write_row([row[n] for n in given] + list(defaults.values()))
             updates = [f"{qn(c)} = EXCLUDED.{qn(c)}" for c in compared] + ["last_seen = EXCLUDED.last_seen"]
             created = "t.xmax = 0"  # inserted, not updated
@@ -101,4 +98,4 @@ class PostgresCopyWriter(Writer):
             )
         created_count = sum(written)
         _analyze_if_grown(table, created_count)
-        return Outcome(created=created_count, updated=len(written) - created_count, unchanged=len(unique) - len(written))
+        return Outcome(created=created_count, updated=len(written) - created_count, unchanged=len(rows) - len(written))

@@ -6,7 +6,7 @@ import signal
 import pytest
 
 from monitoring import process
-from monitoring.process import gone, request_stop_on_signals, restore_signals, stop_if_orphaned, stop_request, this_process, working
+from monitoring.process import ProcessId, gone, request_stop_on_signals, restore_signals, stop_if_orphaned, stop_request, this_process, working
 
 
 @pytest.fixture
@@ -27,10 +27,10 @@ def exits(monkeypatch):
 
 def test_a_process_is_known_by_host_pid_and_start_time():
     me = this_process()
-    assert me.pid == os.getpid() and not gone(me.host, me.pid, me.started)
-    assert gone(me.host, me.pid, me.started - 60)  # our pid, but its holder started before us: another process
-    assert gone(me.host, 999_999, me.started)
-    assert not gone("another-host", 999_999, me.started)  # nothing can be seen of another machine's processes
+    assert me.pid == os.getpid() and not gone(me)
+    assert gone(ProcessId(me.host, me.pid, me.started - 60))  # our pid, but its holder started before us: another process
+    assert gone(ProcessId(me.host, 999_999, me.started))
+    assert not gone(ProcessId("another-host", 999_999, me.started))  # nothing can be seen of another machine's processes
 
 
 def test_signals_become_a_stop_request_that_knows_a_person_from_a_supervisor(request_):
