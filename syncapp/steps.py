@@ -222,17 +222,21 @@ def sync_users(ctx: StepContext) -> None:
 
 def _user_ids(tenant_id: int, users: list[tuple[str, str]]) -> dict[str, int]:
     """Map a page's users to row ids, creating placeholder rows for those the users step
-    (running in parallel) has not stored yet."""
-    now = timezone.now()
-    DirectoryUser.objects.bulk_create(
-        [DirectoryUser(tenant_id=tenant_id, external_id=uid, primary_email=email, first_seen=now) for uid, email in users],
-        ignore_conflicts=True,
-    )
-    return dict(
-        DirectoryUser.objects.filter(tenant_id=tenant_id, external_id__in=[uid for uid, _ in users]).values_list(
-            "external_id", "pk"
+    (running in parallel) has not stored yet. Most are stored already (always, on a second
+    sync): one lookup finds them, and only the others are inserted."""
+    def lookup(keys: list[str]) -> dict[str, int]:
+        return dict(DirectoryUser.objects.filter(tenant_id=tenant_id, external_id__in=keys).values_list("external_id", "pk"))
+
+    ids = lookup([uid for uid, _ in users])
+    missing = [(uid, email) for uid, email in users if uid not in ids]
+    if missing:
+        now = timezone.now()
+        DirectoryUser.objects.bulk_create(
+            [DirectoryUser(tenant_id=tenant_id, external_id=uid, primary_email=email, first_seen=now) for uid, email in missing],
+            ignore_conflicts=True,
         )
-    )
+        ids.update(lookup([uid for uid, _ in missing]))
+    return ids
 
 
 def _write_tokens(tenant_id: int, grants: list[tuple[int, dict]], app_ids: dict[str, int]) -> Callable[[datetime], Outcome]:

@@ -1,12 +1,14 @@
 """The PostgreSQL writer, at COPY speed: COPY the batch (binary) into a temporary staging table,
 then one INSERT … SELECT … ON CONFLICT DO UPDATE … WHERE the compared columns are distinct,
 RETURNING whether each row was inserted (xmax = 0) or updated; the rest of the batch was
-unchanged and gets its last_seen stamped in one UPDATE … FROM the staging table. The conflict
-check and the stamp go through the unique index on (tenant, key): no lookup whose plan depends
-on the table's statistics.
+unchanged and gets its last_seen stamped by a second INSERT … ON CONFLICT from the stage. Both
+go through the unique index on (tenant, key): no lookup whose plan depends on the table's
+size or statistics.
 """
 
-from django.db import connection
+from weakref import WeakKeyDictionary
+
+from django.db import connection, transaction
 
 from .base import Outcome, Writer
 
@@ -48,6 +50,29 @@ def _analyze_if_grown(table: str, created: int) -> None:
     _created_since_analyze[table] = grown
 
 
+# Per connection, the stage tables known to exist and be empty: a temporary table lives as long
+# as its connection, and its rows go at commit. Creating or emptying one costs a round trip and
+# catalogue work per batch, worth skipping when nothing can be there.
+_clean_stages: WeakKeyDictionary = WeakKeyDictionary()
+
+
+def _stage_table(cursor, stage: str, table: str, columns: list[str]) -> None:
+    """Make sure the stage exists and is empty: known so after the last transaction that used it
+    committed; otherwise (first use on this connection, a rollback that may have taken the table
+    with it, a second use in one transaction) created if need be and emptied."""
+    qn, raw = connection.ops.quote_name, connection.connection
+    clean = _clean_stages.setdefault(raw, set())
+    if stage in clean:
+        clean.discard(stage)
+    else:
+        cursor.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {qn(stage)} ON COMMIT DELETE ROWS AS "
+            f"SELECT {_quoted(columns)} FROM {qn(table)} WITH NO DATA"
+        )
+        cursor.execute(f"DELETE FROM {qn(stage)}")
+    transaction.on_commit(lambda: clean.add(stage))
+
+
 class PostgresCopyWriter(Writer):
     kind = "copy"
 
@@ -62,16 +87,11 @@ class PostgresCopyWriter(Writer):
         columns, key_columns = [f.column for f in fields], [meta.get_field(n).column for n in key]
         compared = [meta.get_field(n).column for n in compare]
         tenant_column = meta.get_field("tenant").column
-        on_key = " AND ".join(f"t.{qn(c)} = s.{qn(c)}" for c in key_columns)
         changed = f"({', '.join(f't.{qn(c)}' for c in compared)}) IS DISTINCT FROM ({', '.join(f'EXCLUDED.{qn(c)}' for c in compared)})"
         if new_if_null:
             changed += f" OR t.{qn(meta.get_field(new_if_null).column)} IS NULL"
         with connection.cursor() as cursor:
-            cursor.execute(
-                f"CREATE TEMP TABLE IF NOT EXISTS {qn(stage)} ON COMMIT DELETE ROWS AS "
-                f"SELECT {_quoted(columns)} FROM {qn(table)} WITH NO DATA"
-            )
-            cursor.execute(f"TRUNCATE {qn(stage)}")  # a second batch in one transaction starts empty
+            _stage_table(cursor, stage, table, columns)
             with cursor.copy(f"COPY {qn(stage)} ({_quoted(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
                 copy.set_types([_copy_type(f) for f in fields])
                 for row in rows.values():
@@ -83,18 +103,21 @@ class PostgresCopyWriter(Writer):
                 # created in the same statement that writes it (a count beforehand would race that step).
                 updates.append(f"first_seen = CASE WHEN t.{qn(meta.get_field(new_if_null).column)} IS NULL THEN EXCLUDED.first_seen ELSE t.first_seen END")
                 created += " OR t.first_seen = %s"
-            cursor.execute(
+            upsert = (
                 f"INSERT INTO {qn(table)} AS t ({qn(tenant_column)}, {_quoted(columns)}, first_seen, last_seen) "
                 f"SELECT %s, {_quoted(columns)}, %s, %s FROM {qn(stage)} "
-                f"ON CONFLICT ({qn(tenant_column)}, {_quoted(key_columns)}) DO UPDATE SET {', '.join(updates)} "
-                f"WHERE {changed} RETURNING ({created})",
+                f"ON CONFLICT ({qn(tenant_column)}, {_quoted(key_columns)}) DO UPDATE SET "
+            )
+            cursor.execute(
+                f"{upsert}{', '.join(updates)} WHERE {changed} RETURNING ({created})",
                 [tenant_id, now, now] + ([now] if new_if_null else []),
             )
             written = [inserted for (inserted,) in cursor.fetchall()]
+            # The unchanged rows' stamp goes through the unique index too (an UPDATE … FROM the
+            # stage may hash-join a whole table scan: its cost would grow with the table).
             cursor.execute(
-                f"UPDATE {qn(table)} t SET last_seen = %s FROM {qn(stage)} s "
-                f"WHERE t.{qn(tenant_column)} = %s AND {on_key} AND t.last_seen IS DISTINCT FROM %s",
-                [now, tenant_id, now],
+                f"{upsert}last_seen = EXCLUDED.last_seen WHERE t.last_seen IS DISTINCT FROM EXCLUDED.last_seen",
+                [tenant_id, now, now],
             )
         created_count = sum(written)
         _analyze_if_grown(table, created_count)

@@ -4,7 +4,8 @@ PostgreSQL, the COPY writer (as Django's session backends share SessionTestsMixi
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from syncapp.models import DirectoryUser, Token
@@ -107,6 +108,26 @@ class TestPostgresCopyWriter(WriterContract):
     def postgresql_only(self):
         if connection.vendor != "postgresql":
             pytest.skip("COPY is PostgreSQL's")
+
+    @pytest.mark.django_db(transaction=True)
+    def test_a_stage_is_made_once_per_connection_and_trusted_empty_only_after_a_commit(self):
+        tenant = TenantFactory()
+        statements = []
+
+        def write(rows):
+            with CaptureQueriesContext(connection) as queries, transaction.atomic():
+                outcome = self.write_users(tenant, rows, timezone.now())
+            statements.append([q["sql"].split()[0] for q in queries.captured_queries if q["sql"].startswith(("CREATE", "DELETE"))])
+            return outcome
+
+        assert write([user(1), user(2)]) == Outcome(created=2)
+        assert write([user(2), user(3)]) == Outcome(created=1, unchanged=1)
+        assert statements[:2] == [["CREATE", "DELETE"], []]
+        with pytest.raises(RuntimeError), transaction.atomic():  # a rollback may take a new stage with it
+            self.write_users(tenant, [user(4)], timezone.now())
+            raise RuntimeError
+        assert write([user(4)]) == Outcome(created=1)
+        assert statements[2] == ["CREATE", "DELETE"]
 
 
 def test_batches_are_sized_for_the_writer():
