@@ -15,6 +15,11 @@ import django  # noqa: E402
 
 django.setup()
 
+import multiprocessing  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+
+from django.db import connections  # noqa: E402
+
 from syncapp.models import SyncRun, Tenant  # noqa: E402
 from syncapp.runs import start_run  # noqa: E402
 from syncapp.tasks import run_in_process  # noqa: E402
@@ -75,3 +80,35 @@ class MachineCpu:
             100 * ((b1 - b0) - (p1 - p0 if others else 0.0)) / (t1 - t0) / cpus
             for (t0, b0, p0), (t1, b1, p1) in zip(self.points, self.points[step:])
         ]
+
+
+def _serve_directory(users: int, latency_s: float, flaky_every: int | None, pipe) -> None:
+    """In a child process, so the server's threads do not share the measured interpreter's lock."""
+    from tests.conftest import demo_org
+    from tests.fakegoogle import FakeDirectory
+
+    server = FakeDirectory().start()
+    server.load(*demo_org(users, seed=4))
+    server.latency_s, server.flaky_every = latency_s, flaky_every
+    pipe.send(server.url)
+    pipe.recv()  # until the parent is done
+    pipe.send({"tokens_calls": len(server.paths("/admin/directory/v1/users/")), "calls": len(server.paths()),
+               "flaky_answers": server.flaky_answers})
+    server.stop()
+
+
+@contextmanager
+def directory_in_child(users: int, latency_s: float = 0.02, flaky_every: int | None = None):
+    """Google's Directory API on loopback, served by a child process, with `users` demo users.
+    Yields (url, counts); counts (calls answered) are filled in when the block ends."""
+    connections.close_all()  # the forked child must not inherit a live connection
+    here, there = multiprocessing.get_context("fork").Pipe()
+    child = multiprocessing.get_context("fork").Process(target=_serve_directory, args=(users, latency_s, flaky_every, there), daemon=True)
+    child.start()
+    counts: dict = {}
+    try:
+        yield here.recv(), counts
+    finally:
+        here.send("done")
+        counts.update(here.recv())
+        child.join()

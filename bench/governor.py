@@ -10,17 +10,15 @@ Set DATABASE_URL for PostgreSQL (recommended). Each uses its own tenants and rem
 """
 
 import argparse
-import multiprocessing
 import os
 import threading
 import time
 from pathlib import Path
 
-from common import fresh_tenant, timed_run  # noqa: I001 (sets Django up first)
+from common import directory_in_child, fresh_tenant, timed_run  # noqa: I001 (sets Django up first)
 import psutil
 from django.conf import settings
 from django.core.management import call_command
-from django.db import connections
 
 from monitoring.readings.cpu import busy_seconds
 from syncapp.models import DirectoryUser, Token, UserAppRelation
@@ -55,39 +53,20 @@ def latency_case(users: int) -> None:
         print(f"{name:<32}{seconds:>9.1f}{step.received / seconds:>10,.0f}{single / seconds:>9.1f}×{step.peak_cpu_percent:>12.0f}{step.peak_rss_bytes / 2**20:>13.0f}")
 
 
-def _serve_directory(users: int, latency_s: float, flaky_every: int | None, pipe) -> None:
-    """In a child process, so the server's threads do not share the sync's interpreter lock."""
-    server = FakeDirectory().start()
-    server.load(*demo_org(users, seed=4))
-    server.latency_s, server.flaky_every = latency_s, flaky_every
-    pipe.send(server.url)
-    pipe.recv()  # until the parent is done
-    pipe.send((len(server.paths("/admin/directory/v1/users/")), server.flaky_answers))
-    server.stop()
-
-
-def _errors_case(users: int, flaky_every: int | None, context) -> tuple[float, str, int, int]:
-    connections.close_all()  # the child must not inherit a live connection
-    here, there = context.Pipe()
-    child = context.Process(target=_serve_directory, args=(users, 0.02, flaky_every, there), daemon=True)
-    child.start()
-    url = here.recv()
-    tenant = fresh_tenant("bench-errors", provider="google", provider_config={"base_url": url, "access_token": "static-test-token"})
-    try:
-        run, seconds = timed_run(tenant, "tokens")
-    finally:
-        here.send("done")
-        calls, failures = here.recv()
-        child.join()
-        tenant.delete()
-    return seconds, run.status, calls, failures
+def _errors_case(users: int, flaky_every: int | None) -> tuple[float, str, int, int]:
+    with directory_in_child(users, 0.02, flaky_every) as (url, counts):
+        tenant = fresh_tenant("bench-errors", provider="google", provider_config={"base_url": url, "access_token": "static-test-token"})
+        try:
+            run, seconds = timed_run(tenant, "tokens")
+        finally:
+            tenant.delete()
+    return seconds, run.status, counts["tokens_calls"], counts["flaky_answers"]
 
 
 def errors(args) -> None:
     """The same tokens step against Google's API on loopback, without and with a 503 every 37th
     call, in interleaved rounds (the machine's own noise is as large as what is measured)."""
     settings.BALLAST_GOVERNOR = {}
-    context = multiprocessing.get_context("fork")
     cases = (("no faults", None), ("a 503 every 37th call", 37))
     for users in args.users:
         print(f"tokens step, {users:,} users, Google loopback server (own process), 20 ms per call, {args.rounds} rounds each, interleaved")
@@ -95,7 +74,7 @@ def errors(args) -> None:
         results = {name: [] for name, _ in cases}
         for _ in range(args.rounds):
             for name, flaky_every in cases:
-                results[name].append(_errors_case(users, flaky_every, context))
+                results[name].append(_errors_case(users, flaky_every))
         means = {}
         for name, rounds in results.items():
             means[name] = sum(r[0] for r in rounds) / len(rounds)
