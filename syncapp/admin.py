@@ -16,7 +16,8 @@ from monitoring.ratelimit import reset as reset_window
 from .apikeys import new_key, revoke
 from .models import COUNTERS, ApiKey, Application, DirectoryUser, SyncRun, SyncStep, Tenant, Token, UserAppRelation
 from .providers import ConfigError, provider_class
-from .runs import RunRefused, cancel_run, run_owner, run_policy, start_run, waiting_for
+from .governance import run_policy
+from .runs import RunRefused, cancel_run, run_owner, start_run, waiting_for
 from .secrets import masked, unmasked
 
 

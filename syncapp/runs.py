@@ -20,10 +20,11 @@ from monitoring.ledger import allocate, reclaim_dead, release, release_owner
 from monitoring.models import Allocation, Holder, ThrottleEvent
 from monitoring.policy import State, cpu_concurrency, decide
 from monitoring.quotas import limits_for
-from monitoring.profiles import profile_names, route_policy
+from monitoring.profiles import profile_names
 from monitoring.sampler import get_sampler
 
 from .enqueue import enqueue_run
+from .governance import run_policy
 from .models import COUNTERS, ENDED, STEP_NAMES, Status, StopReason, SyncRun, SyncStep, Tenant, run_owner
 
 log = logging.getLogger(__name__)
@@ -73,12 +74,6 @@ def start_run(*, tenant: Tenant, trigger: str, steps=None, profile: str = "", en
 
 
 OVERLOADED = "system consistently overloaded"
-
-
-def run_policy(run: SyncRun, route: str):
-    """A route's policy for this run: its profile (else the tenant's) and the tenant's overrides.
-    Raises ValueError naming a bad profile or setting."""
-    return route_policy(route, profile=run.profile or run.tenant.sync_profile or None, overrides=run.tenant.governor_settings)
 
 
 def run_in_parallel(run: SyncRun) -> bool:

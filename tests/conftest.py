@@ -82,6 +82,17 @@ def sync_here(tenant, steps=None) -> SyncRun:
     return SyncRun.objects.get(pk=run.pk)
 
 
+def step_counters(run: SyncRun, step: str) -> dict:
+    s = run.step_records.get(name=step)
+    return {k: getattr(s, k) for k in ("received", "created", "updated", "unchanged", "deactivated", "invalid", "failed")}
+
+
+@pytest.fixture
+def batches_as_the_governor_sizes_them(monkeypatch):
+    """For tests that set batch sizes to place checkpoints: the COPY writer's scaling would move them."""
+    monkeypatch.setattr("syncapp.steps.context.BATCH_SCALE", {"copy": 1, "orm": 1})
+
+
 def database_url() -> str:
     """The URL of the database the tests run on, for processes the tests start."""
     db = connection.settings_dict

@@ -20,7 +20,7 @@ class Outcome:
 
 
 class Writer:
-    kind = ""  # "orm" or "copy": how batches are sized for it (syncapp.steps.BATCH_SCALE)
+    kind = ""  # "orm" or "copy": how batches are sized for it (syncapp.steps.context.BATCH_SCALE)
 
     def write(
         self,

@@ -32,11 +32,11 @@ class ScriptedReadings:
 @pytest.fixture
 def readings(monkeypatch):
     # Batches as the governor sizes them, whichever writer the database has: these tests count batches.
-    monkeypatch.setattr("syncapp.steps.BATCH_SCALE", {"copy": 1, "orm": 1})
+    monkeypatch.setattr("syncapp.steps.context.BATCH_SCALE", {"copy": 1, "orm": 1})
 
     def install(calm: int, then):
         scripted = ScriptedReadings(calm, then)
-        for module in ("syncapp.steps", "syncapp.runs"):
+        for module in ("syncapp.governance", "syncapp.runs"):
             monkeypatch.setattr(f"{module}.get_sampler", lambda: scripted)
         return scripted
 

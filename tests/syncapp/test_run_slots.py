@@ -99,16 +99,6 @@ def test_runs_per_day_are_refused_with_the_reason():
         start_run(tenant=tenant, trigger="api", enqueue=False)
 
 
-def test_the_tenant_quota_caps_the_governor():
-    from syncapp.steps import governor_for
-
-    tenant = TenantFactory()
-    TenantQuota.objects.create(tenant=tenant, max_concurrency=4, max_memory_mb=300, provider_calls_per_second=5)
-    run = start_run(tenant=tenant, trigger="api", steps="tokens", enqueue=False)
-    governor = governor_for(run.step_records.get(), tenant)
-    assert (governor.policy.io_max_concurrency, governor.policy.rss_limit_mb, governor.limiter.pacer.rate) == (4, 300, 5.0)
-
-
 def test_starting_a_run_reclaims_a_slot_whose_step_died_first(django_capture_on_commit_callbacks):
     """The admin's Start sync, the API, `sync` and `demo` all start here: no one waits behind a dead run."""
     from django.utils import timezone

@@ -128,17 +128,3 @@ class TestPostgresCopyWriter(WriterContract):
             raise RuntimeError
         assert write([user(4)]) == Outcome(created=1)
         assert statements[2] == ["CREATE", "DELETE"]
-
-
-def test_batches_are_sized_for_the_writer():
-    """The governor's batch size, times what a batch costs the writer: COPY carries ten times the rows."""
-    from types import SimpleNamespace
-
-    from syncapp.steps import StepContext
-    from syncapp.writers import writer
-
-    governor = SimpleNamespace(before_batch=lambda: SimpleNamespace(batch_size=20))
-    ctx = StepContext(step=None, tenant=None, provider=None, started_at=timezone.now(), governor=governor)
-    expected = 200 if connection.vendor == "postgresql" else 20
-    assert (writer().kind, ctx.next_batch_size()) == ("copy" if connection.vendor == "postgresql" else "orm", expected)
-    assert [len(b) for b in ctx.batches(list(range(450)))] == ([200, 200, 50] if expected == 200 else [20] * 22 + [10])

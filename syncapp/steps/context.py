@@ -1,0 +1,126 @@
+"""What every step shares: its context (tenant, provider, governor, counters, checkpoint) and
+how a batch commits: its writes, counters and checkpoint in one transaction."""
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, fields, replace
+from datetime import datetime
+
+from django.conf import settings
+from django.db import DatabaseError, transaction
+from django.utils import timezone
+
+from monitoring.governor import Governor
+from monitoring.process import stop_request
+
+from ..database import with_retries
+from ..governance import step_label
+from ..models import COUNTERS, Status, SyncStep, Tenant
+from ..providers import Provider
+from ..records import InvalidRecord
+from ..writers import Outcome, writer
+
+log = logging.getLogger(__name__)
+
+
+# Rows per governor batch-size unit: COPY's per-statement cost is small next to its per-row cost.
+BATCH_SCALE = {"copy": 10, "orm": 1}
+
+
+class StepCancelled(Exception):
+    """The run was cancelled or interrupted; the step stops after its last committed batch."""
+
+
+class StepStopped(Exception):
+    """This process was asked to stop (a signal, a lost supervisor); the step stops after its last committed batch."""
+
+
+@dataclass
+class Tally:
+    received: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deactivated: int = 0
+    invalid: int = 0
+    failed: int = 0
+    invalid_samples: list = field(default_factory=list)
+    # False once a call or a batch failed: then nothing may be marked deleted.
+    read_whole_source: bool = True
+
+    def note_invalid(self, exc: InvalidRecord) -> None:
+        self.invalid += 1
+        if len(self.invalid_samples) < getattr(settings, "BALLAST_INVALID_SAMPLES", 5):
+            self.invalid_samples.append({"key": exc.key, "reason": exc.reason})
+
+    def add(self, outcome: Outcome) -> None:
+        for f in fields(Outcome):
+            setattr(self, f.name, getattr(self, f.name) + getattr(outcome, f.name))
+
+    def as_fields(self) -> dict:
+        return {name: getattr(self, name) for name in (*COUNTERS, "invalid_samples")}
+
+
+@dataclass
+class StepContext:
+    step: SyncStep
+    tenant: Tenant
+    provider: Provider | None
+    started_at: datetime
+    governor: Governor | None  # made once the step is claimed
+    tally: Tally = field(default_factory=Tally)
+    resume: dict = field(default_factory=dict)  # the checkpoint this step continues from
+    seen_since: datetime | None = None  # rows stamped since then were seen by this read
+
+    def __post_init__(self):
+        self.seen_since = self.seen_since or self.started_at
+        # Rows per governor batch-size unit for this database's writer (fixed for the step).
+        self.batch_scale = BATCH_SCALE[writer().kind]
+
+    def label(self) -> str:
+        return step_label(self.step)
+
+    def next_batch_size(self) -> int:
+        """As many rows as the governor allows now (it may wait first), scaled for the writer:
+        a COPY batch costs little more than a small one, so it carries many more rows."""
+        return self.governor.before_batch().batch_size * self.batch_scale
+
+    def batches(self, items: list) -> Iterator[list]:
+        """Split items into batches as large as the governor allows now; it may wait before each."""
+        start = 0
+        while start < len(items):
+            size = self.next_batch_size()
+            yield items[start : start + size]
+            start += size
+
+    def commit(self, write: Callable[[datetime], Outcome], size: int, checkpoint: dict) -> None:
+        """Run one batch's writes, counters and checkpoint in one transaction. A batch the database
+        refuses is counted as failed, not fatal; one it fails on for a passing reason (a lost
+        connection, a deadlock) is tried again on a fresh connection before the step gives up."""
+        if stop_request().is_set():
+            raise StepStopped
+        checkpoint = {**checkpoint, "at": timezone.now().isoformat(), "resumes": self.resume.get("resumes", -1) + 1 if self.resume else 0}
+        rss_before = self.governor.read().rss_bytes
+
+        def attempt() -> Outcome:
+            with transaction.atomic():
+                outcome = write(timezone.now())
+                after = replace(self.tally)
+                after.add(outcome)
+                # The checkpoint is saved only while the run still runs: one statement for both.
+                saved = SyncStep.objects.filter(pk=self.step.pk, run__status=Status.RUNNING).update(
+                    checkpoint=checkpoint, **after.as_fields()
+                )
+                if not saved:  # cancelled or interrupted meanwhile: this batch is rolled back, unsaved
+                    raise StepCancelled
+            return outcome
+
+        try:
+            outcome = with_retries(attempt, what=f"{self.label()} batch of {size}", log=log)
+        except DatabaseError as exc:  # not a passing one (those end as DatabaseLost)
+            self.tally.failed += size
+            self.tally.read_whole_source = False
+            log.warning("%s batch of %d failed: %s", self.label(), size, exc)
+            return
+        self.tally.add(outcome)
+        self.governor.after_batch(size, rss_before)

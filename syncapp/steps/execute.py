@@ -1,0 +1,198 @@
+"""What carries a queued step out: claim it (with this process as its holder), resume from the
+last checkpoint, run it, and record how it ended, even when its database connection was lost.
+
+Deletion detection runs only after a step read the whole source without a failed call or batch,
+and only marks rows (deleted, revoked, inactive): nothing is ever hard-deleted.
+"""
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from monitoring import metrics
+from monitoring.governor import Governor, GovernorStop
+from monitoring.ledger import drop, hold, watch
+from monitoring.models import Allocation
+from monitoring.process import stop_request, working
+
+from ..database import DatabaseLost, fresh_connection, with_retries
+from ..governance import governor_for, step_label
+from ..models import COUNTERS, Status, StopReason, SyncRun, SyncStep, run_owner
+from ..providers import ConfigError, PageTokenRefused, ProviderError, get_provider
+from ..runs import stop_run
+from ..secrets import scrub
+from .context import StepCancelled, StepContext, StepStopped
+from .relations import sync_relations
+from .tokens import sync_tokens
+from .users import sync_users
+
+log = logging.getLogger(__name__)
+
+
+STEPS: dict[str, Callable[[StepContext], None]] = {
+    "users": sync_users,
+    "tokens": sync_tokens,
+    "relations": sync_relations,
+}
+
+
+MAX_RESUMES = 3  # a checkpoint that keeps failing is dropped for a full read
+# Google's page tokens live about three days: an older checkpoint cannot resume its read.
+PAGE_TOKEN_MAX_AGE = timedelta(hours=60)
+
+
+def _resume_point(step: SyncStep) -> SyncStep | None:
+    """The tenant's last step of this name, if it stopped part-way with a checkpoint to continue from."""
+    previous = (
+        SyncStep.objects.filter(run__tenant_id=step.run.tenant_id, name=step.name, run_id__lt=step.run_id)
+        .exclude(status__in=[Status.PENDING, Status.QUEUED, Status.RUNNING, Status.SKIPPED])
+        .order_by("-run_id")
+        .first()
+    )
+    stopped = (Status.FAILED, Status.INTERRUPTED, Status.CANCELLED)
+    if not (previous and previous.status in stopped and previous.checkpoint and previous.checkpoint.get("resumes", 0) < MAX_RESUMES):
+        return None
+    written = previous.checkpoint.get("at")
+    written = datetime.fromisoformat(written) if written else previous.finished_at or previous.started_at
+    if previous.checkpoint.get("page_token") and written and timezone.now() - written > PAGE_TOKEN_MAX_AGE:
+        log.info("%s run %s's checkpoint is from %s: its page token has expired; reading from the start",
+                 step_label(step), previous.run_id, written.isoformat(timespec="seconds"))
+        return None
+    return previous
+
+
+def _resource_fields(governor: Governor | None) -> dict:
+    if governor is None:
+        return {}
+    stats = governor.stats
+    return {
+        "peak_rss_bytes": stats.peak_rss_bytes,
+        "mean_cpu_percent": round(stats.mean_cpu_percent, 1),
+        "peak_cpu_percent": round(stats.peak_cpu_percent, 1),
+        "governor_wait_s": round(governor.waits.seconds(), 3),
+    }
+
+
+def _claim(step_id: int, started_at: datetime):
+    """queued → running, with this process recorded as the step's holder of its run's slot, in one
+    transaction: from its first moment, a running step has a process that others can see die.
+    Returns the holder, or None when the step is not this process's to run."""
+    step = SyncStep.objects.only("run_id", "name").get(pk=step_id)
+    with transaction.atomic():
+        slot = Allocation.objects.filter(owner=run_owner(step.run_id), resource="run_slot", state="granted").first()
+        if slot is None:  # delivered twice, cancelled while queued, or the run lost its slot
+            return None
+        claimed = SyncStep.objects.filter(pk=step_id, status=Status.QUEUED, run__status=Status.RUNNING).update(
+            status=Status.RUNNING, started_at=started_at
+        )
+        return hold(slot, step.name) if claimed else None
+
+
+def _resume(ctx: StepContext) -> None:
+    """Continue from where the tenant's last such step stopped, if it left a checkpoint."""
+    step = ctx.step
+    previous = _resume_point(step)
+    if previous is not None:
+        ctx.resume, ctx.seen_since = previous.checkpoint, previous.seen_since or previous.started_at
+        log.info("%s resumes run %s's %s step from %s", ctx.label(), previous.run_id, step.name, previous.checkpoint)
+    SyncStep.objects.filter(pk=step.pk).update(resumed_from=previous, seen_since=ctx.seen_since, checkpoint={**ctx.resume})
+
+
+def _run_step(ctx: StepContext) -> tuple[str, str, str]:
+    """Carry the step out; return its (status, stop reason, error)."""
+    tenant, step = ctx.tenant, ctx.step
+    try:
+        try:
+            ctx.governor = governor_for(step, tenant)
+        except ValueError as exc:  # a bad profile or override: the step fails, saying which
+            return Status.FAILED, StopReason.CONFIG, f"governor settings: {exc}"
+        _resume(ctx)
+        if step.name != "relations":
+            ctx.provider = get_provider(tenant)
+            ctx.provider.guard = ctx.governor.call
+        try:
+            STEPS[step.name](ctx)
+        except PageTokenRefused as exc:
+            if not ctx.resume:
+                raise
+            log.warning("%s %s: reading from the start", ctx.label(), exc)
+            ctx.resume, ctx.seen_since = {}, ctx.started_at
+            STEPS[step.name](ctx)
+    except StepCancelled:  # the run was cancelled or interrupted: the step ends as the run did
+        status, reason = SyncRun.objects.values_list("status", "stop_reason").get(pk=step.run_id)
+        return status, reason, ""
+    except StepStopped:
+        request = stop_request()
+        if request.by_person:
+            return Status.CANCELLED, StopReason.CANCELLED, request.reason
+        return Status.INTERRUPTED, StopReason.SIGNAL, request.reason
+    except GovernorStop as exc:
+        return Status.FAILED, StopReason.OVERLOADED, str(exc)
+    except ConfigError as exc:
+        return Status.FAILED, StopReason.CONFIG, scrub(str(exc), tenant.provider_config)
+    except ProviderError as exc:
+        return Status.FAILED, StopReason.PROVIDER, scrub(str(exc), tenant.provider_config)
+    except DatabaseLost as exc:
+        return Status.FAILED, StopReason.DATABASE, str(exc)
+    except Exception as exc:
+        log.exception("%s crashed", ctx.label())
+        return Status.FAILED, StopReason.CRASHED, scrub(f"{exc.__class__.__name__}: {exc}", tenant.provider_config)
+    finally:
+        if ctx.provider is not None:
+            ctx.provider.close()
+        if ctx.governor is not None:
+            ctx.governor.close()
+    if ctx.tally.invalid or ctx.tally.failed:
+        return Status.COMPLETED_WITH_ERRORS, StopReason.NONE, ""
+    return Status.COMPLETED, StopReason.NONE, ""
+
+
+def execute_step(step_id: int) -> int:
+    """Run one queued step to its end and record the outcome; return its run's id."""
+    started_at = timezone.now()
+    with working():
+        holder = _claim(step_id, started_at)
+        step = SyncStep.objects.select_related("run__tenant").get(pk=step_id)
+        if holder is None:
+            return step.run_id
+        ctx = StepContext(step=step, tenant=step.run.tenant, provider=None, started_at=started_at, governor=None)
+        try:
+            _record_end(ctx, *_run_step(ctx))
+        except BaseException:
+            # The end could not be recorded (the database stayed away): stop beating, so that in
+            # three heartbeats others see this step dead and interrupt its run; never "running".
+            watch().discard(holder.pk)
+            raise
+        with_retries(lambda: drop(holder), what=f"{step_label(step)} release", log=log)
+    return step.run_id
+
+
+def _record_end(ctx: StepContext, status: str, reason: str, error: str) -> None:
+    """Save how the step ended, on a fresh connection if its own was lost; stop the run with it
+    when this process was told to stop."""
+    step, tally, label = ctx.step, ctx.tally, ctx.label()
+
+    def save() -> None:
+        SyncStep.objects.filter(pk=step.pk).update(
+            status=status, stop_reason=reason, finished_at=timezone.now(), error=error[:2000],
+            **tally.as_fields(), **_resource_fields(ctx.governor),
+        )
+
+    fresh_connection()
+    with_retries(save, what=f"{label} end", log=log)
+    request = stop_request()
+    if reason in (StopReason.SIGNAL, StopReason.CANCELLED) and request.is_set():
+        stop_run(step.run_id, request, where=f"{step.name} step")  # the others stop, the slot goes back
+    for outcome in COUNTERS:
+        metrics.sync_rows.labels(step=step.name, outcome=outcome).inc(getattr(tally, outcome))
+    metrics.sync_duration.labels(step=step.name).observe((timezone.now() - ctx.started_at).total_seconds())
+    metrics.concurrency.labels(route=step.name).set(0)  # this process no longer works on the route
+    log.info(
+        "%s %s: %d received, %d created, %d updated, %d unchanged, %d deactivated, %d invalid, %d failed%s",
+        label, status, tally.received, tally.created, tally.updated, tally.unchanged,
+        tally.deactivated, tally.invalid, tally.failed, f" ({error})" if error else "",
+        extra={"run": step.run_id, "step": step.name, "tenant": ctx.tenant.slug},
+    )

@@ -1,0 +1,59 @@
+"""The users step: users.list pages → validated users → batches → upserts; then the users not
+seen in a whole read are marked deleted."""
+
+from collections.abc import Callable
+from datetime import datetime
+
+from django.db.models import Q
+from django.utils import timezone
+
+from ..models import DirectoryUser
+from ..records import InvalidRecord, parse_user
+from ..writers import Outcome, upsert_rows
+from .context import StepContext
+
+
+USER_FIELDS = ("primary_email", "full_name", "is_admin", "is_suspended", "org_unit", "last_login_at", "created_at_source", "deleted_at")
+
+
+def _write_users(tenant_id: int, rows: list[dict]) -> Callable[[datetime], Outcome]:
+    def write(now: datetime) -> Outcome:
+        return upsert_rows(
+            DirectoryUser,
+            tenant_id=tenant_id,
+            rows=[{**row, "deleted_at": None} for row in rows],
+            key=("external_id",),
+            compare=USER_FIELDS,
+            now=now,
+            new_if_null="last_seen",  # a row the tokens step made first is new to the directory
+        )
+
+    return write
+
+
+def sync_users(ctx: StepContext) -> None:
+    tally, tenant_id = ctx.tally, ctx.tenant.pk
+    skip = ctx.resume.get("done_in_page", 0)  # records of the first page a stopped step already wrote
+    for page in ctx.provider.user_pages(ctx.resume.get("page_token")):
+        rows, invalid_keys = [], []
+        for position, raw in enumerate(page.records[skip:], start=skip + 1):
+            tally.received += 1
+            try:
+                rows.append((position, parse_user(raw)))
+            except InvalidRecord as exc:
+                tally.note_invalid(exc)
+                invalid_keys.append(exc.key)
+        skip = 0
+        for batch in ctx.batches(rows):
+            checkpoint = {"page_token": page.token, "done_in_page": batch[-1][0]}
+            ctx.commit(_write_users(tenant_id, [row for _, row in batch]), len(batch), checkpoint)
+        # A record that is malformed today still exists: keep its row from being marked deleted.
+        DirectoryUser.objects.filter(tenant_id=tenant_id, external_id__in=[k for k in invalid_keys if k]).update(
+            last_seen=timezone.now()
+        )
+    if tally.read_whole_source:
+        tally.deactivated = (
+            DirectoryUser.objects.filter(tenant_id=tenant_id, deleted_at__isnull=True)
+            .filter(Q(last_seen__lt=ctx.seen_since) | Q(last_seen__isnull=True))
+            .update(deleted_at=timezone.now())
+        )
