@@ -10,13 +10,11 @@ from .context import StepContext
 
 
 def _write_relations(tenant_id: int, tokens: list[tuple]) -> Callable[[datetime], Outcome]:
+    """A token is unique per user and application, so each relation is one token's: its scopes
+    (sorted and without repeats since the tokens step stored them) are the relation's."""
+
     def write(now: datetime) -> Outcome:
-        scopes: dict[tuple[int, int], set] = {}
-        for _, user_id, app_id, token_scopes in tokens:
-            scopes.setdefault((user_id, app_id), set()).update(token_scopes)
-        rows = [
-            {"user_id": u, "application_id": a, "scopes": sorted(s), "active": True} for (u, a), s in scopes.items()
-        ]
+        rows = [{"user_id": u, "application_id": a, "scopes": scopes, "active": True} for _, u, a, scopes in tokens]
         return upsert_rows(
             UserAppRelation,
             tenant_id=tenant_id,

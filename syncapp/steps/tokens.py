@@ -133,7 +133,7 @@ def _tokens_as_they_arrive(ctx: StepContext, pool: ThreadPoolExecutor) -> Iterat
     provider idle (under a quota, every idle moment is throughput lost for good); the answers
     wait in a bounded queue, so a writer held by the governor holds the calls too.
     """
-    results: queue.Queue = queue.Queue(maxsize=RESULTS_QUEUED)
+    results: queue.Queue = queue.Queue(maxsize=RESULTS_QUEUED * ctx.batch_scale)
     stop = threading.Event()
     done = object()
 

@@ -128,3 +128,13 @@ class TestPostgresCopyWriter(WriterContract):
             raise RuntimeError
         assert write([user(4)]) == Outcome(created=1)
         assert statements[2] == ["CREATE", "DELETE"]
+
+
+def test_json_dumps_remembers_lists_of_text_and_only_those():
+    from syncapp.writers.postgresql import _dumped_texts, _dumps
+
+    _dumped_texts.cache_clear()
+    assert [_dumps(["openid", "email"]) for _ in range(3)] == ['["openid", "email"]'] * 3
+    assert _dumped_texts.cache_info().hits == 2
+    assert (_dumps([1]), _dumps([True]), _dumps({"a": [1]})) == ("[1]", "[true]", '{"a": [1]}')  # 1 == True as keys
+    assert _dumped_texts.cache_info().currsize == 1
