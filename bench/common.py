@@ -18,15 +18,27 @@ django.setup()
 import multiprocessing  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 
-from django.db import connections  # noqa: E402
+from django.db import connection, connections  # noqa: E402
 
 from syncapp.models import SyncRun, Tenant  # noqa: E402
 from syncapp.runs import start_run  # noqa: E402
 from syncapp.tasks import run_in_process  # noqa: E402
 
 
+def drop_tenant(tenant: Tenant) -> None:
+    """Delete a tenant; its directory rows first, in plain DELETEs (the ORM's cascade would load
+    a million-user tenant's rows to delete them by id)."""
+    from syncapp.models import Application, DirectoryUser, Token, UserAppRelation
+
+    with connection.cursor() as cursor:
+        for model in (UserAppRelation, Token, Application, DirectoryUser):
+            cursor.execute(f"DELETE FROM {model._meta.db_table} WHERE tenant_id = %s", [tenant.pk])
+    tenant.delete()
+
+
 def fresh_tenant(slug: str, **fields) -> Tenant:
-    Tenant.objects.filter(slug=slug).delete()
+    for tenant in Tenant.objects.filter(slug=slug):
+        drop_tenant(tenant)
     return Tenant.objects.create(slug=slug, name=slug, **fields)
 
 
@@ -80,6 +92,29 @@ class MachineCpu:
             100 * ((b1 - b0) - (p1 - p0 if others else 0.0)) / (t1 - t0) / cpus
             for (t0, b0, p0), (t1, b1, p1) in zip(self.points, self.points[step:])
         ]
+
+
+def in_child(function, *args):
+    """function(*args) in a forked child, which has its own peak RSS and database connections;
+    returns what it returned (something picklable)."""
+    connections.close_all()  # the child must not share the parent's live connection
+    context = multiprocessing.get_context("fork")
+    here, there = context.Pipe()
+
+    def target() -> None:
+        try:
+            there.send((True, function(*args)))
+        except BaseException as exc:
+            there.send((False, f"{exc.__class__.__name__}: {exc}"))
+            raise
+
+    child = context.Process(target=target)
+    child.start()
+    ok, value = here.recv()
+    child.join()
+    if not ok:
+        raise RuntimeError(f"{function.__name__} failed in its child process: {value}")
+    return value
 
 
 def _serve_directory(users: int, latency_s: float, flaky_every: int | None, pipe) -> None:
