@@ -19,10 +19,11 @@ import time
 from common import drop_tenant, fresh_tenant, in_child, timed_run  # noqa: I001  (sets Django up)
 from django.conf import settings
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from syncapp.models import Application, DirectoryUser, Tenant, Token
+from syncapp.writers import upsert_rows
 
 TABLES = ("syncapp_directoryuser", "syncapp_application", "syncapp_token", "syncapp_userapprelation")
 
@@ -64,33 +65,63 @@ def sync(tenant) -> dict:
     }
 
 
+TOKEN_COLUMNS = "tenant_id, user_id, application_id, scopes, anonymous, native_app, first_seen, last_seen"
+TOKEN_TYPES = ["int8", "int8", "int8", "jsonb", "bool", "bool", "timestamptz", "timestamptz"]
+BATCH = 1000  # rows per transaction: the tokens step's COPY batch at the default batch size (100 × 10)
+
+
+def _copy(cursor, table: str, rows) -> None:
+    with cursor.copy(f"COPY {table} ({TOKEN_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(TOKEN_TYPES)
+        for row in rows:
+            copy.write_row(row)
+
+
 def baselines(source, tokens: int) -> dict:
-    """Raw COPY into a scratch table, and bulk_create into a scratch tenant, of `tokens` token rows."""
+    """Rows/s of `tokens` token rows written four ways:
+    - copy: raw COPY, one statement, into an unlogged table without indexes (the wire's ceiling);
+    - copy_batched: COPY in the step's batches, a transaction each, into a logged table with
+      syncapp_token's indexes (what PostgreSQL takes for these rows as a sync commits them);
+    - writer: Ballast's writer alone (upsert_rows, same batches), rows built beforehand;
+    - bulk_create: Django's, batch_size 1000, into a scratch tenant."""
     users = list(DirectoryUser.objects.filter(tenant=source).values_list("pk", flat=True)[:tokens])
     apps = list(Application.objects.filter(tenant=source).values_list("pk", flat=True))
     pairs = [(users[i % len(users)], apps[i // len(users) % len(apps)]) for i in range(tokens)]
     now = timezone.now()
+    rates = {}
     with connection.cursor() as cursor:
         cursor.execute("DROP TABLE IF EXISTS bench_copy")
         cursor.execute("CREATE UNLOGGED TABLE bench_copy AS SELECT * FROM syncapp_token WITH NO DATA")
         started = time.perf_counter()
-        with cursor.copy(
-            "COPY bench_copy (tenant_id, user_id, application_id, scopes, anonymous, native_app, first_seen, last_seen) FROM STDIN (FORMAT BINARY)"
-        ) as copy:
-            copy.set_types(["int8", "int8", "int8", "jsonb", "bool", "bool", "timestamptz", "timestamptz"])
-            for user, app in pairs:
-                copy.write_row((source.pk, user, app, ["openid", "email"], False, False, now, now))
-        copy_s = time.perf_counter() - started
+        _copy(cursor, "bench_copy", ((source.pk, u, a, ["openid", "email"], False, False, now, now) for u, a in pairs))
+        rates["copy"] = tokens / (time.perf_counter() - started)
         cursor.execute("DROP TABLE bench_copy")
+        cursor.execute("CREATE TABLE bench_copy (LIKE syncapp_token INCLUDING ALL)")
+        started = time.perf_counter()
+        for start in range(0, tokens, BATCH):
+            with transaction.atomic():
+                _copy(cursor, "bench_copy", ((source.pk, u, a, ["openid", "email"], False, False, now, now) for u, a in pairs[start : start + BATCH]))
+        rates["copy_batched"] = tokens / (time.perf_counter() - started)
+        cursor.execute("DROP TABLE bench_copy")
+    scratch = fresh_tenant("bench-scale-plain")
+    rows = [{"user_id": u, "application_id": a, "scopes": ["openid", "email"], "anonymous": False, "native_app": False, "revoked_at": None}
+            for u, a in pairs]
+    started = time.perf_counter()
+    for start in range(0, tokens, BATCH):
+        with transaction.atomic():
+            upsert_rows(Token, tenant_id=scratch.pk, rows=rows[start : start + BATCH], key=("user_id", "application_id"),
+                        compare=("scopes", "anonymous", "native_app", "revoked_at"), now=now)
+    rates["writer"] = tokens / (time.perf_counter() - started)
+    drop_tenant(scratch)
     scratch = fresh_tenant("bench-scale-plain")
     started = time.perf_counter()
     Token.objects.bulk_create(
         [Token(tenant=scratch, user_id=u, application_id=a, scopes=["openid", "email"], first_seen=now, last_seen=now) for u, a in pairs],
         batch_size=1000,
     )
-    bulk_s = time.perf_counter() - started
+    rates["bulk_create"] = tokens / (time.perf_counter() - started)
     drop_tenant(scratch)
-    return {"copy": tokens / copy_s, "bulk_create": tokens / bulk_s}
+    return rates
 
 
 BASELINE_ROWS = 300_000  # rates need no more, and bulk_create holds every object in memory
@@ -110,7 +141,7 @@ def main() -> None:
     call_command("migrate", verbosity=0)
     settings.BALLAST_GOVERNOR = {"max_cpu_percent": 100.0}
     print(f"{'users':>9}{'sync':>7}{'seconds':>9}{'users r/s':>11}{'tokens r/s':>12}{'relations r/s':>15}{'rows':>10}"
-          f"{'PG rows read':>14}{'peak RSS MB':>13}{'COPY r/s':>10}{'bulk r/s':>10}", flush=True)
+          f"{'PG rows read':>14}{'peak RSS MB':>13}{'COPY r/s':>10}{'COPY/1000 r/s':>15}{'writer r/s':>12}{'bulk r/s':>10}", flush=True)
     for size in [int(s) for s in args.users.split(",")]:
         syncs = in_child(both_syncs, size)
         tenant = Tenant.objects.get(pk=syncs["tenant"])
@@ -119,7 +150,8 @@ def main() -> None:
             r = syncs[name]
             rates = r["rates"]
             print(f"{size:>9,}{name:>7}{r['seconds']:>9.1f}{rates['users']:>11,.0f}{rates['tokens']:>12,.0f}{rates['relations']:>15,.0f}"
-                  f"{r['rows']:>10,}{r['read']:>14,}{r['rss']:>13.0f}" + (f"{base['copy']:>10,.0f}{base['bulk_create']:>10,.0f}" if name == "first" else ""),
+                  f"{r['rows']:>10,}{r['read']:>14,}{r['rss']:>13.0f}" + (f"{base['copy']:>10,.0f}{base['copy_batched']:>15,.0f}{base['writer']:>12,.0f}{base['bulk_create']:>10,.0f}"
+                     if name == "first" else ""),
                   flush=True)
         drop_tenant(tenant)
 

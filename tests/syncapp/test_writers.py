@@ -14,6 +14,7 @@ from syncapp.writers.base import Outcome
 
 from ..factories import ApplicationFactory, DirectoryUserFactory, TenantFactory
 
+TABLES = ("syncapp_directoryuser", "syncapp_application", "syncapp_token", "syncapp_userapprelation")
 USER_FIELDS = ("primary_email", "full_name", "is_suspended", "last_login_at")
 
 
@@ -108,6 +109,12 @@ class TestPostgresCopyWriter(WriterContract):
     def postgresql_only(self):
         if connection.vendor != "postgresql":
             pytest.skip("COPY is PostgreSQL's")
+
+    def test_the_directory_tables_leave_room_on_each_page_for_the_stamp(self):
+        """So that stamping last_seen is a heap-only update that writes no index (migration 0004)."""
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT relname, reloptions FROM pg_class WHERE relname = ANY(%s)", [list(TABLES)])
+            assert dict(cursor.fetchall()) == {table: ["fillfactor=70"] for table in TABLES}
 
     @pytest.mark.django_db(transaction=True)
     def test_a_stage_is_made_once_per_connection_and_trusted_empty_only_after_a_commit(self):
