@@ -8,6 +8,7 @@ size or statistics.
 
 import json
 from functools import lru_cache
+from operator import itemgetter
 from weakref import WeakKeyDictionary
 
 from django.db import connection, transaction
@@ -112,8 +113,10 @@ class PostgresCopyWriter(Writer):
             _stage_table(cursor, stage, table, columns)
             with cursor.copy(f"COPY {qn(stage)} ({_quoted(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
                 copy.set_types([_copy_type(f) for f in fields])
+                values = itemgetter(*given) if len(given) > 1 else lambda row: (row[given[0]],)
+                filled = tuple(defaults.values())
                 for row in rows.values():
-                    copy.write_row([row[n] for n in given] + list(defaults.values()))
+                    copy.write_row(values(row) + filled)
             updates = [f"{qn(c)} = EXCLUDED.{qn(c)}" for c in compared] + ["last_seen = EXCLUDED.last_seen"]
             created = "t.xmax = 0"  # inserted, not updated
             if new_if_null:
