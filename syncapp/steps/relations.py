@@ -4,21 +4,22 @@ database in keyset pages; then the relations no active token holds are marked in
 from collections.abc import Callable
 from datetime import datetime
 
+from django.db.models import QuerySet, Value
+
 from ..models import Token, UserAppRelation
-from ..writers import Outcome, upsert_rows
+from ..writers import Outcome, upsert_query
 from .context import StepContext
 
 
-def _write_relations(tenant_id: int, tokens: list[tuple]) -> Callable[[datetime], Outcome]:
+def _write_relations(tenant_id: int, tokens: QuerySet) -> Callable[[datetime], Outcome]:
     """A token is unique per user and application, so each relation is one token's: its scopes
     (sorted and without repeats since the tokens step stored them) are the relation's."""
 
     def write(now: datetime) -> Outcome:
-        rows = [{"user_id": u, "application_id": a, "scopes": scopes, "active": True} for _, u, a, scopes in tokens]
-        return upsert_rows(
+        return upsert_query(
             UserAppRelation,
             tenant_id=tenant_id,
-            rows=rows,
+            source=tokens.annotate(active=Value(True)),
             key=("user_id", "application_id"),
             compare=("scopes", "active"),
             now=now,
@@ -28,20 +29,20 @@ def _write_relations(tenant_id: int, tokens: list[tuple]) -> Callable[[datetime]
 
 
 def sync_relations(ctx: StepContext) -> None:
-    """Relations come from the active tokens, read in keyset pages (never the whole table at once)."""
+    """Relations come from the active tokens, walked by primary key (keyset) a batch at a time:
+    the batch's last key is read first, then its tokens are written as relations by one query
+    (on PostgreSQL they never leave the database)."""
     tally, tenant_id, last_pk = ctx.tally, ctx.tenant.pk, ctx.resume.get("last_token_pk", 0)
+    active = Token.objects.filter(tenant_id=tenant_id, revoked_at__isnull=True)
     while True:
         size = ctx.next_batch_size()
-        tokens = list(
-            Token.objects.filter(tenant_id=tenant_id, revoked_at__isnull=True, pk__gt=last_pk)
-            .order_by("pk")
-            .values_list("pk", "user_id", "application_id", "scopes")[:size]
-        )
-        if not tokens:
+        keys = list(active.filter(pk__gt=last_pk).order_by("pk").values_list("pk", flat=True)[:size])
+        if not keys:
             break
-        tally.received += len(tokens)
-        last_pk = tokens[-1][0]
-        ctx.commit(_write_relations(tenant_id, tokens), len(tokens), {"last_token_pk": last_pk})
+        tally.received += len(keys)
+        batch = active.filter(pk__gt=last_pk, pk__lte=keys[-1])
+        ctx.commit(_write_relations(tenant_id, batch), len(keys), {"last_token_pk": keys[-1]})
+        last_pk = keys[-1]
     if tally.read_whole_source:
         tally.deactivated = UserAppRelation.objects.filter(
             tenant_id=tenant_id, active=True, last_seen__lt=ctx.seen_since

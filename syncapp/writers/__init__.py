@@ -6,7 +6,7 @@ from .base import Outcome, Writer
 from .orm import OrmWriter
 from .postgresql import PostgresCopyWriter
 
-__all__ = ["Outcome", "Writer", "upsert_rows", "writer"]
+__all__ = ["Outcome", "Writer", "upsert_query", "upsert_rows", "writer"]
 
 
 def writer() -> Writer:
@@ -16,3 +16,7 @@ def writer() -> Writer:
 
 def upsert_rows(model, **kwargs) -> Outcome:
     return writer().write(model, **kwargs)
+
+
+def upsert_query(model, **kwargs) -> Outcome:
+    return writer().write_query(model, **kwargs)

@@ -9,7 +9,7 @@ unchanged data writes nothing but stamps.
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import Model
+from django.db.models import Model, QuerySet
 
 
 @dataclass
@@ -40,6 +40,13 @@ class Writer:
         if not unique:
             return Outcome()
         return self.write_unique(model, tenant_id=tenant_id, rows=unique, key=key, compare=compare, now=now, new_if_null=new_if_null)
+
+    def write_query(self, model: type[Model], *, tenant_id: int, source: QuerySet, key: tuple[str, ...], compare: tuple[str, ...],
+                    now: datetime) -> Outcome:
+        """Upsert, as write() does, the rows a query of another table yields: source.values(*key,
+        *compare) are the rows, each key at most once. Here they are read into Python and written;
+        a writer may keep them inside the database."""
+        return self.write(model, tenant_id=tenant_id, rows=list(source.values(*key, *compare)), key=key, compare=compare, now=now)
 
     def write_unique(self, model, *, tenant_id, rows: dict[tuple, dict], key, compare, now, new_if_null) -> Outcome:
         """What write() does, for at least one row, each key once: rows maps key → row."""

@@ -7,10 +7,12 @@ size or statistics.
 """
 
 import json
+from dataclasses import dataclass
 from functools import lru_cache
 from operator import itemgetter
 from weakref import WeakKeyDictionary
 
+from django.core.exceptions import EmptyResultSet
 from django.db import connection, transaction
 from psycopg.types.json import set_json_dumps
 
@@ -92,54 +94,106 @@ def _stage_table(cursor, stage: str, table: str, columns: list[str]) -> None:
     transaction.on_commit(lambda: clean.add(stage))
 
 
+@dataclass
+class _Plan:
+    """Where one model's batch goes: its table, its stage and the columns of both."""
+
+    model: type
+    key: tuple[str, ...]
+    compare: tuple[str, ...]
+    given: list[str]  # the fields the rows carry: key, then compared
+    defaults: dict  # the model's defaults for the fields the rows leave out, as Django fills them in
+
+    @classmethod
+    def of(cls, model, key, compare) -> "_Plan":
+        given = [*key, *compare]
+        defaults = {f.name: f.get_default() for f in model._meta.concrete_fields if _defaulted(f, given)}
+        return cls(model, tuple(key), tuple(compare), given, defaults)
+
+    @property
+    def fields(self) -> list:
+        return [self.model._meta.get_field(n) for n in [*self.given, *self.defaults]]
+
+    @property
+    def columns(self) -> list[str]:
+        return [f.column for f in self.fields]
+
+    @property
+    def table(self) -> str:
+        return self.model._meta.db_table
+
+    @property
+    def stage(self) -> str:
+        return f"ballast_stage_{self.table}"
+
+
 class PostgresCopyWriter(Writer):
     kind = "copy"
 
     def write_unique(self, model, *, tenant_id, rows, key, compare, now, new_if_null):
-        meta, qn = model._meta, connection.ops.quote_name
-        table, stage = meta.db_table, f"ballast_stage_{meta.db_table}"
-        given = [*key, *compare]
-        # The model's defaults for the fields the rows leave out, as Django would fill them in.
-        defaults = {f.name: f.get_default() for f in meta.concrete_fields if _defaulted(f, given)}
-        names = [*given, *defaults]
-        fields = [meta.get_field(n) for n in names]
-        columns, key_columns = [f.column for f in fields], [meta.get_field(n).column for n in key]
-        compared = [meta.get_field(n).column for n in compare]
-        tenant_column = meta.get_field("tenant").column
-        changed = f"({', '.join(f't.{qn(c)}' for c in compared)}) IS DISTINCT FROM ({', '.join(f'EXCLUDED.{qn(c)}' for c in compared)})"
-        if new_if_null:
-            changed += f" OR t.{qn(meta.get_field(new_if_null).column)} IS NULL"
+        plan, qn = _Plan.of(model, key, compare), connection.ops.quote_name
         with connection.cursor() as cursor:
-            _stage_table(cursor, stage, table, columns)
-            with cursor.copy(f"COPY {qn(stage)} ({_quoted(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types([_copy_type(f) for f in fields])
+            _stage_table(cursor, plan.stage, plan.table, plan.columns)
+            with cursor.copy(f"COPY {qn(plan.stage)} ({_quoted(plan.columns)}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types([_copy_type(f) for f in plan.fields])
+                given = plan.given
                 values = itemgetter(*given) if len(given) > 1 else lambda row: (row[given[0]],)
-                filled = tuple(defaults.values())
+                filled = tuple(plan.defaults.values())
                 for row in rows.values():
                     copy.write_row(values(row) + filled)
-            updates = [f"{qn(c)} = EXCLUDED.{qn(c)}" for c in compared] + ["last_seen = EXCLUDED.last_seen"]
-            created = "t.xmax = 0"  # inserted, not updated
-            if new_if_null:
-                # A placeholder another step made is first seen by the directory now, and counted
-                # created in the same statement that writes it (a count beforehand would race that step).
-                updates.append(f"first_seen = CASE WHEN t.{qn(meta.get_field(new_if_null).column)} IS NULL THEN EXCLUDED.first_seen ELSE t.first_seen END")
-                created += " OR t.first_seen = %s"
-            upsert = (
-                f"INSERT INTO {qn(table)} AS t ({qn(tenant_column)}, {_quoted(columns)}, first_seen, last_seen) "
-                f"SELECT %s, {_quoted(columns)}, %s, %s FROM {qn(stage)} "
-                f"ON CONFLICT ({qn(tenant_column)}, {_quoted(key_columns)}) DO UPDATE SET "
-            )
+            return self._merge(cursor, plan, tenant_id, now, new_if_null, staged=len(rows))
+
+    def write_query(self, model, *, tenant_id, source, key, compare, now):
+        """The rows go from table to table inside PostgreSQL (INSERT … SELECT into the stage):
+        no row passes through Python."""
+        plan, qn = _Plan.of(model, key, compare), connection.ops.quote_name
+        if plan.defaults:  # values Python would have to adapt: take the rows through Python
+            return super().write_query(model, tenant_id=tenant_id, source=source, key=key, compare=compare, now=now)
+        try:
+            sql, params = source.values(*plan.given).query.sql_with_params()
+        except EmptyResultSet:  # a query Django knows yields nothing (e.g. pk__in=[])
+            return Outcome()
+        with connection.cursor() as cursor:
+            _stage_table(cursor, plan.stage, plan.table, plan.columns)
             cursor.execute(
-                f"{upsert}{', '.join(updates)} WHERE {changed} RETURNING ({created})",
-                [tenant_id, now, now] + ([now] if new_if_null else []),
+                f"INSERT INTO {qn(plan.stage)} ({_quoted(plan.columns)}) "
+                f"SELECT {', '.join(f'q.{qn(n)}' for n in plan.given)} FROM ({sql}) q",
+                params,
             )
-            written = [inserted for (inserted,) in cursor.fetchall()]
-            # The unchanged rows' stamp goes through the unique index too (an UPDATE … FROM the
-            # stage may hash-join a whole table scan: its cost would grow with the table).
-            cursor.execute(
-                f"{upsert}last_seen = EXCLUDED.last_seen WHERE t.last_seen IS DISTINCT FROM EXCLUDED.last_seen",
-                [tenant_id, now, now],
-            )
+            if not cursor.rowcount:
+                return Outcome()
+            return self._merge(cursor, plan, tenant_id, now, None, staged=cursor.rowcount)
+
+    def _merge(self, cursor, plan: _Plan, tenant_id, now, new_if_null, staged: int) -> Outcome:
+        """From the stage into the table: the new inserted, the changed updated, both counted by
+        RETURNING; the rest stamped."""
+        meta, qn, columns = plan.model._meta, connection.ops.quote_name, plan.columns
+        key_columns = [meta.get_field(n).column for n in plan.key]
+        compared = [meta.get_field(n).column for n in plan.compare]
+        tenant_column = meta.get_field("tenant").column
+        changed = f"({', '.join(f't.{qn(c)}' for c in compared)}) IS DISTINCT FROM ({', '.join(f'EXCLUDED.{qn(c)}' for c in compared)})"
+        updates = [f"{qn(c)} = EXCLUDED.{qn(c)}" for c in compared] + ["last_seen = EXCLUDED.last_seen"]
+        created = "t.xmax = 0"  # inserted, not updated
+        if new_if_null:
+            placeholder = f"t.{qn(meta.get_field(new_if_null).column)} IS NULL"
+            changed += f" OR {placeholder}"
+            # A placeholder another step made is first seen by the directory now, and counted
+            # created in the same statement that writes it (a count beforehand would race that step).
+            updates.append(f"first_seen = CASE WHEN {placeholder} THEN EXCLUDED.first_seen ELSE t.first_seen END")
+            created += " OR t.first_seen = %s"
+        upsert = (
+            f"INSERT INTO {qn(plan.table)} AS t ({qn(tenant_column)}, {_quoted(columns)}, first_seen, last_seen) "
+            f"SELECT %s, {_quoted(columns)}, %s, %s FROM {qn(plan.stage)} "
+            f"ON CONFLICT ({qn(tenant_column)}, {_quoted(key_columns)}) DO UPDATE SET "
+        )
+        cursor.execute(
+            f"{upsert}{', '.join(updates)} WHERE {changed} RETURNING ({created})",
+            [tenant_id, now, now] + ([now] if new_if_null else []),
+        )
+        written = [inserted for (inserted,) in cursor.fetchall()]
+        # The unchanged rows' stamp goes through the unique index too (an UPDATE … FROM the
+        # stage may hash-join a whole table scan: its cost would grow with the table).
+        cursor.execute(f"{upsert}last_seen = EXCLUDED.last_seen WHERE t.last_seen IS DISTINCT FROM EXCLUDED.last_seen", [tenant_id, now, now])
         created_count = sum(written)
-        _analyze_if_grown(table, created_count)
-        return Outcome(created=created_count, updated=len(written) - created_count, unchanged=len(rows) - len(written))
+        _analyze_if_grown(plan.table, created_count)
+        return Outcome(created=created_count, updated=len(written) - created_count, unchanged=staged - len(written))

@@ -5,10 +5,11 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection, transaction
+from django.db.models import Value
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from syncapp.models import DirectoryUser, Token
+from syncapp.models import DirectoryUser, Token, UserAppRelation
 from syncapp.writers import OrmWriter, PostgresCopyWriter
 from syncapp.writers.base import Outcome
 
@@ -93,6 +94,27 @@ class WriterContract:
         assert write(tokens(["openid", "email"]), timezone.now()) == Outcome(updated=1, unchanged=5)
         assert Token.objects.get(tenant=tenant, user=users[0], application=apps[0]).scopes == ["openid", "email"]
         assert Token.objects.filter(tenant=tenant).count() == 6
+
+    def test_rows_a_query_yields_are_written_by_the_same_contract(self):
+        tenant, then = TenantFactory(), timezone.now() - timedelta(hours=1)
+        users, apps = [DirectoryUserFactory(tenant=tenant) for _ in range(2)], [ApplicationFactory(tenant=tenant) for _ in range(2)]
+        for u in users:
+            for a in apps:
+                Token.objects.create(tenant=tenant, user=u, application=a, scopes=["openid"], first_seen=then, last_seen=then)
+
+        def write(now, source=None):
+            source = Token.objects.filter(tenant=tenant) if source is None else source
+            return self.writer.write_query(UserAppRelation, tenant_id=tenant.pk, source=source.annotate(active=Value(True)),
+                                           key=("user_id", "application_id"), compare=("scopes", "active"), now=now)
+
+        assert write(then) == Outcome(created=4)
+        Token.objects.filter(tenant=tenant, user=users[0], application=apps[0]).update(scopes=["openid", "email"])
+        now = timezone.now()
+        assert write(now) == Outcome(updated=1, unchanged=3)
+        relations = {(r.user_id, r.application_id): r for r in UserAppRelation.objects.filter(tenant=tenant)}
+        assert relations[(users[0].pk, apps[0].pk)].scopes == ["openid", "email"]
+        assert all(r.active and r.first_seen == then and r.last_seen == now for r in relations.values())
+        assert write(now, Token.objects.none()) == Outcome()
 
     def test_an_empty_batch_writes_nothing(self):
         assert self.write_users(TenantFactory(), [], timezone.now()) == Outcome()
