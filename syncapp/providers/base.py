@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from monitoring.limits import Outcome
+from monitoring.metrics import provider_calls
 
 
 class ProviderError(Exception):
@@ -51,6 +52,15 @@ class Provider:
     def __init__(self, config: dict):
         self.config = self.clean_config(config)
         self.guard = unguarded
+        self._call_counters: dict = {}
+
+    def count_call(self, status: str) -> None:
+        """ballast_provider_calls_total{provider, status} += 1; each status's labelled counter is
+        looked up once (labels() per call cost more than the rest of a demo call's bookkeeping)."""
+        counter = self._call_counters.get(status)
+        if counter is None:
+            counter = self._call_counters[status] = provider_calls.labels(provider=self.name, status=status)
+        counter.inc()
 
     @classmethod
     def clean_config(cls, config: dict) -> dict:

@@ -10,8 +10,7 @@ import unicodedata
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from functools import cached_property, lru_cache
-
-from monitoring.metrics import provider_calls
+from itertools import accumulate
 
 from .base import Page, Provider, require_int
 
@@ -75,7 +74,7 @@ class DemoProvider(Provider):
         with self.guard():
             if self.config["latency_ms"]:
                 time.sleep(self.config["latency_ms"] / 1000)
-        provider_calls.labels(provider="demo", status="200").inc()
+        self.count_call("200")
 
     @cached_property
     def _apps(self) -> list[dict]:
@@ -95,8 +94,8 @@ class DemoProvider(Provider):
 
     @cached_property
     def _popularity(self) -> list[float]:
-        # Zipf-like: a few apps are used by most people, most by a few.
-        return [1 / (rank + 1) ** 1.1 for rank in range(len(self._apps))]
+        """Cumulative weights, Zipf-like: a few apps are used by most people, most by a few."""
+        return list(accumulate(1 / (rank + 1) ** 1.1 for rank in range(len(self._apps))))
 
     def _user_id(self, index: int) -> str:
         return str(10**20 + self.config["seed"] * 10**9 + index)
@@ -136,7 +135,7 @@ class DemoProvider(Provider):
         if rng.random() < 0.22:  # about a fifth of people grant nothing
             return []
         wanted = min(1 + int(rng.expovariate(0.22)), len(self._apps))
-        chosen = {id(app): app for app in rng.choices(self._apps, weights=self._popularity, k=wanted)}
+        chosen = {id(app): app for app in rng.choices(self._apps, cum_weights=self._popularity, k=wanted)}
         return [
             {
                 "kind": "admin#directory#token",

@@ -21,7 +21,6 @@ from google.auth.transport.urllib3 import Request as AuthRequest
 from google.oauth2 import service_account
 
 from monitoring.limits import Outcome
-from monitoring.metrics import provider_calls
 
 from .base import ConfigError, Page, PageTokenRefused, Provider, ProviderError, require_int, require_str
 
@@ -146,10 +145,10 @@ class GoogleProvider(Provider):
                     )
                 except urllib3.exceptions.HTTPError as exc:
                     problem = f"connection error ({exc.__class__.__name__}) reaching {self.config['base_url']}"
-                    provider_calls.labels(provider="google", status="error").inc()
+                    self.count_call("error")
                     call["outcome"] = Outcome.ERROR
                 else:
-                    provider_calls.labels(provider="google", status=str(response.status)).inc()
+                    self.count_call(str(response.status))
                     message, reason = _error_of(response) if response.status >= 400 else ("", None)
                     call["outcome"] = _outcome(response.status, reason)
             if response is not None:
