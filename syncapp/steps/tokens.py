@@ -7,7 +7,6 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -123,17 +122,21 @@ def _page_users(page: Page) -> list[tuple[str, str]]:
 RESULTS_QUEUED = 256  # answers waiting for the batch writer before the issuer stops asking for more
 
 
-def _tokens_as_they_arrive(ctx: StepContext, pool: ThreadPoolExecutor) -> Iterator[tuple]:
+def _tokens_as_they_arrive(ctx: StepContext, callers: int) -> Iterator[tuple]:
     """Read the user pages and call tokens.list for their users, with as many calls in flight as
     the governor allows at each moment, across page boundaries (a slow call at the end of one
     page never idles the next). Yields ("page", page, users) before the answers for that page's
     users, then (user_key, items, error) as they come.
 
     Pages and calls are issued from a thread of their own, so committing a batch never leaves the
-    provider idle (under a quota, every idle moment is throughput lost for good); the answers
-    wait in a bounded queue, so a writer held by the governor holds the calls too.
+    provider idle (under a quota, every idle moment is throughput lost for good); `callers`
+    threads make the calls and hand their answers straight to a bounded queue, so a writer held
+    by the governor holds the calls too. (No futures: waiting on a set of them cost a pass over
+    every call in flight for each answer.)
     """
     results: queue.Queue = queue.Queue(maxsize=RESULTS_QUEUED * ctx.batch_scale)
+    calls: queue.SimpleQueue = queue.SimpleQueue()  # users to call tokens.list for; None: stop
+    ended: queue.SimpleQueue = queue.SimpleQueue()  # one item per call that ended
     stop = threading.Event()
     done = object()
 
@@ -145,11 +148,20 @@ def _tokens_as_they_arrive(ctx: StepContext, pool: ThreadPoolExecutor) -> Iterat
             except queue.Full:
                 continue
 
+    def call() -> None:
+        while (user_key := calls.get()) is not None:
+            try:
+                if not stop.is_set():  # once stopped, what is left is not called
+                    put(_fetch_tokens(ctx.provider, user_key))
+            except BaseException as exc:  # handed to the consumer, never lost
+                put(exc)
+            finally:
+                ended.put(None)
+
     def issue() -> None:
         pages = iter(ctx.provider.user_pages(ctx.resume.get("page_token")))  # a stopped page is read again
         waiting: deque[str] = deque()
-        running: set = set()
-        more = True
+        in_flight, more = 0, True
         try:
             while not stop.is_set():
                 room = ctx.governor.calls_under_way()
@@ -162,20 +174,22 @@ def _tokens_as_they_arrive(ctx: StepContext, pool: ThreadPoolExecutor) -> Iterat
                         put(("page", page, users))
                         waiting.extend(uid for uid, _ in users)
                     continue
-                while len(running) < room and waiting:
-                    running.add(pool.submit(_fetch_tokens, ctx.provider, waiting.popleft()))
-                if not running:
+                while in_flight < room and waiting:
+                    calls.put(waiting.popleft())
+                    in_flight += 1
+                if not in_flight:
                     break
-                finished, running = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    put(future.result())
+                ended.get()  # one call ended (its answer is queued already)
+                in_flight -= 1
         except BaseException as exc:  # handed to the consumer, never lost
             put(exc)
         finally:
             put(done)
 
-    issuer = threading.Thread(target=issue, name="tokens-issuer", daemon=True)
-    issuer.start()
+    threads = [threading.Thread(target=call, name=f"tokens-{n}", daemon=True) for n in range(callers)]
+    threads.append(threading.Thread(target=issue, name="tokens-issuer", daemon=True))
+    for thread in threads:
+        thread.start()
     try:
         while (item := results.get()) is not done:
             if isinstance(item, BaseException):
@@ -183,7 +197,10 @@ def _tokens_as_they_arrive(ctx: StepContext, pool: ThreadPoolExecutor) -> Iterat
             yield item
     finally:
         stop.set()
-        issuer.join()
+        for _ in range(callers):
+            calls.put(None)
+        for thread in threads:
+            thread.join()
 
 
 @dataclass
@@ -247,25 +264,24 @@ def sync_tokens(ctx: StepContext) -> None:
             ctx.commit(write, len(batch), pages.checkpoint())
 
     calls = governor.policy.io_max_concurrency
-    with ThreadPoolExecutor(max_workers=calls + max(4, calls // 4), thread_name_prefix="tokens") as pool:
-        for item in _tokens_as_they_arrive(ctx, pool):
-            if item[0] == "page":
-                _, page, users = item
-                pages.opened(page, users, _user_ids(tenant_id, users))
-                continue
-            user_key, items, error = item
-            work = pages.answered(user_key)
-            if error is not None:
-                tally.failed += 1
-                tally.read_whole_source = False
-                log.warning("%s tokens of user %s not read: %s", ctx.label(), user_key, error)
-                continue
-            for _, grant in _merge_grants(tally, user_key, items):
-                pending.append((work, work.user_ids[user_key], grant))
-                work.unwritten += 1
-            if len(pending) >= (ready := governor.batch_size * ctx.batch_scale):
-                flush(ready)
-        flush(1)
+    for item in _tokens_as_they_arrive(ctx, callers=calls + max(4, calls // 4)):
+        if item[0] == "page":
+            _, page, users = item
+            pages.opened(page, users, _user_ids(tenant_id, users))
+            continue
+        user_key, items, error = item
+        work = pages.answered(user_key)
+        if error is not None:
+            tally.failed += 1
+            tally.read_whole_source = False
+            log.warning("%s tokens of user %s not read: %s", ctx.label(), user_key, error)
+            continue
+        for _, grant in _merge_grants(tally, user_key, items):
+            pending.append((work, work.user_ids[user_key], grant))
+            work.unwritten += 1
+        if len(pending) >= (ready := governor.batch_size * ctx.batch_scale):
+            flush(ready)
+    flush(1)
     if tally.read_whole_source:
         tally.deactivated = Token.objects.filter(
             tenant_id=tenant_id, revoked_at__isnull=True, last_seen__lt=ctx.seen_since
