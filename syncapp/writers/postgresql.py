@@ -191,9 +191,10 @@ class PostgresCopyWriter(Writer):
             [tenant_id, now, now] + ([now] if new_if_null else []),
         )
         written = [inserted for (inserted,) in cursor.fetchall()]
-        # The unchanged rows' stamp goes through the unique index too (an UPDATE … FROM the
-        # stage may hash-join a whole table scan: its cost would grow with the table).
-        cursor.execute(f"{upsert}last_seen = EXCLUDED.last_seen WHERE t.last_seen IS DISTINCT FROM EXCLUDED.last_seen", [tenant_id, now, now])
+        if len(written) < staged:  # some were unchanged (none are, in a first sync's batches)
+            # Their stamp goes through the unique index too (an UPDATE … FROM the stage may
+            # hash-join a whole table scan: its cost would grow with the table).
+            cursor.execute(f"{upsert}last_seen = EXCLUDED.last_seen WHERE t.last_seen IS DISTINCT FROM EXCLUDED.last_seen", [tenant_id, now, now])
         created_count = sum(written)
         _analyze_if_grown(plan.table, created_count)
         return Outcome(created=created_count, updated=len(written) - created_count, unchanged=staged - len(written))
