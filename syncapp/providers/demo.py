@@ -5,11 +5,13 @@ run in any order or in parallel and a second run sees exactly the same data.
 """
 
 import random
+import struct
 import time
 import unicodedata
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from functools import cached_property, lru_cache
+from hashlib import blake2b
 from itertools import accumulate
 
 from .base import Page, Provider, require_int
@@ -101,18 +103,21 @@ class DemoProvider(Provider):
         return str(10**20 + self.config["seed"] * 10**9 + index)
 
     def _user(self, index: int) -> dict:
-        rng = random.Random(f"{self.config['seed']}:user:{index}")
-        first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
-        created = datetime(2019, 1, 1, tzinfo=UTC) + timedelta(days=rng.randrange(2000), seconds=rng.randrange(86400))
-        logged_in = created + timedelta(days=rng.randrange(30, 400)) if rng.random() > 0.08 else None
+        # Ten draws from one hash of (seed, index): a third of the cost of seeding a Mersenne
+        # Twister per user (16 → 6 µs), which was the demo's largest cost in the benchmarks.
+        digest = blake2b(f"{self.config['seed']}:user:{index}".encode(), digest_size=40).digest()
+        d = struct.unpack("<10I", digest)
+        first, last = FIRST_NAMES[d[0] % len(FIRST_NAMES)], LAST_NAMES[d[1] % len(LAST_NAMES)]
+        created = datetime(2019, 1, 1, tzinfo=UTC) + timedelta(days=d[2] % 2000, seconds=d[3] % 86400)
+        logged_in = created + timedelta(days=30 + d[4] % 370) if d[5] / 2**32 > 0.08 else None
         return {
             "kind": "admin#directory#user",
             "id": self._user_id(index),
             "primaryEmail": f"{_ascii(first)}.{_ascii(last)}.{index}@{self.config['domain']}",
             "name": {"givenName": first, "familyName": last, "fullName": f"{first} {last}"},
-            "isAdmin": rng.random() < 0.02,
-            "suspended": rng.random() < 0.04,
-            "orgUnitPath": rng.choice(ORG_UNITS),
+            "isAdmin": d[6] / 2**32 < 0.02,
+            "suspended": d[7] / 2**32 < 0.04,
+            "orgUnitPath": ORG_UNITS[d[8] % len(ORG_UNITS)],
             "creationTime": _timestamp(created),
             "lastLoginTime": _timestamp(logged_in) if logged_in else NEVER,
         }
