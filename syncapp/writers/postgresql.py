@@ -1,9 +1,9 @@
-"""The PostgreSQL writer, at COPY speed: COPY the batch (binary) into a temporary staging table,
-then one INSERT … SELECT … ON CONFLICT DO UPDATE … WHERE the compared columns are distinct,
-RETURNING whether each row was inserted (xmax = 0) or updated; the rest of the batch was
-unchanged and gets its last_seen stamped by a second INSERT … ON CONFLICT from the stage. Both
-go through the unique index on (tenant, key): no lookup whose plan depends on the table's
-size or statistics.
+"""The PostgreSQL writer, at COPY speed: COPY the batch (binary) into a temporary staging table
+(or, for rows another table holds, INSERT … SELECT them into it), then one INSERT … SELECT …
+ON CONFLICT DO UPDATE … WHERE the compared columns are distinct, RETURNING whether each row was
+inserted (xmax = 0) or updated; the rest of the batch, if any, was unchanged and gets its
+last_seen stamped by a second INSERT … ON CONFLICT from the stage. Both go through the unique
+index on (tenant, key): no statement whose plan depends on the table's size or statistics.
 """
 
 import json
