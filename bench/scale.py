@@ -142,8 +142,9 @@ def main() -> None:
     settings.BALLAST_GOVERNOR = {"max_cpu_percent": 100.0}
     print(f"{'users':>9}{'sync':>7}{'seconds':>9}{'users r/s':>11}{'tokens r/s':>12}{'relations r/s':>15}{'rows':>10}"
           f"{'PG rows read':>14}{'peak RSS MB':>13}{'COPY r/s':>10}{'COPY/1000 r/s':>15}{'writer r/s':>12}{'bulk r/s':>10}", flush=True)
+    results = {}
     for size in [int(s) for s in args.users.split(",")]:
-        syncs = in_child(both_syncs, size)
+        syncs = results[size] = in_child(both_syncs, size)
         tenant = Tenant.objects.get(pk=syncs["tenant"])
         base = in_child(baselines, tenant, min(syncs["first"]["tokens"], BASELINE_ROWS))
         for name in ("first", "second"):
@@ -153,7 +154,31 @@ def main() -> None:
                   f"{r['rows']:>10,}{r['read']:>14,}{r['rss']:>13.0f}" + (f"{base['copy']:>10,.0f}{base['copy_batched']:>15,.0f}{base['writer']:>12,.0f}{base['bulk_create']:>10,.0f}"
                      if name == "first" else ""),
                   flush=True)
+        syncs["base"] = base
         drop_tenant(tenant)
+    print_goals(results)
+
+
+def print_goals(results: dict) -> None:
+    """Issue 11's goals, judged on this run's figures."""
+    def judged(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    sizes = sorted(results)
+    print("goals:")
+    for small, large, limit in ((20_000, 100_000, 5.5), (100_000, 1_000_000, 11.0)):
+        if small in results and large in results:
+            for name in ("first", "second"):
+                ratio = results[large][name]["seconds"] / results[small][name]["seconds"]
+                print(f"  {name} sync {large:,} ÷ {small:,} users: {ratio:.1f}× (≤ {limit}×) {judged(ratio <= limit)}")
+    for size in sizes:
+        r = results[size]
+        second = r["second"]["rows"] / r["second"]["seconds"]
+        tokens = r["first"]["rates"]["tokens"]
+        print(f"  {size:,} users: unchanged second sync {second:,.0f} rows/s (≥ 30,000) {judged(second >= 30_000)}; "
+              f"first-sync tokens {tokens / r['base']['copy']:.0%} of raw COPY (≥ 50%) {judged(tokens >= r['base']['copy'] / 2)}, "
+              f"{tokens / r['base']['copy_batched']:.0%} of COPY in 1,000-row transactions; "
+              f"peak RSS {max(r['first']['rss'], r['second']['rss']):.0f} MB (≤ 256) {judged(max(r['first']['rss'], r['second']['rss']) <= 256)}")
 
 
 if __name__ == "__main__":
