@@ -1,5 +1,6 @@
 from django.contrib import admin, messages
 
+from .forms import QuotaForm
 from .ledger import release
 from .models import Allocation, AllocationEvent, RateLimitDenial, ResourceSample, TenantQuota, ThrottleEvent
 
@@ -34,6 +35,7 @@ class TenantQuotaInline(admin.StackedInline):
     """Put on the tenant's admin page (monitoring does not know the tenant model's admin)."""
 
     model = TenantQuota
+    form = QuotaForm
     can_delete = False
     verbose_name = verbose_name_plural = "quota (empty fields follow the site's defaults)"
     fields = [

@@ -11,6 +11,7 @@ from django.shortcuts import render
 from django.utils import timezone
 
 from .charts import Band, Mark, Point, resource_chart
+from .eta import duration_words, estimate, remaining_s
 from .health import resource_status
 from .memory import CPU_AVERAGE_S
 from .models import Allocation, RateLimitDenial, ThrottleEvent
@@ -64,11 +65,12 @@ def _active_runs() -> list[dict]:
         done = sum(s.received for s in steps)
         seconds = run.duration_s or 0
         ended = sum(1 for s in steps if s.ended)
+        # From each running step's rate and work left (monitoring.eta, as on the terminal).
+        running = [estimate(done=s.done, expected=s.expected, elapsed_s=s.duration_s, ended=False) for s in steps if s.status == "running"]
         rows.append({
             "run": run, "done": done, "rate": done / seconds if seconds else 0.0,
             "steps_ended": ended, "steps": len(steps), "percent": int(100 * ended / len(steps)) if steps else 0,
-            # Sources do not say how many records they hold: the ETA comes from the steps left.
-            "eta_s": seconds / ended * (len(steps) - ended) if ended and ended < len(steps) else None,
+            "eta_s": (eta := remaining_s(running)), "eta_words": duration_words(eta) if eta is not None else "", "eta_steps": ", ".join(s.name for s in steps if s.status == "running"),
             "held_by": holding.get(run.owner, []),  # why it is slow right now
         })
     return rows

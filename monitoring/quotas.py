@@ -19,9 +19,15 @@ class Limits:
 QUOTA_FIELDS = [f.name for f in fields(Limits)]
 
 
+def default_limits() -> Limits:
+    """The site's defaults (settings.BALLAST_QUOTA_DEFAULTS): what an empty quota field follows."""
+    defaults = getattr(settings, "BALLAST_QUOTA_DEFAULTS", {})
+    return Limits(**{name: defaults.get(name) for name in QUOTA_FIELDS})
+
+
 def limits_for(tenant_id) -> Limits:
     from .models import TenantQuota
 
-    defaults = getattr(settings, "BALLAST_QUOTA_DEFAULTS", {})
+    defaults = default_limits()
     row = TenantQuota.objects.filter(tenant_id=tenant_id).values(*QUOTA_FIELDS).first() or {}
-    return Limits(**{name: row.get(name) if row.get(name) is not None else defaults.get(name) for name in QUOTA_FIELDS})
+    return Limits(**{name: row[name] if row.get(name) is not None else getattr(defaults, name) for name in QUOTA_FIELDS})

@@ -1,7 +1,10 @@
-from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import CharField, OuterRef, Subquery, Sum, Value
 from django.db.models.functions import Cast, Concat
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path
 from django.utils import timezone
 from django.utils.html import format_html
 
@@ -14,48 +17,11 @@ from monitoring.profiles import route_policy
 from monitoring.ratelimit import reset as reset_window
 
 from .apikeys import new_key, revoke
+from .connections import check_tenant_connection
+from .forms import StartRunForm, TenantForm
 from .models import COUNTERS, ApiKey, Application, DirectoryUser, SyncRun, SyncStep, Tenant, Token, UserAppRelation
-from .providers import ConfigError, provider_class
 from .governance import run_policy
 from .runs import RunRefused, cancel_run, run_owner, start_run, waiting_for
-from .secrets import masked, unmasked
-
-
-class TenantForm(forms.ModelForm):
-    class Meta:
-        model = Tenant
-        fields = ["slug", "name", "provider", "provider_config", "active", "sync_every_minutes", "sync_profile", "governor_settings"]
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        if self.instance.pk:
-            self.initial["provider_config"] = masked(self.instance.provider_config)
-
-    def clean(self):
-        cleaned = super().clean()
-        config = cleaned.get("provider_config")
-        if config is None or "provider" not in cleaned:
-            return cleaned
-        if not isinstance(config, dict):
-            self.add_error("provider_config", "Enter a JSON object, e.g. {\"users\": 100}.")
-            return cleaned
-        stored = Tenant.objects.get(pk=self.instance.pk).provider_config if self.instance.pk else {}
-        config = unmasked(config, stored)
-        try:
-            provider_class(cleaned["provider"]).clean_config(config)
-        except ConfigError as exc:
-            self.add_error("provider_config", f"{cleaned['provider']} provider: {exc}")
-        cleaned["provider_config"] = config
-        overrides = cleaned.get("governor_settings")
-        if overrides is not None:
-            if not isinstance(overrides, dict):
-                self.add_error("governor_settings", 'Enter a JSON object, e.g. {"max_cpu_percent": 50}.')
-            else:
-                try:
-                    route_policy("users", profile=cleaned.get("sync_profile") or None, overrides=overrides)
-                except (ValueError, TypeError) as exc:
-                    self.add_error("governor_settings", str(exc))
-        return cleaned
 
 
 @admin.register(Tenant)
@@ -91,18 +57,52 @@ class TenantAdmin(admin.ModelAdmin):
     @admin.action(description="Start sync (users, tokens, relations)", permissions=["change"])
     def start_sync(self, request, queryset):
         for tenant in queryset:
-            try:
-                run = start_run(tenant=tenant, trigger=SyncRun.Trigger.ADMIN)
-            except RunRefused as exc:
-                self.message_user(request, f"No run for {tenant.slug}: {exc}", messages.ERROR)
-            else:
-                waits = shortfall_now("run_slot", tenant_id=tenant.pk)  # after start_run reclaimed dead runs' slots
-                self.message_user(request, f"Run #{run.pk} queued for {tenant.slug}" + (f"; it waits for a run slot: {waits}." if waits else "."), messages.SUCCESS)
-        if not cluster_is_running():
-            self.message_user(
-                request, "No task cluster is running: start one with `manage.py qcluster`.", messages.WARNING
-            )
+            self._start(request, tenant, {})
 
+    def _start(self, request, tenant: Tenant, choices: dict) -> SyncRun | None:
+        """Queue a run and say so (and what it will wait for); None when it was refused."""
+        try:
+            run = start_run(tenant=tenant, trigger=SyncRun.Trigger.ADMIN, **choices)
+        except RunRefused as exc:
+            self.message_user(request, f"No run for {tenant.slug}: {exc}", messages.ERROR)
+            return None
+        waits = shortfall_now("run_slot", tenant_id=tenant.pk)  # after start_run reclaimed dead runs' slots
+        self.message_user(request, f"Run #{run.pk} queued for {tenant.slug}" + (f"; it waits for a run slot: {waits}." if waits else "."), messages.SUCCESS)
+        if not cluster_is_running():
+            self.message_user(request, "No task cluster is running: start one with `manage.py qcluster`.", messages.WARNING)
+        return run
+
+    def get_urls(self):
+        own = [
+            path("<int:tenant_id>/start-sync/", self.admin_site.admin_view(self.start_sync_view), name="syncapp_tenant_start_sync"),
+            path("<int:tenant_id>/test-connection/", self.admin_site.admin_view(self.test_connection_view), name="syncapp_tenant_test_connection"),
+        ]
+        return own + super().get_urls()
+
+    def _tenant(self, request, tenant_id: int) -> Tenant:
+        tenant = self.get_object(request, str(tenant_id))
+        if tenant is None or not self.has_change_permission(request, tenant):
+            raise PermissionDenied
+        return tenant
+
+    def _page(self, request, tenant: Tenant, template: str, **context) -> TemplateResponse:
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "original": tenant, **context}
+        return TemplateResponse(request, template, context)
+
+    def start_sync_view(self, request, tenant_id: int):
+        """The steps and profile of a run, checked by the same form as the API's and `sync`'s."""
+        tenant = self._tenant(request, tenant_id)
+        form = StartRunForm(request.POST if request.method == "POST" else None)
+        if request.method == "POST" and form.is_valid():
+            run = self._start(request, tenant, form.cleaned_data)
+            if run is not None:
+                return redirect("admin:syncapp_syncrun_change", run.pk)
+        return self._page(request, tenant, "admin/syncapp/tenant/start_sync.html", form=form, title=f"Start a sync of {tenant.slug}")
+
+    def test_connection_view(self, request, tenant_id: int):
+        tenant = self._tenant(request, tenant_id)
+        report = check_tenant_connection(tenant)
+        return self._page(request, tenant, "admin/syncapp/tenant/test_connection.html", report=report, title=f"Test the connection of {tenant.slug}")
 
 class SyncStepInline(admin.TabularInline):
     model = SyncStep

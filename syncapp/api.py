@@ -8,6 +8,7 @@ import logging
 import uuid
 from functools import wraps
 
+from django.core.exceptions import ValidationError
 from django.core.paginator import EmptyPage, Paginator
 from django.db.models import Q
 from django.http import JsonResponse
@@ -17,6 +18,7 @@ from django.views.decorators.csrf import csrf_exempt
 from monitoring.ledger import shortfall_now
 
 from .apikeys import resolve_tenant
+from .forms import run_request
 from .models import Application, DirectoryUser, Status, SyncRun, UserAppRelation
 from .runs import QuotaReached, RunRefused, run_summary, start_run
 
@@ -162,11 +164,12 @@ def runs(request, tenant):
         return error(400, "bad_request", f"the body is not JSON: {getattr(exc, 'msg', exc)}")
     if not isinstance(body, dict):
         return error(400, "bad_request", "the body must be a JSON object")
-    steps, profile, queue = body.get("steps"), body.get("profile") or "", body.get("queue", False)
-    if steps is not None and not (isinstance(steps, str) or (isinstance(steps, list) and all(isinstance(s, str) for s in steps))):
-        raise BadParameter("steps", 'must be a list of step names or a comma-separated string, e.g. ["users", "tokens"]')
-    if not isinstance(profile, str):
-        raise BadParameter("profile", "must be a profile's name")
+    queue = body.get("queue", False)
+    try:
+        request_made = run_request(steps=body.get("steps"), profile=body.get("profile"))
+    except ValidationError as exc:
+        field, messages = next(iter(exc.message_dict.items()))
+        raise BadParameter(field, " ".join(messages)) from None
     if not isinstance(queue, bool):
         raise BadParameter("queue", "must be true or false")
     if not queue:
@@ -174,7 +177,7 @@ def runs(request, tenant):
         if reason:
             return error(429, "concurrent_runs", f"{reason}; send \"queue\": true to queue the run", Retry_After="30")
     try:
-        run = start_run(tenant=tenant, trigger=SyncRun.Trigger.API, steps=steps, profile=profile)
+        run = start_run(tenant=tenant, trigger=SyncRun.Trigger.API, **request_made)
     except QuotaReached as exc:
         return error(429, "quota_exceeded", str(exc))
     except RunRefused as exc:

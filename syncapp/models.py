@@ -1,6 +1,6 @@
 """The directory kept in sync, and the runs that sync it. Fields only: logic lives in services."""
 
-from django.core.validators import RegexValidator
+from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.utils import timezone
 
@@ -20,7 +20,7 @@ class Tenant(models.Model):
     )
     active = models.BooleanField(default=True)
     sync_every_minutes = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Run a full sync this often on the cluster. Empty: no schedule."
+        null=True, blank=True, validators=[MinValueValidator(1)], help_text="Run a full sync this often on the cluster. Empty: no schedule."
     )
     sync_profile = models.CharField(
         max_length=20, blank=True, choices=[(name, name) for name in profile_names()],
@@ -236,6 +236,11 @@ class SyncStep(models.Model):
     invalid = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)
     invalid_samples = models.JSONField(default=list, blank=True)
+    # Progress, for its bar and ETA: work units (users read; users asked for tokens; tokens walked).
+    done = models.PositiveIntegerField(default=0, help_text="Work done: users read, users asked for their tokens, or tokens walked.")
+    expected = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Work the step expects: the source's count where it gives one, else what earlier syncs stored.",
+    )
     peak_rss_bytes = models.BigIntegerField(null=True, blank=True)
     mean_cpu_percent = models.FloatField(null=True, blank=True)
     peak_cpu_percent = models.FloatField(null=True, blank=True)

@@ -1,71 +1,242 @@
-"""Follow a run on a terminal until it ends: one line, rewritten in place on a TTY."""
+"""Follow a run on a terminal until it ends.
 
+On a terminal: a line for the run and one per step, kept within the terminal's width by rich
+(bars, counts, rate, ETA), with log lines printed above them, never into them. Elsewhere (a
+file, a pipe, CI): a plain line whenever something changed, at most every PLAIN_EVERY_S. Quiet:
+nothing. The ETA comes from monitoring.eta, as the dashboard's does.
+"""
+
+import logging
 import signal
+import sys
 import threading
 import time
+from contextlib import contextmanager
 from typing import TextIO
 
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn
+from rich.progress_bar import ProgressBar
+from rich.table import Column
+from rich.text import Text
+
+from monitoring.eta import Estimate, duration_words, estimate, remaining_s
 from monitoring.process import request_stop_on_signals, restore_signals, stop_request
 
-from .models import SyncRun
+from .models import Status, SyncRun, SyncStep
 from .runs import cancel_run, waiting_for
 from .tasks import run_in_process
 
+PLAIN_EVERY_S = 5.0
+UNITS = {"users": "users", "tokens": "users asked", "relations": "tokens"}
 
-def describe(run: SyncRun) -> str:
-    parts = []
-    for step in run.step_records.all():
-        counts = f" {step.received:,} read, {step.created + step.updated:,} written" if step.received else ""
-        parts.append(f"{step.name}: {step.get_status_display()}{counts}")
-    elapsed = f"{run.duration_s:.1f} s" if run.duration_s is not None else "not started"
-    line = f"run #{run.pk} {run.get_status_display()} ({elapsed}) | " + " | ".join(parts)
+
+def step_estimate(step: SyncStep) -> Estimate:
+    return estimate(done=step.done, expected=step.expected, elapsed_s=step.duration_s, ended=step.ended)
+
+
+def run_eta_s(run: SyncRun) -> float | None:
+    """Seconds until the steps running now end (None: unknown, or no step running)."""
+    running = [step_estimate(s) for s in run.step_records.all() if s.status == Status.RUNNING]
+    return remaining_s(running) if running else None
+
+
+# A step's end in a word or two: the progress line has little room.
+ENDED_WORDS = {
+    Status.COMPLETED: "done", Status.COMPLETED_WITH_ERRORS: "with errors", Status.FAILED: "failed",
+    Status.CANCELLED: "cancelled", Status.INTERRUPTED: "interrupted", Status.SKIPPED: "skipped",
+}
+
+
+def run_line(run: SyncRun) -> str:
+    elapsed = f" ({duration_words(run.duration_s)})" if run.duration_s is not None else ""
+    line = f"run #{run.pk} {run.tenant.slug}: {run.get_status_display().lower()}{elapsed}"
     waiting = waiting_for(run) if run.finished_at is None else ""
-    return line + (f" | waiting for {waiting}" if waiting else "")
+    return line + (f", waiting for {waiting}" if waiting else "")
 
 
-def follow(run_id: int, stream: TextIO, *, worker: threading.Thread | None = None, interval: float = 0.5) -> SyncRun:
+def step_words(step: SyncStep) -> tuple[str, str, str]:
+    """(how much, how fast, when or how it ended) of one step, for either display."""
+    guess = step_estimate(step)
+    unit = UNITS[step.name]
+    amount = f"{guess.done:,} of {guess.expected:,} {unit}" if guess.expected else f"{guess.done:,} {unit}"
+    if step.status == Status.PENDING:
+        return "", "", "pending"
+    speed = f"{guess.rate:,.0f}/s" if guess.rate else ""
+    if step.ended:
+        when = ENDED_WORDS[step.status] + (f" in {duration_words(step.duration_s)}" if step.duration_s is not None else "")
+    else:
+        when = f"ETA {duration_words(guess.eta_s)}" if guess.eta_s is not None else "running"
+    return amount, speed, when
+
+
+def plain_line(run: SyncRun) -> str:
+    parts = [run_line(run)]
+    for step in run.step_records.all():
+        percent = step_estimate(step).percent
+        words = [w for w in step_words(step) if w]
+        parts.append(f"{step.name}" + (f" {percent}%" if percent is not None and step.status != Status.PENDING else "") + " " + ", ".join(words))
+    return " | ".join(parts)
+
+
+# Bar colours by step status, as in the admin: a cancelled or failed step is not shown as done.
+BAR_STYLES = {
+    Status.COMPLETED: "green", Status.COMPLETED_WITH_ERRORS: "yellow", Status.FAILED: "red",
+    Status.CANCELLED: "bright_black", Status.INTERRUPTED: "magenta", Status.SKIPPED: "bright_black",
+}
+
+
+class _StatusBar(BarColumn):
+    def render(self, task):
+        style = BAR_STYLES.get(task.fields["status"], "cyan")
+        return ProgressBar(total=max(0, task.total) if task.total is not None else None, completed=max(0, task.completed),
+                           width=self.bar_width, pulse=not task.started or task.total is None, animation_time=task.get_time(),
+                           style="bar.back", complete_style=style, finished_style=style)
+
+
+class _RunProgress(Progress):
+    """rich's Progress with the run's own line above the steps' bars."""
+
+    header = ""
+
+    def get_renderables(self):
+        yield Text(self.header, no_wrap=True, overflow="ellipsis")
+        yield self.make_tasks_table(self.tasks)
+
+
+class LiveDisplay:
+    """Bars on a terminal: one line per step, cut to the terminal's width, logs above them. On a
+    narrow terminal the bar gives way first, then the counts are cut short."""
+
+    def __init__(self, stream: TextIO):
+        console = Console(file=stream)
+        fit = {"no_wrap": True, "overflow": "ellipsis"}
+        bar_width = min(20, console.width - 70)
+        columns = [TextColumn("  {task.description}", table_column=Column(width=11, **fit))]
+        if bar_width >= 6:
+            columns += [_StatusBar(bar_width=bar_width), TextColumn("{task.fields[percent]}", table_column=Column(width=4, justify="right", **fit))]
+        columns += [
+            TextColumn("{task.fields[amount]}", table_column=Column(ratio=1, **fit)),
+            TextColumn("{task.fields[speed]}", table_column=Column(width=8, justify="right", **fit)),
+            TextColumn("{task.fields[when]}", table_column=Column(min_width=18, **fit)),
+        ]
+        self.progress = _RunProgress(*columns, console=console, refresh_per_second=4, redirect_stdout=True, redirect_stderr=True)
+        self.tasks: dict[str, int] = {}
+        self._moved: list[tuple[logging.StreamHandler, TextIO]] = []
+
+    def __enter__(self):
+        self.progress.start()
+        self._moved = _point_log_handlers_at(sys.stderr)  # rich's proxy now: lines go above the bars
+        return self
+
+    def __exit__(self, *exc):
+        for handler, stream in self._moved:
+            handler.setStream(stream)
+        self.progress.stop()
+
+    def note(self, text: str) -> None:
+        self.progress.console.print(text, markup=False, highlight=False)
+
+    def show(self, run: SyncRun, finished: bool) -> None:
+        self.progress.header = run_line(run)
+        for step in run.step_records.all():
+            guess = step_estimate(step)
+            amount, speed, when = step_words(step)
+            fields = {"amount": amount, "speed": speed, "when": when, "status": step.status,
+                      "percent": f"{guess.percent}%" if guess.percent is not None and step.status != Status.PENDING else ""}
+            total = 1 if step.status == Status.PENDING else guess.expected or None  # None: unknown, the bar pulses
+            if step.name not in self.tasks:
+                self.tasks[step.name] = self.progress.add_task(step.name, total=total, completed=guess.done, **fields)
+            self.progress.update(self.tasks[step.name], total=total, completed=min(guess.done, total or guess.done), **fields)
+        self.progress.refresh()
+
+
+class PlainDisplay:
+    """A line whenever something changed, at most every PLAIN_EVERY_S, and the last one always."""
+
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+        self.last_line, self.last_at = "", float("-inf")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def note(self, text: str) -> None:
+        self.stream.write(text + "\n")
+
+    def show(self, run: SyncRun, finished: bool) -> None:
+        line = plain_line(run)
+        if line != self.last_line and (finished or time.monotonic() - self.last_at >= PLAIN_EVERY_S):
+            self.stream.write(line + "\n")
+            self.stream.flush()
+            self.last_line, self.last_at = line, time.monotonic()
+
+
+class QuietDisplay(PlainDisplay):
+    def show(self, run: SyncRun, finished: bool) -> None:
+        return None
+
+
+def display_for(stream: TextIO, *, quiet: bool = False):
+    if quiet:
+        return QuietDisplay(stream)
+    return LiveDisplay(stream) if stream.isatty() else PlainDisplay(stream)
+
+
+def _point_log_handlers_at(stream: TextIO) -> list[tuple[logging.StreamHandler, TextIO]]:
+    """Send every log handler that writes to the terminal to `stream`; return what to put back."""
+    terminal = {sys.__stdout__, sys.__stderr__}
+    loggers = [logging.getLogger(), *(lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger))]
+    moved = []
+    for handler in {h for lg in loggers for h in lg.handlers}:
+        if type(handler) is logging.StreamHandler and handler.stream in terminal:
+            moved.append((handler, handler.setStream(stream)))
+    return moved
+
+
+def follow(run_id: int, stream: TextIO, *, worker: threading.Thread | None = None, interval: float = 0.5, quiet: bool = False) -> SyncRun:
     """Show progress until the run is finalised (and the in-process worker, if any, has stopped).
     With a worker here, a stop request (Ctrl-C: cancel; SIGTERM: interrupt) is passed on to the run."""
-    tty = stream.isatty()
-    last_line, last_print = "", 0.0
     stopping = False
-    while True:
-        request = stop_request()
-        if worker is not None and request.is_set() and not stopping:
-            stopping = True
-            if request.by_person:
-                stream.write("\nInterrupted: cancelling the run after the batches in progress…\n")
-                cancel_run(SyncRun.objects.get(pk=run_id))
+    with display_for(stream, quiet=quiet) as display:
+        while True:
+            request = stop_request()
+            if worker is not None and request.is_set() and not stopping:
+                stopping = True
+                if request.by_person:
+                    display.note("Interrupted: cancelling the run after the batches in progress…")
+                    cancel_run(SyncRun.objects.get(pk=run_id))
+                else:
+                    display.note(f"{request.reason}: interrupting the run after the batches in progress…")
+            run = SyncRun.objects.select_related("tenant").prefetch_related("step_records").get(pk=run_id)
+            finished = run.finished_at is not None and (worker is None or not worker.is_alive())
+            display.show(run, finished)
+            if finished:
+                return run
+            if worker is not None:
+                worker.join(interval)
             else:
-                stream.write(f"\n{request.reason}: interrupting the run after the batches in progress…\n")
-        run = SyncRun.objects.get(pk=run_id)
-        finished = run.finished_at is not None and (worker is None or not worker.is_alive())
-        line = describe(run)
-        if tty:
-            stream.write("\r\033[K" + line)
-            stream.flush()
-        elif line != last_line and (finished or time.monotonic() - last_print >= 5):
-            stream.write(line + "\n")
-            last_line, last_print = line, time.monotonic()
-        if finished:
-            if tty:
-                stream.write("\n")
-            return run
-        if worker is not None:
-            worker.join(interval)
-        else:
-            time.sleep(interval)
+                time.sleep(interval)
 
 
-def run_here_and_follow(run_id: int, stream: TextIO) -> SyncRun:
-    """Carry the run out in this process while showing progress. Ctrl-C cancels it and SIGTERM
-    interrupts it, each after the batches in progress: no exception tears the threads down."""
+@contextmanager
+def _stop_on_signals():
     main = threading.current_thread() is threading.main_thread()
     previous = request_stop_on_signals(signal.SIGINT, signal.SIGTERM, by_person=(signal.SIGINT,)) if main else {}
-    worker = threading.Thread(target=run_in_process, args=(run_id,), name=f"run-{run_id}")
-    worker.start()
     try:
-        return follow(run_id, stream, worker=worker)
+        yield
     finally:
         restore_signals(previous)
         stop_request().clear()
+
+
+def run_here_and_follow(run_id: int, stream: TextIO, *, quiet: bool = False) -> SyncRun:
+    """Carry the run out in this process while showing progress. Ctrl-C cancels it and SIGTERM
+    interrupts it, each after the batches in progress: no exception tears the threads down."""
+    with _stop_on_signals():
+        worker = threading.Thread(target=run_in_process, args=(run_id,), name=f"run-{run_id}")
+        worker.start()
+        return follow(run_id, stream, worker=worker, quiet=quiet)

@@ -8,7 +8,6 @@ steps: to the cluster (syncapp.tasks) or to threads in this process.
 """
 
 import logging
-from collections.abc import Iterable
 
 from django.db import transaction
 from django.utils import timezone
@@ -20,12 +19,12 @@ from monitoring.ledger import allocate, reclaim_dead, release, release_owner
 from monitoring.models import Allocation, Holder, ThrottleEvent
 from monitoring.policy import State, cpu_concurrency, decide
 from monitoring.quotas import limits_for
-from monitoring.profiles import profile_names
 from monitoring.sampler import get_sampler
 
 from .enqueue import enqueue_run
+from .forms import run_request
 from .governance import run_policy
-from .models import COUNTERS, ENDED, STEP_NAMES, Status, StopReason, SyncRun, SyncStep, Tenant, run_owner
+from .models import COUNTERS, ENDED, Status, StopReason, SyncRun, SyncStep, Tenant, run_owner
 
 log = logging.getLogger(__name__)
 
@@ -38,25 +37,14 @@ class QuotaReached(RunRefused):
     """The tenant's quota allows no more runs now (runs per day)."""
 
 
-def parse_steps(steps: str | Iterable[str] | None) -> list[str]:
-    """'users,tokens' or a list → steps in canonical order; unknown names are refused."""
-    if steps is None:
-        return list(STEP_NAMES)
-    names = [s.strip() for s in (steps.split(",") if isinstance(steps, str) else steps) if s.strip()]
-    unknown = [n for n in names if n not in STEP_NAMES]
-    if unknown or not names:
-        raise RunRefused(f"unknown steps {', '.join(unknown) or '(none)'}; choose from {', '.join(STEP_NAMES)}")
-    return [n for n in STEP_NAMES if n in names]
-
-
 def start_run(*, tenant: Tenant, trigger: str, steps=None, profile: str = "", enqueue: bool = True) -> SyncRun:
     """Record a queued run with its steps; with enqueue, hand it to the cluster once committed
-    (without, the caller carries it out: syncapp.tasks.run_in_process)."""
-    names = parse_steps(steps)
+    (without, the caller carries it out: syncapp.tasks.run_in_process). Bad steps or profile:
+    ValidationError keyed by field; a tenant that may not run now: RunRefused."""
+    request = run_request(steps=steps, profile=profile)
+    names, profile = request["steps"], request["profile"]
     if not tenant.active:
         raise RunRefused(f"tenant {tenant.slug} is not active")
-    if profile and profile not in profile_names():
-        raise RunRefused(f"unknown profile {profile!r}; choose from {', '.join(profile_names())}")
     per_day = limits_for(tenant.pk).runs_per_day
     today = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
     if per_day is not None and tenant.runs.filter(queued_at__gte=today).exclude(status=Status.CANCELLED).count() >= per_day:

@@ -10,8 +10,11 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth import jwt
 
 USERS_PATH = "/admin/directory/v1/users"
@@ -43,6 +46,7 @@ class FakeDirectory:
         self.max_page = max_page
         self.service_account_key: str | None = None  # public key PEM that signs assertions
         self.assertions: list[dict] = []  # claims of every accepted service-account assertion
+        self.delegated_scopes: set[str] | None = None  # scopes granted by domain-wide delegation (None: any)
         self.requests: list[tuple[str, str, dict]] = []
         self.latency_s = 0.0  # each directory request waits this long before its answer
         self.flaky_every: int | None = None  # every Nth directory request answers 503
@@ -77,6 +81,24 @@ class FakeDirectory:
         slash) get this answer, after letting `after` of them through."""
         for _ in range(times):
             self._faults.append(Fault(path_prefix, status, body or google_error(status, "scripted", "backendError"), headers or {}, after))
+
+    def service_account_file(self, folder: Path) -> Path:
+        """A service account key file whose assertions this server accepts (a fresh RSA key)."""
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.service_account_key = key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ).decode()
+        path = folder / "service-account.json"
+        path.write_text(json.dumps({
+            "type": "service_account",
+            "project_id": "ballast-test",
+            "private_key_id": "k1",
+            "private_key": key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode(),
+            "client_email": "sync@ballast-test.iam.gserviceaccount.com",
+            "client_id": "1",
+            "token_uri": self.url + "/token",
+        }))
+        return path
 
     def load(self, users: list[dict], tokens: dict[str, list[dict]]) -> None:
         self.users, self.tokens = list(users), dict(tokens)
@@ -153,6 +175,9 @@ class FakeDirectory:
             claims = jwt.decode(form["assertion"], certs=self.service_account_key, audience=GOOGLE_TOKEN_AUDIENCE)
         except (ValueError, KeyError) as exc:
             return 400, {"error": "invalid_grant", "error_description": str(exc)}, {}
+        if self.delegated_scopes is not None and not set(claims.get("scope", "").split()) <= self.delegated_scopes:
+            # Google's answer names no scope: any one not granted refuses the whole request.
+            return 401, {"error": "unauthorized_client", "error_description": "Client is unauthorized to retrieve access tokens using this method, or client not authorized for any of the scopes requested."}, {}
         self.assertions.append(claims)
         token = f"sa-token-{len(self.assertions)}"
         self.access_tokens.add(token)

@@ -1,6 +1,6 @@
 """Identity providers, picked by Tenant.provider."""
 
-from .base import ConfigError, Page, PageTokenRefused, Provider, ProviderError
+from .base import Check, ConfigError, Page, PageTokenRefused, Provider, ProviderError
 
 
 def provider_class(name: str) -> type[Provider]:
@@ -18,4 +18,4 @@ def get_provider(tenant) -> Provider:
     return provider_class(tenant.provider)(tenant.provider_config)
 
 
-__all__ = ["ConfigError", "Page", "PageTokenRefused", "Provider", "ProviderError", "get_provider", "provider_class"]
+__all__ = ["Check", "ConfigError", "Page", "PageTokenRefused", "Provider", "ProviderError", "get_provider", "provider_class"]

@@ -14,7 +14,13 @@ from monitoring.metrics import provider_calls
 
 
 class ProviderError(Exception):
-    """A provider call failed for good (after any retries). The message is safe to show."""
+    """A provider call failed for good (after any retries). The message is safe to show; status
+    is the HTTP status of the last answer (None: no answer, or not an HTTP fault), reason the
+    provider's own code for it where it gives one (Google's errors[0].reason)."""
+
+    def __init__(self, message: str, *, status: int | None = None, reason: str | None = None):
+        super().__init__(message)
+        self.status, self.reason = status, reason
 
 
 class PageTokenRefused(ProviderError):
@@ -31,6 +37,17 @@ class Page:
     # The token that fetched this page (None for the first): a checkpoint to resume from.
     token: str | None
     next_token: str | None
+
+
+@dataclass(frozen=True)
+class Check:
+    """One call of a connection test: what was called, whether it worked, in plain words."""
+
+    name: str  # e.g. "users.list"
+    target: str  # what was called, without secrets, e.g. "GET https://admin.googleapis.com/admin/directory/v1/users"
+    ok: bool | None  # None: not tried (an earlier call it needed failed)
+    detail: str
+    missing_scope: str | None = None
 
 
 @contextmanager
@@ -71,12 +88,49 @@ class Provider:
         """Yield the organisation's users page by page, starting at page_token."""
         raise NotImplementedError
 
+    def user_count(self) -> int | None:
+        """How many users the source holds, if it says so without being read (None: it does not)."""
+        return None
+
     def user_tokens(self, user_key: str) -> list[dict]:
         """Return the OAuth tokens one user granted (tokens.list items; [] when none)."""
         raise NotImplementedError
 
     def close(self) -> None:
         """Release connections. Safe to call twice."""
+
+    def targets(self) -> dict[str, str]:
+        """What each endpoint the provider uses is called: {"users": ..., "tokens": ...}."""
+        return {"users": "users", "tokens": "tokens"}
+
+    def check_connection(self) -> list[Check]:
+        """One call to each endpoint a sync uses: the first page of users, then the tokens of its
+        first user. Providers with more to check (credentials, scopes) put their checks first."""
+        targets = self.targets()
+        try:
+            page = next(self.user_pages(), None)
+        except ProviderError as exc:
+            return [self.failed("users", targets["users"], exc),
+                    Check("tokens", targets["tokens"], None, "not tried: it needs a user from the users call")]
+        users = page.records if page else []
+        if not users:
+            return [Check("users", targets["users"], True, "answered, but the directory has no users"),
+                    Check("tokens", targets["tokens"], None, "not tried: no user to ask about")]
+        first = users[0]
+        checks = [Check("users", targets["users"], True, f"answered: {_count(len(users), 'user')} on the first page, the first {first.get('primaryEmail') or first.get('id')}")]
+        try:
+            tokens = self.user_tokens(str(first.get("id") or first.get("primaryEmail")))
+        except ProviderError as exc:
+            return checks + [self.failed("tokens", targets["tokens"], exc)]
+        return checks + [Check("tokens", targets["tokens"], True, f"answered: {_count(len(tokens), 'token')} granted by {first.get('primaryEmail') or first.get('id')}")]
+
+    def failed(self, name: str, target: str, exc: ProviderError) -> Check:
+        """The Check for a call that failed; providers that know which scope a refusal means say so."""
+        return Check(name, target, False, str(exc))
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n:,} {thing}{'' if n == 1 else 's'}"
 
 
 def require_int(config: dict, key: str, default: int, minimum: int = 0) -> int:

@@ -122,6 +122,9 @@ class DemoProvider(Provider):
             "lastLoginTime": _timestamp(logged_in) if logged_in else NEVER,
         }
 
+    def user_count(self) -> int:
+        return self.config["users"]
+
     def user_pages(self, page_token: str | None = None) -> Iterator[Page]:
         start, total = int(page_token or 0), self.config["users"]
         while start < total or (start == 0 and total == 0):

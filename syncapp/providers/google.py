@@ -22,12 +22,14 @@ from google.oauth2 import service_account
 
 from monitoring.limits import Outcome
 
-from .base import ConfigError, Page, PageTokenRefused, Provider, ProviderError, require_int, require_str
+from .base import Check, ConfigError, Page, PageTokenRefused, Provider, ProviderError, require_int, require_str
 
-SCOPES = [
-    "https://www.googleapis.com/auth/admin.directory.user.readonly",
-    "https://www.googleapis.com/auth/admin.directory.user.security",
-]
+USERS_SCOPE = "https://www.googleapis.com/auth/admin.directory.user.readonly"
+TOKENS_SCOPE = "https://www.googleapis.com/auth/admin.directory.user.security"
+SCOPES = [USERS_SCOPE, TOKENS_SCOPE]
+USERS_PATH = "/admin/directory/v1/users"
+# Google's reasons for a token without the scope (the others of a 403 mean the admin lacks a privilege).
+SCOPE_REASONS = frozenset({"insufficientPermissions", "ACCESS_TOKEN_SCOPE_INSUFFICIENT"})
 RETRY_REASONS = frozenset({"userRateLimitExceeded", "rateLimitExceeded", "quotaExceeded"})
 MAX_RETRY_AFTER_S = 300.0
 PAGE_SIZE = 500
@@ -55,6 +57,22 @@ def _retry_after(response: urllib3.BaseHTTPResponse) -> float | None:
         except (TypeError, ValueError):
             return None
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+# A failed connection in plain words, by urllib3's exception type (most specific first).
+CONNECTION_PROBLEMS = (
+    (urllib3.exceptions.NameResolutionError, "the host name does not resolve:"),
+    (urllib3.exceptions.NewConnectionError, "nothing answers at"),  # a ConnectTimeoutError too, in urllib3 2
+    (urllib3.exceptions.ConnectTimeoutError, "no answer in time from"),
+    (urllib3.exceptions.SSLError, "TLS failed with"),
+    (urllib3.exceptions.ReadTimeoutError, "no answer in time from"),
+    (urllib3.exceptions.ProtocolError, "the connection broke off with"),
+)
+
+
+def _connection_problem(exc: urllib3.exceptions.HTTPError) -> str:
+    cause = getattr(exc, "reason", None) or exc  # a MaxRetryError carries the real fault as its reason
+    return next((words for kind, words in CONNECTION_PROBLEMS if isinstance(cause, kind)), "cannot reach")
 
 
 def _outcome(status: int, reason: str | None) -> Outcome:
@@ -86,9 +104,10 @@ class GoogleProvider(Provider):
         self._credentials_lock = threading.Lock()
         if "credentials_file" in self.config:
             try:
-                self._credentials = service_account.Credentials.from_service_account_file(
-                    self.config["credentials_file"], scopes=SCOPES, subject=self.config["subject"]
-                )
+                with open(self.config["credentials_file"], encoding="utf-8") as file:
+                    key = json.load(file)
+                self._credentials = service_account.Credentials.from_service_account_info(key, scopes=SCOPES, subject=self.config["subject"])
+                self._token_uri = key.get("token_uri") or "Google's token endpoint"
             except (OSError, ValueError) as exc:
                 raise ConfigError(f"credentials_file cannot be used: {exc.__class__.__name__}") from None
 
@@ -144,7 +163,7 @@ class GoogleProvider(Provider):
                         "GET", self.config["base_url"] + path, fields=params, headers={**self._http.headers, "Authorization": self._authorization()}
                     )
                 except urllib3.exceptions.HTTPError as exc:
-                    problem = f"connection error ({exc.__class__.__name__}) reaching {self.config['base_url']}"
+                    problem = f"connection error: {_connection_problem(exc)} {self.config['base_url']} ({exc.__class__.__name__})"
                     self.count_call("error")
                     call["outcome"] = Outcome.ERROR
                 else:
@@ -152,20 +171,30 @@ class GoogleProvider(Provider):
                     message, reason = _error_of(response) if response.status >= 400 else ("", None)
                     call["outcome"] = _outcome(response.status, reason)
             if response is not None:
+                if 300 <= response.status < 400:  # not followed: the API never redirects, a wrong base_url (a login page) does
+                    raise ProviderError(
+                        f"GET {self.config['base_url']}{path}: the answer is a redirect ({response.status} {response.reason}) "
+                        f"to {response.headers.get('Location', '?')}; is base_url right?", status=response.status,
+                    )
                 if response.status < 400:
                     try:
                         return json.loads(response.data)
                     except ValueError:  # not JSON, or not text
-                        raise ProviderError(f"GET {path}: the answer ({response.status}) is not JSON") from None
+                        raise ProviderError(
+                        f"GET {self.config['base_url']}{path}: the answer ({response.status} {response.reason}) is not JSON", status=response.status
+                    ) from None
                 problem = f"{response.status} {message}"
                 if response.status == 400 and params and "pageToken" in params:
                     # Page tokens live about three days: a checkpoint's may have expired.
-                    raise PageTokenRefused(f"GET {path}: page token refused: {problem}")
+                    raise PageTokenRefused(f"GET {path}: page token refused: {problem}", status=400, reason=reason)
                 if call["outcome"] is Outcome.OK:  # any other 4xx: retrying will not help
-                    raise ProviderError(f"GET {path}: {problem}")
+                    raise ProviderError(f"GET {path}: {problem}", status=response.status, reason=reason)
                 wait = _retry_after(response)
             if attempt == attempts:
-                raise ProviderError(f"GET {path}: gave up after {attempts} attempts: {problem}")
+                raise ProviderError(
+                    f"GET {path}: gave up after {attempts} attempts: {problem}",
+                    status=None if response is None else response.status, reason=None if response is None else reason,
+                )
             self._sleep(self._backoff(attempt, call["outcome"]) if wait is None else wait)
         raise AssertionError("unreachable")
 
@@ -174,7 +203,7 @@ class GoogleProvider(Provider):
             params = {"customer": self.config["customer"], "maxResults": PAGE_SIZE}
             if page_token:
                 params["pageToken"] = page_token
-            body = self._get("/admin/directory/v1/users", params)
+            body = self._get(USERS_PATH, params)
             users = body.get("users") or []
             if not isinstance(users, list):
                 raise ProviderError("users.list: 'users' is not a list")
@@ -185,7 +214,7 @@ class GoogleProvider(Provider):
             page_token = next_token
 
     def user_tokens(self, user_key: str) -> list[dict]:
-        body = self._get(f"/admin/directory/v1/users/{quote(user_key, safe='@')}/tokens")
+        body = self._get(f"{USERS_PATH}/{quote(user_key, safe='@')}/tokens")
         items = body.get("items") or []  # no "items" key when the user has no tokens
         if not isinstance(items, list):
             raise ProviderError("tokens.list: 'items' is not a list")
@@ -193,3 +222,39 @@ class GoogleProvider(Provider):
 
     def close(self) -> None:
         self._http.clear()
+
+    def targets(self) -> dict[str, str]:
+        base = self.config["base_url"] + USERS_PATH
+        return {"users": f"users.list (GET {base})", "tokens": f"tokens.list (GET {base}/USER/tokens)"}
+
+    def check_connection(self) -> list[Check]:
+        """With a service account, first ask for a token per scope: domain-wide delegation grants
+        scopes one by one, and Google's answer to a missing one does not say which. Each call is
+        tried twice at most: a test answers in seconds, not after a sync's patient retries."""
+        self.config = {**self.config, "max_attempts": min(2, self.config["max_attempts"])}
+        checks = []
+        if self._credentials is not None:
+            for scope in SCOPES:
+                try:
+                    self._credentials.with_scopes([scope]).refresh(AuthRequest(self._http))
+                except google.auth.exceptions.GoogleAuthError as exc:
+                    checks.append(Check(
+                        f"token for {scope.rsplit('/', 1)[1]}", f"POST {self._token_uri} as {self.config['subject']}", False,
+                        f"refused ({str(exc)[:200]}): grant the scope to the service account's client id under "
+                        "Security → Access and data control → API controls → Domain-wide delegation",
+                        missing_scope=scope,
+                    ))
+                else:
+                    checks.append(Check(f"token for {scope.rsplit('/', 1)[1]}", f"POST {self._token_uri} as {self.config['subject']}", True, "granted"))
+        return checks + super().check_connection()
+
+    def failed(self, name: str, target: str, exc: ProviderError) -> Check:
+        scope = USERS_SCOPE if name == "users" else TOKENS_SCOPE
+        if exc.status == 401:
+            return Check(name, target, False, f"{exc}: the credentials were refused; check access_token, or the service account key and subject")
+        if exc.status == 403 and exc.reason in SCOPE_REASONS:
+            return Check(name, target, False, f"{exc}: the credentials lack the scope {scope}", missing_scope=scope)
+        if exc.status == 403:
+            role = "read users" if name == "users" else "read users' security settings (tokens)"
+            return Check(name, target, False, f"{exc}: the admin the credentials act for may not {role}")
+        return super().failed(name, target, exc)

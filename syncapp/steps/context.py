@@ -15,7 +15,7 @@ from monitoring.process import stop_request
 
 from ..database import with_retries
 from ..governance import step_label
-from ..models import COUNTERS, Status, SyncStep, Tenant
+from ..models import COUNTERS, DirectoryUser, Status, SyncStep, Tenant
 from ..providers import Provider
 from ..records import InvalidRecord
 from ..writers import Outcome, writer
@@ -44,6 +44,7 @@ class Tally:
     deactivated: int = 0
     invalid: int = 0
     failed: int = 0
+    done: int = 0  # work units, for progress (see SyncStep.done)
     invalid_samples: list = field(default_factory=list)
     # False once a call or a batch failed: then nothing may be marked deleted.
     read_whole_source: bool = True
@@ -58,7 +59,7 @@ class Tally:
             setattr(self, f.name, getattr(self, f.name) + getattr(outcome, f.name))
 
     def as_fields(self) -> dict:
-        return {name: getattr(self, name) for name in (*COUNTERS, "invalid_samples")}
+        return {name: getattr(self, name) for name in (*COUNTERS, "done", "invalid_samples")}
 
 
 @dataclass
@@ -79,6 +80,17 @@ class StepContext:
 
     def label(self) -> str:
         return step_label(self.step)
+
+    def expect(self, work: int | None) -> None:
+        """Record how much work the step expects (None: unknown), for its progress bar and ETA."""
+        SyncStep.objects.filter(pk=self.step.pk).update(expected=work)
+
+    def expect_users(self) -> None:
+        """The source's own count of users when it gives one, else the users earlier syncs stored."""
+        told = self.provider.user_count()
+        if told is None:
+            told = DirectoryUser.objects.filter(tenant_id=self.tenant.pk, deleted_at__isnull=True).count() or None
+        self.expect(told)
 
     def next_batch_size(self) -> int:
         """As many rows as the governor allows now (it may wait first), scaled for the writer:

@@ -34,12 +34,14 @@ def sync_relations(ctx: StepContext) -> None:
     (on PostgreSQL they never leave the database)."""
     tally, tenant_id, last_pk = ctx.tally, ctx.tenant.pk, ctx.resume.get("last_token_pk", 0)
     active = Token.objects.filter(tenant_id=tenant_id, revoked_at__isnull=True)
+    ctx.expect(active.filter(pk__gt=last_pk).count())
     while True:
         size = ctx.next_batch_size()
         keys = list(active.filter(pk__gt=last_pk).order_by("pk").values_list("pk", flat=True)[:size])
         if not keys:
             break
         tally.received += len(keys)
+        tally.done += len(keys)
         batch = active.filter(pk__gt=last_pk, pk__lte=keys[-1])
         ctx.commit(_write_relations(tenant_id, batch), len(keys), {"last_token_pk": keys[-1]})
         last_pk = keys[-1]

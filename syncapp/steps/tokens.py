@@ -252,6 +252,7 @@ def sync_tokens(ctx: StepContext) -> None:
     app_ids: dict[str, int] = {}
     pages = _OpenPages(ctx.resume.get("page_token"))
     pending: list[tuple[_PageWork, int, dict]] = []
+    ctx.expect_users()  # one call per user
 
     def flush(at_least: int) -> None:
         nonlocal pending
@@ -271,6 +272,7 @@ def sync_tokens(ctx: StepContext) -> None:
             continue
         user_key, items, error = item
         work = pages.answered(user_key)
+        tally.done += 1
         if error is not None:
             tally.failed += 1
             tally.read_whole_source = False

@@ -34,10 +34,12 @@ def _write_users(tenant_id: int, rows: list[dict]) -> Callable[[datetime], Outco
 def sync_users(ctx: StepContext) -> None:
     tally, tenant_id = ctx.tally, ctx.tenant.pk
     skip = ctx.resume.get("done_in_page", 0)  # records of the first page a stopped step already wrote
+    ctx.expect_users()
     for page in ctx.provider.user_pages(ctx.resume.get("page_token")):
         rows, invalid_keys = [], []
         for position, raw in enumerate(page.records[skip:], start=skip + 1):
             tally.received += 1
+            tally.done += 1
             try:
                 rows.append((position, parse_user(raw)))
             except InvalidRecord as exc:

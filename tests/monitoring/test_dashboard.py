@@ -1,9 +1,13 @@
+import re
+from datetime import timedelta
+
 import pytest
 from django.contrib.auth.models import User
 from django.utils import timezone
 
 from monitoring.ledger import allocate
 from monitoring.models import RateLimitDenial, ThrottleEvent
+from syncapp.models import SyncRun
 from syncapp.runs import start_run
 
 from ..factories import TenantFactory
@@ -34,3 +38,14 @@ def test_others_are_refused(client):
     User.objects.create_user("visitor", password="pw")
     client.login(username="visitor", password="pw")
     assert client.get("/admin/dashboard/").status_code == 302  # logged in, but not staff
+
+
+def test_a_running_runs_eta_comes_from_its_rate_and_the_work_left(admin_client):
+    run = start_run(tenant=TenantFactory(slug="acme"), trigger="api", enqueue=False)
+    started = timezone.now() - timedelta(seconds=10)
+    SyncRun.objects.filter(pk=run.pk).update(status="running", started_at=started)
+    # users: 250 of 1,000 in 10 s → 30 s left; tokens: 100 of 200 in 10 s → 10 s left. Side by side: 30 s.
+    run.step_records.filter(name="users").update(status="running", started_at=started, done=250, expected=1000)
+    run.step_records.filter(name="tokens").update(status="running", started_at=started, done=100, expected=200)
+    fragment = admin_client.get("/admin/dashboard/", {"fragment": 1}).content.decode()
+    assert re.search(r"<td>3[01] s<br><small>users, tokens</small></td>", fragment), fragment

@@ -127,7 +127,7 @@ BAD_REQUESTS = [
     ("POST", "/api/v1/runs/", {"steps": 5}, 400, "steps", "must be a list of step names"),
     ("POST", "/api/v1/runs/", {"steps": ["users", 3]}, 400, "steps", "must be a list of step names"),
     ("POST", "/api/v1/runs/", {"queue": "yes"}, 400, "queue", "must be true or false"),
-    ("POST", "/api/v1/runs/", {"profile": 7}, 400, "profile", "must be a profile's name"),
+    ("POST", "/api/v1/runs/", {"profile": 7}, 400, "profile", "unknown profile 7"),
     ("GET", "/api/v1/users/", {"search": "a\x00b"}, 400, "search", "must not contain NUL"),
     ("GET", "/api/v1/users/", {"active": "maybe"}, 400, "active", "must be true or false"),
     ("GET", "/api/v1/relations/", {"active": "yes please"}, 400, "active", "must be true or false"),

@@ -52,10 +52,11 @@ class TestTenant:
     @pytest.mark.parametrize(
         "args, message",
         [
-            (["--provider", "demo", "--config", "{oops"], "--config is not JSON"),
-            (["--provider", "demo", "--config", "[1]"], "--config must be a JSON object"),
-            (["--provider", "demo", "--config", '{"users": -1}'], "users must be a whole number >= 0"),
-            (["--provider", "google"], "set access_token, or credentials_file and subject"),
+            (["--provider", "demo", "--config", "{oops"], "--config: Enter a valid JSON."),
+            (["--provider", "demo", "--config", "[1]"], "--config: Enter a JSON object"),
+            (["--provider", "demo", "--config", '{"users": -1}'], "--config: demo provider: users must be a whole number >= 0"),
+            (["--provider", "google"], "--config: google provider: set access_token, or credentials_file and subject"),
+            (["--provider", "ldap"], "--provider: Select a valid choice. ldap is not one of the available choices."),
         ],
     )
     def test_bad_input_is_refused_clearly(self, args, message):
@@ -65,7 +66,7 @@ class TestTenant:
 
     def test_duplicates_and_unknown_slugs(self):
         TenantFactory(slug="acme")
-        with pytest.raises(CommandError, match="a tenant 'acme' exists already"):
+        with pytest.raises(CommandError, match="slug: Tenant with this Slug already exists."):
             run("tenant", "add", "acme", "--provider", "demo")
         with pytest.raises(CommandError, match="no tenant 'nope'"):
             run("tenant", "show", "nope")
@@ -118,7 +119,7 @@ class TestSync:
         TenantFactory(slug="acme", provider_config={"users": 10})
         ok = subprocess.run([sys.executable, "manage.py", "sync", "acme", "--in-process"], cwd=ROOT, env=child_env(), capture_output=True, text=True)
         assert ok.returncode == 0, ok.stderr
-        assert re.search(r"run #\d+ Completed", ok.stdout)
+        assert re.search(r"run #\d+ acme: completed", ok.stdout) and re.search(r"Run #\d+ Completed in", ok.stdout)
         bad = subprocess.run([sys.executable, "manage.py", "sync", "acme", "--steps", "nope"], cwd=ROOT, env=child_env(), capture_output=True, text=True)
         assert bad.returncode == 1
         assert "unknown steps nope" in bad.stderr

@@ -2,6 +2,7 @@
 
 
 import pytest
+from django.core.exceptions import ValidationError
 
 from syncapp.models import Application, DirectoryUser, Status, Token, UserAppRelation
 from syncapp.runs import RunRefused, start_run
@@ -108,7 +109,8 @@ def test_nothing_is_marked_after_a_partial_read(google_tenant, fake_google):
 
 def test_unknown_steps_and_inactive_tenants_are_refused():
     tenant = TenantFactory(active=False)
-    with pytest.raises(RunRefused, match="unknown steps bogus"):
+    with pytest.raises(ValidationError) as bad:
         start_run(tenant=tenant, trigger="command", steps="users,bogus")
+    assert bad.value.message_dict == {"steps": ["unknown steps bogus; choose from users, tokens, relations"]}
     with pytest.raises(RunRefused, match="is not active"):
         start_run(tenant=tenant, trigger="command")

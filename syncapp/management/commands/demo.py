@@ -17,8 +17,9 @@ class Command(BaseCommand):
         parser.add_argument("--users", type=int, default=1000, help="Size of the synthetic organisation.")
         parser.add_argument("--latency-ms", type=int, default=5, help="Wait per provider call.")
         parser.add_argument("--address", default="http://127.0.0.1:8000", help="Where the admin will be served.")
+        parser.add_argument("--quiet", action="store_true", help="No progress lines during the sync.")
 
-    def handle(self, *args, users, latency_ms, address, **options):
+    def handle(self, *args, users, latency_ms, address, quiet, **options):
         if users < 0 or latency_ms < 0:
             raise CommandError("--users and --latency-ms must be 0 or more")
         self.stdout.write("Migrating the database…")
@@ -43,7 +44,7 @@ class Command(BaseCommand):
             self.stdout.write(self.style.SUCCESS(f"Admin login: admin / {password}   (shown once)"))
 
         run = start_run(tenant=tenant, trigger=SyncRun.Trigger.COMMAND, enqueue=False)
-        run = run_here_and_follow(run.pk, self.stdout._out)
+        run = run_here_and_follow(run.pk, self.stdout._out, quiet=quiet)
         if run.status in (Status.CANCELLED, Status.INTERRUPTED):
             raise CommandError(f"run #{run.pk} {run.status}; `make demo` again resumes it", returncode=130)
 

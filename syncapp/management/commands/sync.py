@@ -1,7 +1,10 @@
 import json
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from monitoring.forms import errors_in_words
+from syncapp.forms import run_request
 from syncapp.models import Status, SyncRun
 from syncapp.progress import follow, run_here_and_follow
 from syncapp.runs import RunRefused, run_summary, start_run
@@ -9,6 +12,7 @@ from monitoring.health import cluster_is_running
 
 from .tenant import _tenant
 
+FLAGS = {"steps": "--steps", "profile": "--profile"}
 SUCCESS = {Status.COMPLETED, Status.COMPLETED_WITH_ERRORS}
 
 
@@ -25,17 +29,23 @@ class Command(BaseCommand):
         parser.add_argument("--in-process", action="store_true", help="Run here even if a cluster is running (implies --wait).")
         parser.add_argument("--json", action="store_true", help="Print the run as one JSON object on stdout.")
         parser.add_argument("--profile", default="", help="Resource profile for this run (default: the tenant's).")
+        parser.add_argument("--quiet", action="store_true", help="No progress while waiting: only the outcome.")
 
-    def handle(self, *args, slug, steps, wait, in_process, profile, **options):
+    def handle(self, *args, slug, steps, wait, in_process, profile, quiet, **options):
         as_json = options["json"]
         tenant = _tenant(slug)
+        try:
+            request = run_request(steps=steps, profile=profile)
+        except ValidationError as exc:
+            raise CommandError(errors_in_words(exc.message_dict, FLAGS)) from None
         wait = wait or in_process
         progress = self.stderr if as_json else self.stdout
         if wait and not in_process and not cluster_is_running():
-            progress.write("No task cluster is running: carrying the run out in this process.")
+            if not quiet:
+                progress.write("No task cluster is running: carrying the run out in this process.")
             in_process = True
         try:
-            run = start_run(tenant=tenant, trigger=SyncRun.Trigger.COMMAND, steps=steps, profile=profile, enqueue=not in_process)
+            run = start_run(tenant=tenant, trigger=SyncRun.Trigger.COMMAND, **request, enqueue=not in_process)
         except RunRefused as exc:
             raise CommandError(str(exc)) from None
         if not wait:
@@ -45,14 +55,16 @@ class Command(BaseCommand):
                 self.stdout.write(f"Run #{run.pk} queued; follow it in the admin or with --wait.")
             return
         if in_process:
-            run = run_here_and_follow(run.pk, progress._out)
+            run = run_here_and_follow(run.pk, progress._out, quiet=quiet)
         else:
             try:
-                run = follow(run.pk, progress._out)
+                run = follow(run.pk, progress._out, quiet=quiet)
             except KeyboardInterrupt:
                 raise CommandError(f"stopped following; run #{run.pk} goes on on the cluster", returncode=130) from None
         if as_json:
             self.stdout.write(json.dumps(run_summary(run)))
+        elif run.status in SUCCESS:
+            self.stdout.write(f"Run #{run.pk} {run.get_status_display()} in {run.duration_s:.1f} s.")
         if run.status not in SUCCESS:
             raise CommandError(f"run #{run.pk} {run.status}" + (f": {run.error}" if run.error else ""), returncode=1)
 

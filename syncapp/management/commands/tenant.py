@@ -1,11 +1,16 @@
 import json
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import IntegrityError, transaction
 
+from syncapp.connections import check_tenant_connection
 from syncapp.directory import directory_counts
+from monitoring.forms import errors_in_words
+from syncapp.forms import TenantForm
 from syncapp.models import Tenant
-from syncapp.providers import ConfigError, provider_class
+
+# The form's fields as this command's arguments call them.
+ADD_FLAGS = {"slug": "slug", "name": "--name", "provider": "--provider", "provider_config": "--config",
+             "sync_every_minutes": "--every-minutes", "sync_profile": "--profile"}
 
 
 class Command(BaseCommand):
@@ -15,38 +20,30 @@ class Command(BaseCommand):
         actions = parser.add_subparsers(dest="action", required=True)
         add = actions.add_parser("add", help="Add a tenant.")
         add.add_argument("slug")
-        add.add_argument("--provider", required=True, choices=Tenant.Provider.values)
+        add.add_argument("--provider", required=True, help=f"One of: {', '.join(Tenant.Provider.values)}.")
         add.add_argument("--name", help="Display name (default: the slug).")
         add.add_argument("--config", default="{}", help='Provider config as a JSON object, e.g. \'{"users": 500}\'.')
         add.add_argument("--every-minutes", type=int, help="Schedule a full sync this often.")
+        add.add_argument("--profile", default="", help="Resource profile for its runs (default: the site's).")
         actions.add_parser("list", help="List tenants.")
         show = actions.add_parser("show", help="Show what is stored for a tenant.")
         show.add_argument("slug")
         show.add_argument("--json", action="store_true", help="Print one JSON object.")
+        check = actions.add_parser("test", help="Test the connection: one call to each endpoint a sync uses.")
+        check.add_argument("slug")
+        check.add_argument("--json", action="store_true", help="Print one JSON object.")
 
     def handle(self, *args, action, **options):
         getattr(self, f"handle_{action}")(**options)
 
-    def handle_add(self, *, slug, provider, name, config, every_minutes, **_):
-        try:
-            config = json.loads(config)
-        except json.JSONDecodeError as exc:
-            raise CommandError(f"--config is not JSON: {exc.msg}") from None
-        if not isinstance(config, dict):
-            raise CommandError("--config must be a JSON object")
-        try:
-            provider_class(provider).clean_config(config)
-        except ConfigError as exc:
-            raise CommandError(f"--config for the {provider} provider: {exc}") from None
-        if every_minutes is not None and every_minutes < 1:
-            raise CommandError("--every-minutes must be 1 or more")
-        try:
-            with transaction.atomic():
-                tenant = Tenant.objects.create(
-                    slug=slug, name=name or slug, provider=provider, provider_config=config, sync_every_minutes=every_minutes
-                )
-        except IntegrityError:
-            raise CommandError(f"a tenant {slug!r} exists already") from None
+    def handle_add(self, *, slug, provider, name, config, every_minutes, profile, **_):
+        form = TenantForm({
+            "slug": slug, "name": name or slug, "provider": provider, "provider_config": config, "active": True,
+            "sync_every_minutes": every_minutes, "sync_profile": profile, "governor_settings": "{}",
+        })
+        if not form.is_valid():
+            raise CommandError(errors_in_words(form.errors, ADD_FLAGS))
+        tenant = form.save()
         self.stdout.write(f"Added tenant {tenant.slug} ({tenant.get_provider_display()}).")
 
     def handle_list(self, **_):
@@ -78,6 +75,23 @@ class Command(BaseCommand):
                 detail = ", ".join(f"{k} {v}" for k, v in value.items()) if isinstance(value, dict) else value
                 self.stdout.write(f"  {key}: {detail}")
 
+    def handle_test(self, *, slug, **options):
+        report = check_tenant_connection(_tenant(slug))
+        if options["json"]:
+            self.stdout.write(json.dumps(report.as_json()))
+        else:
+            self.stdout.write(f"Testing {report.tenant} ({report.provider}):")
+            for check in report.checks:
+                mark = {True: self.style.SUCCESS("  ok  "), False: self.style.ERROR("  FAIL"), None: "  skip"}[check.ok]
+                self.stdout.write(f"{mark} {check.name}: {check.detail}")
+                if check.target != check.name:
+                    self.stdout.write(f"        {check.target}")
+            if report.missing_scopes:
+                self.stdout.write("Scopes missing: " + ", ".join(report.missing_scopes))
+            if report.ok:
+                self.stdout.write(self.style.SUCCESS("The connection works: a sync can run."))
+        if not report.ok:
+            raise CommandError(f"the connection does not work: {report.first_error}", returncode=1)
 
 
 def _tenant(slug: str) -> Tenant:

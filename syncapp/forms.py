@@ -1,0 +1,109 @@
+"""The rules for what a person may enter, in one place: the admin, the management commands and
+the API all validate through these forms, so a value refused by one is refused by all, with the
+same words. Errors are keyed by field; each surface names the field its own way (a form field,
+a --flag, a JSON key)."""
+
+from collections.abc import Iterable
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from monitoring.profiles import profile_names, route_policy
+
+from .models import STEP_NAMES, Tenant
+from .providers import ConfigError, provider_class
+from .secrets import masked, unmasked
+
+
+def clean_steps(steps: str | Iterable[str] | None) -> list[str]:
+    """'users,tokens' or a list → steps in canonical order (None or empty: all); unknown names are refused."""
+    if steps in (None, "", [], ()):
+        return list(STEP_NAMES)
+    if not isinstance(steps, str) and not (isinstance(steps, list | tuple) and all(isinstance(s, str) for s in steps)):
+        raise ValidationError('must be a list of step names or a comma-separated string, e.g. "users,tokens"', code="invalid")
+    names = [s.strip() for s in (steps.split(",") if isinstance(steps, str) else steps) if s.strip()]
+    unknown = [n for n in names if n not in STEP_NAMES]
+    if unknown or not names:
+        raise ValidationError(f"unknown steps {', '.join(unknown) or '(none)'}; choose from {', '.join(STEP_NAMES)}", code="invalid")
+    return [n for n in STEP_NAMES if n in names]
+
+
+def clean_profile(profile) -> str:
+    """A resource profile's name, or "" for the tenant's own."""
+    if profile in (None, ""):
+        return ""
+    if not isinstance(profile, str) or profile not in profile_names():
+        raise ValidationError(f"unknown profile {profile!r}; choose from {', '.join(profile_names())}", code="invalid")
+    return profile
+
+
+class StepsField(forms.Field):
+    """Ticked boxes in the admin; "users,tokens" or a list from the API and the commands."""
+
+    widget = forms.CheckboxSelectMultiple(choices=[(s, s) for s in STEP_NAMES])
+
+    def to_python(self, value):
+        return clean_steps(value)
+
+
+class ProfileField(forms.Field):
+    def __init__(self, *, blank_label: str, **kwargs):
+        super().__init__(widget=forms.Select(choices=[("", blank_label)] + [(p, p) for p in profile_names()]), **kwargs)
+
+    def to_python(self, value):
+        return clean_profile(value)
+
+
+class StartRunForm(forms.Form):
+    """What a run may be started with: which steps (none named: all), under which resource profile."""
+
+    steps = StepsField(required=False, help_text="None ticked: all three.")
+    profile = ProfileField(required=False, blank_label="the tenant's", help_text="Empty: the tenant's profile, else the site's.")
+
+
+def run_request(*, steps=None, profile=None) -> dict:
+    """Steps and profile checked by StartRunForm's rules: {"steps": [...], "profile": "..."}, or
+    ValidationError keyed by field."""
+    form = StartRunForm({"steps": steps, "profile": profile})
+    if not form.is_valid():
+        raise ValidationError(form.errors.as_data())
+    return form.cleaned_data
+
+
+class TenantForm(forms.ModelForm):
+    sync_profile = ProfileField(
+        required=False, blank_label="the site's", help_text=Tenant._meta.get_field("sync_profile").help_text, label="Sync profile"
+    )
+
+    class Meta:
+        model = Tenant
+        fields = ["slug", "name", "provider", "provider_config", "active", "sync_every_minutes", "sync_profile", "governor_settings"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.initial["provider_config"] = masked(self.instance.provider_config)
+
+    def clean(self):
+        cleaned = super().clean()
+        config = cleaned.get("provider_config")
+        if config is not None and "provider" in cleaned:
+            if not isinstance(config, dict):
+                self.add_error("provider_config", 'Enter a JSON object, e.g. {"users": 100}.')
+            else:
+                stored = Tenant.objects.get(pk=self.instance.pk).provider_config if self.instance.pk else {}
+                config = cleaned["provider_config"] = unmasked(config, stored)
+                try:
+                    provider_class(cleaned["provider"]).clean_config(config)
+                except ConfigError as exc:
+                    self.add_error("provider_config", f"{cleaned['provider']} provider: {exc}")
+        overrides = cleaned.get("governor_settings")
+        if overrides is not None:
+            if not isinstance(overrides, dict):
+                self.add_error("governor_settings", 'Enter a JSON object, e.g. {"max_cpu_percent": 50}.')
+            else:
+                try:
+                    route_policy("users", profile=cleaned.get("sync_profile") or None, overrides=overrides)
+                except (ValueError, TypeError) as exc:
+                    self.add_error("governor_settings", str(exc))
+        return cleaned
