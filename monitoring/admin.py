@@ -2,6 +2,7 @@ from django.contrib import admin, messages
 
 from .forms import QuotaForm
 from .ledger import release
+from .owners import owner_link
 from .models import Allocation, AllocationEvent, RateLimitDenial, ResourceSample, TenantQuota, ThrottleEvent
 
 
@@ -14,10 +15,15 @@ class ReadOnlyAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
+    @admin.display(description="owner", ordering="owner")
+    def owner_link(self, row):
+        """A run's owner links to the run."""
+        return owner_link(row.owner)
+
 
 @admin.register(ThrottleEvent)
 class ThrottleEventAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "owner", "route", "kind", "cpu_percent", "memory_percent", "concurrency_before", "concurrency_after", "detail"]
+    list_display = ["created_at", "owner_link", "route", "kind", "cpu_percent", "memory_percent", "concurrency_before", "concurrency_after", "detail"]
     list_filter = ["kind", "route"]
     search_fields = ["owner", "detail"]
     date_hierarchy = "created_at"
@@ -25,7 +31,7 @@ class ThrottleEventAdmin(ReadOnlyAdmin):
 
 @admin.register(ResourceSample)
 class ResourceSampleAdmin(ReadOnlyAdmin):
-    list_display = ["at", "owner", "route", "cpu_percent", "process_cpu_percent", "memory_percent", "rss_bytes", "concurrency", "batch_size"]
+    list_display = ["at", "owner_link", "route", "cpu_percent", "process_cpu_percent", "memory_percent", "rss_bytes", "concurrency", "batch_size"]
     list_filter = ["route"]
     search_fields = ["owner"]
     date_hierarchy = "at"
@@ -46,7 +52,7 @@ class TenantQuotaInline(admin.StackedInline):
 
 @admin.register(Allocation)
 class AllocationAdmin(ReadOnlyAdmin):
-    list_display = ["id", "owner", "tenant", "resource", "amount", "state", "priority", "held_by", "heartbeat_at", "reason", "requested_at"]
+    list_display = ["id", "owner_link", "tenant", "resource", "amount", "state", "priority", "held_by", "heartbeat_at", "reason", "requested_at"]
     list_filter = ["state", "resource", "tenant"]
     search_fields = ["owner", "reason"]
     actions = ["reclaim"]
@@ -73,7 +79,7 @@ class AllocationAdmin(ReadOnlyAdmin):
 
 @admin.register(AllocationEvent)
 class AllocationEventAdmin(ReadOnlyAdmin):
-    list_display = ["at", "kind", "resource", "owner", "tenant", "detail"]
+    list_display = ["at", "kind", "resource", "owner_link", "tenant", "detail"]
     list_filter = ["kind", "resource", "tenant"]
     search_fields = ["owner", "detail"]
     date_hierarchy = "at"

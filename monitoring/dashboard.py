@@ -5,6 +5,7 @@ script of the project's own refreshes the fragment (no CDN, works offline)."""
 from datetime import timedelta
 
 from django.apps import apps
+from django.contrib import admin
 from django.conf import settings
 from django.db.models import Q
 from django.shortcuts import render
@@ -93,6 +94,7 @@ def dashboard_view(request):
     cpu = averaged_cpu(history)
     reading = history[-1]
     context = {
+        **admin.site.each_context(request),  # the admin's header: user links, theme toggle
         "title": "Ballast dashboard",
         "resources": resource_status(reading, cpu=cpu[-1]),
         "average_s": CPU_AVERAGE_S,

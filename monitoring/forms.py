@@ -31,7 +31,9 @@ class QuotaForm(forms.ModelForm):
             field.validators = [v for v in field.validators if not isinstance(v, MinValueValidator)] + [MinValueValidator(least)]
             field.widget.attrs["min"] = least
             default = getattr(defaults, name)
-            field.widget.attrs["placeholder"] = f"default: {'unlimited' if default is None else default}"
+            shown = "unlimited" if default is None else str(default)
+            field.widget.attrs["placeholder"] = shown  # what an empty field means, inside it
+            field.help_text = " ".join(part for part in (field.help_text, f"Empty: the site's default, {shown}.") if part)
 
 
 def errors_in_words(errors: dict, names: dict | None = None) -> str:

@@ -45,7 +45,13 @@ def _record(allocation: Allocation, kind: str, detail: str = "") -> None:
         allocation=allocation, kind=kind, tenant_id=allocation.tenant_id, resource=allocation.resource,
         owner=allocation.owner, detail=detail[:300],
     )
-    log.info("ledger %s %s %s for %s%s", kind, allocation.amount, allocation.resource, allocation.owner, f": {detail}" if detail else "")
+    log.info("ledger %s %s for %s%s", kind, amount_of(allocation.amount, allocation.resource), allocation.owner, f": {detail}" if detail else "")
+
+
+def amount_of(amount: int, resource: str) -> str:
+    """"1 run slot", "4 run slots": a resource in words, as the admin names it."""
+    label = Allocation.Resource(resource).label
+    return f"{amount} {label}{'' if amount == 1 else 's'}"
 
 
 def _lock(resource: str) -> None:
@@ -62,12 +68,12 @@ def _shortfall(allocation: Allocation) -> tuple[str, str] | None:
     resource, amount = allocation.resource, allocation.amount
     cluster = getattr(settings, "BALLAST_LEDGER_LIMITS", {}).get(resource)
     if cluster is not None and _in_use(resource) + amount > cluster:
-        return "cluster", f"cluster limit: {_in_use(resource)} of {cluster} {resource} in use"
+        return "cluster", f"cluster limit: {_in_use(resource)} of {amount_of(cluster, resource)} in use"
     if allocation.tenant_id is not None and resource in TENANT_LIMITS:
         limit = getattr(limits_for(allocation.tenant_id), TENANT_LIMITS[resource])
         used = _in_use(resource, tenant_id=allocation.tenant_id)
         if limit is not None and used + amount > limit:
-            return "tenant", f"tenant quota: {used} of {limit} {resource} in use"
+            return "tenant", f"tenant quota: {used} of {amount_of(limit, resource)} in use"
     return None
 
 

@@ -116,7 +116,9 @@ class MemoryManager:
             if change == "started":
                 text = f"{name} {value:.0f}% over its {ceiling:.0f}% ceiling for {ALERT_AFTER_S:.0f} s"
                 resource_alert.send(MemoryManager, alerts=[text], reading=reading)
-                self._log(name, logging.WARNING, reading.at, "resource alert: %s", text)
+                # What it means and what to do, on the line itself: the governor slows syncs down by itself.
+                self._log(name, logging.WARNING, reading.at, "resource alert: %s (syncs slow down until it falls; "
+                          "if it lasts, the machine is busier than the ceiling allows: see Troubleshooting in the README)", text)
             elif change == "ended":
                 self._log(
                     name, logging.INFO, reading.at, "resource alert over: %s back under its %.0f%% ceiling after %.0f s (peak %.0f%%)",

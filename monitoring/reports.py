@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from django.apps import apps
 from django.conf import settings
-from django.db import connections
+from django.db import DatabaseError, connections
 from django.db.models import Avg, Count, Max
 from django.utils import timezone
 
@@ -39,7 +39,11 @@ def usage_report(hours: float = 24.0) -> dict:
 def connection_report() -> dict:
     """The database connection (and its pool, if any) and the Redis pool of the cache and broker."""
     connection = connections["default"]
-    database = {"vendor": connection.vendor, "connected": connection.connection is not None}
+    try:
+        connection.ensure_connection()  # "connected" answers whether it can be, not whether it was yet
+        database = {"vendor": connection.vendor, "connected": True}
+    except DatabaseError as exc:
+        database = {"vendor": connection.vendor, "connected": False, "error": str(exc).strip()[:200]}
     pool = getattr(connection, "pool", None) if connection.vendor == "postgresql" else None
     database["pool"] = pool.get_stats() if pool is not None else None
     redis_info = None

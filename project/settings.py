@@ -270,6 +270,7 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = os.environ.get("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
+FORMAT_MODULE_PATH = ["project.formats"]  # timestamps with seconds in the admin
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"

@@ -7,9 +7,11 @@ from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.text import Truncator
 
 from monitoring.admin import ReadOnlyAdmin, TenantQuotaInline
 from monitoring.charts import owner_chart
+from monitoring.eta import duration_words
 from monitoring.health import cluster_is_running
 from monitoring.ledger import shortfall_now
 from monitoring.models import RateLimitDenial, ThrottleEvent
@@ -19,8 +21,9 @@ from monitoring.ratelimit import reset as reset_window
 from .apikeys import new_key, revoke
 from .connections import check_tenant_connection
 from .forms import StartRunForm, TenantForm
-from .models import COUNTERS, ApiKey, Application, DirectoryUser, SyncRun, SyncStep, Tenant, Token, UserAppRelation
+from .models import COUNTERS, ApiKey, Status, Application, DirectoryUser, SyncRun, SyncStep, Tenant, Token, UserAppRelation
 from .governance import run_policy
+from .progress import UNITS, step_estimate
 from .runs import RunRefused, cancel_run, run_owner, start_run, waiting_for
 
 
@@ -104,38 +107,70 @@ class TenantAdmin(admin.ModelAdmin):
         report = check_tenant_connection(tenant)
         return self._page(request, tenant, "admin/syncapp/tenant/test_connection.html", report=report, title=f"Test the connection of {tenant.slug}")
 
+# One colour per status, in bars and badges: a cancelled or failed run never looks completed.
+STATUS_COLOURS = {
+    Status.COMPLETED: "#2e7d32", Status.COMPLETED_WITH_ERRORS: "#b26a00", Status.FAILED: "#ba2121",
+    Status.CANCELLED: "#6b6b6b", Status.INTERRUPTED: "#7b1fa2", Status.SKIPPED: "#9e9e9e",
+    Status.RUNNING: "#417690", Status.QUEUED: "#79aec8", Status.PENDING: "#c4c4c4",
+}
+
+
+def status_bar(fraction: float, status: str, caption: str, title: str = ""):
+    """A small bar, filled to `fraction`, in the status's colour, with a caption under it."""
+    return format_html(
+        '<div class="status-bar" title="{}" style="width:8em;background:#e5e5e5;border-radius:3px">'
+        '<div style="width:{}%;background:{};height:0.8em;border-radius:3px"></div></div><small>{}</small>',
+        title or caption, int(100 * min(max(fraction, 0.0), 1.0)), STATUS_COLOURS.get(status, "#417690"), caption,
+    )
+
+
 class SyncStepInline(admin.TabularInline):
+    """A step per row, narrow enough for a 1,280-pixel screen: the counts in one cell, the
+    checkpoint and task id on the step's own record, resources in the run's chart."""
+
     model = SyncStep
     extra = 0
     can_delete = False
-    fields = ["name", "status", "stop_reason", "duration", *COUNTERS, "resources", "invalid_samples", "error", "checkpoint", "task_id"]
+    fields = ["name", "state", "work", "counts", "notes"]
     readonly_fields = fields
 
-    @admin.display(description="duration (s)")
-    def duration(self, step):
-        return step.duration_s
+    @admin.display(description="status")
+    def state(self, step):
+        reason = step.get_stop_reason_display() if step.stop_reason else ""
+        return format_html("{}<br><small>{}</small>", step.get_status_display(), reason) if reason else step.get_status_display()
 
-    @admin.display(description="resources")
-    def resources(self, step):
-        if step.peak_rss_bytes is None:
-            return "—"
-        return (
-            f"RSS ≤ {step.peak_rss_bytes / 2**20:.0f} MB · machine CPU {step.mean_cpu_percent:.0f}% "
-            f"(peak {step.peak_cpu_percent:.0f}%) · held {step.governor_wait_s:.1f} s"
-        )
+    @admin.display(description="progress")
+    def work(self, step):
+        guess = step_estimate(step)
+        amount = f"{guess.done:,} of {guess.expected:,}" if guess.expected else f"{guess.done:,}"
+        if step.ended:
+            when = f"{duration_words(step.duration_s)}" if step.duration_s is not None else ""
+        else:
+            when = f"ETA {duration_words(guess.eta_s)}" if guess.eta_s is not None else ""
+        fraction = 1.0 if step.ended else (guess.done / guess.expected if guess.expected else 0.0)
+        return status_bar(fraction, step.status, " · ".join(p for p in (f"{amount} {UNITS[step.name]}", when) if p))
+
+    @admin.display(description="records")
+    def counts(self, step):
+        shown = [f"{step.received:,} read"] + [f"{getattr(step, c):,} {c}" for c in COUNTERS[1:] if getattr(step, c)]
+        return " · ".join(shown)
+
+    @admin.display(description="error, or invalid records")
+    def notes(self, step):
+        if step.error:
+            return format_html('<span title="{}">{}</span>', step.error, Truncator(step.error).chars(160))
+        samples = "; ".join(f"{s.get('key') or '?'}: {s.get('reason')}" for s in step.invalid_samples or [])
+        return Truncator(samples).chars(160) if samples else "—"
 
     def has_add_permission(self, request, obj=None):
         return False
 
 
-def _progress_bar(done: int, total: int, records: int):
-    percent = int(100 * done / total) if total else 100
-    return format_html(
-        '<div title="{} of {} steps ended" style="width:8em;background:#e5e5e5;border-radius:3px">'
-        '<div style="width:{}%;background:#417690;height:0.8em;border-radius:3px"></div></div>'
-        "<small>{} of {} steps · {} records read</small>",
-        done, total, percent, done, total, f"{records:,}",
-    )
+def _progress_bar(run: SyncRun, steps: list[SyncStep]):
+    ended = sum(s.ended for s in steps)
+    fraction = ended / len(steps) if steps else 1.0
+    return status_bar(fraction, run.status, f"{ended} of {len(steps)} steps · {sum(s.received for s in steps):,} records read",
+                      title=f"{run.get_status_display()}: {ended} of {len(steps)} steps ended")
 
 
 @admin.register(SyncRun)
@@ -146,22 +181,19 @@ class SyncRunAdmin(ReadOnlyAdmin):
     date_hierarchy = "queued_at"
     inlines = [SyncStepInline]
     actions = ["cancel"]
-    fields = ["tenant", "trigger", "steps", "profile", "parallel", "status", "stop_reason", "held_by", "waiting_reason", "queued_at", "started_at", "finished_at", "duration", "resources", "error", "task_id"]
+    fields = ["tenant", "trigger", "steps", "profile", "parallel", "status", "stop_reason", "held_by", "waiting_reason", "queued_at", "started_at", "finished_at", "duration", "error", "task_id"]
     readonly_fields = fields
 
-    @admin.display(description="resources")
-    def resources(self, run):
-        steps = [s for s in run.step_records.all() if s.peak_rss_bytes is not None]
-        if not steps:
-            return "—"
-        # Held: the wall time a step's work waited on the governor, never more than the step took.
-        # Steps run side by side, so the figures are per step, not a sum.
-        held = ", ".join(f"{s.name} {s.governor_wait_s:.1f} s of {s.duration_s or 0:.1f} s" for s in steps)
-        return (
-            f"peak RSS {max(s.peak_rss_bytes for s in steps) / 2**20:.0f} MB, "
-            f"machine CPU mean {sum(s.mean_cpu_percent for s in steps) / len(steps):.0f}% peak {max(s.peak_cpu_percent for s in steps):.0f}%; "
-            f"held by the governor: {held}"
-        )
+    @staticmethod
+    def resource_lines(run) -> list[str]:
+        """Each step's peak RSS, machine CPU and time held by the governor, for under the chart.
+        Held: the wall time a step's work waited on the governor, never more than the step took;
+        steps run side by side, so the figures are per step, not a sum."""
+        return [
+            f"{s.name}: peak RSS {s.peak_rss_bytes / 2**20:.0f} MB · machine CPU mean {s.mean_cpu_percent:.0f}% "
+            f"(peak {s.peak_cpu_percent:.0f}%) · held by the governor {s.governor_wait_s:.1f} s of {s.duration_s or 0:.1f} s"
+            for s in run.step_records.all() if s.peak_rss_bytes is not None
+        ]
 
     @admin.display(description="waiting for")
     def held_by(self, run):
@@ -208,6 +240,7 @@ class SyncRunAdmin(ReadOnlyAdmin):
                 event.rss_mb = event.rss_bytes / 2**20
             extra_context = {
                 **(extra_context or {}),
+                "resource_lines": self.resource_lines(run),
                 "resource_chart": owner_chart(owner, cpu_ceiling=policy.max_cpu_percent, memory_ceiling=policy.max_memory_percent),
                 "governor_events": shown,
                 "governor_events_total": total,
@@ -222,7 +255,7 @@ class SyncRunAdmin(ReadOnlyAdmin):
     @admin.display(description="progress")
     def progress(self, run):
         steps = list(run.step_records.all())
-        return _progress_bar(sum(s.ended for s in steps), len(steps), sum(s.received for s in steps))
+        return _progress_bar(run, steps)
 
     @admin.display(description="received", ordering="total_received")
     def received(self, run):

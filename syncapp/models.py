@@ -4,6 +4,7 @@ from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.utils import timezone
 
+from monitoring.owners import run_owner
 from monitoring.profiles import profile_names
 
 
@@ -210,10 +211,6 @@ class SyncRun(models.Model):
     def owner(self) -> str:
         """The run as the ledger and the governor know it (monitoring knows nobody's models)."""
         return run_owner(self.pk)
-
-
-def run_owner(run_id: int) -> str:
-    return f"run-{run_id}"
 
 
 COUNTERS = ("received", "created", "updated", "unchanged", "deactivated", "invalid", "failed")

@@ -171,7 +171,7 @@ def test_sync_wait_without_a_cluster_says_what_holds_the_slot_then_reclaims_it()
     assert done.returncode == 0, done.stderr[-3000:]
     assert "No task cluster is running: carrying the run out in this process." in done.stderr
     assert (
-        f"waiting for a run slot: tenant quota: 1 of 1 run_slot in use; held by run {crashed.pk} "
+        f"waiting for a run slot: tenant quota: 1 of 1 run slot in use; held by run {crashed.pk} "
         "(tokens step in process 4242 on far-away, heartbeat"
     ) in done.stderr
     assert json.loads(done.stdout)["status"] == Status.COMPLETED

@@ -49,3 +49,9 @@ def test_a_running_runs_eta_comes_from_its_rate_and_the_work_left(admin_client):
     run.step_records.filter(name="tokens").update(status="running", started_at=started, done=100, expected=200)
     fragment = admin_client.get("/admin/dashboard/", {"fragment": 1}).content.decode()
     assert re.search(r"<td>3[01] s<br><small>users, tokens</small></td>", fragment), fragment
+
+
+def test_the_dashboard_keeps_the_admins_header_and_user_links(admin_client):
+    text = admin_client.get("/admin/dashboard/").content.decode()
+    assert 'id="user-tools"' in text and 'id="logout-form"' in text and "Change password" in text
+    assert 'id="nav-sidebar"' in text  # the admin's navigation, as on every admin page

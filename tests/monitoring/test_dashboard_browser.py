@@ -51,3 +51,55 @@ def test_the_dashboard_and_a_run_page_in_a_browser(live_server):
         page.screenshot(path=str(ARTIFACTS / "run-page.png"), full_page=True)
         browser.close()
     assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
+
+
+def _admin_pages(run) -> dict[str, str]:
+    """Every admin list, a page of each object kind the sync made, the tenant's own pages, the dashboard."""
+    from django.contrib import admin
+    from django.urls import reverse
+
+    pages = {"index": reverse("admin:index"), "dashboard": reverse("ballast-dashboard")}
+    for model in admin.site._registry:
+        meta = model._meta
+        pages[f"{meta.model_name}-list"] = reverse(f"admin:{meta.app_label}_{meta.model_name}_changelist")
+        first = model.objects.order_by("pk").first()
+        if first is not None:
+            pages[meta.model_name] = reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[first.pk])
+    pages["syncrun"] = reverse("admin:syncapp_syncrun_change", args=[run.pk])
+    pages["tenant-start-sync"] = reverse("admin:syncapp_tenant_start_sync", args=[run.tenant_id])
+    pages["tenant-test-connection"] = reverse("admin:syncapp_tenant_test_connection", args=[run.tenant_id])
+    return pages
+
+
+def test_every_admin_page_fits_1280_by_800_without_scrolling_sideways(live_server):
+    from playwright.sync_api import sync_playwright
+
+    from monitoring.models import TenantQuota
+    from syncapp.apikeys import new_key
+    from syncapp.models import ApiKey
+
+    User.objects.create_superuser("staff", "staff@example.org", "browser-pass-1")
+    tenant = TenantFactory(slug="acme", provider_config={"users": 200, "latency_ms": 1})
+    TenantQuota.objects.create(tenant=tenant, max_memory_mb=512)
+    prefix, key_hash, _ = new_key()
+    ApiKey.objects.create(tenant=tenant, name="reporting", prefix=prefix, key_hash=key_hash)
+    run = start_run(tenant=tenant, trigger="admin", enqueue=False)
+    run_in_process(run.pk)
+    ARTIFACTS.mkdir(exist_ok=True)
+    pages, wide = _admin_pages(run), {}  # the ORM before Playwright: its loop makes this thread async
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.goto(f"{live_server.url}/admin/login/")
+        page.fill("#id_username", "staff")
+        page.fill("#id_password", "browser-pass-1")
+        page.click("input[type=submit]")
+        for name, path in pages.items():
+            answer = page.goto(live_server.url + path)
+            assert answer.status == 200, (name, answer.status)
+            page.screenshot(path=str(ARTIFACTS / f"admin-{name}.png"), full_page=True)
+            width = page.evaluate("document.documentElement.scrollWidth")
+            if width > 1280:
+                wide[name] = width
+        browser.close()
+    assert wide == {}, f"pages wider than the screen (px): {wide}"

@@ -44,7 +44,7 @@ def test_grants_up_to_the_tenant_quota_then_queues_with_the_reason(tenant):
     assert slot("run-2", tenant).state == State.GRANTED
     third = slot("run-3", tenant)
     assert third.state == State.WAITING
-    assert third.reason == "tenant quota: 2 of 2 run_slot in use"
+    assert third.reason == "tenant quota: 2 of 2 run slots in use"
     with pytest.raises(Denied, match="tenant quota: 2 of 2"):
         slot("run-4", tenant, wait=False)
     kinds = list(AllocationEvent.objects.order_by("id").values_list("kind", flat=True))
@@ -102,7 +102,7 @@ def test_the_cluster_limit_holds_across_tenants(settings):
     tenants = [TenantFactory() for _ in range(3)]
     states = [slot(f"run-{i}", t).state for i, t in enumerate(tenants)]
     assert states == [State.GRANTED, State.GRANTED, State.WAITING]
-    assert Allocation.objects.get(owner="run-2").reason == "cluster limit: 2 of 2 run_slot in use"
+    assert Allocation.objects.get(owner="run-2").reason == "cluster limit: 2 of 2 run slots in use"
 
 
 def _holder(allocation, *, host=None, pid=None, started=None, beat_s_ago=0.0, name="tokens"):

@@ -57,7 +57,7 @@ def test_an_alert_is_a_condition_that_lasts_one_line_to_start_one_to_end(receive
         manager.check(reading(30, 10, at=at))
     lines = [r.getMessage() for r in caplog.records if r.name == "monitoring.memory"]
     assert len(lines) == 2
-    assert lines[0] == f"resource alert: {alert[0]}"
+    assert lines[0].startswith(f"resource alert: {alert[0]} (syncs slow down until it falls; ")
     assert lines[1].startswith("resource alert over: CPU back under its 80% ceiling after") and "peak 95%" in lines[1]
 
 

@@ -1,4 +1,5 @@
 import json
+import re
 import tracemalloc
 from io import StringIO
 
@@ -27,13 +28,15 @@ def test_report_counts_what_happened():
     report = json.loads(resources("report", "--json", "--hours", "1"))
     assert report["throttle_events"] == {"brake": 1} and report["hours"] == 1
     assert set(report) >= {"resources", "runs", "ledger_events", "allocations_now", "rate_limit_denials"}
-    assert "throttle events: {'brake': 1}" in resources("report")
+    assert "  throttle events: 1 brake\n" in resources("report")
 
 
 def test_health_gc_connections():
     assert resources("health", "-v").startswith("ready; resources ")
     assert "RSS " in resources("gc") and "objects collected" in resources("gc")
-    assert json.loads(resources("connections"))["database"]["vendor"] in {"sqlite", "postgresql"}
+    report = json.loads(resources("connections", "--json"))
+    assert report["database"]["vendor"] in {"sqlite", "postgresql"} and report["database"]["connected"] is True
+    assert resources("connections").startswith(f"database  {report['database']['vendor']}, reachable; ")
 
 
 def test_snapshot_and_leaks(tmp_path):
@@ -51,3 +54,21 @@ def test_profile_and_monitor(tmp_path):
     assert len(profile["samples"]) >= 2 and {"cpu_percent", "memory_percent", "rss_bytes", "status"} <= set(profile["samples"][0])
     screen = resources("monitor", "--interval", "0.05", "--frames", "2")
     assert screen.count("Ballast resources") == 2 and "memory  [" in screen
+
+
+@pytest.mark.parametrize("percent, ceiling, bar", [
+    (0, 80, "[........................|.....]"),
+    (50, 80, "[###############.........|.....]"),
+    (100, 80, "[########################|#####]"),
+    (10, 100, "[###..........................|]"),
+])
+def test_monitor_bars_mark_the_ceiling(percent, ceiling, bar):
+    from monitoring.management.commands.resources import _bar
+
+    assert _bar(percent, ceiling) == bar
+
+
+def test_monitor_names_each_ceiling(settings):
+    settings.BALLAST_GOVERNOR = {"max_cpu_percent": 60.0, "max_memory_percent": 70.0}
+    screen = resources("monitor", "--interval", "0.01", "--frames", "1")
+    assert re.search(r"  CPU     \[[#.|]{30}\] +[\d.]+% of 60%", screen) and re.search(r"  memory  \[[#.|]{30}\] +[\d.]+% of 70%", screen)

@@ -1,9 +1,13 @@
+import re
+
 import pytest
 from django.urls import reverse
 from django_q.brokers import get_broker
 
 from syncapp.models import Status, SyncRun, Tenant
-from syncapp.runs import start_run
+from monitoring.ledger import allocate
+from syncapp.admin import STATUS_COLOURS
+from syncapp.runs import cancel_run, start_run
 from syncapp.secrets import MASK
 
 from ..conftest import sync_here
@@ -85,7 +89,7 @@ def test_start_sync_says_what_the_run_will_wait_for(admin_client, db):
         reverse("admin:syncapp_tenant_changelist"), {"action": "start_sync", "_selected_action": [tenant.pk]}, follow=True
     )
     run = SyncRun.objects.get()
-    assert f"Run #{run.pk} queued for busy; it waits for a run slot: tenant quota: 1 of 1 run_slot in use." in response.content.decode()
+    assert f"Run #{run.pk} queued for busy; it waits for a run slot: tenant quota: 1 of 1 run slot in use." in response.content.decode()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -102,7 +106,9 @@ def test_run_pages_show_status_counters_and_steps(admin_client):
     for step in ("users", "tokens", "relations"):
         assert f">{step}<" in text
     assert "25" in text
-    assert "peak RSS" in text and "held by the governor: users " in text  # per step: steps run side by side
+    assert re.search(r"<li>users: peak RSS \d+ MB · machine CPU mean \d+% \(peak \d+%\) · held by the governor [\d.]+ s of [\d.]+ s</li>", text)
+    assert "25 of 25 users" in text and "25 read · 25 created" in text  # a step's progress and counts, one cell each
+    assert ">checkpoint<" not in text and ">task id<" not in text  # narrow rows: those stay on the step's record
     held = {s.name: (s.governor_wait_s, s.duration_s) for s in run.step_records.all()}
     assert all(wait <= duration for wait, duration in held.values())
     filtered = admin_client.get(reverse("admin:syncapp_syncrun_changelist"), {"status__exact": "failed"}).content.decode()
@@ -227,7 +233,7 @@ def test_allocations_show_live_state_and_can_be_reclaimed(admin_client, db):
     held = allocate("run_slot", owner="run-1", tenant_id=tenant.pk)
     waiting = allocate("run_slot", owner="run-2", tenant_id=tenant.pk)
     page = admin_client.get(reverse("admin:monitoring_allocation_changelist"), {"state__exact": "waiting"}).content.decode()
-    assert "run-2" in page and "tenant quota: 1 of 1 run_slot in use" in page and ">run-1<" not in page
+    assert "run-2" in page and "tenant quota: 1 of 1 run slot in use" in page and ">run-1<" not in page
     admin_client.post(reverse("admin:monitoring_allocation_changelist"), {"action": "reclaim", "_selected_action": [held.pk]})
     assert Allocation.objects.get(pk=held.pk).state == "released"
     assert Allocation.objects.get(pk=waiting.pk).state == "granted"
@@ -263,3 +269,18 @@ def test_denied_counts_and_resetting_the_window(admin_client, db):
     assert hit(f"tenant:{tenant.pk}", 1).allowed and not hit(f"tenant:{tenant.pk}", 1).allowed
     admin_client.post(reverse("admin:syncapp_tenant_changelist"), {"action": "reset_rate_limit", "_selected_action": [tenant.pk]})
     assert hit(f"tenant:{tenant.pk}", 1).allowed
+
+
+def test_bars_take_the_status_colour_and_owners_link_to_their_runs(admin_client):
+    tenant = TenantFactory(slug="acme")
+    cancelled = start_run(tenant=tenant, trigger="admin", enqueue=False)
+    cancel_run(cancelled)
+    done = start_run(tenant=tenant, trigger="admin", enqueue=False)
+    SyncRun.objects.filter(pk=done.pk).update(status=Status.COMPLETED)
+    done.step_records.update(status=Status.COMPLETED)
+    listing = admin_client.get(reverse("admin:syncapp_syncrun_changelist")).content.decode()
+    assert f"background:{STATUS_COLOURS['cancelled']}" in listing and f"background:{STATUS_COLOURS['completed']}" in listing
+    assert STATUS_COLOURS["cancelled"] != STATUS_COLOURS["completed"]
+    allocate("run_slot", owner=f"run-{done.pk}", tenant_id=tenant.pk)
+    allocations = admin_client.get(reverse("admin:monitoring_allocation_changelist")).content.decode()
+    assert f'<a href="{reverse("admin:syncapp_syncrun_change", args=[done.pk])}">run-{done.pk}</a>' in allocations

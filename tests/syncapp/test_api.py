@@ -105,7 +105,7 @@ def test_starting_runs(client, acme, key, django_capture_on_commit_callbacks):
     assert refused.status_code == 429 and refused["Retry-After"] == "30"
     assert refused.json()["error"] == {
         "code": "concurrent_runs",
-        "message": 'tenant quota: 1 of 1 run_slot in use; send "queue": true to queue the run',
+        "message": 'tenant quota: 1 of 1 run slot in use; send "queue": true to queue the run',
     }
     queued = post(client, "/api/v1/runs/", key, {"queue": True})
     assert queued.status_code == 202 and queued.json()["status"] == "queued"

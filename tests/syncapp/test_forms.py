@@ -98,8 +98,9 @@ def test_the_quota_form_shows_the_default_each_empty_field_follows(admin_client,
     settings.BALLAST_QUOTA_DEFAULTS = {**settings.BALLAST_QUOTA_DEFAULTS, "max_memory_mb": 512, "provider_calls_per_second": None}
     tenant = TenantFactory(slug="acme")
     page = admin_client.get(reverse("admin:syncapp_tenant_change", args=[tenant.pk])).content.decode()
-    assert 'name="quota-0-max_memory_mb"' in page and 'placeholder="default: 512"' in page and 'min="16"' in page
-    assert 'placeholder="default: unlimited"' in page
+    assert 'name="quota-0-max_memory_mb"' in page and 'placeholder="512"' in page and 'min="16"' in page
+    assert "Empty: the site's default, 512." in page
+    assert 'placeholder="unlimited"' in page and "Empty: the site's default, unlimited." in page
 
 
 def test_quota_reset_puts_a_field_back_to_its_default():

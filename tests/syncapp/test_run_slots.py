@@ -50,7 +50,7 @@ def test_a_run_over_the_quota_waits_with_the_reason_then_completes_in_order(monk
     wait_for(lambda: SyncRun.objects.get(pk=second.pk).waiting_reason, 30, "the second run to be told to wait")
     waiting = SyncRun.objects.get(pk=second.pk)
     assert waiting.status == Status.QUEUED
-    assert waiting.waiting_reason == "tenant quota: 1 of 1 run_slot in use"
+    assert waiting.waiting_reason == "tenant quota: 1 of 1 run slot in use"
     gate.set()
     for thread in (a, b):
         thread.join(120)

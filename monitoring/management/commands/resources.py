@@ -9,6 +9,7 @@ from monitoring.health import readiness, resource_status
 from monitoring.ledger import reclaim_dead
 from monitoring.readings import SystemReader
 from monitoring.memory import growing_sites, take_snapshot
+from monitoring.profiles import route_policy
 from monitoring.reports import collect_garbage, connection_report, usage_report
 
 MB = 2**20
@@ -34,7 +35,8 @@ class Command(BaseCommand):
         leaks = actions.add_parser("leaks", help="Snapshots over repeated work; the allocation sites that keep growing.")
         leaks.add_argument("--rounds", type=int, default=4)
         leaks.add_argument("--work", default="monitoring.reports.usage_report", help="Dotted path of the callable to repeat.")
-        actions.add_parser("connections", help="Database pool and Redis pool state.")
+        connections = actions.add_parser("connections", help="Database pool and Redis pool state.")
+        connections.add_argument("--json", action="store_true")
         profile = actions.add_parser("profile", help="Sample resources for a while into a JSON file.")
         profile.add_argument("-d", "--duration", type=float, required=True, help="Seconds.")
         profile.add_argument("-o", "--output", required=True)
@@ -54,7 +56,7 @@ class Command(BaseCommand):
                 tracemalloc.stop()  # tracing slows everything down: never leave it on
 
     def handle_monitor(self, *, interval, frames, **_):
-        reader = SystemReader()
+        reader, policy = SystemReader(), route_policy("run")
         shown = 0
         try:
             while True:
@@ -63,12 +65,14 @@ class Command(BaseCommand):
                 report = usage_report(hours=1 / 12)
                 lines = [
                     f"Ballast resources (CPU: {reading.cpu_scope}; memory: {reading.source})   {time.strftime('%H:%M:%S')}",
-                    f"  CPU     {_bar(reading.cpu_percent)} {reading.cpu_percent:5.1f}%   (this process {reading.process_cpu_percent:.1f}%)",
-                    f"  memory  {_bar(reading.memory_percent)} {reading.memory_percent:5.1f}%   "
-                    f"({reading.memory_used_bytes / MB:,.0f} of {reading.memory_limit_bytes / MB:,.0f} MB)",
-                    f"  runs (5 min): {report['runs'] or 'none'}",
-                    f"  governor events (5 min): {report['throttle_events'] or 'none'}",
-                    f"  allocations now: {report['allocations_now'] or 'none'}",
+                    f"  CPU     {_bar(reading.cpu_percent, policy.max_cpu_percent)} {reading.cpu_percent:5.1f}% of {policy.max_cpu_percent:.0f}%"
+                    f"   (this process {reading.process_cpu_percent:.1f}%)",
+                    f"  memory  {_bar(reading.memory_percent, policy.max_memory_percent)} {reading.memory_percent:5.1f}% of {policy.max_memory_percent:.0f}%"
+                    f"   ({reading.memory_used_bytes / MB:,.0f} of {reading.memory_limit_bytes / MB:,.0f} MB)",
+                    "          (| marks the ceiling a sync keeps under)",
+                    f"  runs (5 min): {_counts(report['runs'])}",
+                    f"  governor events (5 min): {_counts(report['throttle_events'])}",
+                    f"  allocations now: {_counts(report['allocations_now'])}",
                 ]
                 if self.stdout.isatty():
                     self.stdout.write("\033[H\033[J", ending="")
@@ -91,7 +95,7 @@ class Command(BaseCommand):
             f"memory mean {r['mean_memory'] or 0}% peak {r['peak_memory'] or 0}%, peak RSS {(r['peak_rss'] or 0) / MB:.0f} MB"
         )
         for key in ("runs", "throttle_events", "ledger_events", "allocations_now"):
-            self.stdout.write(f"  {key.replace('_', ' ')}: {report[key] or 'none'}")
+            self.stdout.write(f"  {key.replace('_', ' ')}: {_counts(report[key])}")
         self.stdout.write(f"  rate-limit denials: {report['rate_limit_denials']}")
 
     def handle_health(self, *, verbose, **_):
@@ -134,8 +138,23 @@ class Command(BaseCommand):
         for site in sites:
             self.stdout.write(f"  +{site['grew_bytes'] / 1024:.1f} KiB over {site['rounds']} rounds  {site['site']}")
 
-    def handle_connections(self, **_):
-        self.stdout.write(json.dumps(connection_report(), indent=2, default=str))
+    def handle_connections(self, **options):
+        report = connection_report()
+        if options["json"]:
+            self.stdout.write(json.dumps(report, indent=2, default=str))
+            return
+        database, redis = report["database"], report["redis"]
+        state = "reachable" if database["connected"] else f"NOT reachable: {database.get('error')}"
+        pool = database["pool"]
+        pool_words = (f"pool {pool.get('pool_available', 0)} free of {pool.get('pool_size', 0)}, {pool.get('requests_waiting', 0)} waiting"
+                      if pool else "no pool (one connection per thread)")
+        self.stdout.write(f"database  {database['vendor']}, {state}; {pool_words}")
+        if redis is None:
+            self.stdout.write("redis     not used (REDIS_URL unset: the ORM broker and a database cache)")
+        elif redis["reachable"]:
+            self.stdout.write(f"redis     reachable; {redis['connected_clients']} clients connected, {redis['blocked_clients']} blocked")
+        else:
+            self.stdout.write(f"redis     NOT reachable: {redis['error']}")
 
     def handle_profile(self, *, duration, output, interval, **_):
         if duration <= 0 or interval <= 0:
@@ -173,6 +192,15 @@ def _work(dotted: str):
         raise CommandError(f"--work: {exc}") from None
 
 
-def _bar(percent: float, width: int = 30) -> str:
+def _bar(percent: float, ceiling: float, width: int = 30) -> str:
+    """[#####....|....]: the reading filled in, the ceiling marked."""
     filled = int(round(width * min(max(percent, 0), 100) / 100))
-    return "[" + "#" * filled + "." * (width - filled) + "]"
+    cells = ["#"] * filled + ["."] * (width - filled)
+    mark = min(int(round(width * ceiling / 100)), width - 1)
+    cells[mark] = "|"
+    return "[" + "".join(cells) + "]"
+
+
+def _counts(counts: dict) -> str:
+    """{"completed": 3, "failed": 1} → "3 completed, 1 failed"."""
+    return ", ".join(f"{n} {key.replace('_', ' ')}" for key, n in sorted(counts.items())) or "none"
