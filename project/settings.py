@@ -5,6 +5,7 @@ value stops start-up with one line naming the variable and what it expects.
 """
 
 import os
+import warnings
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -103,6 +104,9 @@ MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "monitoring.middleware.RateLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Static files from STATIC_ROOT (after `collectstatic`) by the web process itself: no
+    # separate file server needed behind gunicorn or uvicorn.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -273,7 +277,11 @@ USE_TZ = True
 FORMAT_MODULE_PATH = ["project.formats"]  # timestamps with seconds in the admin
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT") or BASE_DIR / "staticfiles")
+# WhiteNoise serves STATIC_ROOT once `collectstatic` filled it, and the apps' own static folders
+# before that (the demo, the tests): an empty STATIC_ROOT is expected then, not worth a warning.
+WHITENOISE_USE_FINDERS = True
+warnings.filterwarnings("ignore", message="No directory at: ", category=UserWarning)
 
 LOG_LEVEL = _choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
 LOG_FORMAT = _choice("LOG_FORMAT", "text", ("text", "json"))
