@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils.module_loading import import_string
 
 from monitoring.health import readiness, resource_status
-from monitoring.ledger import reclaim_dead
+from monitoring.ledger import amount_of, reclaim_dead
 from monitoring.readings import SystemReader
 from monitoring.memory import growing_sites, take_snapshot
 from monitoring.profiles import route_policy
@@ -181,7 +181,7 @@ class Command(BaseCommand):
     def handle_cleanup(self, *, timeout, **_):
         reclaimed = reclaim_dead(timeout)
         for allocation in reclaimed:
-            self.stdout.write(f"reclaimed {allocation.amount} {allocation.resource} of {allocation.owner}: {allocation.reason}")
+            self.stdout.write(f"reclaimed {amount_of(allocation.amount, allocation.resource)} of {allocation.owner}: {allocation.reason}")
         self.stdout.write(f"{len(reclaimed)} allocation(s) reclaimed.")
 
 
