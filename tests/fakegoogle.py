@@ -9,13 +9,14 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth import jwt
+
+from .loopback import LoopbackJsonServer
 
 USERS_PATH = "/admin/directory/v1/users"
 GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
@@ -38,7 +39,9 @@ class Fault:
         return path == self.path_prefix or (self.path_prefix.endswith("/") and path.startswith(self.path_prefix))
 
 
-class FakeDirectory:
+class FakeDirectory(LoopbackJsonServer):
+    name = "fake-google"
+
     def __init__(self, *, access_token: str = "static-test-token", max_page: int = 500):
         self.users: list[dict] = []
         self.tokens: dict[str, list[dict]] = {}
@@ -57,22 +60,7 @@ class FakeDirectory:
         self._faults: deque[Fault] = deque()
         self._count = 0
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fake-google", daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> "FakeDirectory":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__()
 
     def fail_next(
         self, path_prefix: str, status: int, body: dict | None = None, headers: dict | None = None, times: int = 1, after: int = 0,
@@ -182,35 +170,3 @@ class FakeDirectory:
         token = f"sa-token-{len(self.assertions)}"
         self.access_tokens.add(token)
         return 200, {"access_token": token, "expires_in": 3600, "token_type": "Bearer"}, {}
-
-    def _handler(self):
-        directory = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # headers and body go out as two writes
-
-            def _serve(self, method: str):
-                parts = urlsplit(self.path)
-                query = {k: v[0] for k, v in parse_qs(parts.query).items()}
-                length = int(self.headers.get("Content-Length") or 0)
-                status, body, headers = directory._answer(method, parts.path, query, self.headers, self.rfile.read(length))
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=UTF-8")
-                self.send_header("Content-Length", str(len(data)))
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):
-                self._serve("GET")
-
-            def do_POST(self):
-                self._serve("POST")
-
-            def log_message(self, *args):
-                pass
-
-        return Handler
