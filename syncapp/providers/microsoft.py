@@ -1,0 +1,145 @@
+"""Microsoft Entra ID through Microsoft Graph v1.0: users, service principals and delegated
+permission grants (oauth2PermissionGrants), as an app with a client secret (client credentials).
+
+Records leave in the shape the rest of Ballast reads (Google's users.list items; see base.py),
+so validation, writers and counters are the same for every provider. Lists are paged by
+"@odata.nextLink", an absolute URL followed as given — only on base_url's own host, so the
+bearer token never goes anywhere else. Retries as every HTTP provider (providers/http.py).
+"""
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import urllib3
+
+from .base import Page, ProviderError, require_str
+from .http import HttpProvider, clean_http_config, connection_problem
+
+GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+PAGE_SIZE = 999  # Graph's most per page for these lists
+USER_FIELDS = "id,displayName,userPrincipalName,mail,accountEnabled,createdDateTime"
+# Renew a token this long before it expires (a tenth of its life, at most five minutes), so a
+# call never carries one that lapses on the way.
+RENEW_SHARE, RENEW_AT_MOST_S = 0.1, 300.0
+EXPIRED_TOKEN = "InvalidAuthenticationToken"  # Graph's code for a token it no longer takes
+
+
+def as_directory_user(user: dict) -> dict:
+    """A Graph user → a users.list-shaped record (email: mail, else the user principal name)."""
+    if not isinstance(user, dict):
+        return user  # validation counts it invalid
+    record = {
+        "id": user.get("id"),
+        "primaryEmail": user.get("mail") or user.get("userPrincipalName"),
+        "name": {"fullName": user.get("displayName") or ""},
+        "creationTime": user.get("createdDateTime"),
+    }
+    if isinstance(user.get("accountEnabled"), bool):
+        record["suspended"] = not user["accountEnabled"]
+    return record
+
+
+class MicrosoftProvider(HttpProvider):
+    name = "microsoft"
+
+    def __init__(self, config: dict, *, sleep: Callable[[float], None] = time.sleep):
+        super().__init__(config, sleep=sleep)
+        self._token: tuple[str, float] | None = None  # (access token, monotonic time to renew it)
+        self._token_lock = threading.Lock()
+
+    @classmethod
+    def clean_config(cls, config: dict) -> dict:
+        cleaned = {
+            **clean_http_config(config, base_url="https://graph.microsoft.com"),
+            "login_url": require_str(config, "login_url", "https://login.microsoftonline.com").rstrip("/"),
+            "tenant_id": require_str(config, "tenant_id"),
+            "client_id": require_str(config, "client_id"),
+            "client_secret": require_str(config, "client_secret"),
+        }
+        return cleaned
+
+    @staticmethod
+    def error_of(response: urllib3.BaseHTTPResponse) -> tuple[str, str | None]:
+        """Graph's {"error": {"code", "message"}}: the message, and the code as the reason."""
+        try:
+            error = json.loads(response.data)["error"]
+            return str(error.get("message") or response.reason), error.get("code")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return response.reason or "error", None
+
+    # --- the token -----------------------------------------------------------
+
+    def _authorization(self) -> str:
+        with self._token_lock:
+            if self._token is None or time.monotonic() >= self._token[1]:
+                self._token = self._fetch_token()
+            return f"Bearer {self._token[0]}"
+
+    def _fetch_token(self) -> tuple[str, float]:
+        """Client credentials at {login_url}/{tenant_id}/oauth2/v2.0/token. A refusal fails with
+        Entra ID's own words (AADSTS…): retrying a wrong secret will not help."""
+        url = f"{self.config['login_url']}/{self.config['tenant_id']}/oauth2/v2.0/token"
+        form = {"grant_type": "client_credentials", "client_id": self.config["client_id"],
+                "client_secret": self.config["client_secret"], "scope": GRAPH_SCOPE}
+        try:
+            response = self._http.request("POST", url, fields=form, encode_multipart=False)
+        except urllib3.exceptions.HTTPError as exc:
+            raise ProviderError(f"token: connection error: {connection_problem(exc)} {self.config['login_url']} ({exc.__class__.__name__})") from None
+        try:
+            body = json.loads(response.data)
+        except ValueError:
+            body = {}
+        if response.status != 200 or not isinstance(body, dict) or not body.get("access_token"):
+            words = body.get("error_description") or body.get("error") or response.reason if isinstance(body, dict) else response.reason
+            raise ProviderError(f"token refused by {self.config['login_url']} ({response.status}): {words}", status=response.status,
+                                reason=body.get("error") if isinstance(body, dict) else None)
+        try:
+            lifetime = max(float(body.get("expires_in", 3599)), 0.0)
+        except (TypeError, ValueError):
+            lifetime = 3599.0  # Entra ID's usual hour, when the answer does not say
+        return body["access_token"], time.monotonic() + lifetime - min(RENEW_AT_MOST_S, lifetime * RENEW_SHARE)
+
+    def _call(self, url: str, params: dict | None, *, label: str) -> dict:
+        """A GET; a token Graph no longer takes (revoked, or its clock ahead of ours) is renewed once."""
+        try:
+            return self._get(url, params, label=label)
+        except ProviderError as exc:
+            if exc.status != 401 or exc.reason != EXPIRED_TOKEN:
+                raise
+            with self._token_lock:
+                self._token = None
+            return self._get(url, params, label=label)
+
+    # --- lists -----------------------------------------------------------------
+
+    def _pages(self, path: str, params: dict, page_token: str | None) -> Iterator[Page]:
+        """A Graph list, page by page; each page's token is the nextLink that fetched it."""
+        base = self.config["base_url"]
+        while True:
+            if page_token is not None and not page_token.startswith(base + "/"):
+                raise ProviderError(f"GET {path}: the next page is on another host ({page_token.split('?', 1)[0]}); base_url is {base}")
+            url = page_token or base + path
+            body = self._call(url, None if page_token else params, label=path)
+            values = body.get("value") if isinstance(body, dict) else None
+            if not isinstance(values, list):
+                raise ProviderError(f"GET {path}: 'value' is not a list")
+            next_token = body.get("@odata.nextLink") or None
+            yield Page(values, token=page_token, next_token=next_token)
+            if next_token is None:
+                return
+            page_token = next_token
+
+    def user_pages(self, page_token: str | None = None) -> Iterator[Page]:
+        for page in self._pages("/v1.0/users", {"$select": USER_FIELDS, "$top": PAGE_SIZE}, page_token):
+            yield Page([as_directory_user(user) for user in page.records], token=page.token, next_token=page.next_token)
+
+    def service_principal_pages(self, page_token: str | None = None) -> Iterator[Page]:
+        """Service principals: {id (object id), appId (the app's client id), displayName}."""
+        return self._pages("/v1.0/servicePrincipals", {"$select": "id,appId,displayName", "$top": PAGE_SIZE}, page_token)
+
+    def grant_pages(self, page_token: str | None = None) -> Iterator[Page]:
+        """Delegated permission grants: {id, clientId (a service principal's object id),
+        consentType "Principal" | "AllPrincipals", principalId, resourceId, scope}."""
+        return self._pages("/v1.0/oauth2PermissionGrants", {"$top": PAGE_SIZE}, page_token)

@@ -1,0 +1,99 @@
+"""A loopback HTTP server that speaks Microsoft Graph v1.0 (users, servicePrincipals,
+oauth2PermissionGrants, paged by @odata.nextLink) and Entra ID's client-credentials token
+endpoint. Tests load its data and script its faults; it records every request it answers."""
+
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs
+
+from .loopback import LoopbackJsonServer
+
+TENANT = "contoso-tenant-id"
+CLIENT_ID = "ballast-app-client-id"
+CLIENT_SECRET = "s3cret~value-of-the-app"
+LISTS = {"/v1.0/users": "users", "/v1.0/servicePrincipals": "service_principals", "/v1.0/oauth2PermissionGrants": "grants"}
+
+
+def graph_error(code: str, message: str) -> dict:
+    return {"error": {"code": code, "message": message, "innerError": {"request-id": "fake"}}}
+
+
+@dataclass
+class Fault:
+    path: str
+    status: int
+    body: dict
+    headers: dict = field(default_factory=dict)
+
+
+class FakeGraph(LoopbackJsonServer):
+    name = "fake-graph"
+
+    def __init__(self, *, page_size: int = 999, expires_in: int = 3599):
+        self.users: list[dict] = []
+        self.service_principals: list[dict] = []
+        self.grants: list[dict] = []
+        self.page_size = page_size  # the most per page, whatever $top asks
+        self.expires_in = expires_in
+        self.token_uses: int | None = None  # a token stops working after this many calls (None: never)
+        self.tokens: dict[str, int] = {}  # token → calls made with it
+        self.token_requests: list[dict] = []
+        self.requests: list[tuple[str, str, dict]] = []
+        self._faults: deque[Fault] = deque()
+        self._lock = threading.Lock()
+        super().__init__()
+
+    def config(self, **extra) -> dict:
+        """A tenant's provider config that reaches this server."""
+        return {"base_url": self.url, "login_url": self.url, "tenant_id": TENANT, "client_id": CLIENT_ID,
+                "client_secret": CLIENT_SECRET, "retry_base_ms": 1, "error_retry_base_ms": 1, **extra}
+
+    def fail_next(self, path: str, status: int, body: dict | None = None, headers: dict | None = None, times: int = 1) -> None:
+        for _ in range(times):
+            self._faults.append(Fault(path, status, body or graph_error("serviceNotAvailable", "scripted"), headers or {}))
+
+    def paths(self, prefix: str = "") -> list[str]:
+        return [path for _, path, _ in self.requests if path.startswith(prefix)]
+
+    # --- answers ---------------------------------------------------------
+
+    def _answer(self, method: str, path: str, query: dict, headers, body: bytes) -> tuple[int, dict, dict]:
+        with self._lock:
+            self.requests.append((method, path, query))
+            fault = next((f for f in self._faults if f.path == path), None)
+            if fault is not None:
+                self._faults.remove(fault)
+                return fault.status, fault.body, fault.headers
+        if method == "POST" and path == f"/{TENANT}/oauth2/v2.0/token":
+            return self._token(body)
+        if method == "POST":
+            return 404, {"error": "invalid_request", "error_description": "AADSTS90002: Tenant not found."}, {}
+        token = headers.get("Authorization", "").removeprefix("Bearer ")
+        with self._lock:
+            if token not in self.tokens or (self.token_uses is not None and self.tokens[token] >= self.token_uses):
+                return 401, graph_error("InvalidAuthenticationToken", "Access token has expired or is not yet valid."), {}
+            self.tokens[token] += 1
+        if path not in LISTS:
+            return 404, graph_error("Request_ResourceNotFound", f"Resource not found for the segment '{path}'."), {}
+        rows = getattr(self, LISTS[path])
+        start = int(query.get("$skiptoken", 0))
+        size = min(int(query.get("$top", 100)), self.page_size)
+        answer = {"@odata.context": f"{self.url}/v1.0/$metadata#{LISTS[path]}", "value": rows[start : start + size]}
+        if start + size < len(rows):
+            # Graph's next link repeats the query and adds an opaque skip token.
+            rest = "&".join(f"{k}={v}" for k, v in query.items() if k != "$skiptoken")
+            answer["@odata.nextLink"] = f"{self.url}{path}?{rest}&$skiptoken={start + size}"
+        return 200, answer, {}
+
+    def _token(self, body: bytes) -> tuple[int, dict, dict]:
+        form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
+        self.token_requests.append(form)
+        if form.get("grant_type") != "client_credentials" or form.get("scope") != "https://graph.microsoft.com/.default":
+            return 400, {"error": "invalid_request", "error_description": "AADSTS900144: bad grant or scope."}, {}
+        if form.get("client_id") != CLIENT_ID or form.get("client_secret") != CLIENT_SECRET:
+            return 401, {"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret provided."}, {}
+        token = f"graph-token-{len(self.token_requests)}"
+        with self._lock:
+            self.tokens[token] = 0
+        return 200, {"token_type": "Bearer", "expires_in": self.expires_in, "ext_expires_in": self.expires_in, "access_token": token}, {}

@@ -1,0 +1,139 @@
+"""The Microsoft Graph provider against a loopback server that speaks Graph and Entra ID's token
+endpoint: tokens, paging by nextLink, users mapped to the directory's shape, retries, errors."""
+
+import pytest
+
+from syncapp.providers import ConfigError, ProviderError
+from syncapp.providers.microsoft import MicrosoftProvider
+from syncapp.records import parse_user
+
+from ..fakegraph import CLIENT_SECRET, FakeGraph, graph_error
+
+
+@pytest.fixture
+def graph():
+    server = FakeGraph(page_size=2).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sleeps():
+    return []
+
+
+@pytest.fixture
+def provider(graph, sleeps):
+    p = MicrosoftProvider(graph.config(max_attempts=4), sleep=sleeps.append)
+    yield p
+    p.close()
+
+
+USERS = [
+    {"id": "u1", "displayName": "Ada Lovelace", "userPrincipalName": "ada@contoso.onmicrosoft.com", "mail": "ada@contoso.example",
+     "accountEnabled": True, "createdDateTime": "2024-01-02T03:04:05Z"},
+    {"id": "u2", "displayName": "Grace Hopper", "userPrincipalName": "grace@contoso.onmicrosoft.com", "mail": None,
+     "accountEnabled": False, "createdDateTime": "2024-02-03T04:05:06Z"},
+    {"id": "u3", "displayName": "Alan Turing", "userPrincipalName": "alan@contoso.onmicrosoft.com", "mail": "alan@contoso.example",
+     "accountEnabled": True, "createdDateTime": None},
+]
+
+
+def test_users_are_paged_by_next_link_and_read_as_directory_users(graph, provider):
+    graph.users = USERS
+    pages = list(provider.user_pages())
+    assert [len(p.records) for p in pages] == [2, 1]
+    assert pages[0].token is None and pages[1].token == pages[0].next_token and pages[1].next_token is None
+    assert pages[0].next_token.startswith(graph.url + "/v1.0/users?") and "$skiptoken=2" in pages[0].next_token
+    users = [parse_user(r) for p in pages for r in p.records]
+    assert [(u["external_id"], u["primary_email"], u["full_name"], u["is_suspended"]) for u in users] == [
+        ("u1", "ada@contoso.example", "Ada Lovelace", False),
+        ("u2", "grace@contoso.onmicrosoft.com", "Grace Hopper", True),  # no mail: the user principal name; disabled: suspended
+        ("u3", "alan@contoso.example", "Alan Turing", False),
+    ]
+    first = graph.requests[1]  # after the token request
+    assert first[2]["$select"] == "id,displayName,userPrincipalName,mail,accountEnabled,createdDateTime" and first[2]["$top"] == "999"
+
+
+def test_a_read_resumes_from_a_checkpointed_next_link(graph, provider):
+    graph.users = USERS
+    next_link = next(provider.user_pages()).next_token
+    resumed = list(provider.user_pages(next_link))
+    assert [r["id"] for p in resumed for r in p.records] == ["u3"]
+
+
+def test_service_principals_and_grants_are_listed_whole(graph, provider):
+    graph.service_principals = [{"id": f"sp{i}", "appId": f"app{i}", "displayName": f"App {i}"} for i in range(5)]
+    graph.grants = [{"id": "g1", "clientId": "sp1", "consentType": "Principal", "principalId": "u1", "resourceId": "sp0", "scope": "openid User.Read"}]
+    assert [r["appId"] for p in provider.service_principal_pages() for r in p.records] == ["app0", "app1", "app2", "app3", "app4"]
+    assert [r["id"] for p in provider.grant_pages() for r in p.records] == ["g1"]
+
+
+def test_one_token_serves_many_calls_and_is_asked_for_as_entra_id_expects(graph, provider):
+    graph.users = USERS
+    list(provider.user_pages())
+    list(provider.user_pages())
+    [request] = graph.token_requests
+    assert request == {"grant_type": "client_credentials", "client_id": "ballast-app-client-id", "client_secret": CLIENT_SECRET,
+                       "scope": "https://graph.microsoft.com/.default"}
+
+
+def test_a_token_that_expires_mid_read_is_renewed(graph, provider):
+    graph.users = USERS
+    graph.token_uses = 1  # each token answers one call, then Graph says it expired
+    assert len([r for p in provider.user_pages() for r in p.records]) == 3
+    assert len(graph.token_requests) == 2
+
+
+def test_a_token_near_its_end_is_renewed_before_a_call(graph, sleeps):
+    graph.expires_in = 0  # lapses at once: renewed before every call, never sent stale
+    graph.users = USERS
+    p = MicrosoftProvider(graph.config(), sleep=sleeps.append)
+    list(p.user_pages())
+    assert len(graph.token_requests) == 2  # one per page
+
+
+def test_a_refused_secret_fails_with_entra_ids_words_and_no_secret(graph, sleeps):
+    p = MicrosoftProvider({**graph.config(), "client_secret": "wrong-secret-value"}, sleep=sleeps.append)
+    with pytest.raises(ProviderError) as refused:
+        list(p.user_pages())
+    assert str(refused.value) == f"token refused by {graph.url} (401): AADSTS7000215: Invalid client secret provided."
+    assert refused.value.status == 401 and sleeps == []  # not retried: a wrong secret stays wrong
+
+
+@pytest.mark.parametrize("status", [429, 503, 504])
+def test_push_back_and_outages_are_retried_honouring_retry_after(graph, provider, sleeps, status):
+    graph.users = USERS[:1]
+    graph.fail_next("/v1.0/users", status, graph_error("TooManyRequests", "slow down"), headers={"Retry-After": "3"})
+    assert [r["id"] for p in provider.user_pages() for r in p.records] == ["u1"]
+    assert sleeps == [3.0]
+
+
+def test_forbidden_fails_with_graphs_message(graph, provider, sleeps):
+    graph.fail_next("/v1.0/oauth2PermissionGrants", 403, graph_error("Authorization_RequestDenied", "Insufficient privileges to complete the operation."))
+    with pytest.raises(ProviderError) as denied:
+        list(provider.grant_pages())
+    assert str(denied.value) == "GET /v1.0/oauth2PermissionGrants: 403 Insufficient privileges to complete the operation."
+    assert (denied.value.status, denied.value.reason, sleeps) == (403, "Authorization_RequestDenied", [])
+
+
+def test_a_next_link_to_another_host_is_not_followed(graph, provider):
+    with pytest.raises(ProviderError, match=r"the next page is on another host \(https://elsewhere.example/v1.0/users\)"):
+        list(provider.user_pages("https://elsewhere.example/v1.0/users?$skiptoken=x"))
+    assert graph.requests == []  # the token was not even asked for
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"client_id": "c", "client_secret": "s"}, "tenant_id must be a non-empty string"),
+    ({"tenant_id": "t", "client_secret": "s"}, "client_id must be a non-empty string"),
+    ({"tenant_id": "t", "client_id": "c"}, "client_secret must be a non-empty string"),
+    ({"tenant_id": "t", "client_id": "c", "client_secret": "s", "base_url": "graph.microsoft.com"}, "base_url must start with http"),
+])
+def test_bad_config_names_the_key(config, message):
+    with pytest.raises(ConfigError, match=message):
+        MicrosoftProvider.clean_config(config)
+
+
+def test_defaults():
+    config = MicrosoftProvider.clean_config({"tenant_id": "t", "client_id": "c", "client_secret": "s"})
+    assert (config["base_url"], config["login_url"]) == ("https://graph.microsoft.com", "https://login.microsoftonline.com")
