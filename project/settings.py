@@ -224,6 +224,8 @@ BALLAST_TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
 
 # --- Sync and its resource governor ---------------------------------------
 BALLAST_INVALID_SAMPLES = _int("INVALID_SAMPLES", 5)
+# Directory exports (GAM CSV, JSON lines) are read this many bytes at a time: memory stays flat.
+BALLAST_FILE_CHUNK_BYTES = _int("FILE_CHUNK_BYTES", 2**20, minimum=4096)
 BALLAST_SYNC_PROFILE = _choice(
     "SYNC_PROFILE", "production", ("production", "development", "background", "moderate", "fast")
 )
