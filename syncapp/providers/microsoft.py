@@ -143,3 +143,46 @@ class MicrosoftProvider(HttpProvider):
         """Delegated permission grants: {id, clientId (a service principal's object id),
         consentType "Principal" | "AllPrincipals", principalId, resourceId, scope}."""
         return self._pages("/v1.0/oauth2PermissionGrants", {"$top": PAGE_SIZE}, page_token)
+
+    def _applications(self) -> dict[str, tuple[str, str]]:
+        """Every service principal's object id → (its app's client id, its name). Grants name
+        applications by object id; read whole first (one entry per app in the organisation)."""
+        return {
+            sp["id"]: (sp.get("appId"), sp.get("displayName") or "")
+            for page in self.service_principal_pages() for sp in page.records
+            if isinstance(sp, dict) and isinstance(sp.get("id"), str)
+        }
+
+    def token_pages(self, page_token: str | None = None) -> Iterator[Page]:
+        """The organisation's delegated grants as tokens.list items, a page of grants at a time
+        (the page token is the grants list's nextLink):
+        - a Principal grant → {"userKey": the user's id, "clientId": the app's client id,
+          "displayText", "scopes"}; one user's grants to one app for several resources on a page
+          come as one record, scopes united;
+        - an AllPrincipals grant (admin consent) → {"clientId", "displayText", "orgScopes"}, no
+          userKey: the application's org-wide scopes, no token.
+        A grant whose service principal is unknown comes without a clientId, to be counted invalid."""
+        applications = self._applications()
+        for page in self.grant_pages(page_token):
+            records: dict[tuple, dict] = {}
+            for grant in page.records:
+                if not isinstance(grant, dict):
+                    records[("bad", len(records))] = grant  # validation counts it invalid
+                    continue
+                client_id, name = applications.get(grant.get("clientId"), (None, ""))
+                scopes = grant.get("scope").split() if isinstance(grant.get("scope"), str) else grant.get("scope")
+                if grant.get("consentType") == "AllPrincipals":
+                    key, record = ("org", client_id), {"clientId": client_id, "displayText": name, "orgScopes": scopes}
+                    field = "orgScopes"
+                else:
+                    key, record = (grant.get("principalId"), client_id), {
+                        "userKey": grant.get("principalId"), "clientId": client_id, "displayText": name, "scopes": scopes}
+                    field = "scopes"
+                if client_id is None:
+                    key = ("unknown", len(records))
+                known = records.get(key)
+                if known is not None and isinstance(known.get(field), list) and isinstance(scopes, list):
+                    known[field] = sorted(set(known[field]) | set(scopes))
+                else:
+                    records[key] = record
+            yield Page(list(records.values()), token=page.token, next_token=page.next_token)

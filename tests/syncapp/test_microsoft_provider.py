@@ -5,7 +5,7 @@ import pytest
 
 from syncapp.providers import ConfigError, ProviderError
 from syncapp.providers.microsoft import MicrosoftProvider
-from syncapp.records import parse_user
+from syncapp.records import InvalidRecord, parse_token, parse_user
 
 from ..fakegraph import CLIENT_SECRET, FakeGraph, graph_error
 
@@ -137,3 +137,42 @@ def test_bad_config_names_the_key(config, message):
 def test_defaults():
     config = MicrosoftProvider.clean_config({"tenant_id": "t", "client_id": "c", "client_secret": "s"})
     assert (config["base_url"], config["login_url"]) == ("https://graph.microsoft.com", "https://login.microsoftonline.com")
+
+
+GRAPH_API, SHAREPOINT = "sp-graph", "sp-sharepoint"  # resources: service principals that hold no grant
+
+
+def test_grants_become_tokens_named_by_the_apps_client_id(graph, provider):
+    graph.page_size = 999
+    graph.service_principals = [
+        {"id": "sp-slack", "appId": "slack-client-id", "displayName": "Slack"},
+        {"id": "sp-zoom", "appId": "zoom-client-id", "displayName": "Zoom"},
+        {"id": GRAPH_API, "appId": "00000003-0000-0000-c000-000000000000", "displayName": "Microsoft Graph"},
+        {"id": SHAREPOINT, "appId": "00000003-0000-0ff1-ce00-000000000000", "displayName": "SharePoint"},
+    ]
+    graph.grants = [
+        {"id": "g1", "clientId": "sp-slack", "consentType": "Principal", "principalId": "u1", "resourceId": GRAPH_API, "scope": "openid User.Read"},
+        {"id": "g2", "clientId": "sp-slack", "consentType": "Principal", "principalId": "u1", "resourceId": SHAREPOINT, "scope": "Sites.Read.All"},
+        {"id": "g3", "clientId": "sp-slack", "consentType": "Principal", "principalId": "u2", "resourceId": GRAPH_API, "scope": " openid "},
+        {"id": "g4", "clientId": "sp-zoom", "consentType": "AllPrincipals", "principalId": None, "resourceId": GRAPH_API, "scope": "User.Read Calendars.Read"},
+        {"id": "g5", "clientId": "sp-gone", "consentType": "Principal", "principalId": "u2", "resourceId": GRAPH_API, "scope": "openid"},
+    ]
+    [page] = list(provider.token_pages())
+    assert page.records == [
+        {"userKey": "u1", "clientId": "slack-client-id", "displayText": "Slack", "scopes": ["Sites.Read.All", "User.Read", "openid"]},
+        {"userKey": "u2", "clientId": "slack-client-id", "displayText": "Slack", "scopes": ["openid"]},
+        {"clientId": "zoom-client-id", "displayText": "Zoom", "orgScopes": ["User.Read", "Calendars.Read"]},  # admin consent: no token
+        {"userKey": "u2", "clientId": None, "displayText": "", "scopes": ["openid"]},  # an app Graph no longer lists
+    ]
+    with pytest.raises(InvalidRecord, match="clientId"):
+        parse_token(page.records[3])
+    assert parse_token(page.records[0])["scopes"] == ["Sites.Read.All", "User.Read", "openid"]
+
+
+def test_token_pages_follow_the_grants_next_link_and_resume_from_it(graph, provider):
+    graph.service_principals = [{"id": "sp-a", "appId": "a", "displayName": "A"}]
+    graph.grants = [{"id": f"g{i}", "clientId": "sp-a", "consentType": "Principal", "principalId": f"u{i}", "scope": "openid"} for i in range(5)]
+    pages = list(provider.token_pages())
+    assert [[r["userKey"] for r in p.records] for p in pages] == [["u0", "u1"], ["u2", "u3"], ["u4"]]
+    assert "/v1.0/oauth2PermissionGrants?" in pages[1].token
+    assert [r["userKey"] for p in provider.token_pages(pages[2].token) for r in p.records] == ["u4"]
