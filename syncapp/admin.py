@@ -25,7 +25,7 @@ from .connections import check_tenant_connection
 from .forms import StartRunForm, TenantForm
 from .models import COUNTERS, ApiKey, Status, Application, DirectoryUser, SyncRun, SyncStep, Tenant, Token, UserAppRelation
 from .governance import run_policy
-from .progress import UNITS, step_estimate
+from .progress import step_estimate, work_words
 from .runs import RunRefused, cancel_run, run_owner, start_run, waiting_for
 
 
@@ -144,13 +144,12 @@ class SyncStepInline(admin.TabularInline):
     @admin.display(description="progress")
     def work(self, step):
         guess = step_estimate(step)
-        amount = f"{guess.done:,} of {guess.expected:,}" if guess.expected else f"{guess.done:,}"
         if step.ended:
             when = f"{duration_words(step.duration_s)}" if step.duration_s is not None else ""
         else:
             when = f"ETA {duration_words(guess.eta_s)}" if guess.eta_s is not None else ""
         fraction = 1.0 if step.ended else (guess.done / guess.expected if guess.expected else 0.0)
-        return status_bar(fraction, step.status, " · ".join(p for p in (f"{amount} {UNITS[step.name]}", when) if p))
+        return status_bar(fraction, step.status, " · ".join(p for p in (work_words(step, guess), when) if p))
 
     @admin.display(description="records")
     def counts(self, step):

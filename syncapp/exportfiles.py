@@ -158,7 +158,7 @@ def _csv_rows(path: Path, kind: str, start: Position, chunk_bytes: int) -> Itera
         raise ExportFileError(f"{path.name}: its first line has no {REQUIRED_COLUMN[kind]} column: not a GAM {kind} export")
     if start.line == 1:
         start = Position(header_end, 2)
-    where = {"line": start.line, "after": start}
+    where = {"after": start}  # the position after the last line the CSV reader took
 
     def text_lines():
         for number, after, text in _lines(path, start, chunk_bytes):

@@ -20,7 +20,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Column
 from rich.text import Text
 
-from monitoring.eta import Estimate, duration_words, estimate, remaining_s
+from monitoring.eta import Estimate, duration_words, estimate
 from monitoring.process import request_stop_on_signals, restore_signals, stop_request
 
 from .models import Status, SyncRun, SyncStep
@@ -35,10 +35,15 @@ def step_estimate(step: SyncStep) -> Estimate:
     return estimate(done=step.done, expected=step.expected, elapsed_s=step.duration_s, ended=step.ended)
 
 
-def run_eta_s(run: SyncRun) -> float | None:
-    """Seconds until the steps running now end (None: unknown, or no step running)."""
-    running = [step_estimate(s) for s in run.step_records.all() if s.status == Status.RUNNING]
-    return remaining_s(running) if running else None
+def work_words(step: SyncStep, guess: Estimate) -> str:
+    """"1,200 of 3,000 users asked", or "1,200 users asked" when the total is not known."""
+    unit = UNITS[step.name]
+    return f"{guess.done:,} of {guess.expected:,} {unit}" if guess.expected else f"{guess.done:,} {unit}"
+
+
+def percent_words(step: SyncStep, guess: Estimate) -> str:
+    """"40%", or "" while the step is pending or its total is not known."""
+    return f"{guess.percent}%" if guess.percent is not None and step.status != Status.PENDING else ""
 
 
 # A step's end in a word or two: the progress line has little room.
@@ -58,8 +63,7 @@ def run_line(run: SyncRun) -> str:
 def step_words(step: SyncStep) -> tuple[str, str, str]:
     """(how much, how fast, when or how it ended) of one step, for either display."""
     guess = step_estimate(step)
-    unit = UNITS[step.name]
-    amount = f"{guess.done:,} of {guess.expected:,} {unit}" if guess.expected else f"{guess.done:,} {unit}"
+    amount = work_words(step, guess)
     if step.status == Status.PENDING:
         return "", "", "pending"
     speed = f"{guess.rate:,.0f}/s" if guess.rate else ""
@@ -73,9 +77,9 @@ def step_words(step: SyncStep) -> tuple[str, str, str]:
 def plain_line(run: SyncRun) -> str:
     parts = [run_line(run)]
     for step in run.step_records.all():
-        percent = step_estimate(step).percent
+        percent = percent_words(step, step_estimate(step))
         words = [w for w in step_words(step) if w]
-        parts.append(f"{step.name}" + (f" {percent}%" if percent is not None and step.status != Status.PENDING else "") + " " + ", ".join(words))
+        parts.append(f"{step.name}" + (f" {percent}" if percent else "") + " " + ", ".join(words))
     return " | ".join(parts)
 
 
@@ -142,8 +146,7 @@ class LiveDisplay:
         for step in run.step_records.all():
             guess = step_estimate(step)
             amount, speed, when = step_words(step)
-            fields = {"amount": amount, "speed": speed, "when": when, "status": step.status,
-                      "percent": f"{guess.percent}%" if guess.percent is not None and step.status != Status.PENDING else ""}
+            fields = {"amount": amount, "speed": speed, "when": when, "status": step.status, "percent": percent_words(step, guess)}
             total = 1 if step.status == Status.PENDING else guess.expected or None  # None: unknown, the bar pulses
             if step.name not in self.tasks:
                 self.tasks[step.name] = self.progress.add_task(step.name, total=total, completed=guess.done, **fields)
