@@ -303,11 +303,31 @@ class DirectoryUserAdmin(DirectoryAdmin):
         return ", ".join(word for word, on in (("admin", user.is_admin), ("suspended", user.is_suspended)) if on) or "active"
 
 
+class AdminConsentFilter(admin.SimpleListFilter):
+    title = "admin consent"
+    parameter_name = "consent"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "for the whole organisation"), ("no", "per user only")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.exclude(org_scopes=[])
+        if self.value() == "no":
+            return queryset.filter(org_scopes=[])
+        return queryset
+
+
 @admin.register(Application)
 class ApplicationAdmin(DirectoryAdmin):
-    list_display = ["display_name", "client_id", "tenant", "native_app", "last_seen"]
-    list_filter = ["tenant", "native_app"]
+    list_display = ["display_name", "client_id", "tenant", "native_app", "consent", "last_seen"]
+    list_filter = ["tenant", "native_app", AdminConsentFilter]
     search_fields = ["display_name", "client_id"]
+
+    @admin.display(description="admin consent")
+    def consent(self, app):
+        """Scopes an administrator granted for everyone (Microsoft's admin consent), else —."""
+        return ", ".join(app.org_scopes) if app.org_scopes else "—"
 
 
 @admin.register(Token)

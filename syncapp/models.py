@@ -12,6 +12,7 @@ class Tenant(models.Model):
     class Provider(models.TextChoices):
         DEMO = "demo", "Demo (synthetic organisation)"
         GOOGLE = "google", "Google Workspace"
+        MICROSOFT = "microsoft", "Microsoft Entra ID (Graph)"
 
     slug = models.SlugField(max_length=50, unique=True)
     name = models.CharField(max_length=200)
@@ -69,6 +70,10 @@ class Application(models.Model):
     client_id = models.CharField(max_length=255)
     display_name = models.CharField(max_length=255, blank=True)
     native_app = models.BooleanField(default=False)
+    org_scopes = models.JSONField(
+        default=list, blank=True,
+        help_text="Scopes an administrator granted for the whole organisation (Microsoft's admin consent), not per user.",
+    )
     first_seen = models.DateTimeField()
     last_seen = models.DateTimeField()
 
@@ -172,6 +177,7 @@ class SyncRun(models.Model):
         COMMAND = "command"
         SCHEDULE = "schedule"
         API = "api"
+        IMPORT = "import"
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="runs")
     trigger = models.CharField(max_length=10, choices=Trigger.choices)
@@ -191,6 +197,10 @@ class SyncRun(models.Model):
     in_process = models.BooleanField(default=False, help_text="Carried out by the process that started it, not the cluster.")
     waiting_reason = models.CharField(max_length=300, blank=True, help_text="Why a queued run has not started yet.")
     stop_reason = models.CharField(max_length=20, choices=StopReason.choices, blank=True)
+    source = models.JSONField(
+        default=dict, blank=True,
+        help_text='What an import reads instead of the provider: {"users": path, "tokens": path, "format", "complete"}. Empty: the provider.',
+    )
 
     class Meta:
         ordering = ["-id"]
@@ -265,6 +275,26 @@ class SyncStep(models.Model):
     @property
     def duration_s(self) -> float | None:
         return _duration_s(self.started_at, self.finished_at)
+
+
+class StagedToken(models.Model):
+    """A token record read from a source that lists every token at once (Microsoft's grants, a
+    token export), kept until the whole list is read: one user's grants to one app may be
+    anywhere in it, and a token is written once, its scopes united, so that counts stay exact.
+    An empty user_key holds an admin consent: the application's org-wide scopes."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    stage = models.BigIntegerField(help_text="The tokens step whose read this belongs to (resumed steps keep it).")
+    user_key = models.CharField(max_length=255, blank=True)
+    email = models.CharField(max_length=254, blank=True)
+    client_id = models.CharField(max_length=255)
+    display_name = models.CharField(max_length=255, blank=True)
+    native_app = models.BooleanField(default=False)
+    anonymous = models.BooleanField(default=False)
+    scopes = models.JSONField(default=list)
+
+    class Meta:
+        indexes = [models.Index(fields=["stage", "user_key", "client_id", "id"], name="staged_token_order")]
 
 
 class ApiKey(models.Model):

@@ -7,7 +7,7 @@ a sample and goes on. Limits come from the model fields, so they cannot drift.
 from datetime import datetime
 from functools import cache
 
-from .models import Application, DirectoryUser
+from .models import Application, DirectoryUser, StagedToken
 
 NEVER_PREFIX = "1970-01-01"
 
@@ -22,6 +22,22 @@ class InvalidRecord(ValueError):
 @cache
 def _max_length(model, field: str) -> int:
     return model._meta.get_field(field).max_length
+
+
+class Unreadable:
+    """A record a source could not read at all (a line of a file that does not parse): it is
+    counted invalid, for its reason, where it stands."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
+def _object(raw) -> dict:
+    if isinstance(raw, Unreadable):
+        raise InvalidRecord(raw.reason)
+    if not isinstance(raw, dict):
+        raise InvalidRecord("record is not an object")
+    return raw
 
 
 def _text(raw, name: str, limit: int, *, required: bool = False, key: str | None = None) -> str:
@@ -66,8 +82,7 @@ def _usable_key(raw, limit: int) -> str | None:
 
 def parse_user(raw: dict) -> dict:
     """A users.list item → DirectoryUser fields (external_id is the key)."""
-    if not isinstance(raw, dict):
-        raise InvalidRecord("record is not an object")
+    raw = _object(raw)
     key = _usable_key(raw.get("id"), _max_length(DirectoryUser, "external_id"))
     external_id = _text(raw.get("id"), "id", _max_length(DirectoryUser, "external_id"), required=True, key=key)
     email = _text(raw.get("primaryEmail"), "primaryEmail", _max_length(DirectoryUser, "primary_email"), required=True, key=key)
@@ -88,8 +103,7 @@ def parse_user(raw: dict) -> dict:
 
 def parse_token(raw: dict) -> dict:
     """A tokens.list item → the application and token fields (client_id is the key)."""
-    if not isinstance(raw, dict):
-        raise InvalidRecord("record is not an object")
+    raw = _object(raw)
     limit = _max_length(Application, "client_id")
     key = _usable_key(raw.get("clientId"), limit)
     client_id = _text(raw.get("clientId"), "clientId", limit, required=True, key=key)
@@ -104,3 +118,21 @@ def parse_token(raw: dict) -> dict:
         "anonymous": _flag(raw.get("anonymous"), "anonymous", key),
         "scopes": sorted(set(scopes)),
     }
+
+
+def parse_listed_token(raw) -> dict:
+    """An item of a list of every token (Microsoft's grants, a token export) → StagedToken fields:
+    a tokens.list item with its user — "userKey", the user's id (or, lacking one, email), and
+    "user", the email — or, with "orgScopes" and no user, an administrator's consent for the whole
+    organisation (user_key "": the application's org-wide scopes, no token)."""
+    raw = _object(raw)
+    if raw.get("orgScopes") is not None and not raw.get("userKey"):
+        token = parse_token({**raw, "scopes": raw["orgScopes"]})
+        return {**token, "user_key": "", "email": ""}
+    token = parse_token(raw)
+    key = token["client_id"]
+    user_key = _text(raw.get("userKey"), "userKey", _max_length(StagedToken, "user_key"), required=True, key=key)
+    if "@" not in user_key and len(user_key) > _max_length(DirectoryUser, "external_id"):
+        raise InvalidRecord(f"userKey longer than {_max_length(DirectoryUser, 'external_id')} characters", key)
+    email = _text(raw.get("user"), "user", _max_length(DirectoryUser, "primary_email"), key=key)
+    return {**token, "user_key": user_key, "email": email}

@@ -25,6 +25,7 @@ class Fault:
     status: int
     body: dict
     headers: dict = field(default_factory=dict)
+    after: int = 0  # requests to that path let through before this one
 
 
 class FakeGraph(LoopbackJsonServer):
@@ -44,14 +45,18 @@ class FakeGraph(LoopbackJsonServer):
         self._lock = threading.Lock()
         super().__init__()
 
+    def load(self, users: list[dict], tokens: dict[str, list[dict]]) -> None:
+        """Hold an organisation given in the Directory API's shape (see as_graph)."""
+        self.users, self.service_principals, self.grants = as_graph(users, tokens)
+
     def config(self, **extra) -> dict:
         """A tenant's provider config that reaches this server."""
         return {"base_url": self.url, "login_url": self.url, "tenant_id": TENANT, "client_id": CLIENT_ID,
                 "client_secret": CLIENT_SECRET, "retry_base_ms": 1, "error_retry_base_ms": 1, **extra}
 
-    def fail_next(self, path: str, status: int, body: dict | None = None, headers: dict | None = None, times: int = 1) -> None:
+    def fail_next(self, path: str, status: int, body: dict | None = None, headers: dict | None = None, times: int = 1, after: int = 0) -> None:
         for _ in range(times):
-            self._faults.append(Fault(path, status, body or graph_error("serviceNotAvailable", "scripted"), headers or {}))
+            self._faults.append(Fault(path, status, body or graph_error("serviceNotAvailable", "scripted"), headers or {}, after))
 
     def paths(self, prefix: str = "") -> list[str]:
         return [path for _, path, _ in self.requests if path.startswith(prefix)]
@@ -62,6 +67,9 @@ class FakeGraph(LoopbackJsonServer):
         with self._lock:
             self.requests.append((method, path, query))
             fault = next((f for f in self._faults if f.path == path), None)
+            if fault is not None and fault.after:
+                fault.after -= 1
+                fault = None
             if fault is not None:
                 self._faults.remove(fault)
                 return fault.status, fault.body, fault.headers
@@ -97,3 +105,34 @@ class FakeGraph(LoopbackJsonServer):
         with self._lock:
             self.tokens[token] = 0
         return 200, {"token_type": "Bearer", "expires_in": self.expires_in, "ext_expires_in": self.expires_in, "access_token": token}, {}
+
+
+GRAPH_RESOURCE, SHAREPOINT_RESOURCE = "sp-resource-graph", "sp-resource-sharepoint"  # APIs: they hold no grant
+
+
+def as_graph(users: list[dict], tokens: dict[str, list[dict]], *, seed: int = 3) -> tuple[list[dict], list[dict], list[dict]]:
+    """An organisation in the Directory API's shape (tests.conftest.demo_org) as Graph holds it:
+    (users, service principals, grants). Every other token's scopes are split into a grant per
+    resource, and the grants are shuffled, so one token's grants stand on different pages."""
+    import random
+
+    graph_users = [
+        {"id": u["id"], "displayName": u["name"]["fullName"], "userPrincipalName": u["primaryEmail"],
+         "mail": None if n % 5 == 0 else u["primaryEmail"],  # some without mail: the UPN is the email
+         "accountEnabled": not u.get("suspended", False), "createdDateTime": u.get("creationTime")}
+        for n, u in enumerate(users)
+    ]
+    apps = {t["clientId"]: t["displayText"] for ts in tokens.values() for t in ts}
+    principals = [{"id": f"sp-{client}", "appId": client, "displayName": name} for client, name in apps.items()]
+    principals += [{"id": GRAPH_RESOURCE, "appId": "00000003-0000-0000-c000-000000000000", "displayName": "Microsoft Graph"},
+                   {"id": SHAREPOINT_RESOURCE, "appId": "00000003-0000-0ff1-ce00-000000000000", "displayName": "SharePoint"}]
+    grants = []
+    for user_id, granted in tokens.items():
+        for n, token in enumerate(granted):
+            scopes = token["scopes"]
+            parts = [(GRAPH_RESOURCE, scopes)] if n % 2 or len(scopes) < 2 else [(GRAPH_RESOURCE, scopes[::2]), (SHAREPOINT_RESOURCE, scopes[1::2])]
+            for resource, part in parts:
+                grants.append({"id": f"grant-{len(grants)}", "clientId": f"sp-{token['clientId']}", "consentType": "Principal",
+                               "principalId": user_id, "resourceId": resource, "scope": " ".join(part)})
+    random.Random(seed).shuffle(grants)
+    return graph_users, principals, grants

@@ -6,8 +6,9 @@ from .base import Check, ConfigError, Page, PageTokenRefused, Provider, Provider
 def provider_class(name: str) -> type[Provider]:
     from .demo import DemoProvider
     from .google import GoogleProvider
+    from .microsoft import MicrosoftProvider
 
-    classes = {DemoProvider.name: DemoProvider, GoogleProvider.name: GoogleProvider}
+    classes = {cls.name: cls for cls in (DemoProvider, GoogleProvider, MicrosoftProvider)}
     try:
         return classes[name]
     except KeyError:

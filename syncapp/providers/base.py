@@ -37,6 +37,11 @@ class Page:
     # The token that fetched this page (None for the first): a checkpoint to resume from.
     token: str | None
     next_token: str | None
+    lines: tuple[int, ...] | None = None  # each record's line, when the source is a file
+
+    def where(self, index: int) -> str | None:
+        """Where records[index] stands in its source, for a person to find it ("line 7")."""
+        return f"line {self.lines[index]}" if self.lines else None
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,12 @@ class Provider:
     """
 
     name = ""
+    # True: the source lists every token of the organisation at once (token_pages), rather than
+    # answering for one user at a time (user_tokens).
+    lists_tokens = False
+    # False: the source may hold part of the directory (an import without --complete): what it
+    # lacks is not marked deleted or revoked.
+    whole_directory = True
 
     def __init__(self, config: dict):
         self.config = self.clean_config(config)
@@ -96,6 +107,12 @@ class Provider:
         """Return the OAuth tokens one user granted (tokens.list items; [] when none)."""
         raise NotImplementedError
 
+    def token_pages(self, page_token: str | None = None) -> Iterator[Page]:
+        """For a source that lists_tokens: every token, page by page from page_token, as
+        tokens.list items with their user ("userKey": the user's id, "user": the email), or with
+        "orgScopes" and no user for an administrator's consent to the whole organisation."""
+        raise NotImplementedError
+
     def close(self) -> None:
         """Release connections. Safe to call twice."""
 
@@ -119,10 +136,14 @@ class Provider:
         first = users[0]
         checks = [Check("users", targets["users"], True, f"answered: {_count(len(users), 'user')} on the first page, the first {first.get('primaryEmail') or first.get('id')}")]
         try:
-            tokens = self.user_tokens(str(first.get("id") or first.get("primaryEmail")))
+            if self.lists_tokens:
+                page = next(self.token_pages(), None)
+                answer = f"answered: {_count(len(page.records) if page else 0, 'grant')} on the first page"
+            else:
+                answer = f"answered: {_count(len(self.user_tokens(str(first.get('id') or first.get('primaryEmail')))), 'token')} granted by {first.get('primaryEmail') or first.get('id')}"
         except ProviderError as exc:
             return checks + [self.failed("tokens", targets["tokens"], exc)]
-        return checks + [Check("tokens", targets["tokens"], True, f"answered: {_count(len(tokens), 'token')} granted by {first.get('primaryEmail') or first.get('id')}")]
+        return checks + [Check("tokens", targets["tokens"], True, answer)]
 
     def failed(self, name: str, target: str, exc: ProviderError) -> Check:
         """The Check for a call that failed; providers that know which scope a refusal means say so."""

@@ -14,10 +14,12 @@ from collections.abc import Callable, Iterator
 
 import urllib3
 
-from .base import Page, ProviderError, require_str
+from .base import Check, Page, ProviderError, require_str
 from .http import HttpProvider, clean_http_config, connection_problem
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+# The application permissions (admin-consented) each list needs; Directory.Read.All covers all three.
+PERMISSIONS = {"users": "User.Read.All", "tokens": "Application.Read.All and DelegatedPermissionGrant.Read.All"}
 PAGE_SIZE = 999  # Graph's most per page for these lists
 USER_FIELDS = "id,displayName,userPrincipalName,mail,accountEnabled,createdDateTime"
 # Renew a token this long before it expires (a tenth of its life, at most five minutes), so a
@@ -43,6 +45,7 @@ def as_directory_user(user: dict) -> dict:
 
 class MicrosoftProvider(HttpProvider):
     name = "microsoft"
+    lists_tokens = True  # one list of grants for the organisation, not a call per user
 
     def __init__(self, config: dict, *, sleep: Callable[[float], None] = time.sleep):
         super().__init__(config, sleep=sleep)
@@ -68,6 +71,21 @@ class MicrosoftProvider(HttpProvider):
             return str(error.get("message") or response.reason), error.get("code")
         except (ValueError, KeyError, TypeError, AttributeError):
             return response.reason or "error", None
+
+    def targets(self) -> dict[str, str]:
+        base = self.config["base_url"]
+        return {"users": f"users (GET {base}/v1.0/users)",
+                "tokens": f"grants (GET {base}/v1.0/servicePrincipals, then {base}/v1.0/oauth2PermissionGrants)"}
+
+    def failed(self, name: str, target: str, exc: ProviderError) -> Check:
+        if exc.status == 401 and exc.reason in ("invalid_client", "unauthorized_client"):
+            return Check(name, target, False, f"{exc}: check client_id and client_secret (the secret may have expired)")
+        if exc.status in (400, 404) and exc.reason in ("invalid_request", "invalid_tenant"):
+            return Check(name, target, False, f"{exc}: check tenant_id")
+        if exc.status == 403:
+            return Check(name, target, False, f"{exc}: grant the app the application permission {PERMISSIONS[name]} "
+                         "(or Directory.Read.All) and an administrator's consent", missing_scope=PERMISSIONS[name])
+        return super().failed(name, target, exc)
 
     # --- the token -----------------------------------------------------------
 

@@ -49,10 +49,11 @@ class Tally:
     # False once a call or a batch failed: then nothing may be marked deleted.
     read_whole_source: bool = True
 
-    def note_invalid(self, exc: InvalidRecord) -> None:
+    def note_invalid(self, exc: InvalidRecord, where: str | None = None) -> None:
+        """Count an invalid record; keep a sample (its key, and where it stands in a file)."""
         self.invalid += 1
         if len(self.invalid_samples) < getattr(settings, "BALLAST_INVALID_SAMPLES", 5):
-            self.invalid_samples.append({"key": exc.key, "reason": exc.reason})
+            self.invalid_samples.append({"key": exc.key, "reason": f"{where}: {exc.reason}" if where else exc.reason})
 
     def add(self, outcome: Outcome) -> None:
         for f in fields(Outcome):

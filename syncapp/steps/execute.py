@@ -26,15 +26,21 @@ from ..runs import stop_run
 from ..secrets import scrub
 from .context import StepCancelled, StepContext, StepStopped
 from .relations import sync_relations
+from .tokenlist import sync_token_list
 from .tokens import sync_tokens
 from .users import sync_users
 
 log = logging.getLogger(__name__)
 
 
+def _tokens(ctx: StepContext) -> None:
+    """Per user where the source answers per user (Google), else from its list of every token."""
+    (sync_token_list if ctx.provider.lists_tokens else sync_tokens)(ctx)
+
+
 STEPS: dict[str, Callable[[StepContext], None]] = {
     "users": sync_users,
-    "tokens": sync_tokens,
+    "tokens": _tokens,
     "relations": sync_relations,
 }
 

@@ -22,7 +22,7 @@ from .context import StepContext, Tally
 log = logging.getLogger(__name__)
 
 
-def _user_ids(tenant_id: int, users: list[tuple[str, str]]) -> dict[str, int]:
+def user_ids(tenant_id: int, users: list[tuple[str, str]]) -> dict[str, int]:
     """Map a page's users to row ids, creating placeholder rows for those the users step
     (running in parallel) has not stored yet. Most are stored already (always, on a second
     sync): one lookup finds them, and only the others are inserted."""
@@ -41,7 +41,7 @@ def _user_ids(tenant_id: int, users: list[tuple[str, str]]) -> dict[str, int]:
     return ids
 
 
-def _write_tokens(tenant_id: int, grants: list[tuple[int, dict]], app_ids: dict[str, int]) -> Callable[[datetime], Outcome]:
+def write_tokens(tenant_id: int, grants: list[tuple[int, dict]], app_ids: dict[str, int]) -> Callable[[datetime], Outcome]:
     """grants: (user row id, grant). app_ids holds the applications this step already wrote;
     each is upserted once per step."""
 
@@ -261,14 +261,14 @@ def sync_tokens(ctx: StepContext) -> None:
             batch, pending = pending[:size], pending[size:]
             for work, _, _ in batch:
                 work.unwritten -= 1
-            write = _write_tokens(tenant_id, [(user_id, grant) for _, user_id, grant in batch], app_ids)
+            write = write_tokens(tenant_id, [(user_id, grant) for _, user_id, grant in batch], app_ids)
             ctx.commit(write, len(batch), pages.checkpoint())
 
     calls = governor.policy.io_max_concurrency
     for item in _tokens_as_they_arrive(ctx, callers=calls + max(4, calls // 4)):
         if item[0] == "page":
             _, page, users = item
-            pages.opened(page, users, _user_ids(tenant_id, users))
+            pages.opened(page, users, user_ids(tenant_id, users))
             continue
         user_key, items, error = item
         work = pages.answered(user_key)
@@ -284,7 +284,12 @@ def sync_tokens(ctx: StepContext) -> None:
         if len(pending) >= (ready := governor.batch_size * ctx.batch_scale):
             flush(ready)
     flush(1)
-    if tally.read_whole_source:
-        tally.deactivated = Token.objects.filter(
-            tenant_id=tenant_id, revoked_at__isnull=True, last_seen__lt=ctx.seen_since
+    revoke_unseen(ctx)
+
+
+def revoke_unseen(ctx: StepContext) -> None:
+    """After a whole read of a whole directory: the tokens it did not list are revoked."""
+    if ctx.tally.read_whole_source and ctx.provider.whole_directory:
+        ctx.tally.deactivated = Token.objects.filter(
+            tenant_id=ctx.tenant.pk, revoked_at__isnull=True, last_seen__lt=ctx.seen_since
         ).update(revoked_at=timezone.now())

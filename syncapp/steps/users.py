@@ -43,7 +43,7 @@ def sync_users(ctx: StepContext) -> None:
             try:
                 rows.append((position, parse_user(raw)))
             except InvalidRecord as exc:
-                tally.note_invalid(exc)
+                tally.note_invalid(exc, page.where(position - 1))
                 invalid_keys.append(exc.key)
         skip = 0
         for batch in ctx.batches(rows):
@@ -53,7 +53,7 @@ def sync_users(ctx: StepContext) -> None:
         DirectoryUser.objects.filter(tenant_id=tenant_id, external_id__in=[k for k in invalid_keys if k]).update(
             last_seen=timezone.now()
         )
-    if tally.read_whole_source:
+    if tally.read_whole_source and ctx.provider.whole_directory:
         tally.deactivated = (
             DirectoryUser.objects.filter(tenant_id=tenant_id, deleted_at__isnull=True)
             .filter(Q(last_seen__lt=ctx.seen_since) | Q(last_seen__isnull=True))

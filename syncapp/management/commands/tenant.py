@@ -74,6 +74,11 @@ class Command(BaseCommand):
             if key != "slug":
                 detail = ", ".join(f"{k} {v}" for k, v in value.items()) if isinstance(value, dict) else value
                 self.stdout.write(f"  {key}: {detail}")
+        consents = tenant.applications.exclude(org_scopes=[]).order_by("display_name", "client_id")
+        if consents:
+            self.stdout.write("  consented for the whole organisation by an administrator:")
+            for app in consents:
+                self.stdout.write(f"    {app.display_name or app.client_id} ({app.client_id}): {' '.join(app.org_scopes)}")
 
     def handle_test(self, *, slug, **options):
         report = check_tenant_connection(_tenant(slug))

@@ -1,0 +1,156 @@
+"""The tokens step for a source that lists every token at once (Microsoft's permission grants, a
+token export) instead of answering for one user at a time.
+
+One user's grants to one application may stand anywhere in such a list (Graph lists a grant per
+resource), and a token is written once per run with all its scopes, or its counts would not be
+exact. So the step reads the whole list into a stage first (StagedToken, committed page by page
+with the checkpoint), then walks the stage in (user, application) order, unites each token's
+scopes and writes it as the per-user tokens step does; then, after a whole read, revokes the
+tokens the list no longer holds. Memory holds one batch, whatever the list's size.
+"""
+
+from collections.abc import Callable, Iterator
+from datetime import datetime
+
+from django.db.models import Q
+from django.utils import timezone
+
+from ..models import Application, DirectoryUser, StagedToken, Token
+from ..records import InvalidRecord, parse_listed_token
+from ..writers import Outcome, upsert_rows
+from .context import StepContext
+from .tokens import revoke_unseen, user_ids, write_tokens
+
+STAGED_FIELDS = ("user_key", "email", "client_id", "display_name", "native_app", "anonymous", "scopes")
+
+
+def _stage(tenant_id: int, stage: int, rows: list[dict]) -> Callable[[datetime], Outcome]:
+    def write(now: datetime) -> Outcome:
+        StagedToken.objects.bulk_create([StagedToken(tenant_id=tenant_id, stage=stage, **row) for row in rows])
+        return Outcome()  # nothing is in the directory yet: the writes are counted when they are
+
+    return write
+
+
+def _read(ctx: StepContext, stage: int) -> None:
+    """The whole list into the stage; the checkpoint is the page and the records of it staged."""
+    tally, tenant_id = ctx.tally, ctx.tenant.pk
+    skip = ctx.resume.get("done_in_page", 0)
+    for page in ctx.provider.token_pages(ctx.resume.get("page_token")):
+        rows = []
+        for position, raw in enumerate(page.records[skip:], start=skip + 1):
+            tally.received += 1
+            tally.done += 1
+            try:
+                rows.append((position, parse_listed_token(raw)))
+            except InvalidRecord as exc:
+                tally.note_invalid(exc, page.where(position - 1))
+        skip = 0
+        for batch in ctx.batches(rows):
+            checkpoint = {"stage": stage, "phase": "read", "page_token": page.token, "done_in_page": batch[-1][0]}
+            ctx.commit(_stage(tenant_id, stage, [row for _, row in batch]), len(batch), checkpoint)
+
+
+def _united(rows: list[dict]) -> Iterator[dict]:
+    """Rows in (user_key, client_id) order → one record per pair, scopes united (the last row's
+    name and flags: a list names an application the same way throughout)."""
+    record = None
+    for row in rows:
+        if record is not None and (row["user_key"], row["client_id"]) == (record["user_key"], record["client_id"]):
+            record = {**row, "scopes": sorted(set(record["scopes"]) | set(row["scopes"])), "email": row["email"] or record["email"]}
+            continue
+        if record is not None:
+            yield record
+        record = row
+    if record is not None:
+        yield record
+
+
+def _staged_batches(ctx: StepContext, stage: int, after: list | None) -> Iterator[list[dict]]:
+    """The stage in (user_key, client_id) order after `after`, as lists of united records, each
+    pair whole: a batch ends before its last pair, which the next batch starts with (a pair with
+    more rows than a batch is read whole on its own)."""
+    staged = StagedToken.objects.filter(stage=stage).order_by("user_key", "client_id", "id")
+    while True:
+        rest = staged if after is None else staged.filter(Q(user_key__gt=after[0]) | Q(user_key=after[0], client_id__gt=after[1]))
+        size = ctx.next_batch_size()
+        rows = list(rest.values(*STAGED_FIELDS)[: size + 1])
+        if not rows:
+            return
+        last = (rows[-1]["user_key"], rows[-1]["client_id"])
+        if len(rows) > size:  # the last pair may go on past this read
+            whole = [r for r in rows if (r["user_key"], r["client_id"]) != last]
+            rows = whole or list(rest.filter(user_key=last[0], client_id=last[1]).values(*STAGED_FIELDS))
+        records = list(_united(rows))
+        yield records
+        after = [records[-1]["user_key"], records[-1]["client_id"]]
+
+
+def _resolve_users(ctx: StepContext, records: list[dict]) -> dict[str, int]:
+    """user_key → the user's row id: by id, else (a key that is an email) by email, else a
+    placeholder made by id, to be filled in by the users step. An email that matches nobody
+    cannot make one (the row's key is the id) and is counted invalid by the caller."""
+    tenant_id = ctx.tenant.pk
+    keys = {r["user_key"]: r["email"] for r in records}
+    ids = dict(DirectoryUser.objects.filter(tenant_id=tenant_id, external_id__in=keys).values_list("external_id", "pk"))
+    emails = [k for k in keys if k not in ids and "@" in k]
+    if emails:
+        for email, pk in DirectoryUser.objects.filter(tenant_id=tenant_id, primary_email__in=emails).order_by("deleted_at", "pk").values_list("primary_email", "pk"):
+            ids.setdefault(email, pk)  # a live user before a deleted one of the same address
+    placeholders = [(k, email) for k, email in keys.items() if k not in ids and "@" not in k]
+    if placeholders:
+        ids.update(user_ids(tenant_id, placeholders))
+    return ids
+
+
+def _write_batch(tenant_id: int, consents: list[dict], grants: list[tuple[int, dict]], app_ids: dict[str, int]) -> Callable[[datetime], Outcome]:
+    """A batch of the stage: applications an administrator consented to for everyone (their
+    org-wide scopes: not tokens, so not counted), then the tokens."""
+    tokens = write_tokens(tenant_id, grants, app_ids) if grants else None
+
+    def write(now: datetime) -> Outcome:
+        if consents:
+            upsert_rows(
+                Application, tenant_id=tenant_id,
+                rows=[{"client_id": c["client_id"], "display_name": c["display_name"], "org_scopes": c["scopes"]} for c in consents],
+                key=("client_id",), compare=("display_name", "org_scopes"), now=now,
+            )
+        return tokens(now) if tokens else Outcome()
+
+    return write
+
+
+def _write(ctx: StepContext, stage: int) -> None:
+    """The stage into the directory, a batch of (user, application) pairs at a time."""
+    tally, tenant_id = ctx.tally, ctx.tenant.pk
+    app_ids: dict[str, int] = {}
+    after = ctx.resume.get("after") if ctx.resume.get("phase") == "write" else None
+    for records in _staged_batches(ctx, stage, after):
+        consents = [r for r in records if not r["user_key"]]
+        grants = [r for r in records if r["user_key"]]
+        ids = _resolve_users(ctx, grants)
+        known = []
+        for grant in grants:
+            if grant["user_key"] in ids:
+                known.append((ids[grant["user_key"]], grant))
+            else:
+                tally.note_invalid(InvalidRecord(f"user {grant['user_key']} is not in the directory, and a token without the user's id cannot add it", grant["client_id"]))
+        checkpoint = {"stage": stage, "phase": "write", "after": [records[-1]["user_key"], records[-1]["client_id"]]}
+        ctx.commit(_write_batch(tenant_id, consents, known, app_ids), len(records), checkpoint)
+
+
+def sync_token_list(ctx: StepContext) -> None:
+    tenant_id = ctx.tenant.pk
+    stage = ctx.resume.get("stage", ctx.step.pk)
+    # What an abandoned read left (a step that failed and was not resumed) goes.
+    StagedToken.objects.filter(tenant_id=tenant_id).exclude(stage=stage).delete()
+    ctx.expect(None)  # a list does not say its length before it is read
+    if ctx.resume.get("phase") != "write":
+        _read(ctx, stage)
+    _write(ctx, stage)
+    revoke_unseen(ctx)
+    if ctx.tally.read_whole_source and ctx.provider.whole_directory:
+        # Consents the list no longer holds were withdrawn.
+        consented = StagedToken.objects.filter(stage=stage, user_key="").values("client_id")
+        Application.objects.filter(tenant_id=tenant_id).exclude(client_id__in=consented).update(org_scopes=[])
+    StagedToken.objects.filter(stage=stage).delete()
