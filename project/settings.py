@@ -5,6 +5,7 @@ value stops start-up with one line naming the variable and what it expects.
 """
 
 import os
+import tempfile
 import warnings
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -226,6 +227,9 @@ BALLAST_TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
 BALLAST_INVALID_SAMPLES = _int("INVALID_SAMPLES", 5)
 # Directory exports (GAM CSV, JSON lines) are read this many bytes at a time: memory stays flat.
 BALLAST_FILE_CHUNK_BYTES = _int("FILE_CHUNK_BYTES", 2**20, minimum=4096)
+# Where files uploaded for an import wait for their run (which the cluster carries out: keep it
+# on a disk the clusters see). Each goes when its run ends.
+BALLAST_IMPORT_DIR = Path(os.environ.get("IMPORT_DIR") or Path(tempfile.gettempdir()) / "ballast-imports")
 BALLAST_SYNC_PROFILE = _choice(
     "SYNC_PROFILE", "production", ("production", "development", "background", "moderate", "fast")
 )

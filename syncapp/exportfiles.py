@@ -47,7 +47,7 @@ class Row:
     line: int  # where the record starts
     after: Position  # where the next one starts: this row's checkpoint
     record: dict | None  # in the Directory API's shape
-    problem: str | None = None  # why there is no record ("line 7: …")
+    problem: str | None = None  # why there is no record (the line is `line`)
 
 
 def format_of(path: Path | str, given: str | None = None) -> str:
@@ -129,12 +129,12 @@ def _jsonl_rows(path: Path, kind: str, start: Position, chunk_bytes: int) -> Ite
         except ValueError as exc:
             if first:
                 raise ExportFileError(f"{path.name}: line {number} is not JSON: not a JSON lines export") from None
-            yield Row(number, Position(after, number + 1), None, f"line {number}: not JSON ({exc.__class__.__name__})")
+            yield Row(number, Position(after, number + 1), None, f"not JSON ({exc.__class__.__name__})")
             continue
         if not isinstance(record, dict):
             if first:
                 raise ExportFileError(f"{path.name}: line {number} is not a JSON object: not a JSON lines export")
-            yield Row(number, Position(after, number + 1), None, f"line {number}: not a JSON object")
+            yield Row(number, Position(after, number + 1), None, "not a JSON object")
             continue
         first = False
         if kind == "tokens" and "userKey" not in record and "user" in record:
@@ -174,7 +174,7 @@ def _csv_rows(path: Path, kind: str, start: Position, chunk_bytes: int) -> Itera
         except StopIteration:
             return
         except csv.Error as exc:
-            yield Row(row_line, where["after"], None, f"line {row_line}: not CSV ({exc})")
+            yield Row(row_line, where["after"], None, f"not CSV ({exc})")
             reader = csv.reader(lines)  # go on with the next line
             continue
         if not any(v.strip() for v in values):
@@ -183,7 +183,7 @@ def _csv_rows(path: Path, kind: str, start: Position, chunk_bytes: int) -> Itera
         try:
             record = gam_user(row) if kind == "users" else gam_token(row)
         except ValueError as exc:
-            yield Row(row_line, where["after"], None, f"line {row_line}: {exc}")
+            yield Row(row_line, where["after"], None, str(exc))
             continue
         yield Row(row_line, where["after"], record)
 

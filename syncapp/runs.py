@@ -8,6 +8,7 @@ steps: to the cluster (syncapp.tasks) or to threads in this process.
 """
 
 import logging
+from pathlib import Path
 
 from django.db import transaction
 from django.utils import timezone
@@ -37,10 +38,11 @@ class QuotaReached(RunRefused):
     """The tenant's quota allows no more runs now (runs per day)."""
 
 
-def start_run(*, tenant: Tenant, trigger: str, steps=None, profile: str = "", enqueue: bool = True) -> SyncRun:
+def start_run(*, tenant: Tenant, trigger: str, steps=None, profile: str = "", enqueue: bool = True, source: dict | None = None) -> SyncRun:
     """Record a queued run with its steps; with enqueue, hand it to the cluster once committed
     (without, the caller carries it out: syncapp.tasks.run_in_process). Bad steps or profile:
-    ValidationError keyed by field; a tenant that may not run now: RunRefused."""
+    ValidationError keyed by field; a tenant that may not run now: RunRefused. source: the files
+    an import reads instead of the provider (syncapp.imports)."""
     request = run_request(steps=steps, profile=profile)
     names, profile = request["steps"], request["profile"]
     if not tenant.active:
@@ -52,7 +54,7 @@ def start_run(*, tenant: Tenant, trigger: str, steps=None, profile: str = "", en
     reclaim_dead()  # a slot held by a process that died is free before anyone waits for it
     with transaction.atomic():
         run = SyncRun.objects.create(
-            tenant=tenant, trigger=trigger, steps=",".join(names), profile=profile, in_process=not enqueue
+            tenant=tenant, trigger=trigger, steps=",".join(names), profile=profile, in_process=not enqueue, source=source or {}
         )
         SyncStep.objects.bulk_create([SyncStep(run=run, name=name) for name in names])
         if enqueue:
@@ -67,6 +69,10 @@ OVERLOADED = "system consistently overloaded"
 def run_in_parallel(run: SyncRun) -> bool:
     """The run route's decision: users and tokens side by side when at least two are allowed
     (by memory, and by CPU: more than half a core left under the ceiling)."""
+    if run.source:
+        # An import reads users before tokens: a token file that names users by email finds
+        # them in the users file, not only in earlier syncs.
+        return False
     try:
         policy = run_policy(run, "run")
     except ValueError:
@@ -166,9 +172,18 @@ def advance_run(run_id: int) -> list[SyncStep]:
                 run.stop_reason = next((s.stop_reason for s in steps.values() if s.stop_reason), StopReason.NONE)
             run.save(update_fields=["status", "finished_at", "error", "stop_reason"])
             release_owner(run_owner(run.pk))  # the next queued run may start; with the end, in one transaction
+            if run.source.get("uploaded"):
+                transaction.on_commit(lambda: _remove_uploads(run.source))
             log.info("[run %s] %s in %.1f s", run.pk, run.status, run.duration_s or 0.0, extra={"run": run.pk, "tenant": run.tenant.slug})
             metrics.sync_runs.labels(status=run.status).inc()
     return ready
+
+
+def _remove_uploads(source: dict) -> None:
+    """Files uploaded for an import belong to its run: they go when it ends, however it ended."""
+    for kind in ("users", "tokens"):
+        if source.get(kind):
+            Path(source[kind]).unlink(missing_ok=True)
 
 
 def cancel_run(run: SyncRun) -> bool:

@@ -15,7 +15,12 @@ def provider_class(name: str) -> type[Provider]:
         raise ConfigError(f"unknown provider {name!r}; expected one of {', '.join(sorted(classes))}") from None
 
 
-def get_provider(tenant) -> Provider:
+def get_provider(tenant, source: dict | None = None) -> Provider:
+    """The tenant's provider; or, for a run that imports files (its source), those files."""
+    if source:
+        from .files import FileProvider
+
+        return FileProvider(source)
     return provider_class(tenant.provider)(tenant.provider_config)
 
 

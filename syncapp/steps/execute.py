@@ -53,13 +53,15 @@ PAGE_TOKEN_MAX_AGE = timedelta(hours=60)
 def _resume_point(step: SyncStep) -> SyncStep | None:
     """The tenant's last step of this name, if it stopped part-way with a checkpoint to continue from."""
     previous = (
-        SyncStep.objects.filter(run__tenant_id=step.run.tenant_id, name=step.name, run_id__lt=step.run_id)
+        SyncStep.objects.select_related("run").filter(run__tenant_id=step.run.tenant_id, name=step.name, run_id__lt=step.run_id)
         .exclude(status__in=[Status.PENDING, Status.QUEUED, Status.RUNNING, Status.SKIPPED])
         .order_by("-run_id")
         .first()
     )
     stopped = (Status.FAILED, Status.INTERRUPTED, Status.CANCELLED)
     if not (previous and previous.status in stopped and previous.checkpoint and previous.checkpoint.get("resumes", 0) < MAX_RESUMES):
+        return None
+    if previous.run.source != step.run.source:  # a checkpoint is a place in one source: the provider, or those files
         return None
     written = previous.checkpoint.get("at")
     written = datetime.fromisoformat(written) if written else previous.finished_at or previous.started_at
@@ -117,7 +119,7 @@ def _run_step(ctx: StepContext) -> tuple[str, str, str]:
             return Status.FAILED, StopReason.CONFIG, f"governor settings: {exc}"
         _resume(ctx)
         if step.name != "relations":
-            ctx.provider = get_provider(tenant)
+            ctx.provider = get_provider(tenant, step.run.source)
             ctx.provider.guard = ctx.governor.call
         try:
             STEPS[step.name](ctx)

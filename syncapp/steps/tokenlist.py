@@ -15,7 +15,7 @@ from datetime import datetime
 from django.db.models import Q
 from django.utils import timezone
 
-from ..models import Application, DirectoryUser, StagedToken, Token
+from ..models import Application, DirectoryUser, StagedToken, Status, SyncStep
 from ..records import InvalidRecord, parse_listed_token
 from ..writers import Outcome, upsert_rows
 from .context import StepContext
@@ -142,8 +142,11 @@ def _write(ctx: StepContext, stage: int) -> None:
 def sync_token_list(ctx: StepContext) -> None:
     tenant_id = ctx.tenant.pk
     stage = ctx.resume.get("stage", ctx.step.pk)
-    # What an abandoned read left (a step that failed and was not resumed) goes.
-    StagedToken.objects.filter(tenant_id=tenant_id).exclude(stage=stage).delete()
+    # What an abandoned read left (a step that stopped and was not resumed) goes; a read under way
+    # in another run of the tenant keeps its stage.
+    running = SyncStep.objects.filter(run__tenant_id=tenant_id, name="tokens", status=Status.RUNNING).values_list("pk", "checkpoint")
+    in_use = {stage} | {checkpoint.get("stage", pk) for pk, checkpoint in running}
+    StagedToken.objects.filter(tenant_id=tenant_id).exclude(stage__in=in_use).delete()
     ctx.expect(None)  # a list does not say its length before it is read
     if ctx.resume.get("phase") != "write":
         _read(ctx, stage)

@@ -61,14 +61,16 @@ def test_bad_rows_are_problems_naming_their_line_and_the_rest_goes_on(tmp_path):
                      "alan@example.org,105,Alan,Alan,False,False,/,,\n")
     rows = list(read_export(csv_path, "users"))
     assert [r.problem for r in rows] == [
-        "line 2: isAdmin is 'Maybe', not True or False", None, None, "line 5: not CSV (field larger than field limit (131072))", None]
+        "isAdmin is 'Maybe', not True or False", None, None, "not CSV (field larger than field limit (131072))", None]
+    assert [r.line for r in rows] == [2, 3, 4, 5, 6]
     assert rows[4].record["id"] == "105" and rows[4].line == 6
     with pytest.raises(InvalidRecord, match="NUL"):  # read, then refused by the same validation as a sync's
         parse_user(rows[1].record)
     assert rows[2].record["id"] == "102" and rows[2].line == 4
     jsonl = write(tmp_path, "tokens.jsonl", '{"clientId": "a", "userKey": "1"}\n{oops\n[1]\n{"clientId": "b", "user": "x@example.org"}\n')
     rows = list(read_export(jsonl, "tokens"))
-    assert [r.problem for r in rows] == [None, "line 2: not JSON (JSONDecodeError)", "line 3: not a JSON object", None]
+    assert [r.problem for r in rows] == [None, "not JSON (JSONDecodeError)", "not a JSON object", None]
+    assert [r.line for r in rows] == [1, 2, 3, 4]
     assert rows[3].record["userKey"] == "x@example.org"  # "user" stands in for a missing userKey
 
 

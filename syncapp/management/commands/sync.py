@@ -1,4 +1,5 @@
 import json
+from collections.abc import Callable
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
@@ -32,39 +33,45 @@ class Command(BaseCommand):
         parser.add_argument("--quiet", action="store_true", help="No progress while waiting: only the outcome.")
 
     def handle(self, *args, slug, steps, wait, in_process, profile, quiet, **options):
-        as_json = options["json"]
         tenant = _tenant(slug)
         try:
             request = run_request(steps=steps, profile=profile)
         except ValidationError as exc:
             raise CommandError(errors_in_words(exc.message_dict, FLAGS)) from None
-        wait = wait or in_process
-        progress = self.stderr if as_json else self.stdout
-        if wait and not in_process and not cluster_is_running():
-            if not quiet:
-                progress.write("No task cluster is running: carrying the run out in this process.")
-            in_process = True
-        try:
-            run = start_run(tenant=tenant, trigger=SyncRun.Trigger.COMMAND, **request, enqueue=not in_process)
-        except RunRefused as exc:
-            raise CommandError(str(exc)) from None
-        if not wait:
-            if as_json:
-                self.stdout.write(json.dumps(run_summary(run)))
-            else:
-                self.stdout.write(f"Run #{run.pk} queued; follow it in the admin or with --wait.")
-            return
-        if in_process:
-            run = run_here_and_follow(run.pk, progress._out, quiet=quiet)
-        else:
-            try:
-                run = follow(run.pk, progress._out, quiet=quiet)
-            except KeyboardInterrupt:
-                raise CommandError(f"stopped following; run #{run.pk} goes on on the cluster", returncode=130) from None
-        if as_json:
-            self.stdout.write(json.dumps(run_summary(run)))
-        elif run.status in SUCCESS:
-            self.stdout.write(f"Run #{run.pk} {run.get_status_display()} in {run.duration_s:.1f} s.")
-        if run.status not in SUCCESS:
-            raise CommandError(f"run #{run.pk} {run.status}" + (f": {run.error}" if run.error else ""), returncode=1)
+        carry_out(self, lambda enqueue: start_run(tenant=tenant, trigger=SyncRun.Trigger.COMMAND, **request, enqueue=enqueue),
+                  wait=wait, in_process=in_process, quiet=quiet, as_json=options["json"])
 
+
+def carry_out(command: BaseCommand, start: Callable[[bool], SyncRun], *, wait: bool, in_process: bool, quiet: bool, as_json: bool) -> None:
+    """What `sync` and `import` do once a run is asked for: start(enqueue) records it; queued on
+    the cluster, or, with --wait and no cluster running (or --in-process), carried out here;
+    followed with progress; printed as JSON or words; a run that did not complete exits 1."""
+    wait = wait or in_process
+    progress = command.stderr if as_json else command.stdout
+    if wait and not in_process and not cluster_is_running():
+        if not quiet:
+            progress.write("No task cluster is running: carrying the run out in this process.")
+        in_process = True
+    try:
+        run = start(not in_process)
+    except RunRefused as exc:
+        raise CommandError(str(exc)) from None
+    if not wait:
+        if as_json:
+            command.stdout.write(json.dumps(run_summary(run)))
+        else:
+            command.stdout.write(f"Run #{run.pk} queued; follow it in the admin or with --wait.")
+        return
+    if in_process:
+        run = run_here_and_follow(run.pk, progress._out, quiet=quiet)
+    else:
+        try:
+            run = follow(run.pk, progress._out, quiet=quiet)
+        except KeyboardInterrupt:
+            raise CommandError(f"stopped following; run #{run.pk} goes on on the cluster", returncode=130) from None
+    if as_json:
+        command.stdout.write(json.dumps(run_summary(run)))
+    elif run.status in SUCCESS:
+        command.stdout.write(f"Run #{run.pk} {run.get_status_display()} in {run.duration_s:.1f} s.")
+    if run.status not in SUCCESS:
+        raise CommandError(f"run #{run.pk} {run.status}" + (f": {run.error}" if run.error else ""), returncode=1)

@@ -1,0 +1,63 @@
+"""Imports: a run whose users and tokens steps read directory exports on disk instead of the
+provider (`manage.py import`, the admin's Import files). Here the files are checked and the run
+recorded; providers/files.py reads them; an upload is streamed to BALLAST_IMPORT_DIR and removed
+when its run ends (syncapp.runs).
+"""
+
+import tempfile
+from pathlib import Path
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+
+from .exportfiles import FORMATS, ExportFileError, format_of
+from .models import SyncRun, Tenant
+from .runs import start_run
+
+
+def import_source(*, users=None, tokens=None, format: str | None = None, complete: bool = False, uploaded: bool = False) -> dict:
+    """The run's source: each file's absolute path, the format (None: from each name), whether the
+    files are a whole export. Refused with ValidationError keyed by field: users, tokens, format."""
+    errors: dict[str, str] = {}
+    if format and format not in FORMATS:
+        errors["format"] = f"unknown format {format!r}; choose from {', '.join(FORMATS)}"
+    if not (users or tokens):
+        errors["users"] = "give a users file, a tokens file, or both"
+    source = {"users": None, "tokens": None, "format": format or None, "complete": bool(complete)}
+    for kind, path in (("users", users), ("tokens", tokens)):
+        if not path:
+            continue
+        path = Path(path).resolve()
+        if not path.is_file():
+            errors[kind] = f"{path}: no such file"
+            continue
+        if not format:
+            try:
+                format_of(path)
+            except ExportFileError as exc:
+                errors[kind] = str(exc)
+                continue
+        source[kind] = str(path)
+    if errors:
+        raise ValidationError(errors)
+    if uploaded:
+        source["uploaded"] = True
+    return source
+
+
+def start_import(tenant: Tenant, source: dict, *, trigger: str = SyncRun.Trigger.IMPORT, enqueue: bool = True) -> SyncRun:
+    """A run of the steps the files feed (users, tokens), then relations, as for a sync."""
+    steps = [kind for kind in ("users", "tokens") if source.get(kind)] + ["relations"]
+    return start_run(tenant=tenant, trigger=trigger, steps=steps, enqueue=enqueue, source=source)
+
+
+def save_upload(upload, kind: str) -> Path:
+    """Stream an uploaded file (Django's UploadedFile) to BALLAST_IMPORT_DIR, chunk by chunk, keeping
+    its name's extensions (.csv, .jsonl.gz…), which say its format."""
+    folder = Path(settings.BALLAST_IMPORT_DIR)
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(Path(upload.name).suffixes[-2:])
+    with tempfile.NamedTemporaryFile("wb", dir=folder, prefix=f"{kind}-", suffix=suffix, delete=False) as out:
+        for chunk in upload.chunks(settings.BALLAST_FILE_CHUNK_BYTES):
+            out.write(chunk)
+    return Path(out.name)

@@ -1,0 +1,194 @@
+"""`manage.py import`: GAM CSV and JSON lines exports (plain and gzip) read by a run's users and
+tokens steps; malformed rows, garbage files, --complete deletions, resuming from a checkpoint."""
+
+import json
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from syncapp.models import DirectoryUser, Status, SyncRun, Token, UserAppRelation
+from syncapp.providers import ProviderError
+from syncapp.providers import files as file_provider
+
+from ..conftest import demo_org
+from ..factories import TenantFactory
+from ..gamfiles import TOKEN_COLUMNS, USER_COLUMNS, export, gam_token_rows, gam_user_rows, write_csv
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("batches_as_the_governor_sizes_them")]
+
+
+@pytest.fixture
+def tenant():
+    return TenantFactory(slug="acme", provider="google", provider_config={"access_token": "x"})  # never called: files only
+
+
+def import_(*args) -> dict:
+    """Run `manage.py import acme … --wait --json` here (no cluster: in this process); the run as JSON."""
+    out = StringIO()
+    try:
+        call_command("import", "acme", *args, "--wait", "--json", stdout=out, stderr=StringIO())
+    except CommandError:
+        pass  # a run that did not complete exits 1; its JSON was printed first
+    return json.loads(out.getvalue())
+
+
+def pairs(tokens: dict[str, list[dict]]) -> set[tuple[str, str]]:
+    return {(user, t["clientId"]) for user, ts in tokens.items() for t in ts}
+
+
+@pytest.mark.parametrize("format, gz", [("csv", False), ("csv", True), ("jsonl", False), ("jsonl", True)])
+def test_an_export_imports_users_tokens_and_relations(tmp_path, tenant, format, gz, settings):
+    settings.BALLAST_FILE_CHUNK_BYTES = 4096  # many chunks: lines split across them
+    users, tokens = demo_org(150, apps=10)
+    users_file, tokens_file = export(tmp_path, users, tokens, format=format, gz=gz)
+
+    run = import_("--users", str(users_file), "--tokens", str(tokens_file))
+    assert run["status"] == "completed", run
+    assert run["steps"]["users"]["created"] == 150 and run["steps"]["users"]["invalid"] == 0
+    assert run["steps"]["tokens"]["created"] == len(pairs(tokens))
+    assert run["steps"]["relations"]["created"] == len(pairs(tokens))
+    stored = SyncRun.objects.get(pk=run["id"])
+    assert stored.trigger == "import" and stored.source["users"] == str(users_file.resolve())
+    assert set(Token.objects.values_list("user__external_id", "application__client_id")) == pairs(tokens)
+    never = [u["id"] for u in users if u["lastLoginTime"].startswith("1970")]
+    assert never and not DirectoryUser.objects.filter(external_id__in=never, last_login_at__isnull=False).exists()
+    admins = {u["id"] for u in users if u["isAdmin"]}
+    assert set(DirectoryUser.objects.filter(is_admin=True).values_list("external_id", flat=True)) == admins
+
+    again = import_("--users", str(users_file), "--tokens", str(tokens_file))
+    for step in ("users", "tokens", "relations"):
+        assert again["steps"][step]["created"] == again["steps"][step]["updated"] == 0, step
+
+
+def test_bad_rows_are_counted_invalid_with_their_line_and_the_rest_imported(tmp_path, tenant):
+    users, tokens = demo_org(20, apps=4)
+    rows = list(gam_user_rows(users))
+    rows[3]["id"] = ""  # line 5: no id
+    rows[7]["suspended"] = "Maybe"  # line 9: not a boolean
+    rows[9]["primaryEmail"] = "nul\x00@example.org"  # line 11: a NUL byte
+    users_file = write_csv(tmp_path / "users.csv", USER_COLUMNS, rows)
+    token_rows = list(gam_token_rows(users, tokens))
+    token_rows[0]["clientId"] = ""  # line 2: no clientId
+    tokens_file = write_csv(tmp_path / "tokens.csv", TOKEN_COLUMNS, token_rows)
+    with open(tmp_path / "more.jsonl", "w") as out:
+        out.write(json.dumps({"userKey": users[0]["id"], "clientId": "ok.apps", "scopes": ["openid"]}) + "\n{not json\n")
+
+    run = import_("--users", str(users_file), "--tokens", str(tokens_file))
+    assert run["status"] == "completed_with_errors"
+    samples = SyncRun.objects.get(pk=run["id"]).step_records.get(name="users").invalid_samples
+    assert run["steps"]["users"]["invalid"] == 3 and run["steps"]["users"]["created"] == 17
+    assert [s["reason"] for s in samples] == ["line 5: missing id", "line 9: suspended is 'Maybe', not True or False",
+                                              "line 11: primaryEmail contains a NUL byte"]
+    tokens_step = SyncRun.objects.get(pk=run["id"]).step_records.get(name="tokens")
+    assert tokens_step.invalid == 1 and tokens_step.invalid_samples == [{"key": None, "reason": "line 2: missing clientId"}]
+
+    run = import_("--tokens", str(tmp_path / "more.jsonl"))
+    step = SyncRun.objects.get(pk=run["id"]).step_records.get(name="tokens")
+    assert step.created == 1 and step.invalid_samples == [{"key": None, "reason": "line 2: not JSON (JSONDecodeError)"}]
+
+
+@pytest.mark.parametrize("name, content, words", [
+    ("users.csv", b"\x89PNG\r\n\x1a\n\x00\x00binary", "not UTF-8 text"),
+    ("users.csv", b"name,email\nAda,ada@example.org\n", "has no primaryEmail column: not a GAM users export"),
+    ("users.jsonl", b"<html>not json</html>\n", "is not JSON: not a JSON lines export"),
+    ("users.csv.gz", b"not gzip at all", "cannot be read"),
+])
+def test_a_file_that_is_not_an_export_fails_the_step_in_one_line(tmp_path, tenant, name, content, words, capsys):
+    (tmp_path / name).write_bytes(content)
+    run = import_("--users", str(tmp_path / name))
+    assert run["status"] == "failed"
+    users = SyncRun.objects.get(pk=run["id"]).step_records.get(name="users")
+    assert users.status == Status.FAILED and words in users.error and "\n" not in users.error
+    assert users.stop_reason == "provider"
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_complete_marks_what_the_export_lacks_deleted_and_without_it_nothing_is(tmp_path, tenant):
+    users, tokens = demo_org(40, apps=5)
+    users_file, tokens_file = export(tmp_path, users, tokens)
+    import_("--users", str(users_file), "--tokens", str(tokens_file), "--complete")
+    gone_user = users[0]["id"]
+    gone_token = next((u, t) for u, ts in tokens.items() if u != gone_user for t in ts)
+    fewer_users = [u for u in users if u["id"] != gone_user]
+    fewer_tokens = {u: [t for t in ts if (u, t["clientId"]) != (gone_token[0], gone_token[1]["clientId"])]
+                    for u, ts in tokens.items() if u != gone_user}
+    (tmp_path / "less").mkdir()
+    less_users, less_tokens = export(tmp_path / "less", fewer_users, fewer_tokens)
+
+    partial = import_("--users", str(less_users), "--tokens", str(less_tokens))
+    assert partial["status"] == "completed"
+    assert partial["steps"]["users"]["deactivated"] == partial["steps"]["tokens"]["deactivated"] == 0
+    assert not DirectoryUser.objects.filter(deleted_at__isnull=False).exists()
+    assert not Token.objects.filter(revoked_at__isnull=False).exists()
+
+    whole = import_("--users", str(less_users), "--tokens", str(less_tokens), "--complete")
+    assert whole["steps"]["users"]["deactivated"] == 1
+    revoked = len(tokens[gone_user]) + 1  # the gone user's tokens, and the one taken away
+    assert whole["steps"]["tokens"]["deactivated"] == revoked
+    assert DirectoryUser.objects.get(external_id=gone_user).deleted_at is not None
+    assert Token.objects.filter(revoked_at__isnull=False).count() == revoked
+    assert UserAppRelation.objects.filter(active=False).count() == revoked
+
+
+def test_tokens_of_users_not_imported_make_placeholders_and_email_only_ones_are_invalid(tmp_path, tenant):
+    users, tokens = demo_org(10, apps=3)
+    _, tokens_file = export(tmp_path, users, tokens)
+    with open(tmp_path / "by-email.jsonl", "w") as out:
+        out.write(json.dumps({"user": "nobody@example.org", "clientId": "a.apps", "scopes": ["openid"]}) + "\n")
+        out.write(json.dumps({"user": users[0]["primaryEmail"], "clientId": "b.apps", "scopes": ["openid"]}) + "\n")
+
+    run = import_("--tokens", str(tokens_file))
+    assert run["steps"]["tokens"]["created"] == len(pairs(tokens))
+    placeholders = DirectoryUser.objects.filter(last_seen__isnull=True)
+    assert placeholders.count() == len([u for u, ts in tokens.items() if ts])
+    assert set(placeholders.values_list("primary_email", flat=True)) <= {u["primaryEmail"] for u in users}  # GAM's user column
+
+    run = import_("--tokens", str(tmp_path / "by-email.jsonl"))
+    step = SyncRun.objects.get(pk=run["id"]).step_records.get(name="tokens")
+    assert step.created == 1  # the known email's token
+    assert step.invalid == 1 and "nobody@example.org is not in the directory" in step.invalid_samples[0]["reason"]
+    assert Token.objects.filter(user__external_id=users[0]["id"], application__client_id="b.apps").exists()
+
+
+def test_a_stopped_import_resumes_from_its_byte_offset_and_line(tmp_path, tenant, monkeypatch, settings):
+    settings.BALLAST_GOVERNOR = {"batch_size": 25}
+    monkeypatch.setattr(file_provider, "PAGE_RECORDS", 40)
+    users, tokens = demo_org(200, apps=8)
+    users_file, tokens_file = export(tmp_path, users, tokens)
+    real_pages = file_provider.FileProvider._pages
+
+    def failing_on_the_fourth_page(self, kind, page_token):
+        for number, page in enumerate(real_pages(self, kind, page_token)):
+            if number == 3:
+                raise ProviderError("scripted: the disk went away")
+            yield page
+
+    monkeypatch.setattr(file_provider.FileProvider, "_pages", failing_on_the_fourth_page)
+    stopped = import_("--users", str(users_file), "--tokens", str(tokens_file))
+    assert stopped["status"] == "failed"
+    users_step = SyncRun.objects.get(pk=stopped["id"]).step_records.get(name="users")
+    offset, line = map(int, users_step.checkpoint["page_token"].split(":"))
+    assert users_step.checkpoint["done_in_page"] == 40 and line == 82 and offset > 0  # header + 2 pages + … read
+    with open(users_file, "rb") as f:
+        assert f.read()[offset - 1 : offset] == b"\n"  # a line's start
+    monkeypatch.setattr(file_provider.FileProvider, "_pages", real_pages)
+
+    resumed = import_("--users", str(users_file), "--tokens", str(tokens_file))
+    assert resumed["status"] == "completed"
+    step = SyncRun.objects.get(pk=resumed["id"]).step_records.get(name="users")
+    assert step.resumed_from_id == users_step.pk
+    assert users_step.created + step.created == 200 and DirectoryUser.objects.count() == 200
+    assert set(Token.objects.values_list("user__external_id", "application__client_id")) == pairs(tokens)
+    assert Token.objects.count() == len(pairs(tokens))
+
+
+def test_bad_arguments_are_refused_naming_the_flag(tmp_path, tenant):
+    with pytest.raises(CommandError, match="--users: give a users file, a tokens file, or both"):
+        call_command("import", "acme", stdout=StringIO())
+    with pytest.raises(CommandError, match="--tokens: .*nope.csv: no such file"):
+        call_command("import", "acme", "--tokens", str(tmp_path / "nope.csv"), stdout=StringIO())
+    (tmp_path / "users.txt").write_text("x")
+    with pytest.raises(CommandError, match="--users: users.txt: cannot tell the format from the name"):
+        call_command("import", "acme", "--users", str(tmp_path / "users.txt"), stdout=StringIO())
+    assert not SyncRun.objects.exists()
