@@ -229,6 +229,8 @@ BALLAST_INVALID_SAMPLES = _int("INVALID_SAMPLES", 5)
 BALLAST_FILE_CHUNK_BYTES = _int("FILE_CHUNK_BYTES", 2**20, minimum=4096)
 # Where files uploaded for an import wait for their run (which the cluster carries out: keep it
 # on a disk the clusters see). Each goes when its run ends.
+# Uploads up to 10 MB are held in memory; larger ones Django streams to a temporary file.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 2**20
 BALLAST_IMPORT_DIR = Path(os.environ.get("IMPORT_DIR") or Path(tempfile.gettempdir()) / "ballast-imports")
 BALLAST_SYNC_PROFILE = _choice(
     "SYNC_PROFILE", "production", ("production", "development", "background", "moderate", "fast")

@@ -1,5 +1,5 @@
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import CharField, OuterRef, Subquery, Sum, Value
 from django.db.models.functions import Cast, Concat
 from django.shortcuts import redirect
@@ -22,7 +22,8 @@ from monitoring.ratelimit import reset as reset_window
 
 from .apikeys import new_key, revoke
 from .connections import check_tenant_connection
-from .forms import StartRunForm, TenantForm
+from .forms import ImportFilesForm, StartRunForm, TenantForm
+from .imports import import_uploads
 from .models import COUNTERS, ApiKey, Status, Application, DirectoryUser, SyncRun, SyncStep, Tenant, Token, UserAppRelation
 from .governance import run_policy
 from .progress import step_estimate, work_words
@@ -64,10 +65,11 @@ class TenantAdmin(admin.ModelAdmin):
         for tenant in queryset:
             self._start(request, tenant, {})
 
-    def _start(self, request, tenant: Tenant, choices: dict) -> SyncRun | None:
-        """Queue a run and say so (and what it will wait for); None when it was refused."""
+    def _start(self, request, tenant: Tenant, choices: dict, begin=None) -> SyncRun | None:
+        """Queue a run (begin(), else a sync with these choices) and say so, and what it will wait
+        for; None when it was refused."""
         try:
-            run = start_run(tenant=tenant, trigger=SyncRun.Trigger.ADMIN, **choices)
+            run = begin() if begin else start_run(tenant=tenant, trigger=SyncRun.Trigger.ADMIN, **choices)
         except RunRefused as exc:
             self.message_user(request, f"No run for {tenant.slug}: {exc}", messages.ERROR)
             return None
@@ -81,6 +83,7 @@ class TenantAdmin(admin.ModelAdmin):
         own = [
             path("<int:tenant_id>/start-sync/", self.admin_site.admin_view(self.start_sync_view), name="syncapp_tenant_start_sync"),
             path("<int:tenant_id>/test-connection/", self.admin_site.admin_view(self.test_connection_view), name="syncapp_tenant_test_connection"),
+            path("<int:tenant_id>/import-files/", self.admin_site.admin_view(self.import_files_view), name="syncapp_tenant_import_files"),
         ]
         return own + super().get_urls()
 
@@ -103,6 +106,22 @@ class TenantAdmin(admin.ModelAdmin):
             if run is not None:
                 return redirect("admin:syncapp_syncrun_change", run.pk)
         return self._page(request, tenant, "admin/syncapp/tenant/start_sync.html", form=form, title=f"Start a sync of {tenant.slug}")
+
+    def import_files_view(self, request, tenant_id: int):
+        """Upload an export; the run reads it as `manage.py import` would (checked the same way)."""
+        tenant = self._tenant(request, tenant_id)
+        posted = request.method == "POST"
+        form = ImportFilesForm(request.POST if posted else None, request.FILES if posted else None)
+        if posted and form.is_valid():
+            try:
+                run = self._start(request, tenant, {}, begin=lambda: import_uploads(tenant, form.cleaned_data))
+            except ValidationError as exc:
+                for field, errors in exc.message_dict.items():
+                    form.add_error(field if field in form.fields else None, errors)
+            else:
+                if run is not None:
+                    return redirect("admin:syncapp_syncrun_change", run.pk)
+        return self._page(request, tenant, "admin/syncapp/tenant/import_files.html", form=form, title=f"Import files into {tenant.slug}")
 
     def test_connection_view(self, request, tenant_id: int):
         tenant = self._tenant(request, tenant_id)

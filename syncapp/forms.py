@@ -107,3 +107,21 @@ class TenantForm(forms.ModelForm):
                 except (ValueError, TypeError) as exc:
                     self.add_error("governor_settings", str(exc))
         return cleaned
+
+
+class ImportFilesForm(forms.Form):
+    """The admin's Import files: what `manage.py import` takes, as uploads."""
+
+    users = forms.FileField(required=False, help_text="`gam print users` CSV, or users.list objects as JSON lines (.gz read as a stream).")
+    tokens = forms.FileField(required=False, help_text="`gam all users print tokens` CSV, or token objects as JSON lines.")
+    format = forms.ChoiceField(choices=[("", "from each file's name"), ("csv", "csv"), ("jsonl", "jsonl")], required=False)
+    complete = forms.BooleanField(
+        required=False, label="A whole export",
+        help_text="Users and tokens the files lack are marked deleted and revoked. Unticked: nothing is.",
+    )
+
+    def clean(self):
+        cleaned = super().clean()
+        if not (cleaned.get("users") or cleaned.get("tokens")):
+            raise ValidationError("Choose a users file, a tokens file, or both.")
+        return cleaned

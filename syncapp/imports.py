@@ -4,6 +4,7 @@ recorded; providers/files.py reads them; an upload is streamed to BALLAST_IMPORT
 when its run ends (syncapp.runs).
 """
 
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -52,12 +53,30 @@ def start_import(tenant: Tenant, source: dict, *, trigger: str = SyncRun.Trigger
 
 
 def save_upload(upload, kind: str) -> Path:
-    """Stream an uploaded file (Django's UploadedFile) to BALLAST_IMPORT_DIR, chunk by chunk, keeping
-    its name's extensions (.csv, .jsonl.gz…), which say its format."""
+    """Keep an uploaded file (Django's UploadedFile) in BALLAST_IMPORT_DIR for its run, with its
+    name's extensions (.csv, .jsonl.gz…), which say its format. Django streamed a large upload to
+    a temporary file already (FILE_UPLOAD_MAX_MEMORY_SIZE): it is moved; a small one, held in
+    memory, is written out in FILE_CHUNK_BYTES chunks."""
     folder = Path(settings.BALLAST_IMPORT_DIR)
     folder.mkdir(parents=True, exist_ok=True)
     suffix = "".join(Path(upload.name).suffixes[-2:])
     with tempfile.NamedTemporaryFile("wb", dir=folder, prefix=f"{kind}-", suffix=suffix, delete=False) as out:
-        for chunk in upload.chunks(settings.BALLAST_FILE_CHUNK_BYTES):
-            out.write(chunk)
+        if not hasattr(upload, "temporary_file_path"):
+            for chunk in upload.chunks(settings.BALLAST_FILE_CHUNK_BYTES):
+                out.write(chunk)
+    if hasattr(upload, "temporary_file_path"):
+        shutil.move(upload.temporary_file_path(), out.name)
     return Path(out.name)
+
+
+def import_uploads(tenant: Tenant, form_data: dict) -> SyncRun:
+    """The admin's Import files: the uploads kept, checked as `import` checks files, and the run
+    queued; refused (ValidationError by field) with nothing kept."""
+    paths = {kind: save_upload(form_data[kind], kind) for kind in ("users", "tokens") if form_data.get(kind)}
+    try:
+        source = import_source(**paths, format=form_data.get("format") or None, complete=form_data.get("complete", False), uploaded=True)
+        return start_import(tenant, source)
+    except Exception:
+        for path in paths.values():
+            path.unlink(missing_ok=True)
+        raise

@@ -134,5 +134,7 @@ def parse_listed_token(raw) -> dict:
     user_key = _text(raw.get("userKey"), "userKey", _max_length(StagedToken, "user_key"), required=True, key=key)
     if "@" not in user_key and len(user_key) > _max_length(DirectoryUser, "external_id"):
         raise InvalidRecord(f"userKey longer than {_max_length(DirectoryUser, 'external_id')} characters", key)
+    if "\x1f" in user_key or "\x1f" in key:  # the stage joins the two with it (steps/tokenlist.py)
+        raise InvalidRecord("userKey or clientId contains a control character", key)
     email = _text(raw.get("user"), "user", _max_length(DirectoryUser, "primary_email"), key=key)
     return {**token, "user_key": user_key, "email": email}

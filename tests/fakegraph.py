@@ -3,6 +3,7 @@ oauth2PermissionGrants, paged by @odata.nextLink) and Entra ID's client-credenti
 endpoint. Tests load its data and script its faults; it records every request it answers."""
 
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
@@ -41,6 +42,7 @@ class FakeGraph(LoopbackJsonServer):
         self.tokens: dict[str, int] = {}  # token → calls made with it
         self.token_requests: list[dict] = []
         self.requests: list[tuple[str, str, dict]] = []
+        self.latency_s = 0.0  # each Graph request waits this long before its answer
         self._faults: deque[Fault] = deque()
         self._lock = threading.Lock()
         super().__init__()
@@ -82,6 +84,8 @@ class FakeGraph(LoopbackJsonServer):
             if token not in self.tokens or (self.token_uses is not None and self.tokens[token] >= self.token_uses):
                 return 401, graph_error("InvalidAuthenticationToken", "Access token has expired or is not yet valid."), {}
             self.tokens[token] += 1
+        if self.latency_s:
+            time.sleep(self.latency_s)
         if path not in LISTS:
             return 404, graph_error("Request_ResourceNotFound", f"Resource not found for the segment '{path}'."), {}
         rows = getattr(self, LISTS[path])

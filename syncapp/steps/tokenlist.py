@@ -26,7 +26,9 @@ STAGED_FIELDS = ("user_key", "email", "client_id", "display_name", "native_app",
 
 def _stage(tenant_id: int, stage: int, rows: list[dict]) -> Callable[[datetime], Outcome]:
     def write(now: datetime) -> Outcome:
-        StagedToken.objects.bulk_create([StagedToken(tenant_id=tenant_id, stage=stage, **row) for row in rows])
+        StagedToken.objects.bulk_create(
+            [StagedToken(tenant_id=tenant_id, stage=stage, pair=_pair(row["user_key"], row["client_id"]), **row) for row in rows]
+        )
         return Outcome()  # nothing is in the directory yet: the writes are counted when they are
 
     return write
@@ -52,11 +54,11 @@ def _read(ctx: StepContext, stage: int) -> None:
 
 
 def _united(rows: list[dict]) -> Iterator[dict]:
-    """Rows in (user_key, client_id) order → one record per pair, scopes united (the last row's
+    """Rows in pair order → one record per (user_key, client_id), scopes united (the last row's
     name and flags: a list names an application the same way throughout)."""
     record = None
     for row in rows:
-        if record is not None and (row["user_key"], row["client_id"]) == (record["user_key"], record["client_id"]):
+        if record is not None and row["pair"] == record["pair"]:
             record = {**row, "scopes": sorted(set(record["scopes"]) | set(row["scopes"])), "email": row["email"] or record["email"]}
             continue
         if record is not None:
@@ -66,24 +68,30 @@ def _united(rows: list[dict]) -> Iterator[dict]:
         yield record
 
 
-def _staged_batches(ctx: StepContext, stage: int, after: list | None) -> Iterator[list[dict]]:
-    """The stage in (user_key, client_id) order after `after`, as lists of united records, each
-    pair whole: a batch ends before its last pair, which the next batch starts with (a pair with
-    more rows than a batch is read whole on its own)."""
-    staged = StagedToken.objects.filter(stage=stage).order_by("user_key", "client_id", "id")
+PAIR_SEPARATOR = "\x1f"  # the unit separator: in no user key or client id (they are checked text)
+
+
+def _pair(user_key: str, client_id: str) -> str:
+    return f"{user_key}{PAIR_SEPARATOR}{client_id}"
+
+
+def _staged_batches(ctx: StepContext, stage: int, after: str | None) -> Iterator[list[dict]]:
+    """The stage in (user_key, client_id) order after the pair `after`, as lists of united records,
+    each pair whole: a batch ends before its last pair, which the next batch starts with (a pair
+    with more rows than a batch is read whole on its own)."""
+    staged = StagedToken.objects.filter(stage=stage).order_by("pair", "id")
     while True:
-        rest = staged if after is None else staged.filter(Q(user_key__gt=after[0]) | Q(user_key=after[0], client_id__gt=after[1]))
+        rest = staged if after is None else staged.filter(pair__gt=after)
         size = ctx.next_batch_size()
-        rows = list(rest.values(*STAGED_FIELDS)[: size + 1])
+        rows = list(rest.values("pair", *STAGED_FIELDS)[: size + 1])
         if not rows:
             return
-        last = (rows[-1]["user_key"], rows[-1]["client_id"])
+        last = rows[-1]["pair"]
         if len(rows) > size:  # the last pair may go on past this read
-            whole = [r for r in rows if (r["user_key"], r["client_id"]) != last]
-            rows = whole or list(rest.filter(user_key=last[0], client_id=last[1]).values(*STAGED_FIELDS))
+            rows = [r for r in rows if r["pair"] != last] or list(rest.filter(pair=last).values("pair", *STAGED_FIELDS))
         records = list(_united(rows))
         yield records
-        after = [records[-1]["user_key"], records[-1]["client_id"]]
+        after = records[-1]["pair"]
 
 
 def _resolve_users(ctx: StepContext, records: list[dict]) -> dict[str, int]:
@@ -135,7 +143,7 @@ def _write(ctx: StepContext, stage: int) -> None:
                 known.append((ids[grant["user_key"]], grant))
             else:
                 tally.note_invalid(InvalidRecord(f"user {grant['user_key']} is not in the directory, and a token without the user's id cannot add it", grant["client_id"]))
-        checkpoint = {"stage": stage, "phase": "write", "after": [records[-1]["user_key"], records[-1]["client_id"]]}
+        checkpoint = {"stage": stage, "phase": "write", "after": records[-1]["pair"]}
         ctx.commit(_write_batch(tenant_id, consents, known, app_ids), len(records), checkpoint)
 
 

@@ -16,7 +16,7 @@ from django.utils import timezone
 from ..models import Application, DirectoryUser, Token
 from ..providers import Page, Provider, ProviderError
 from ..records import InvalidRecord, parse_token, parse_user
-from ..writers import Outcome, upsert_rows
+from ..writers import Outcome, inserted, upsert_rows
 from .context import StepContext, Tally
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ def user_ids(tenant_id: int, users: list[tuple[str, str]]) -> dict[str, int]:
             [DirectoryUser(tenant_id=tenant_id, external_id=uid, primary_email=email, first_seen=now) for uid, email in missing],
             ignore_conflicts=True,
         )
+        inserted(DirectoryUser, len(missing))
         ids.update(lookup([uid for uid, _ in missing]))
     return ids
 

@@ -6,7 +6,7 @@ from .base import Outcome, Writer
 from .orm import OrmWriter
 from .postgresql import PostgresCopyWriter
 
-__all__ = ["Outcome", "Writer", "upsert_query", "upsert_rows", "writer"]
+__all__ = ["Outcome", "Writer", "inserted", "upsert_query", "upsert_rows", "writer"]
 
 
 def writer() -> Writer:
@@ -20,3 +20,9 @@ def upsert_rows(model, **kwargs) -> Outcome:
 
 def upsert_query(model, **kwargs) -> Outcome:
     return writer().write_query(model, **kwargs)
+
+
+def inserted(model, rows: int) -> None:
+    """Rows a step inserted by other means than a writer (placeholder users): the table's
+    statistics follow its growth as they do for the writers' own inserts."""
+    writer().inserted(model._meta.db_table, rows)

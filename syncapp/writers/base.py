@@ -48,6 +48,9 @@ class Writer:
         a writer may keep them inside the database."""
         return self.write(model, tenant_id=tenant_id, rows=list(source.values(*key, *compare)), key=key, compare=compare, now=now)
 
+    def inserted(self, table: str, rows: int) -> None:
+        """Told of rows inserted into table outside write(); a writer that keeps statistics up to date counts them."""
+
     def write_unique(self, model, *, tenant_id, rows: dict[tuple, dict], key, compare, now, new_if_null) -> Outcome:
         """What write() does, for at least one row, each key once: rows maps key → row."""
         raise NotImplementedError

@@ -42,16 +42,25 @@ def _quoted(names) -> str:
 
 
 # Fresh rows have no statistics until ANALYZE (autovacuum may be late): the planner then reads
-# a whole tenant through its tenant_id index for a lookup by key. Analyse as a table grows.
+# a whole tenant through its tenant_id index for a lookup by key, and a connection's foreign-key
+# checks keep a sequential scan planned while the table was small, each check reading the whole
+# table at COMMIT. Analyse as a table grows (ANALYZE also makes the cached plans be made again).
 ANALYZE_EVERY_ROWS = 20_000
+ANALYZE_FIRST_ROWS = 1_000  # a table that starts empty is analysed at 1,000 rows gained, then at each doubling
 _created_since_analyze: dict[str, int] = {}
+_created_by_last_analyze: dict[str, int] = {}
 
 
 def _analyze_if_grown(table: str, created: int) -> None:
+    """ANALYZE once the table gained as many rows as it had gained by its last ANALYZE here
+    (at least ANALYZE_FIRST_ROWS, at most ANALYZE_EVERY_ROWS): early and often while it is
+    small, when a plan made for an empty table costs most, then every ANALYZE_EVERY_ROWS."""
     grown = _created_since_analyze.get(table, 0) + created
-    if grown >= ANALYZE_EVERY_ROWS:
+    before = _created_by_last_analyze.get(table, 0)
+    if grown >= min(ANALYZE_EVERY_ROWS, max(ANALYZE_FIRST_ROWS, before)):
         with connection.cursor() as cursor:
             cursor.execute(f"ANALYZE {connection.ops.quote_name(table)}")
+        _created_by_last_analyze[table] = before + grown
         grown = 0
     _created_since_analyze[table] = grown
 
@@ -129,6 +138,9 @@ class _Plan:
 
 class PostgresCopyWriter(Writer):
     kind = "copy"
+
+    def inserted(self, table: str, rows: int) -> None:
+        _analyze_if_grown(table, rows)
 
     def write_unique(self, model, *, tenant_id, rows, key, compare, now, new_if_null):
         plan, qn = _Plan.of(model, key, compare), connection.ops.quote_name

@@ -3,6 +3,7 @@ tokens steps; malformed rows, garbage files, --complete deletions, resuming from
 
 import json
 from io import StringIO
+from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -192,3 +193,43 @@ def test_bad_arguments_are_refused_naming_the_flag(tmp_path, tenant):
     with pytest.raises(CommandError, match="--users: users.txt: cannot tell the format from the name"):
         call_command("import", "acme", "--users", str(tmp_path / "users.txt"), stdout=StringIO())
     assert not SyncRun.objects.exists()
+
+
+@pytest.mark.parametrize("big", [False, True], ids=["held-in-memory", "streamed-to-disk"])
+def test_the_admin_imports_uploaded_files_and_removes_them_when_the_run_ends(tmp_path, tenant, admin_client, settings, big):
+    from django.urls import reverse
+
+    from syncapp.tasks import run_in_process
+
+    settings.BALLAST_IMPORT_DIR = tmp_path / "uploads"
+    settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 1 if big else 10 * 2**20  # 1 byte: every upload goes to a temporary file
+    users, tokens = demo_org(30, apps=4)
+    users_file, tokens_file = export(tmp_path, users, tokens, gz=True)
+    url = reverse("admin:syncapp_tenant_import_files", args=[tenant.pk])
+    assert "Import files" in admin_client.get(reverse("admin:syncapp_tenant_change", args=[tenant.pk])).content.decode()
+    with open(users_file, "rb") as u, open(tokens_file, "rb") as t:
+        response = admin_client.post(url, {"users": u, "tokens": t, "complete": "on"})
+    assert response.status_code == 302
+    run = SyncRun.objects.get()
+    assert run.trigger == "import" and run.source["complete"] is True and run.source["uploaded"] is True
+    kept = [Path(run.source["users"]), Path(run.source["tokens"])]
+    assert all(p.parent == settings.BALLAST_IMPORT_DIR and p.name.endswith(".csv.gz") for p in kept)
+
+    run_in_process(run.pk)  # what the cluster does with it
+    run.refresh_from_db()
+    assert run.status == Status.COMPLETED
+    assert DirectoryUser.objects.count() == 30 and Token.objects.count() == len(pairs(tokens))
+    assert not any(p.exists() for p in kept)  # the uploads went with the run's end
+
+
+def test_the_admin_refuses_an_import_without_files_or_with_a_nameless_format(tmp_path, tenant, admin_client, settings):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.urls import reverse
+
+    settings.BALLAST_IMPORT_DIR = tmp_path / "uploads"
+    url = reverse("admin:syncapp_tenant_import_files", args=[tenant.pk])
+    page = admin_client.post(url, {}).content.decode()
+    assert "Choose a users file, a tokens file, or both." in page
+    page = admin_client.post(url, {"users": SimpleUploadedFile("export.txt", b"primaryEmail,id\n")}).content.decode()
+    assert "cannot tell the format from the name" in page
+    assert not SyncRun.objects.exists() and not list(settings.BALLAST_IMPORT_DIR.iterdir())  # nothing kept
