@@ -152,3 +152,35 @@ def directory_in_child(users: int, latency_s: float = 0.02, flaky_every: int | N
         here.send("done")
         counts.update(here.recv())
         child.join()
+
+
+def _serve_graph(users: int, latency_s: float, pipe) -> None:
+    """Microsoft Graph on loopback, in a child process (see _serve_directory)."""
+    from tests.conftest import demo_org
+    from tests.fakegraph import FakeGraph
+
+    server = FakeGraph().start()
+    server.load(*demo_org(users, seed=4))
+    server.latency_s = latency_s
+    pipe.send((server.url, server.config()))
+    pipe.recv()
+    pipe.send({"calls": len(server.paths("/v1.0/")), "grants": len(server.grants)})
+    server.stop()
+
+
+@contextmanager
+def graph_in_child(users: int, latency_s: float = 0.02):
+    """Microsoft Graph (and Entra ID's token endpoint) on loopback, served by a child process,
+    holding the same organisation as directory_in_child. Yields (provider config, counts)."""
+    connections.close_all()
+    here, there = multiprocessing.get_context("fork").Pipe()
+    child = multiprocessing.get_context("fork").Process(target=_serve_graph, args=(users, latency_s, there), daemon=True)
+    child.start()
+    counts: dict = {}
+    try:
+        _, config = here.recv()
+        yield config, counts
+    finally:
+        here.send("done")
+        counts.update(here.recv())
+        child.join()

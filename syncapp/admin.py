@@ -1,3 +1,5 @@
+from pathlib import Path
+
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import CharField, OuterRef, Subquery, Sum, Value
@@ -203,7 +205,7 @@ class SyncRunAdmin(ReadOnlyAdmin):
     date_hierarchy = "queued_at"
     inlines = [SyncStepInline]
     actions = ["cancel"]
-    fields = ["tenant", "trigger", "steps", "profile", "parallel", "status", "stop_reason", "held_by", "waiting_reason", "queued_at", "started_at", "finished_at", "duration", "error", "task_id"]
+    fields = ["tenant", "trigger", "reads", "steps", "profile", "parallel", "status", "stop_reason", "held_by", "waiting_reason", "queued_at", "started_at", "finished_at", "duration", "error", "task_id"]
     readonly_fields = fields
 
     @staticmethod
@@ -216,6 +218,15 @@ class SyncRunAdmin(ReadOnlyAdmin):
             f"(peak {s.peak_cpu_percent:.0f}%) · held by the governor {s.governor_wait_s:.1f} s of {s.duration_s or 0:.1f} s"
             for s in run.step_records.all() if s.peak_rss_bytes is not None
         ]
+
+    @admin.display(description="reads")
+    def reads(self, run):
+        """The provider, or the files an import reads (and whether they are a whole export)."""
+        if not run.source:
+            return f"the provider ({run.tenant.get_provider_display()})"
+        files = [Path(run.source[kind]).name for kind in ("users", "tokens") if run.source.get(kind)]
+        whole = "a whole export: what they lack is marked deleted" if run.source.get("complete") else "part of the directory: nothing is marked deleted"
+        return f"files {', '.join(files)} ({whole})"
 
     @admin.display(description="waiting for")
     def held_by(self, run):

@@ -68,6 +68,7 @@ def _admin_pages(run) -> dict[str, str]:
     pages["syncrun"] = reverse("admin:syncapp_syncrun_change", args=[run.pk])
     pages["tenant-start-sync"] = reverse("admin:syncapp_tenant_start_sync", args=[run.tenant_id])
     pages["tenant-test-connection"] = reverse("admin:syncapp_tenant_test_connection", args=[run.tenant_id])
+    pages["tenant-import-files"] = reverse("admin:syncapp_tenant_import_files", args=[run.tenant_id])
     return pages
 
 

@@ -71,7 +71,8 @@ def test_leak_watch_reports_sites_that_grow_at_every_check(received):
             sites = watch.check()
     finally:
         tracemalloc.stop()
-    assert sites and "test_memory.py" in sites[0]["site"]
+    # Ours is among them (others may grow too: linecache, when a file changed on disk meanwhile).
+    assert any("test_memory.py" in site["site"] for site in sites)
     assert any(name == "leak" for name, _ in received)
 
 

@@ -233,3 +233,13 @@ def test_the_admin_refuses_an_import_without_files_or_with_a_nameless_format(tmp
     page = admin_client.post(url, {"users": SimpleUploadedFile("export.txt", b"primaryEmail,id\n")}).content.decode()
     assert "cannot tell the format from the name" in page
     assert not SyncRun.objects.exists() and not list(settings.BALLAST_IMPORT_DIR.iterdir())  # nothing kept
+
+
+def test_an_import_runs_page_says_which_files_it_read(tmp_path, tenant, admin_client):
+    from django.urls import reverse
+
+    users, tokens = demo_org(5, apps=2)
+    users_file, _ = export(tmp_path, users, tokens)
+    run = import_("--users", str(users_file))
+    page = admin_client.get(reverse("admin:syncapp_syncrun_change", args=[run["id"]])).content.decode()
+    assert "files users.csv (part of the directory: nothing is marked deleted)" in page
