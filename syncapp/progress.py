@@ -24,11 +24,21 @@ from monitoring.eta import Estimate, duration_words, estimate
 from monitoring.process import request_stop_on_signals, restore_signals, stop_request
 
 from .models import Status, SyncRun, SyncStep
+from .providers import provider_class
 from .runs import cancel_run, waiting_for
 from .tasks import run_in_process
 
 PLAIN_EVERY_S = 5.0
 UNITS = {"users": "users", "tokens": "users asked", "relations": "tokens"}
+LISTED_TOKENS_UNIT = "token records (read, then written)"  # a source that lists every token at once
+
+
+def _unit(step: SyncStep) -> str:
+    if step.name == "tokens":
+        run = step.run
+        if run.source or provider_class(run.tenant.provider).lists_tokens:
+            return LISTED_TOKENS_UNIT
+    return UNITS[step.name]
 
 
 def step_estimate(step: SyncStep) -> Estimate:
@@ -37,7 +47,7 @@ def step_estimate(step: SyncStep) -> Estimate:
 
 def work_words(step: SyncStep, guess: Estimate) -> str:
     """"1,200 of 3,000 users asked", or "1,200 users asked" when the total is not known."""
-    unit = UNITS[step.name]
+    unit = _unit(step)
     return f"{guess.done:,} of {guess.expected:,} {unit}" if guess.expected else f"{guess.done:,} {unit}"
 
 

@@ -75,10 +75,10 @@ def _pair(user_key: str, client_id: str) -> str:
     return f"{user_key}{PAIR_SEPARATOR}{client_id}"
 
 
-def _staged_batches(ctx: StepContext, stage: int, after: str | None) -> Iterator[list[dict]]:
-    """The stage in (user_key, client_id) order after the pair `after`, as lists of united records,
-    each pair whole: a batch ends before its last pair, which the next batch starts with (a pair
-    with more rows than a batch is read whole on its own)."""
+def _staged_batches(ctx: StepContext, stage: int, after: str | None) -> Iterator[tuple[list[dict], int]]:
+    """The stage in (user_key, client_id) order after the pair `after`, as lists of united records
+    (with the staged rows they unite), each pair whole: a batch ends before its last pair, which
+    the next batch starts with (a pair with more rows than a batch is read whole on its own)."""
     staged = StagedToken.objects.filter(stage=stage).order_by("pair", "id")
     while True:
         rest = staged if after is None else staged.filter(pair__gt=after)
@@ -90,7 +90,7 @@ def _staged_batches(ctx: StepContext, stage: int, after: str | None) -> Iterator
         if len(rows) > size:  # the last pair may go on past this read
             rows = [r for r in rows if r["pair"] != last] or list(rest.filter(pair=last).values("pair", *STAGED_FIELDS))
         records = list(_united(rows))
-        yield records
+        yield records, len(rows)
         after = records[-1]["pair"]
 
 
@@ -133,7 +133,11 @@ def _write(ctx: StepContext, stage: int) -> None:
     tally, tenant_id = ctx.tally, ctx.tenant.pk
     app_ids: dict[str, int] = {}
     after = ctx.resume.get("after") if ctx.resume.get("phase") == "write" else None
-    for records in _staged_batches(ctx, stage, after):
+    staged = StagedToken.objects.filter(stage=stage)
+    # Progress: the records read, then the staged rows written.
+    ctx.expect(tally.done + (staged if after is None else staged.filter(pair__gt=after)).count())
+    for records, rows in _staged_batches(ctx, stage, after):
+        tally.done += rows
         consents = [r for r in records if not r["user_key"]]
         grants = [r for r in records if r["user_key"]]
         ids = _resolve_users(ctx, grants)
@@ -155,7 +159,7 @@ def sync_token_list(ctx: StepContext) -> None:
     running = SyncStep.objects.filter(run__tenant_id=tenant_id, name="tokens", status=Status.RUNNING).values_list("pk", "checkpoint")
     in_use = {stage} | {checkpoint.get("stage", pk) for pk, checkpoint in running}
     StagedToken.objects.filter(tenant_id=tenant_id).exclude(stage__in=in_use).delete()
-    ctx.expect(None)  # a list does not say its length before it is read
+    ctx.expect(None)  # a list does not say its length before it is read (then: see _write)
     if ctx.resume.get("phase") != "write":
         _read(ctx, stage)
     _write(ctx, stage)

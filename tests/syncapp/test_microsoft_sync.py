@@ -255,3 +255,38 @@ def test_tenant_test_checks_users_and_grants(graph, tenant):
     report = check_tenant_connection(tenant)
     assert "AADSTS7000215" in report.first_error and "check client_id and client_secret" in report.first_error
     assert "wrong-secret-value" not in json.dumps(report.as_json())
+
+
+def test_progress_counts_the_grants_read_then_the_staged_rows_written(graph, tenant):
+    graph.load(*demo_org(30, apps=4))
+    step = sync_here(tenant, steps="tokens").step_records.get()
+    assert step.received > 0 and step.expected == step.done == 2 * step.received - step.invalid  # each valid record staged, then written
+
+
+def test_the_run_page_counts_a_listed_tokens_step_in_records(graph, tenant, admin_client):
+    from django.urls import reverse
+
+    graph.load(*demo_org(10, apps=3))
+    run = sync_here(tenant)
+    tokens = run.step_records.get(name="tokens")
+    page = admin_client.get(reverse("admin:syncapp_syncrun_change", args=[run.pk])).content.decode()
+    assert f"{tokens.done:,} of {tokens.expected:,} token records (read, then written)" in page
+    assert "users asked" not in page  # that is the per-user tokens step's unit
+
+
+def test_a_microsoft_tenant_is_added_from_the_terminal_and_its_secret_never_shown(graph, admin_client):
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+    from django.urls import reverse
+
+    from syncapp.models import Tenant
+
+    config = json.dumps({"tenant_id": "t", "client_id": "c", "client_secret": "very-secret-value"})
+    call_command("tenant", "add", "fabrikam", "--provider", "microsoft", "--config", config, stdout=StringIO())
+    tenant = Tenant.objects.get(slug="fabrikam")
+    assert tenant.provider == "microsoft" and tenant.provider_config["client_secret"] == "very-secret-value"
+    page = admin_client.get(reverse("admin:syncapp_tenant_change", args=[tenant.pk])).content.decode()
+    assert "very-secret-value" not in page and "Microsoft Entra ID (Graph)" in page
+    with pytest.raises(CommandError, match="client_secret must be a non-empty string"):
+        call_command("tenant", "add", "bad", "--provider", "microsoft", "--config", '{"tenant_id": "t", "client_id": "c"}', stdout=StringIO())
