@@ -6,7 +6,7 @@ from .base import Outcome, Writer
 from .orm import OrmWriter
 from .postgresql import PostgresCopyWriter
 
-__all__ = ["Outcome", "Writer", "inserted", "upsert_query", "upsert_rows", "writer"]
+__all__ = ["Outcome", "Writer", "append_rows", "inserted", "upsert_query", "upsert_rows", "writer"]
 
 
 def writer() -> Writer:
@@ -20,6 +20,10 @@ def upsert_rows(model, **kwargs) -> Outcome:
 
 def upsert_query(model, **kwargs) -> Outcome:
     return writer().write_query(model, **kwargs)
+
+
+def append_rows(model, rows: list[dict]) -> None:
+    writer().append(model, rows)
 
 
 def inserted(model, rows: int) -> None:

@@ -48,6 +48,11 @@ class Writer:
         a writer may keep them inside the database."""
         return self.write(model, tenant_id=tenant_id, rows=list(source.values(*key, *compare)), key=key, compare=compare, now=now)
 
+    def append(self, model: type[Model], rows: list[dict]) -> None:
+        """Insert rows (every column but the primary key, by attname) as they are: no key, no
+        comparison, no counts. For tables of the steps' own bookkeeping."""
+        model.objects.bulk_create([model(**row) for row in rows])
+
     def inserted(self, table: str, rows: int) -> None:
         """Told of rows inserted into table outside write(); a writer that keeps statistics up to date counts them."""
 

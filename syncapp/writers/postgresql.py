@@ -84,14 +84,20 @@ def _dumps(value) -> str:
     return json.dumps(value)
 
 
+def _clean_stages_of_this_connection() -> set:
+    """The connection's clean stages (see _clean_stages); the first time, its JSON dumps are set."""
+    raw = connection.connection
+    if raw not in _clean_stages:
+        set_json_dumps(_dumps, raw)  # what COPY's jsonb columns are dumped with, on this connection
+    return _clean_stages.setdefault(raw, set())
+
+
 def _stage_table(cursor, stage: str, table: str, columns: list[str]) -> None:
     """Make sure the stage exists and is empty: known so after the last transaction that used it
     committed; otherwise (first use on this connection, a rollback that may have taken the table
     with it, a second use in one transaction) created if need be and emptied."""
-    qn, raw = connection.ops.quote_name, connection.connection
-    if raw not in _clean_stages:
-        set_json_dumps(_dumps, raw)  # what COPY's jsonb columns are dumped with, on this connection
-    clean = _clean_stages.setdefault(raw, set())
+    qn = connection.ops.quote_name
+    clean = _clean_stages_of_this_connection()
     if stage in clean:
         clean.discard(stage)
     else:
@@ -141,6 +147,20 @@ class PostgresCopyWriter(Writer):
 
     def inserted(self, table: str, rows: int) -> None:
         _analyze_if_grown(table, rows)
+
+    def append(self, model, rows: list[dict]) -> None:
+        """Binary COPY straight into the table."""
+        if not rows:
+            return
+        fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+        _clean_stages_of_this_connection()  # JSON columns dumped as the writer dumps them
+        values = itemgetter(*[f.attname for f in fields])
+        with connection.cursor() as cursor:
+            with cursor.copy(f"COPY {connection.ops.quote_name(model._meta.db_table)} ({_quoted(f.column for f in fields)}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types([_copy_type(f) for f in fields])
+                for row in rows:
+                    copy.write_row(values(row))
+        _analyze_if_grown(model._meta.db_table, len(rows))
 
     def write_unique(self, model, *, tenant_id, rows, key, compare, now, new_if_null):
         plan, qn = _Plan.of(model, key, compare), connection.ops.quote_name

@@ -9,7 +9,7 @@ from django.db.models import Value
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from syncapp.models import DirectoryUser, Token, UserAppRelation
+from syncapp.models import DirectoryUser, StagedToken, Token, UserAppRelation
 from syncapp.writers import OrmWriter, PostgresCopyWriter
 from syncapp.writers.base import Outcome
 
@@ -119,6 +119,18 @@ class WriterContract:
     def test_an_empty_batch_writes_nothing(self):
         assert self.write_users(TenantFactory(), [], timezone.now()) == Outcome()
 
+    def test_appended_rows_are_inserted_as_given_json_included(self):
+        tenant = TenantFactory()
+        rows = [{"tenant_id": tenant.pk, "stage": 7, "pair": f"u{n}\x1fapp", "user_key": f"u{n}", "email": "", "client_id": "app",
+                 "display_name": "Ünïcode App", "native_app": n % 2 == 0, "anonymous": False, "scopes": ["openid", f"s{n}"]}
+                for n in range(3)]
+        with transaction.atomic():
+            self.writer.append(StagedToken, rows)
+            self.writer.append(StagedToken, rows[:1])  # no key: the same row again is another row
+            self.writer.append(StagedToken, [])
+        stored = list(StagedToken.objects.order_by("id").values(*rows[0]))
+        assert stored == rows + rows[:1]
+
 
 class TestOrmWriter(WriterContract):
     writer = OrmWriter()
@@ -131,6 +143,20 @@ class TestPostgresCopyWriter(WriterContract):
     def postgresql_only(self):
         if connection.vendor != "postgresql":
             pytest.skip("COPY is PostgreSQL's")
+
+    def test_a_growing_table_is_analysed_at_1000_rows_then_at_each_doubling_then_every_20000(self, monkeypatch):
+        from syncapp.writers import postgresql
+
+        monkeypatch.setattr(postgresql, "_created_since_analyze", {})
+        monkeypatch.setattr(postgresql, "_created_by_last_analyze", {})
+        analysed_at, total = [], 0
+        for _ in range(110):
+            with CaptureQueriesContext(connection) as queries:
+                self.writer.inserted("syncapp_directoryuser", 500)
+            total += 500
+            if any(q["sql"].startswith("ANALYZE") for q in queries.captured_queries):
+                analysed_at.append(total)
+        assert analysed_at == [1000, 2000, 4000, 8000, 16000, 32000, 52000]
 
     def test_the_directory_tables_leave_room_on_each_page_for_the_stamp(self):
         """So that stamping last_seen is a heap-only update that writes no index (migration 0004)."""
