@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.shortcuts import render
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from .charts import Band, Mark, Point, resource_chart
 from .eta import duration_words, estimate, remaining_s
@@ -81,11 +82,13 @@ def _tenants() -> list[dict]:
     today = timezone.localdate()
     denials = dict(RateLimitDenial.objects.filter(day=today).values_list("tenant_id", "count"))
     slug = getattr(settings, "BALLAST_TENANT_SLUG_FIELD", "slug")
+    # The host project's words for a tenant's schedules (BALLAST_TENANT_SCHEDULE_WORDS: a dotted path).
+    words = import_string(settings.BALLAST_TENANT_SCHEDULE_WORDS) if getattr(settings, "BALLAST_TENANT_SCHEDULE_WORDS", "") else None
     rows = []
     for tenant in tenant_model().objects.all()[:100]:
         limit = limits_for(tenant.pk).requests_per_minute
         rows.append({"slug": getattr(tenant, slug), "last_minute": requests_in_window(f"tenant:{tenant.pk}"), "limit": limit,
-                     "denied_today": denials.get(tenant.pk, 0)})
+                     "denied_today": denials.get(tenant.pk, 0), "schedule": words(tenant) if words else ""})
     return rows
 
 

@@ -24,6 +24,8 @@ sync_duration = Histogram(
 allocations = Gauge("ballast_allocations", "Ledger allocations, by resource and state", ["resource", "state"], multiprocess_mode="mostrecent")
 ratelimit_denied = Counter("ballast_ratelimit_denied", "API requests refused by the rate limit", ["tenant"])
 db_pool = Gauge("ballast_db_pool", "Database connection pool of the serving process", ["state"], multiprocess_mode="mostrecent")
+changes_lag = Gauge("ballast_changes_lag_seconds", "Age of a tenant's changes cursor: how far its token feed is behind", ["tenant"],
+                    multiprocess_mode="mostrecent")
 provider_calls = Counter("ballast_provider_calls", "Calls to identity providers", ["provider", "status"])
 
 

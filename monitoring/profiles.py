@@ -17,6 +17,7 @@ ROUTES: dict[str, dict] = {
     "users": {"max_concurrency": 3, "io_max_concurrency": 3, "sequential_above": 75.0, "brake_after": 5},
     "tokens": {"max_concurrency": 2, "io_max_concurrency": 32, "sequential_above": 70.0, "brake_after": 3},
     "relations": {"max_concurrency": 2, "io_max_concurrency": 2, "sequential_above": 70.0, "brake_after": 4},
+    "changes": {"max_concurrency": 1, "io_max_concurrency": 1, "sequential_above": 70.0, "brake_after": 4},  # one feed, read in order
     "run": {"max_concurrency": 2, "io_max_concurrency": 2, "sequential_above": 75.0, "brake_after": 3},
 }
 

@@ -5,6 +5,7 @@ import hmac
 from django.conf import settings
 from django.db import connections
 from django.http import JsonResponse
+from django.utils.module_loading import import_string
 from django.views.decorators.cache import never_cache
 from django_prometheus.exports import ExportToDjangoView
 
@@ -27,8 +28,11 @@ def readyz(request):
 
 
 def refresh_metrics() -> None:
-    """Set the figures that are read, not counted: the ledger, the pool, this machine."""
+    """Set the figures that are read, not counted: the ledger, the pool, this machine, and the
+    host project's own (BALLAST_METRICS_REFRESH: functions by dotted path)."""
     metrics.observe_reading(get_sampler().latest())
+    for path in getattr(settings, "BALLAST_METRICS_REFRESH", []):
+        import_string(path)()
     live = {(r, s): 0 for r in Allocation.Resource.values for s in (Allocation.State.WAITING, Allocation.State.GRANTED)}
     for row in Allocation.objects.filter(state__in=["waiting", "granted"]).values_list("resource", "state"):
         live[row] = live.get(row, 0) + 1

@@ -199,6 +199,8 @@ else:
 BALLAST_TENANT_MODEL = "syncapp.Tenant"
 BALLAST_TENANT_SLUG_FIELD = "slug"
 BALLAST_RUN_MODEL = "syncapp.SyncRun"  # for `resources report` (needs status and queued_at)
+BALLAST_TENANT_SCHEDULE_WORDS = "syncapp.schedules.schedule_words"  # the dashboard's tenant schedules
+BALLAST_METRICS_REFRESH = ["syncapp.schedules.observe_changes_lag"]  # figures /metrics reads at scrape time
 BALLAST_QUOTA_DEFAULTS = {
     "max_concurrent_runs": _int("QUOTA_MAX_CONCURRENT_RUNS", 1, minimum=1),
     "max_concurrency": _int("QUOTA_MAX_CONCURRENCY", 32, minimum=1),
@@ -226,6 +228,9 @@ BALLAST_TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
 # --- Sync and its resource governor ---------------------------------------
 BALLAST_INVALID_SAMPLES = _int("INVALID_SAMPLES", 5)
 # Directory exports (GAM CSV, JSON lines) are read this many bytes at a time: memory stays flat.
+# A changes step reads the token feed from the tenant's cursor less this many seconds: the
+# provider delivers some events late, and those already applied are skipped.
+BALLAST_CHANGES_OVERLAP_S = _int("CHANGES_OVERLAP_S", 900, minimum=0)
 BALLAST_FILE_CHUNK_BYTES = _int("FILE_CHUNK_BYTES", 2**20, minimum=4096)
 # Where files uploaded for an import wait for their run (which the cluster carries out: keep it
 # on a disk the clusters see). Each goes when its run ends.

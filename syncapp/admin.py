@@ -30,6 +30,7 @@ from .models import COUNTERS, ApiKey, Status, Application, DirectoryUser, SyncRu
 from .governance import run_policy
 from .progress import step_estimate, work_words
 from .runs import RunRefused, cancel_run, run_owner, start_run, waiting_for
+from .schedules import schedule_words
 
 
 @admin.register(Tenant)
@@ -41,6 +42,12 @@ class TenantAdmin(admin.ModelAdmin):
     prepopulated_fields = {"slug": ["name"]}
     actions = ["start_sync", "reset_rate_limit"]
     inlines = [TenantQuotaInline]
+    readonly_fields = ["schedules_now"]
+
+    @admin.display(description="schedules now")
+    def schedules_now(self, tenant):
+        """Both schedules, and how far the token feed is behind (its cursor's age)."""
+        return schedule_words(tenant) if tenant.pk else "—"
 
     @admin.display(description="API requests denied today")
     def denied_today(self, tenant):

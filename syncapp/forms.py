@@ -10,21 +10,24 @@ from django.core.exceptions import ValidationError
 
 from monitoring.profiles import profile_names, route_policy
 
-from .models import STEP_NAMES, Tenant
+from .models import CHANGES, FULL_SYNC, STEP_NAMES, Tenant
 from .providers import ConfigError, provider_class
 from .secrets import masked, unmasked
 
 
 def clean_steps(steps: str | Iterable[str] | None) -> list[str]:
-    """'users,tokens' or a list → steps in canonical order (None or empty: all); unknown names are refused."""
+    """'users,tokens' or a list → steps in canonical order (None or empty: a full sync); unknown
+    names are refused, and so is "changes" beside another step (it keeps tokens and relations itself)."""
     if steps in (None, "", [], ()):
-        return list(STEP_NAMES)
+        return list(FULL_SYNC)
     if not isinstance(steps, str) and not (isinstance(steps, list | tuple) and all(isinstance(s, str) for s in steps)):
         raise ValidationError('must be a list of step names or a comma-separated string, e.g. "users,tokens"', code="invalid")
     names = [s.strip() for s in (steps.split(",") if isinstance(steps, str) else steps) if s.strip()]
     unknown = [n for n in names if n not in STEP_NAMES]
     if unknown or not names:
         raise ValidationError(f"unknown steps {', '.join(unknown) or '(none)'}; choose from {', '.join(STEP_NAMES)}", code="invalid")
+    if CHANGES in names and len(set(names)) > 1:
+        raise ValidationError(f"{CHANGES} runs alone: it applies the feed of grants and revocations to tokens and relations itself", code="invalid")
     return [n for n in STEP_NAMES if n in names]
 
 
@@ -57,7 +60,7 @@ class ProfileField(forms.Field):
 class StartRunForm(forms.Form):
     """What a run may be started with: which steps (none named: all), under which resource profile."""
 
-    steps = StepsField(required=False, help_text="None ticked: all three.")
+    steps = StepsField(required=False, help_text="None ticked: a full sync (users, tokens, relations). Changes (the feed of grants and revocations since the last sync) runs alone.")
     profile = ProfileField(required=False, blank_label="the tenant's", help_text="Empty: the tenant's profile, else the site's.")
 
 
@@ -77,7 +80,8 @@ class TenantForm(forms.ModelForm):
 
     class Meta:
         model = Tenant
-        fields = ["slug", "name", "provider", "provider_config", "active", "sync_every_minutes", "sync_profile", "governor_settings"]
+        fields = ["slug", "name", "provider", "provider_config", "active", "sync_every_minutes", "changes_every_minutes",
+                  "sync_window", "window_profile", "outside_window_profile", "sync_profile", "governor_settings"]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -97,6 +101,13 @@ class TenantForm(forms.ModelForm):
                     provider_class(cleaned["provider"]).clean_config(config)
                 except ConfigError as exc:
                     self.add_error("provider_config", f"{cleaned['provider']} provider: {exc}")
+        window = cleaned.get("sync_window")
+        if window and window.split("-")[0] == window.split("-")[1]:
+            self.add_error("sync_window", "The window starts and ends at the same time: leave it empty for any time.")
+        if not window and (cleaned.get("window_profile") or cleaned.get("outside_window_profile")):
+            self.add_error("sync_window", "Profiles inside and outside a window need a window.")
+        if cleaned.get("changes_every_minutes") and "provider" in cleaned and not provider_class(cleaned["provider"]).has_changes_feed:
+            self.add_error("changes_every_minutes", f"the {cleaned['provider']} provider has no feed of token changes")
         overrides = cleaned.get("governor_settings")
         if overrides is not None:
             if not isinstance(overrides, dict):

@@ -8,6 +8,9 @@ from monitoring.owners import run_owner
 from monitoring.profiles import profile_names
 
 
+WINDOW = r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$"  # HH:MM-HH:MM
+
+
 class Tenant(models.Model):
     class Provider(models.TextChoices):
         DEMO = "demo", "Demo (synthetic organisation)"
@@ -24,9 +27,29 @@ class Tenant(models.Model):
     sync_every_minutes = models.PositiveIntegerField(
         null=True, blank=True, validators=[MinValueValidator(1)], help_text="Run a full sync this often on the cluster. Empty: no schedule."
     )
+    changes_every_minutes = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)],
+        help_text="Apply the provider's feed of token grants and revocations this often (Google). Empty: no feed; full syncs only.",
+    )
+    sync_window = models.CharField(
+        max_length=11, blank=True, validators=[RegexValidator(WINDOW, "Enter a local-time window as HH:MM-HH:MM, e.g. 01:00-05:00.")],
+        help_text="Scheduled full syncs in this window of local time, e.g. 01:00-05:00 (it may pass midnight). Empty: at any time.",
+    )
+    window_profile = models.CharField(
+        max_length=20, blank=True, choices=[(name, name) for name in profile_names()],
+        help_text="Resource profile of scheduled full syncs inside the window. Empty: the tenant's.",
+    )
+    outside_window_profile = models.CharField(
+        max_length=20, blank=True, choices=[(name, name) for name in profile_names()],
+        help_text="Resource profile of scheduled full syncs outside the window. Empty: none runs outside it.",
+    )
     sync_profile = models.CharField(
         max_length=20, blank=True, choices=[(name, name) for name in profile_names()],
         help_text="Resource profile for this tenant's runs. Empty: the site's SYNC_PROFILE.",
+    )
+    changes_cursor = models.DateTimeField(
+        null=True, blank=True,
+        help_text="Where the next changes step reads the token feed from (less the overlap). Set by a full tokens step that completed; moved by each changes step.",
     )
     governor_settings = models.JSONField(
         default=dict, blank=True,
@@ -152,7 +175,11 @@ ENDED = frozenset(
         Status.SKIPPED,
     }
 )
-STEP_NAMES = ("users", "tokens", "relations")
+STEP_NAMES = ("users", "tokens", "relations", "changes")
+FULL_SYNC = ("users", "tokens", "relations")  # what a run does when no step is named
+# The changes step reads the provider's feed of token grants and revocations since the tenant's
+# cursor; it runs alone (it keeps tokens and relations itself).
+CHANGES = "changes"
 
 
 class StopReason(models.TextChoices):
@@ -183,7 +210,7 @@ class SyncRun(models.Model):
     trigger = models.CharField(max_length=10, choices=Trigger.choices)
     steps = models.CharField(
         max_length=40,
-        validators=[RegexValidator(r"^(users|tokens|relations)(,(users|tokens|relations))*$")],
+        validators=[RegexValidator(r"^(users|tokens|relations|changes)(,(users|tokens|relations|changes))*$")],
         help_text="Comma-separated steps asked for.",
     )
     status = models.CharField(max_length=24, choices=Status.choices, default=Status.QUEUED, db_index=True)
@@ -275,6 +302,18 @@ class SyncStep(models.Model):
     @property
     def duration_s(self) -> float | None:
         return _duration_s(self.started_at, self.finished_at)
+
+
+class AppliedChange(models.Model):
+    """A token event of the provider's feed that a changes step applied: feeds are read with an
+    overlap, so the same event comes again, and is skipped. Kept for a while past the overlap."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    event_time = models.DateTimeField()
+    unique_qualifier = models.CharField(max_length=64)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "event_time", "unique_qualifier"], name="change_applied_once")]
 
 
 class StagedToken(models.Model):

@@ -29,7 +29,7 @@ from .runs import cancel_run, waiting_for
 from .tasks import run_in_process
 
 PLAIN_EVERY_S = 5.0
-UNITS = {"users": "users", "tokens": "users asked", "relations": "tokens"}
+UNITS = {"users": "users", "tokens": "users asked", "relations": "tokens", "changes": "events"}
 LISTED_TOKENS_UNIT = "token records (read, then written)"  # a source that lists every token at once
 
 

@@ -1,13 +1,12 @@
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
-from django_q.models import Schedule
 
 from monitoring.signals import allocation_granted, allocation_reclaimed
 
 from .enqueue import enqueue_run
 from .models import Status, SyncRun, Tenant
 from .runs import interrupt_run
-from .schedules import schedule_name, sync_schedule
+from .schedules import remove_schedules, sync_schedule
 
 
 @receiver(post_save, sender=Tenant, dispatch_uid="ballast-tenant-schedule")
@@ -18,7 +17,7 @@ def tenant_saved(sender, instance, raw=False, **kwargs):
 
 @receiver(post_delete, sender=Tenant, dispatch_uid="ballast-tenant-unschedule")
 def tenant_deleted(sender, instance, **kwargs):
-    Schedule.objects.filter(name=schedule_name(instance.pk)).delete()
+    remove_schedules(instance.pk)
 
 
 @receiver(allocation_granted, dispatch_uid="ballast-run-granted")

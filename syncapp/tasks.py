@@ -7,12 +7,14 @@ import logging
 import threading
 
 from django.db import connections
+from django.utils import timezone
 
 from monitoring.process import stop_request
 
 from .enqueue import enqueue_steps
-from .models import Status, SyncRun, SyncStep, Tenant
+from .models import CHANGES, Status, SyncRun, SyncStep, Tenant
 from .runs import RunRefused, advance_run, begin_run, start_run, stop_run
+from .schedules import scheduled_profile
 from .steps import execute_step
 
 log = logging.getLogger(__name__)
@@ -28,15 +30,35 @@ def step_task(step_id: int) -> None:
     enqueue_steps(advance_run(execute_step(step_id)))
 
 
-def scheduled_sync_task(tenant_id: int) -> int | None:
-    """Started by a tenant's django-q2 Schedule."""
+def scheduled_sync_task(tenant_id: int, now=None) -> int | None:
+    """Started by a tenant's full-sync Schedule: a full sync, kept to the tenant's window (now:
+    the local time to judge it by; the clock's by default)."""
     tenant = Tenant.objects.filter(pk=tenant_id).first()
     if tenant is None:
         return None
+    runs, profile = scheduled_profile(tenant, now or timezone.localtime())
+    if not runs:
+        log.info("scheduled sync of %s skipped: outside its window %s", tenant.slug, tenant.sync_window)
+        return None
+    return _scheduled(tenant, "sync", profile=profile)
+
+
+def scheduled_changes_task(tenant_id: int) -> int | None:
+    """Started by a tenant's changes Schedule: the token feed since the cursor."""
+    tenant = Tenant.objects.filter(pk=tenant_id).first()
+    if tenant is None:
+        return None
+    if tenant.changes_cursor is None:
+        log.info("scheduled changes of %s skipped: no cursor until a full sync completes", tenant.slug)
+        return None
+    return _scheduled(tenant, "changes", steps=[CHANGES])
+
+
+def _scheduled(tenant: Tenant, what: str, **request) -> int | None:
     try:
-        return start_run(tenant=tenant, trigger=SyncRun.Trigger.SCHEDULE).pk
+        return start_run(tenant=tenant, trigger=SyncRun.Trigger.SCHEDULE, **request).pk
     except RunRefused as exc:
-        log.info("scheduled sync of %s skipped: %s", tenant.slug, exc)
+        log.info("scheduled %s of %s skipped: %s", what, tenant.slug, exc)
         return None
 
 

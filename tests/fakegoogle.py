@@ -9,6 +9,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import parse_qs, unquote
 
@@ -19,6 +20,7 @@ from google.auth import jwt
 from .loopback import LoopbackJsonServer
 
 USERS_PATH = "/admin/directory/v1/users"
+ACTIVITY_PATH = "/admin/reports/v1/activity/users/all/applications/token"
 GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
 
 
@@ -57,6 +59,7 @@ class FakeDirectory(LoopbackJsonServer):
         self.quota_per_second: int | None = None  # answer 429 above this many calls in any second
         self.accepted_at: list[float] = []  # monotonic times of calls let through (under a quota)
         self.rejected = 0
+        self.activities: list[dict] = []  # Reports API token activities, any order: served newest first
         self._faults: deque[Fault] = deque()
         self._count = 0
         self._lock = threading.Lock()
@@ -91,6 +94,42 @@ class FakeDirectory(LoopbackJsonServer):
     def load(self, users: list[dict], tokens: dict[str, list[dict]]) -> None:
         self.users, self.tokens = list(users), dict(tokens)
 
+    # --- the token feed: what changes tokens.list is logged as an activity ---------
+
+    def _log(self, name: str, user_id: str, client_id: str, app_name: str, scopes: list[str], at: datetime) -> dict:
+        email = next((u["primaryEmail"] for u in self.users if u["id"] == user_id), f"{user_id}@unknown.example")
+        item = {
+            "kind": "admin#reports#activity",
+            "id": {"time": at.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                   "uniqueQualifier": str(-(2**62) + len(self.activities) * 7919), "applicationName": "token", "customerId": "C01"},
+            "actor": {"email": email, "profileId": user_id},
+            "events": [{"type": "auth", "name": name, "parameters": [
+                {"name": "client_id", "value": client_id}, {"name": "app_name", "value": app_name},
+                {"name": "client_type", "value": "WEB"}, {"name": "scope", "multiValue": list(scopes)},
+            ]}],
+        }
+        self.activities.append(item)
+        return item
+
+    def grant(self, user_id: str, token: dict, at: datetime, *, logged: bool = True) -> dict | None:
+        """A user grants (or re-grants, with more scopes) an app: tokens.list shows it, and the feed
+        logs an authorize (unless logged=False: an event the feed will deliver late, by log())."""
+        tokens = self.tokens.setdefault(user_id, [])
+        known = next((t for t in tokens if t["clientId"] == token["clientId"]), None)
+        if known is None:
+            tokens.append(dict(token))
+        else:
+            known["scopes"] = sorted(set(known["scopes"]) | set(token["scopes"]))
+        return self._log("authorize", user_id, token["clientId"], token.get("displayText", ""), token["scopes"], at) if logged else None
+
+    def revoke(self, user_id: str, client_id: str, at: datetime) -> dict:
+        self.tokens[user_id] = [t for t in self.tokens.get(user_id, []) if t["clientId"] != client_id]
+        return self._log("revoke", user_id, client_id, "", [], at)
+
+    def log(self, name: str, user_id: str, client_id: str, at: datetime, *, app_name: str = "", scopes: list[str] | None = None) -> dict:
+        """An activity only (tokens.list unchanged): an "activity" event, or a late one."""
+        return self._log(name, user_id, client_id, app_name, scopes or [], at)
+
     def paths(self, prefix: str = "") -> list[str]:
         return [path for _, path, _ in self.requests if path.startswith(prefix)]
 
@@ -120,6 +159,8 @@ class FakeDirectory(LoopbackJsonServer):
             return 503, google_error(503, "The service is currently unavailable.", "backendError"), {}
         if path == USERS_PATH:
             return self._users(query)
+        if path == ACTIVITY_PATH:
+            return self._activities(query)
         if path.startswith(USERS_PATH + "/") and path.endswith("/tokens"):
             return self._user_tokens(unquote(path[len(USERS_PATH) + 1 : -len("/tokens")]))
         return 404, google_error(404, "Not Found", "notFound"), {}
@@ -141,6 +182,22 @@ class FakeDirectory(LoopbackJsonServer):
         start = int(query.get("pageToken", 0))
         body = {"kind": "admin#directory#users", "users": self.users[start : start + size]}
         if start + size < len(self.users):
+            body["nextPageToken"] = str(start + size)
+        return 200, body, {}
+
+    def _activities(self, query: dict) -> tuple[int, dict, dict]:
+        try:
+            since = datetime.fromisoformat(query["startTime"].replace("Z", "+00:00"))
+            size = min(int(query.get("maxResults", 1000)), 1000)
+        except (KeyError, ValueError):
+            return 400, google_error(400, "Invalid value for: startTime", "invalid"), {}
+        matching = sorted((a for a in self.activities if datetime.fromisoformat(a["id"]["time"].replace("Z", "+00:00")) >= since),
+                          key=lambda a: (a["id"]["time"], a["id"]["uniqueQualifier"]), reverse=True)
+        start = int(query.get("pageToken", 0))
+        body = {"kind": "admin#reports#activities"}
+        if matching[start : start + size]:  # no "items" key when there are none
+            body["items"] = matching[start : start + size]
+        if start + size < len(matching):
             body["nextPageToken"] = str(start + size)
         return 200, body, {}
 

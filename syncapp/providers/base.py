@@ -8,6 +8,7 @@ never returns a whole organisation at once.
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 
 from monitoring.limits import Outcome
 from monitoring.metrics import provider_calls
@@ -76,6 +77,8 @@ class Provider:
     # False: the source may hold part of the directory (an import without --complete): what it
     # lacks is not marked deleted or revoked.
     whole_directory = True
+    # True: the source has a feed of token grants and revocations (token_changes).
+    has_changes_feed = False
 
     def __init__(self, config: dict):
         self.config = self.clean_config(config)
@@ -111,6 +114,12 @@ class Provider:
         """For a source that lists_tokens: every token, page by page from page_token, as
         tokens.list items with their user ("userKey": the user's id, "user": the email), or with
         "orgScopes" and no user for an administrator's consent to the whole organisation."""
+        raise NotImplementedError
+
+    def token_changes(self, since: datetime, page_token: str | None = None) -> Iterator[Page]:
+        """For a source with a changes feed: its token activities since `since`, page by page
+        (Reports API activities: {"id": {"time", "uniqueQualifier"}, "actor": {"email",
+        "profileId"}, "events": [{"name", "parameters"}]}), newest first."""
         raise NotImplementedError
 
     def close(self) -> None:

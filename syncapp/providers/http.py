@@ -117,15 +117,17 @@ class HttpProvider(Provider):
             return min(self.config["retry_cap_s"], base * 2 ** (attempt - 1)) + random.uniform(0, base)
         return min(self.config["retry_cap_s"], self.config["error_retry_base_s"] * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
 
-    def _get(self, url: str, params: dict | None = None, *, label: str) -> dict:
+    def _get(self, url: str, params: dict | None = None, *, label: str, authorization: Callable[[], str] | None = None) -> dict:
         """GET a JSON object, retried as the module says. `label` names the call in errors (no
-        secrets: a path, or a URL without its query)."""
+        secrets: a path, or a URL without its query); `authorization` gives the header when the
+        call needs other credentials than the provider's usual ones."""
+        authorization = authorization or self._authorization
         attempts = self.config["max_attempts"]
         for attempt in range(1, attempts + 1):
             wait, response = None, None
             with self.guard() as call:
                 try:
-                    response = self._http.request("GET", url, fields=params, headers={**self._http.headers, "Authorization": self._authorization()})
+                    response = self._http.request("GET", url, fields=params, headers={**self._http.headers, "Authorization": authorization()})
                 except urllib3.exceptions.HTTPError as exc:
                     problem = f"connection error: {connection_problem(exc)} {self.config['base_url']} ({exc.__class__.__name__})"
                     self.count_call("error")

@@ -25,6 +25,7 @@ from ..providers import ConfigError, PageTokenRefused, ProviderError, get_provid
 from ..runs import stop_run
 from ..secrets import scrub
 from .context import StepCancelled, StepContext, StepStopped
+from .changes import sync_changes
 from .relations import sync_relations
 from .tokenlist import sync_token_list
 from .tokens import sync_tokens
@@ -42,6 +43,7 @@ STEPS: dict[str, Callable[[StepContext], None]] = {
     "users": sync_users,
     "tokens": _tokens,
     "relations": sync_relations,
+    "changes": sync_changes,
 }
 
 

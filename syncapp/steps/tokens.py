@@ -17,6 +17,7 @@ from ..models import Application, DirectoryUser, Token
 from ..providers import Page, Provider, ProviderError
 from ..records import InvalidRecord, parse_token, parse_user
 from ..writers import Outcome, inserted, upsert_rows
+from .changes import start_feed_at
 from .context import StepContext, Tally
 
 log = logging.getLogger(__name__)
@@ -286,6 +287,7 @@ def sync_tokens(ctx: StepContext) -> None:
             flush(ready)
     flush(1)
     revoke_unseen(ctx)
+    start_feed_at(ctx)
 
 
 def revoke_unseen(ctx: StepContext) -> None:

@@ -17,6 +17,7 @@ class Outcome:
     created: int = 0
     updated: int = 0
     unchanged: int = 0
+    deactivated: int = 0  # a writer never deactivates; a step's own writes may (the changes step's revokes)
 
 
 class Writer:

@@ -1,0 +1,208 @@
+"""The changes step: the provider's feed of token grants and revocations since the tenant's
+cursor, applied to tokens, applications and relations without calling tokens.list.
+
+The feed is read from the cursor less CHANGES_OVERLAP_S (events arrive late), newest first;
+its events are applied oldest first, each once: an event a changes step applied is remembered
+(AppliedChange) and skipped when an overlapping read brings it again. A full tokens step that
+completed sets the cursor to its start; each changes step moves it to the newest event it read,
+never back. Full syncs reconcile whatever the feed missed.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from ..models import AppliedChange, Application, DirectoryUser, Tenant, Token, UserAppRelation
+from ..providers import ConfigError
+from ..records import InvalidRecord
+from ..writers import Outcome
+from .context import StepContext
+
+APPLIED = ("authorize", "revoke")  # "activity" events (a token used) change nothing
+# Applied events are remembered this many overlaps past the cursor, then forgotten.
+REMEMBER_OVERLAPS = 2
+
+
+class NoCursor(ConfigError):
+    """The tenant has no cursor: no full tokens step completed yet."""
+
+
+@dataclass(frozen=True)
+class Change:
+    time: datetime
+    qualifier: str
+    name: str  # authorize | revoke
+    user_id: str | None
+    email: str | None
+    client_id: str
+    app_name: str
+    native: bool
+    scopes: tuple[str, ...]
+
+    @property
+    def user_words(self) -> str:
+        return self.email or self.user_id or "?"
+
+
+def _moment(raw) -> datetime:
+    try:
+        moment = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidRecord("id.time is not a timestamp") from None
+    if moment.tzinfo is None:
+        raise InvalidRecord("id.time has no time zone")
+    return moment
+
+
+def parse_activity(item) -> list[Change]:
+    """A Reports API token activity → its authorize and revoke events (others are not changes)."""
+    if not isinstance(item, dict) or not isinstance(item.get("id"), dict):
+        raise InvalidRecord("activity without an id")
+    ident, actor = item["id"], item.get("actor") if isinstance(item.get("actor"), dict) else {}
+    time, qualifier = _moment(ident.get("time")), ident.get("uniqueQualifier")
+    if not isinstance(qualifier, str) or not qualifier or len(qualifier) > 64:
+        raise InvalidRecord("activity without a uniqueQualifier")
+    changes = []
+    for event in item.get("events") or []:
+        if not isinstance(event, dict) or event.get("name") not in APPLIED:
+            continue
+        values = {p.get("name"): p.get("multiValue", p.get("value")) for p in event.get("parameters") or [] if isinstance(p, dict)}
+        client_id = values.get("client_id")
+        if not isinstance(client_id, str) or not client_id or len(client_id) > 255:
+            raise InvalidRecord("event without a client_id", actor.get("email"))
+        scopes = values.get("scope") or []
+        if not isinstance(scopes, list) or not all(isinstance(s, str) and s for s in scopes):
+            raise InvalidRecord("scope is not a list of text", client_id)
+        changes.append(Change(time, qualifier, event["name"], actor.get("profileId"), actor.get("email"), client_id,
+                              str(values.get("app_name") or "")[:255], values.get("client_type") == "NATIVE_DESKTOP", tuple(sorted(set(scopes)))))
+    return changes
+
+
+def _user(tenant_id: int, change: Change) -> int | None:
+    users = DirectoryUser.objects.filter(tenant_id=tenant_id)
+    found = users.filter(external_id=change.user_id).values_list("pk", flat=True).first() if change.user_id else None
+    if found is None and change.email:
+        found = users.filter(primary_email=change.email).order_by("deleted_at", "pk").values_list("pk", flat=True).first()
+    return found
+
+
+def _apply(tenant_id: int, change: Change, user_id: int, now: datetime) -> Outcome:
+    """One event, on the token (created, updated, or unchanged; a revoke counted deactivated by
+    the caller), its application and its relation, as a full sync would leave them."""
+    outcome = Outcome()
+    if change.name == "revoke":
+        token = Token.objects.filter(tenant_id=tenant_id, user_id=user_id, application__client_id=change.client_id, revoked_at__isnull=True).first()
+        if token is None:
+            outcome.unchanged += 1  # never seen, or revoked already: nothing to change
+            return outcome
+        token.revoked_at = change.time
+        token.save(update_fields=["revoked_at"])
+        # Tokens are one per user and app: with this one revoked, no active token holds the relation.
+        UserAppRelation.objects.filter(tenant_id=tenant_id, user_id=user_id, application_id=token.application_id).update(active=False)
+        outcome.deactivated += 1
+        return outcome
+    app, made = Application.objects.get_or_create(
+        tenant_id=tenant_id, client_id=change.client_id,
+        defaults={"display_name": change.app_name, "native_app": change.native, "first_seen": now, "last_seen": now},
+    )
+    if not made and change.app_name and app.display_name != change.app_name:
+        Application.objects.filter(pk=app.pk).update(display_name=change.app_name, last_seen=now)
+    token = Token.objects.filter(tenant_id=tenant_id, user_id=user_id, application=app).first()
+    if token is None:
+        token = Token.objects.create(tenant_id=tenant_id, user_id=user_id, application=app, scopes=list(change.scopes),
+                                     native_app=change.native, first_seen=now, last_seen=now)
+        outcome.created += 1
+    else:
+        scopes = sorted(set(change.scopes) | (set(token.scopes) if token.revoked_at is None else set()))
+        if scopes != token.scopes or token.revoked_at is not None:
+            outcome.updated += 1
+        else:
+            outcome.unchanged += 1
+        Token.objects.filter(pk=token.pk).update(scopes=scopes, revoked_at=None, last_seen=now)
+        token.scopes = scopes
+    relation, made = UserAppRelation.objects.get_or_create(
+        tenant_id=tenant_id, user_id=user_id, application=app,
+        defaults={"scopes": token.scopes, "active": True, "first_seen": now, "last_seen": now},
+    )
+    if not made:
+        UserAppRelation.objects.filter(pk=relation.pk).update(scopes=token.scopes, active=True, last_seen=now)
+    return outcome
+
+
+def _write(tenant_id: int, batch: list[tuple[Change, int]]) -> Callable[[datetime], Outcome]:
+    def write(now: datetime) -> Outcome:
+        total = Outcome()
+        for change, user_id in batch:
+            outcome = _apply(tenant_id, change, user_id, now)
+            for name in ("created", "updated", "unchanged", "deactivated"):
+                setattr(total, name, getattr(total, name) + getattr(outcome, name))
+        AppliedChange.objects.bulk_create(
+            [AppliedChange(tenant_id=tenant_id, event_time=c.time, unique_qualifier=c.qualifier) for c, _ in batch], ignore_conflicts=True
+        )
+        return total
+
+    return write
+
+
+def _read(ctx: StepContext, since: datetime) -> tuple[list[Change], datetime | None]:
+    """Every authorize and revoke in the feed since `since`, oldest first, and the newest event
+    time read (of any event)."""
+    tally, changes, newest = ctx.tally, [], None
+    for page in ctx.provider.token_changes(since):
+        for item in page.records:
+            events = item.get("events") if isinstance(item, dict) else None
+            tally.received += len(events) if isinstance(events, list) and events else 1
+            try:
+                found = parse_activity(item)
+                moment = _moment(item["id"]["time"])
+            except InvalidRecord as exc:
+                tally.note_invalid(exc)
+                continue
+            changes.extend(found)
+            newest = moment if newest is None or moment > newest else newest
+    changes.sort(key=lambda c: (c.time, c.qualifier))
+    return changes, newest
+
+
+def sync_changes(ctx: StepContext) -> None:
+    tally, tenant_id, provider = ctx.tally, ctx.tenant.pk, ctx.provider
+    if not provider.has_changes_feed:
+        raise ConfigError(f"the {provider.name} provider has no feed of token changes: full syncs keep its tokens")
+    cursor = Tenant.objects.values_list("changes_cursor", flat=True).get(pk=tenant_id)
+    if cursor is None:
+        raise NoCursor("no changes cursor yet: a full sync must complete first (its tokens step sets where the feed starts)")
+    overlap = timedelta(seconds=settings.BALLAST_CHANGES_OVERLAP_S)
+    changes, newest = _read(ctx, cursor - overlap)
+    applied = set(AppliedChange.objects.filter(tenant_id=tenant_id, event_time__gte=cursor - overlap)
+                  .values_list("event_time", "unique_qualifier"))
+    todo = []
+    for change in changes:
+        if (change.time, change.qualifier) in applied:
+            tally.unchanged += 1  # applied by an earlier changes step (the windows overlap)
+            continue
+        user_id = _user(tenant_id, change)
+        if user_id is None:  # counted by every run that reads it, until the user is in the directory
+            tally.note_invalid(InvalidRecord(f"{change.name} by {change.user_words}: not a user of the directory", change.client_id))
+            continue
+        todo.append((change, user_id))
+    ctx.expect(len(todo))
+    for batch in ctx.batches(todo):
+        tally.done += len(batch)
+        ctx.commit(_write(tenant_id, batch), len(batch), {"applied_through": batch[-1][0].time.isoformat()})
+    if newest is not None and tally.read_whole_source:  # a failed batch's events are read again next time
+        Tenant.objects.filter(pk=tenant_id).filter(Q(changes_cursor__lt=newest)).update(changes_cursor=newest)
+    forget_before = (newest or cursor) - REMEMBER_OVERLAPS * overlap - overlap
+    AppliedChange.objects.filter(tenant_id=tenant_id, event_time__lt=forget_before).delete()
+
+
+def start_feed_at(ctx: StepContext) -> None:
+    """After a full tokens step read a whole directory with a feed: the feed starts at the step's
+    start (the first of a resumed chain's), or stays later if a changes step moved it since."""
+    if ctx.tally.read_whole_source and ctx.provider.whole_directory and ctx.provider.has_changes_feed:
+        Tenant.objects.filter(pk=ctx.tenant.pk).filter(Q(changes_cursor__isnull=True) | Q(changes_cursor__lt=ctx.seen_since)).update(
+            changes_cursor=ctx.seen_since
+        )
