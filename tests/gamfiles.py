@@ -3,7 +3,6 @@ JSON lines, made from an organisation in the Directory API's shape (tests.confte
 
 import csv
 import gzip
-import io
 import json
 from pathlib import Path
 

@@ -8,7 +8,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from urllib.parse import quote
 
 import google.auth.exceptions
@@ -167,7 +167,18 @@ class GoogleProvider(HttpProvider):
                     ))
                 else:
                     checks.append(Check(f"token for {scope.rsplit('/', 1)[1]}", f"POST {self._token_uri} as {self.config['subject']}", True, "granted"))
-        return checks + super().check_connection()
+        return checks + super().check_connection() + [self._feed_check()]
+
+    def _feed_check(self) -> Check:
+        """The token feed (Reports API), which only changes runs need: not granted, it is no
+        failure of the connection, but said, with the scope to grant."""
+        target = f"activities.list (GET {self.config['base_url']}{ACTIVITY_PATH})"
+        try:
+            next(self.token_changes(datetime.now(timezone.utc) - timedelta(hours=1)), None)
+        except ProviderError as exc:
+            return Check("changes feed", target, None, f"{exc}: changes runs need the scope {REPORTS_SCOPE} (full syncs do not)",
+                         missing_scope=REPORTS_SCOPE)
+        return Check("changes feed", target, True, "answered: changes runs can read grants and revocations")
 
     def failed(self, name: str, target: str, exc: ProviderError) -> Check:
         scope = USERS_SCOPE if name == "users" else TOKENS_SCOPE

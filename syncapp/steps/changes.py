@@ -14,7 +14,6 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db.models import Q
-from django.utils import timezone
 
 from ..models import AppliedChange, Application, DirectoryUser, Tenant, Token, UserAppRelation
 from ..providers import ConfigError
@@ -91,8 +90,8 @@ def _user(tenant_id: int, change: Change) -> int | None:
 
 
 def _apply(tenant_id: int, change: Change, user_id: int, now: datetime) -> Outcome:
-    """One event, on the token (created, updated, or unchanged; a revoke counted deactivated by
-    the caller), its application and its relation, as a full sync would leave them."""
+    """One event on the token (created, updated, deactivated or unchanged), its application and
+    its relation, leaving them as a full sync would."""
     outcome = Outcome()
     if change.name == "revoke":
         token = Token.objects.filter(tenant_id=tenant_id, user_id=user_id, application__client_id=change.client_id, revoked_at__isnull=True).first()

@@ -12,9 +12,6 @@ tokens the list no longer holds. Memory holds one batch, whatever the list's siz
 from collections.abc import Callable, Iterator
 from datetime import datetime
 
-from django.db.models import Q
-from django.utils import timezone
-
 from ..models import Application, DirectoryUser, StagedToken, Status, SyncStep
 from ..records import InvalidRecord, parse_listed_token
 from ..writers import Outcome, append_rows, upsert_rows

@@ -8,10 +8,10 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from syncapp.connections import check_tenant_connection
-from syncapp.providers.google import TOKENS_SCOPE, USERS_SCOPE
+from syncapp.providers.google import REPORTS_SCOPE, TOKENS_SCOPE, USERS_SCOPE
 
 from ..factories import TenantFactory
-from ..fakegoogle import USERS_PATH, google_error
+from ..fakegoogle import ACTIVITY_PATH, USERS_PATH, google_error
 
 SECRET = "static-test-token"
 
@@ -25,11 +25,11 @@ def loaded(fake_google):
 def test_a_working_google_connection_calls_each_endpoint_once(google_tenant, loaded):
     report = check_tenant_connection(google_tenant)
     assert report.ok and report.first_error is None and report.missing_scopes == []
-    assert [(c.name, c.ok) for c in report.checks] == [("users", True), ("tokens", True)]
+    assert [(c.name, c.ok) for c in report.checks] == [("users", True), ("tokens", True), ("changes feed", True)]
     assert "the first ada@example.org" in report.checks[0].detail
     assert report.checks[1].detail == "answered: 2 tokens granted by ada@example.org"
     assert report.checks[0].target == f"users.list (GET {loaded.url}{USERS_PATH})"
-    assert loaded.paths() == [USERS_PATH, f"{USERS_PATH}/1000/tokens"]
+    assert loaded.paths() == [USERS_PATH, f"{USERS_PATH}/1000/tokens", ACTIVITY_PATH]
 
 
 def test_a_token_without_the_tokens_scope_names_the_scope(google_tenant, loaded):
@@ -45,7 +45,7 @@ def test_an_admin_without_the_privilege_is_told_so_not_sent_after_a_scope(google
     loaded.fail_next(USERS_PATH, 403, google_error(403, "Not Authorized to access this resource/api", "forbidden"))
     report = check_tenant_connection(google_tenant)
     assert report.missing_scopes == [] and report.first_error.endswith("the admin the credentials act for may not read users")
-    assert [c.ok for c in report.checks] == [False, None]  # tokens not tried: no user to ask about
+    assert [c.ok for c in report.checks] == [False, None, True]  # tokens not tried: no user to ask about
 
 
 def test_refused_credentials(google_tenant, loaded):
@@ -65,8 +65,9 @@ def test_a_service_account_missing_a_delegated_scope_is_found_scope_by_scope(db,
     assert [(c.name, c.ok) for c in report.checks] == [
         ("token for admin.directory.user.readonly", True), ("token for admin.directory.user.security", False),
         ("users", False), ("tokens", None),  # Google refuses a token for both scopes when one is missing
+        ("changes feed", None),  # not granted either: said, but no failure (only changes runs need it)
     ]
-    assert report.missing_scopes == [TOKENS_SCOPE]
+    assert report.missing_scopes == [TOKENS_SCOPE, REPORTS_SCOPE]
     assert "Domain-wide delegation" in report.first_error and "unauthorized_client" in report.first_error
 
 
@@ -89,7 +90,7 @@ def test_a_redirect_names_the_url_status_and_where_it_points(google_tenant, load
 
 def test_an_empty_directory_works_with_tokens_untried(google_tenant, fake_google):
     report = check_tenant_connection(google_tenant)
-    assert report.ok and [c.ok for c in report.checks] == [True, None]
+    assert report.ok and [c.ok for c in report.checks] == [True, None, True]
 
 
 def test_a_demo_tenant_works(db):
@@ -113,7 +114,7 @@ class TestCommand:
         assert failure.value.returncode == 1
         report = json.loads(out.getvalue())
         assert report["ok"] is False and report["missing_scopes"] == [TOKENS_SCOPE]
-        assert [c["name"] for c in report["checks"]] == ["users", "tokens"]
+        assert [c["name"] for c in report["checks"]] == ["users", "tokens", "changes feed"]
         assert set(report["checks"][0]) == {"name", "target", "ok", "detail", "missing_scope"}
 
 
@@ -132,3 +133,10 @@ def test_the_admin_pages_need_the_change_permission(client, django_user_model, g
     client.force_login(viewer)
     for name in ("admin:syncapp_tenant_test_connection", "admin:syncapp_tenant_start_sync"):
         assert client.get(reverse(name, args=[google_tenant.pk])).status_code == 403
+
+
+def test_a_feed_not_granted_is_said_with_its_scope_but_the_connection_works(google_tenant, loaded):
+    loaded.fail_next(ACTIVITY_PATH, 403, google_error(403, "Request had insufficient authentication scopes.", "insufficientPermissions"))
+    report = check_tenant_connection(google_tenant)
+    assert report.ok and report.missing_scopes == [REPORTS_SCOPE]
+    assert report.checks[2].ok is None and "changes runs need the scope" in report.checks[2].detail

@@ -150,6 +150,30 @@ def test_service_account_with_domain_wide_delegation(fake_google, tmp_path, slee
     assert set(claims["scope"].split()) == set(SCOPES)
 
 
+def test_the_token_feed_is_paged_newest_first_from_a_start_time_with_a_token_of_its_own_scope(fake_google, tmp_path, sleeps):
+    from datetime import datetime, timedelta, timezone
+
+    from syncapp.providers.google import REPORTS_SCOPE
+
+    from ..fakegoogle import ACTIVITY_PATH
+
+    credentials = fake_google.service_account_file(tmp_path)
+    fake_google.load(make_users(2), {})
+    start = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc)
+    for n in range(2500):
+        fake_google.grant("1000", {"clientId": f"app{n % 3}.apps", "scopes": ["openid"]}, start + timedelta(seconds=n))
+    p = GoogleProvider({"base_url": fake_google.url, "credentials_file": str(credentials), "subject": "admin@example.org"}, sleep=sleeps.append)
+    pages = list(p.token_changes(start + timedelta(seconds=500)))
+    assert [len(page.records) for page in pages] == [1000, 1000]  # 2,000 since then, 1,000 a page
+    times = [item["id"]["time"] for page in pages for item in page.records]
+    assert times == sorted(times, reverse=True) and times[-1] == "2026-11-24T10:08:20.000Z"
+    first = next(query for _, path, query in fake_google.requests if path == ACTIVITY_PATH)
+    assert first == {"startTime": "2026-11-24T10:08:20.000Z", "maxResults": "1000"}
+    assert [claims["scope"] for claims in fake_google.assertions] == [REPORTS_SCOPE]  # the feed's own token, one scope
+    fake_google.activities.clear()
+    assert [page.records for page in p.token_changes(start)] == [[]]  # no "items" key: nothing happened
+
+
 @pytest.mark.parametrize(
     "config, message",
     [
