@@ -134,3 +134,20 @@ def test_the_feeds_lag_shows_on_the_tenant_page_the_dashboard_and_metrics(admin_
     metrics = admin_client.get("/metrics").content.decode()
     [lag] = [line for line in metrics.splitlines() if line.startswith("ballast_changes_lag_seconds{")]
     assert lag.startswith('ballast_changes_lag_seconds{tenant="acme"}') and 595 < float(lag.split()[-1]) < 700
+
+
+def test_tenant_add_takes_both_schedules_and_a_window_and_names_a_bad_flag():
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    from syncapp.models import Tenant
+
+    call_command("tenant", "add", "night", "--provider", "google", "--config", '{"access_token": "x"}', "--every-minutes", "1440",
+                 "--changes-every-minutes", "5", "--window", "01:00-05:00", "--window-profile", "fast",
+                 "--outside-window-profile", "background", stdout=StringIO())
+    tenant = Tenant.objects.get(slug="night")
+    assert (tenant.changes_every_minutes, tenant.sync_window, tenant.window_profile, tenant.outside_window_profile) == (5, "01:00-05:00", "fast", "background")
+    assert Schedule.objects.filter(name=schedule_name(tenant.pk, "changes")).exists()
+    with pytest.raises(CommandError, match="--window: Enter a local-time window as HH:MM-HH:MM"):
+        call_command("tenant", "add", "bad", "--provider", "demo", "--window", "1-5", stdout=StringIO())

@@ -10,7 +10,9 @@ from syncapp.models import Tenant
 
 # The form's fields as this command's arguments call them.
 ADD_FLAGS = {"slug": "slug", "name": "--name", "provider": "--provider", "provider_config": "--config",
-             "sync_every_minutes": "--every-minutes", "sync_profile": "--profile"}
+             "sync_every_minutes": "--every-minutes", "changes_every_minutes": "--changes-every-minutes",
+             "sync_window": "--window", "window_profile": "--window-profile", "outside_window_profile": "--outside-window-profile",
+             "sync_profile": "--profile"}
 
 
 class Command(BaseCommand):
@@ -24,6 +26,10 @@ class Command(BaseCommand):
         add.add_argument("--name", help="Display name (default: the slug).")
         add.add_argument("--config", default="{}", help='Provider config as a JSON object, e.g. \'{"users": 500}\'.')
         add.add_argument("--every-minutes", type=int, help="Schedule a full sync this often.")
+        add.add_argument("--changes-every-minutes", type=int, help="Apply the token feed (grants and revocations) this often (Google).")
+        add.add_argument("--window", default="", help="Scheduled full syncs in this window of local time only, e.g. 01:00-05:00.")
+        add.add_argument("--window-profile", default="", help="Resource profile of scheduled full syncs inside the window.")
+        add.add_argument("--outside-window-profile", default="", help="Profile of scheduled full syncs outside it (default: none runs there).")
         add.add_argument("--profile", default="", help="Resource profile for its runs (default: the site's).")
         actions.add_parser("list", help="List tenants.")
         show = actions.add_parser("show", help="Show what is stored for a tenant.")
@@ -36,10 +42,13 @@ class Command(BaseCommand):
     def handle(self, *args, action, **options):
         getattr(self, f"handle_{action}")(**options)
 
-    def handle_add(self, *, slug, provider, name, config, every_minutes, profile, **_):
+    def handle_add(self, *, slug, provider, name, config, every_minutes, changes_every_minutes, window, window_profile,
+                   outside_window_profile, profile, **_):
         form = TenantForm({
             "slug": slug, "name": name or slug, "provider": provider, "provider_config": config, "active": True,
-            "sync_every_minutes": every_minutes, "sync_profile": profile, "governor_settings": "{}",
+            "sync_every_minutes": every_minutes, "changes_every_minutes": changes_every_minutes, "sync_window": window,
+            "window_profile": window_profile, "outside_window_profile": outside_window_profile, "sync_profile": profile,
+            "governor_settings": "{}",
         })
         if not form.is_valid():
             raise CommandError(errors_in_words(form.errors, ADD_FLAGS))
