@@ -149,3 +149,31 @@ def test_activities_parse_into_their_changes():
     [change] = parse_activity(item)
     assert (change.name, change.user_id, change.client_id, change.app_name, change.scopes) == ("authorize", "101", "a.apps", "A", ("email", "openid"))
     assert change.time.isoformat() == "2026-11-24T10:00:00.123000+00:00"
+
+
+def test_a_changes_step_that_failed_part_way_is_carried_on_by_the_next_each_event_once(synced, fake_google, settings, monkeypatch):
+    from syncapp.steps import changes
+
+    settings.BALLAST_GOVERNOR = {"batch_size": 2}
+    monkeypatch.setattr("syncapp.steps.context.BATCH_SCALE", {"copy": 1, "orm": 1})
+    tenant, users, tokens = synced
+    now = timezone.now()
+    for n, user in enumerate([u["id"] for u in users[:7]]):
+        fake_google.grant(user, {**NEW_APP, "clientId": f"app-{n}.apps"}, now + timedelta(seconds=n))
+    real, batches = changes._write, {"n": 0}
+
+    def failing_third_batch(tenant_id, batch):
+        batches["n"] += 1
+        if batches["n"] == 3:
+            raise RuntimeError("scripted crash")
+        return real(tenant_id, batch)
+
+    monkeypatch.setattr(changes, "_write", failing_third_batch)
+    cursor = Tenant.objects.get(pk=tenant.pk).changes_cursor
+    failed, step = changes_run(tenant)
+    assert step.status == Status.FAILED and step.created == 4  # two batches of two committed
+    assert Tenant.objects.get(pk=tenant.pk).changes_cursor == cursor  # not moved past events not applied
+    monkeypatch.setattr(changes, "_write", real)
+    carried, step = changes_run(tenant)
+    assert step.status == Status.COMPLETED and (step.created, step.unchanged) == (3, 4)
+    assert Token.objects.filter(application__client_id__startswith="app-").count() == 7
