@@ -30,7 +30,7 @@ def test_staff_see_the_machine_runs_events_ledger_and_tenants(admin_client):
     assert "emergency brake #1" in text
     run_link = f'<a href="/admin/syncapp/syncrun/{run.pk}/change/">run-{run.pk}</a>'
     assert text.count(run_link) == 2 and "<td>1 run slot</td>" in text  # the event's owner and the slot's, linked
-    assert "<td>acme</td><td>0</td><td>120</td><td>4</td>" in text  # requests this minute, limit, denied today
+    assert "<td>acme</td><td>not scheduled</td><td>0</td><td>120</td><td>4</td>" in text  # schedules, requests this minute, limit, denied today
     fragment = admin_client.get("/admin/dashboard/", {"fragment": 1}).content.decode()
     assert "<html" not in fragment and "Active runs" in fragment  # what the script swaps in
 

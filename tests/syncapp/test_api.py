@@ -113,6 +113,7 @@ def test_starting_runs(client, acme, key, django_capture_on_commit_callbacks):
 
 @pytest.mark.parametrize("body, status, message", [
     ({"steps": "users,bogus"}, 400, "unknown steps bogus"),
+    ({"steps": ["changes", "users"]}, 400, "changes runs alone"),
     ({"profile": "turbo"}, 400, "unknown profile 'turbo'"),
     ([1, 2], 400, "the body must be a JSON object"),
 ])
