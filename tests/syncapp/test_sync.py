@@ -111,6 +111,6 @@ def test_unknown_steps_and_inactive_tenants_are_refused():
     tenant = TenantFactory(active=False)
     with pytest.raises(ValidationError) as bad:
         start_run(tenant=tenant, trigger="command", steps="users,bogus")
-    assert bad.value.message_dict == {"steps": ["unknown steps bogus; choose from users, tokens, relations"]}
+    assert bad.value.message_dict == {"steps": ["unknown steps bogus; choose from users, tokens, relations, changes"]}
     with pytest.raises(RunRefused, match="is not active"):
         start_run(tenant=tenant, trigger="command")
