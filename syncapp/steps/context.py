@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from monitoring.governor import Governor
@@ -61,18 +61,6 @@ class Tally:
 
     def as_fields(self) -> dict:
         return {name: getattr(self, name) for name in (*COUNTERS, "done", "invalid_samples")}
-
-
-def _commit_without_waiting_for_the_disk() -> None:
-    """On PostgreSQL, this transaction's COMMIT returns before its WAL reaches the disk
-    (synchronous_commit off, for this transaction only): a batch's commit was most of its time
-    on a busy disk. Safe for a batch: its rows, counters and checkpoint are one transaction, so a
-    database crash can only lose the last few batches whole, and the step resumes from the last
-    checkpoint that survived; WAL is written in order, so the step's end (an ordinary commit)
-    makes every batch before it durable too."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL synchronous_commit TO OFF")
 
 
 @dataclass
@@ -129,7 +117,6 @@ class StepContext:
 
         def attempt() -> Outcome:
             with transaction.atomic():
-                _commit_without_waiting_for_the_disk()
                 outcome = write(timezone.now())
                 after = replace(self.tally)
                 after.add(outcome)
