@@ -100,45 +100,33 @@ class GoogleProvider(HttpProvider):
         # Page tokens live about three days: a checkpoint's may have expired.
         return status == 400 and bool(params) and "pageToken" in params
 
-    def _call(self, path: str, params: dict | None = None) -> dict:
-        return self._get(self.config["base_url"] + path, params, label=path)
-
-    def user_pages(self, page_token: str | None = None) -> Iterator[Page]:
+    def _pages(self, api: str, path: str, params: dict, field: str, page_token: str | None, **get) -> Iterator[Page]:
+        """A Google list page by page (pageToken → nextPageToken); `field` holds a page's items,
+        left out when there are none."""
         while True:
-            params = {"customer": self.config["customer"], "maxResults": PAGE_SIZE}
-            if page_token:
-                params["pageToken"] = page_token
-            body = self._call(USERS_PATH, params)
-            users = body.get("users") or []
-            if not isinstance(users, list):
-                raise ProviderError("users.list: 'users' is not a list")
-            next_token = body.get("nextPageToken") or None
-            yield Page(users, token=page_token, next_token=next_token)
-            if next_token is None:
-                return
-            page_token = next_token
-
-    def token_changes(self, since: datetime, page_token: str | None = None) -> Iterator[Page]:
-        """Token activities (authorize, revoke, activity) since `since`, newest first, 1,000 a
-        page (Reports API activities.list, application "token")."""
-        while True:
-            params = {"startTime": since.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-                      "maxResults": ACTIVITY_PAGE_SIZE}
-            if page_token:
-                params["pageToken"] = page_token
-            body = self._get(self.config["base_url"] + ACTIVITY_PATH, params, label=ACTIVITY_PATH,
-                             authorization=lambda: self._authorization((REPORTS_SCOPE,)))
-            items = body.get("items") or []  # no "items" key when nothing happened
+            body = self._get(self.config["base_url"] + path, {**params, "pageToken": page_token} if page_token else params, label=path, **get)
+            items = body.get(field) or []
             if not isinstance(items, list):
-                raise ProviderError("activities.list: 'items' is not a list")
+                raise ProviderError(f"{api}: '{field}' is not a list")
             next_token = body.get("nextPageToken") or None
             yield Page(items, token=page_token, next_token=next_token)
             if next_token is None:
                 return
             page_token = next_token
 
+    def user_pages(self, page_token: str | None = None) -> Iterator[Page]:
+        return self._pages("users.list", USERS_PATH, {"customer": self.config["customer"], "maxResults": PAGE_SIZE}, "users", page_token)
+
+    def token_changes(self, since: datetime, page_token: str | None = None) -> Iterator[Page]:
+        """Token activities (authorize, revoke, activity) since `since`, newest first, 1,000 a
+        page (Reports API activities.list, application "token"), with the feed's own token."""
+        start = since.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return self._pages("activities.list", ACTIVITY_PATH, {"startTime": start, "maxResults": ACTIVITY_PAGE_SIZE}, "items", page_token,
+                           authorization=lambda: self._authorization((REPORTS_SCOPE,)))
+
     def user_tokens(self, user_key: str) -> list[dict]:
-        body = self._call(f"{USERS_PATH}/{quote(user_key, safe='@')}/tokens")
+        path = f"{USERS_PATH}/{quote(user_key, safe='@')}/tokens"
+        body = self._get(self.config["base_url"] + path, label=path)
         items = body.get("items") or []  # no "items" key when the user has no tokens
         if not isinstance(items, list):
             raise ProviderError("tokens.list: 'items' is not a list")
