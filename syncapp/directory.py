@@ -1,8 +1,23 @@
 """Reads of the synced directory."""
 
-from django.db.models import Count, Q
+from collections.abc import Iterable
 
-from .models import Tenant
+from django.db.models import Count, F, Q
+
+from .models import DirectoryUser, Tenant
+
+
+def users_by_key(tenant_id: int, keys: Iterable[str | None]) -> dict[str, int]:
+    """Each key that names one of the tenant's users → its row id: by id (external_id), else, for
+    a key that is an email, by primary email — a live user before a deleted one of that address."""
+    keys = {key for key in keys if key}
+    ids = dict(DirectoryUser.objects.filter(tenant_id=tenant_id, external_id__in=keys).values_list("external_id", "pk"))
+    emails = [key for key in keys if key not in ids and "@" in key]
+    if emails:
+        by_email = DirectoryUser.objects.filter(tenant_id=tenant_id, primary_email__in=emails)
+        for email, pk in by_email.order_by(F("deleted_at").asc(nulls_first=True), "pk").values_list("primary_email", "pk"):
+            ids.setdefault(email, pk)
+    return ids
 
 
 def directory_counts(tenant: Tenant) -> dict:

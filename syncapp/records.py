@@ -62,7 +62,8 @@ def _flag(raw, name: str, key: str | None) -> bool:
     return raw
 
 
-def _moment(raw, name: str, key: str | None) -> datetime | None:
+def timestamp(raw, name: str, key: str | None = None) -> datetime | None:
+    """An RFC 3339 time with its zone; None when absent (or the API's 1970 for never)."""
     if raw in (None, "") or (isinstance(raw, str) and raw.startswith(NEVER_PREFIX)):
         return None
     try:
@@ -96,8 +97,8 @@ def parse_user(raw: dict) -> dict:
         "is_admin": _flag(raw.get("isAdmin"), "isAdmin", key),
         "is_suspended": _flag(raw.get("suspended"), "suspended", key),
         "org_unit": _text(raw.get("orgUnitPath"), "orgUnitPath", _max_length(DirectoryUser, "org_unit"), key=key),
-        "last_login_at": _moment(raw.get("lastLoginTime"), "lastLoginTime", key),
-        "created_at_source": _moment(raw.get("creationTime"), "creationTime", key),
+        "last_login_at": timestamp(raw.get("lastLoginTime"), "lastLoginTime", key),
+        "created_at_source": timestamp(raw.get("creationTime"), "creationTime", key),
     }
 
 

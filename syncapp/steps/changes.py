@@ -15,14 +15,16 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db.models import Q
 
-from ..models import AppliedChange, Application, DirectoryUser, Tenant, Token, UserAppRelation
+from ..directory import users_by_key
+from ..models import AppliedChange, Application, Tenant, Token, UserAppRelation
 from ..providers import ConfigError
-from ..records import InvalidRecord
+from ..records import InvalidRecord, timestamp
 from ..writers import Outcome
 from .context import StepContext
 
 APPLIED = ("authorize", "revoke")  # "activity" events (a token used) change nothing
-# Applied events are remembered this many overlaps past the cursor, then forgotten.
+# Applied events are forgotten once they are this many overlaps older than where the next read
+# starts (the new cursor less one overlap): none can come again by then.
 REMEMBER_OVERLAPS = 2
 
 
@@ -47,22 +49,15 @@ class Change:
         return self.email or self.user_id or "?"
 
 
-def _moment(raw) -> datetime:
-    try:
-        moment = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidRecord("id.time is not a timestamp") from None
-    if moment.tzinfo is None:
-        raise InvalidRecord("id.time has no time zone")
-    return moment
-
-
-def parse_activity(item) -> list[Change]:
-    """A Reports API token activity → its authorize and revoke events (others are not changes)."""
+def parse_activity(item) -> tuple[datetime, list[Change]]:
+    """A Reports API token activity → its time, and its authorize and revoke events (others are
+    not changes)."""
     if not isinstance(item, dict) or not isinstance(item.get("id"), dict):
         raise InvalidRecord("activity without an id")
     ident, actor = item["id"], item.get("actor") if isinstance(item.get("actor"), dict) else {}
-    time, qualifier = _moment(ident.get("time")), ident.get("uniqueQualifier")
+    time, qualifier = timestamp(ident.get("time"), "id.time"), ident.get("uniqueQualifier")
+    if time is None:
+        raise InvalidRecord("activity without an id.time")
     if not isinstance(qualifier, str) or not qualifier or len(qualifier) > 64:
         raise InvalidRecord("activity without a uniqueQualifier")
     changes = []
@@ -78,15 +73,7 @@ def parse_activity(item) -> list[Change]:
             raise InvalidRecord("scope is not a list of text", client_id)
         changes.append(Change(time, qualifier, event["name"], actor.get("profileId"), actor.get("email"), client_id,
                               str(values.get("app_name") or "")[:255], values.get("client_type") == "NATIVE_DESKTOP", tuple(sorted(set(scopes)))))
-    return changes
-
-
-def _user(tenant_id: int, change: Change) -> int | None:
-    users = DirectoryUser.objects.filter(tenant_id=tenant_id)
-    found = users.filter(external_id=change.user_id).values_list("pk", flat=True).first() if change.user_id else None
-    if found is None and change.email:
-        found = users.filter(primary_email=change.email).order_by("deleted_at", "pk").values_list("pk", flat=True).first()
-    return found
+    return time, changes
 
 
 def _apply(tenant_id: int, change: Change, user_id: int, now: datetime) -> Outcome:
@@ -134,11 +121,7 @@ def _apply(tenant_id: int, change: Change, user_id: int, now: datetime) -> Outco
 
 def _write(tenant_id: int, batch: list[tuple[Change, int]]) -> Callable[[datetime], Outcome]:
     def write(now: datetime) -> Outcome:
-        total = Outcome()
-        for change, user_id in batch:
-            outcome = _apply(tenant_id, change, user_id, now)
-            for name in ("created", "updated", "unchanged", "deactivated"):
-                setattr(total, name, getattr(total, name) + getattr(outcome, name))
+        total = sum((_apply(tenant_id, change, user_id, now) for change, user_id in batch), Outcome())
         AppliedChange.objects.bulk_create(
             [AppliedChange(tenant_id=tenant_id, event_time=c.time, unique_qualifier=c.qualifier) for c, _ in batch], ignore_conflicts=True
         )
@@ -156,8 +139,7 @@ def _read(ctx: StepContext, since: datetime) -> tuple[list[Change], datetime | N
             events = item.get("events") if isinstance(item, dict) else None
             tally.received += len(events) if isinstance(events, list) and events else 1
             try:
-                found = parse_activity(item)
-                moment = _moment(item["id"]["time"])
+                moment, found = parse_activity(item)
             except InvalidRecord as exc:
                 tally.note_invalid(exc)
                 continue
@@ -178,12 +160,13 @@ def sync_changes(ctx: StepContext) -> None:
     changes, newest = _read(ctx, cursor - overlap)
     applied = set(AppliedChange.objects.filter(tenant_id=tenant_id, event_time__gte=cursor - overlap)
                   .values_list("event_time", "unique_qualifier"))
+    users = users_by_key(tenant_id, (key for c in changes for key in (c.user_id, c.email)))
     todo = []
     for change in changes:
         if (change.time, change.qualifier) in applied:
             tally.unchanged += 1  # applied by an earlier changes step (the windows overlap)
             continue
-        user_id = _user(tenant_id, change)
+        user_id = users.get(change.user_id) or users.get(change.email)
         if user_id is None:  # counted by every run that reads it, until the user is in the directory
             tally.note_invalid(InvalidRecord(f"{change.name} by {change.user_words}: not a user of the directory", change.client_id))
             continue

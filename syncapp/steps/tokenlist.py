@@ -12,7 +12,8 @@ tokens the list no longer holds. Memory holds one batch, whatever the list's siz
 from collections.abc import Callable, Iterator
 from datetime import datetime
 
-from ..models import Application, DirectoryUser, StagedToken, Status, SyncStep
+from ..directory import users_by_key
+from ..models import Application, StagedToken, Status, SyncStep
 from ..records import InvalidRecord, parse_listed_token
 from ..writers import Outcome, append_rows, upsert_rows
 from .context import StepContext
@@ -92,19 +93,14 @@ def _staged_batches(ctx: StepContext, stage: int, after: str | None) -> Iterator
 
 
 def _resolve_users(ctx: StepContext, records: list[dict]) -> dict[str, int]:
-    """user_key → the user's row id: by id, else (a key that is an email) by email, else a
-    placeholder made by id, to be filled in by the users step. An email that matches nobody
-    cannot make one (the row's key is the id) and is counted invalid by the caller."""
-    tenant_id = ctx.tenant.pk
+    """user_key → the user's row id (syncapp.directory.users_by_key), else a placeholder made by
+    id, to be filled in by the users step. An email that matches nobody cannot make one (the
+    row's key is the id) and is counted invalid by the caller."""
     keys = {r["user_key"]: r["email"] for r in records}
-    ids = dict(DirectoryUser.objects.filter(tenant_id=tenant_id, external_id__in=keys).values_list("external_id", "pk"))
-    emails = [k for k in keys if k not in ids and "@" in k]
-    if emails:
-        for email, pk in DirectoryUser.objects.filter(tenant_id=tenant_id, primary_email__in=emails).order_by("deleted_at", "pk").values_list("primary_email", "pk"):
-            ids.setdefault(email, pk)  # a live user before a deleted one of the same address
+    ids = users_by_key(ctx.tenant.pk, keys)
     placeholders = [(k, email) for k, email in keys.items() if k not in ids and "@" not in k]
     if placeholders:
-        ids.update(user_ids(tenant_id, placeholders))
+        ids.update(user_ids(ctx.tenant.pk, placeholders))
     return ids
 
 

@@ -6,7 +6,7 @@ is the same is only stamped last_seen = now. Each counts exactly once. A second 
 unchanged data writes nothing but stamps.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 
 from django.db.models import Model, QuerySet
@@ -18,6 +18,9 @@ class Outcome:
     updated: int = 0
     unchanged: int = 0
     deactivated: int = 0  # a writer never deactivates; a step's own writes may (the changes step's revokes)
+
+    def __add__(self, other: "Outcome") -> "Outcome":
+        return Outcome(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
 
 class Writer:

@@ -146,7 +146,7 @@ def test_activities_parse_into_their_changes():
             "events": [{"name": "authorize", "parameters": [{"name": "client_id", "value": "a.apps"}, {"name": "app_name", "value": "A"},
                                                               {"name": "scope", "multiValue": ["openid", "email", "openid"]}]},
                        {"name": "activity", "parameters": [{"name": "client_id", "value": "a.apps"}]}]}
-    [change] = parse_activity(item)
+    _, [change] = parse_activity(item)
     assert (change.name, change.user_id, change.client_id, change.app_name, change.scopes) == ("authorize", "101", "a.apps", "A", ("email", "openid"))
     assert change.time.isoformat() == "2026-11-24T10:00:00.123000+00:00"
 
