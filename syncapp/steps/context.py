@@ -16,7 +16,7 @@ from monitoring.process import stop_request
 from ..database import with_retries
 from ..governance import step_label
 from ..models import COUNTERS, DirectoryUser, Status, SyncStep, Tenant
-from ..providers import Provider
+from ..providers import Page, Provider
 from ..records import InvalidRecord
 from ..writers import Outcome, writer
 
@@ -92,6 +92,21 @@ class StepContext:
         if told is None:
             told = DirectoryUser.objects.filter(tenant_id=self.tenant.pk, deleted_at__isnull=True).count() or None
         self.expect(told)
+
+    def validated(self, page: Page, skip: int, parse: Callable[[dict], dict]) -> tuple[list[tuple[int, dict]], list[str | None]]:
+        """A page's records after the first `skip` (a stopped step wrote those), each counted read
+        and done and parsed: (position in the page, fields) of the valid ones, and the keys of the
+        invalid ones, counted with a sample saying where they stand."""
+        rows, invalid_keys = [], []
+        for position, raw in enumerate(page.records[skip:], start=skip + 1):
+            self.tally.received += 1
+            self.tally.done += 1
+            try:
+                rows.append((position, parse(raw)))
+            except InvalidRecord as exc:
+                self.tally.note_invalid(exc, page.where(position - 1))
+                invalid_keys.append(exc.key)
+        return rows, invalid_keys
 
     def next_batch_size(self) -> int:
         """As many rows as the governor allows now (it may wait first), scaled for the writer:

@@ -34,17 +34,10 @@ def _stage(tenant_id: int, stage: int, rows: list[dict]) -> Callable[[datetime],
 
 def _read(ctx: StepContext, stage: int) -> None:
     """The whole list into the stage; the checkpoint is the page and the records of it staged."""
-    tally, tenant_id = ctx.tally, ctx.tenant.pk
+    tenant_id = ctx.tenant.pk
     skip = ctx.resume.get("done_in_page", 0)
     for page in ctx.provider.token_pages(ctx.resume.get("page_token")):
-        rows = []
-        for position, raw in enumerate(page.records[skip:], start=skip + 1):
-            tally.received += 1
-            tally.done += 1
-            try:
-                rows.append((position, parse_listed_token(raw)))
-            except InvalidRecord as exc:
-                tally.note_invalid(exc, page.where(position - 1))
+        rows, _ = ctx.validated(page, skip, parse_listed_token)
         skip = 0
         for batch in ctx.batches(rows):
             checkpoint = {"stage": stage, "phase": "read", "page_token": page.token, "done_in_page": batch[-1][0]}

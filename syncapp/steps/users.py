@@ -8,7 +8,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from ..models import DirectoryUser
-from ..records import InvalidRecord, parse_user
+from ..records import parse_user
 from ..writers import Outcome, upsert_rows
 from .context import StepContext
 
@@ -36,15 +36,7 @@ def sync_users(ctx: StepContext) -> None:
     skip = ctx.resume.get("done_in_page", 0)  # records of the first page a stopped step already wrote
     ctx.expect_users()
     for page in ctx.provider.user_pages(ctx.resume.get("page_token")):
-        rows, invalid_keys = [], []
-        for position, raw in enumerate(page.records[skip:], start=skip + 1):
-            tally.received += 1
-            tally.done += 1
-            try:
-                rows.append((position, parse_user(raw)))
-            except InvalidRecord as exc:
-                tally.note_invalid(exc, page.where(position - 1))
-                invalid_keys.append(exc.key)
+        rows, invalid_keys = ctx.validated(page, skip, parse_user)
         skip = 0
         for batch in ctx.batches(rows):
             checkpoint = {"page_token": page.token, "done_in_page": batch[-1][0]}
