@@ -5,7 +5,7 @@ from monitoring.forms import errors_in_words
 from syncapp.exportfiles import FORMATS
 from syncapp.imports import import_source, start_import
 
-from .sync import carry_out
+from .sync import add_follow_arguments, carry_out
 from .tenant import _tenant
 
 FLAGS = {"users": "--users", "tokens": "--tokens", "format": "--format"}
@@ -26,10 +26,7 @@ class Command(BaseCommand):
         parser.add_argument("--format", choices=FORMATS, help="The files' format (default: from each name: .csv, .jsonl, .ndjson).")
         parser.add_argument("--complete", action="store_true",
                             help="The files are a whole export: users and tokens they lack are marked deleted and revoked.")
-        parser.add_argument("--wait", action="store_true", help="Follow the run; exit 0 only if it completed.")
-        parser.add_argument("--in-process", action="store_true", help="Run here even if a cluster is running (implies --wait).")
-        parser.add_argument("--json", action="store_true", help="Print the run as one JSON object on stdout.")
-        parser.add_argument("--quiet", action="store_true", help="No progress while waiting: only the outcome.")
+        add_follow_arguments(parser)
 
     def handle(self, *args, slug, users, tokens, format, complete, wait, in_process, quiet, **options):
         tenant = _tenant(slug)

@@ -25,12 +25,10 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("slug")
-        parser.add_argument("--steps", default="users,tokens,relations", help="Comma-separated: users,tokens,relations.")
-        parser.add_argument("--wait", action="store_true", help="Follow the run; exit 0 only if it completed.")
-        parser.add_argument("--in-process", action="store_true", help="Run here even if a cluster is running (implies --wait).")
-        parser.add_argument("--json", action="store_true", help="Print the run as one JSON object on stdout.")
+        parser.add_argument("--steps", default="users,tokens,relations",
+                            help="Comma-separated: users,tokens,relations; or changes alone (the token feed since the last sync).")
         parser.add_argument("--profile", default="", help="Resource profile for this run (default: the tenant's).")
-        parser.add_argument("--quiet", action="store_true", help="No progress while waiting: only the outcome.")
+        add_follow_arguments(parser)
 
     def handle(self, *args, slug, steps, wait, in_process, profile, quiet, **options):
         tenant = _tenant(slug)
@@ -40,6 +38,14 @@ class Command(BaseCommand):
             raise CommandError(errors_in_words(exc.message_dict, FLAGS)) from None
         carry_out(self, lambda enqueue: start_run(tenant=tenant, trigger=SyncRun.Trigger.COMMAND, **request, enqueue=enqueue),
                   wait=wait, in_process=in_process, quiet=quiet, as_json=options["json"])
+
+
+def add_follow_arguments(parser) -> None:
+    """How `sync` and `import` wait for their run and print it."""
+    parser.add_argument("--wait", action="store_true", help="Follow the run; exit 0 only if it completed.")
+    parser.add_argument("--in-process", action="store_true", help="Run here even if a cluster is running (implies --wait).")
+    parser.add_argument("--json", action="store_true", help="Print the run as one JSON object on stdout.")
+    parser.add_argument("--quiet", action="store_true", help="No progress while waiting: only the outcome.")
 
 
 def carry_out(command: BaseCommand, start: Callable[[bool], SyncRun], *, wait: bool, in_process: bool, quiet: bool, as_json: bool) -> None:
