@@ -1,3 +1,4 @@
+from collections.abc import Callable
 from pathlib import Path
 
 from django.contrib import admin, messages
@@ -31,6 +32,11 @@ from .governance import run_policy
 from .progress import step_estimate, work_words
 from .runs import RunRefused, cancel_run, run_owner, start_run, waiting_for
 from .schedules import schedule_words
+
+
+def _sync(tenant: Tenant, choices: dict) -> Callable[[], SyncRun]:
+    """A sync of the tenant started from the admin, with the steps and profile chosen (none: all, the tenant's)."""
+    return lambda: start_run(tenant=tenant, trigger=SyncRun.Trigger.ADMIN, **choices)
 
 
 @admin.register(Tenant)
@@ -72,13 +78,13 @@ class TenantAdmin(admin.ModelAdmin):
     @admin.action(description="Start sync (users, tokens, relations)", permissions=["change"])
     def start_sync(self, request, queryset):
         for tenant in queryset:
-            self._start(request, tenant, {})
+            self._start(request, tenant, _sync(tenant, {}))
 
-    def _start(self, request, tenant: Tenant, choices: dict, begin=None) -> SyncRun | None:
-        """Queue a run (begin(), else a sync with these choices) and say so, and what it will wait
-        for; None when it was refused."""
+    def _start(self, request, tenant: Tenant, begin: Callable[[], SyncRun]) -> SyncRun | None:
+        """Queue a run (begin() records it) and say so, and what it will wait for; None when it
+        was refused."""
         try:
-            run = begin() if begin else start_run(tenant=tenant, trigger=SyncRun.Trigger.ADMIN, **choices)
+            run = begin()
         except RunRefused as exc:
             self.message_user(request, f"No run for {tenant.slug}: {exc}", messages.ERROR)
             return None
@@ -111,10 +117,11 @@ class TenantAdmin(admin.ModelAdmin):
         tenant = self._tenant(request, tenant_id)
         form = StartRunForm(request.POST if request.method == "POST" else None)
         if request.method == "POST" and form.is_valid():
-            run = self._start(request, tenant, form.cleaned_data)
+            run = self._start(request, tenant, _sync(tenant, form.cleaned_data))
             if run is not None:
                 return redirect("admin:syncapp_syncrun_change", run.pk)
-        return self._page(request, tenant, "admin/syncapp/tenant/start_sync.html", form=form, title=f"Start a sync of {tenant.slug}")
+        return self._page(request, tenant, "admin/syncapp/tenant/tenant_form.html", form=form, form_id="start-sync", submit="Start sync",
+                          title=f"Start a sync of {tenant.slug}")
 
     def import_files_view(self, request, tenant_id: int):
         """Upload an export; the run reads it as `manage.py import` would (checked the same way)."""
@@ -123,14 +130,15 @@ class TenantAdmin(admin.ModelAdmin):
         form = ImportFilesForm(request.POST if posted else None, request.FILES if posted else None)
         if posted and form.is_valid():
             try:
-                run = self._start(request, tenant, {}, begin=lambda: import_uploads(tenant, form.cleaned_data))
+                run = self._start(request, tenant, lambda: import_uploads(tenant, form.cleaned_data))
             except ValidationError as exc:
                 for field, errors in exc.message_dict.items():
                     form.add_error(field if field in form.fields else None, errors)
             else:
                 if run is not None:
                     return redirect("admin:syncapp_syncrun_change", run.pk)
-        return self._page(request, tenant, "admin/syncapp/tenant/import_files.html", form=form, title=f"Import files into {tenant.slug}")
+        return self._page(request, tenant, "admin/syncapp/tenant/tenant_form.html", form=form, form_id="import-files", submit="Import",
+                          title=f"Import files into {tenant.slug}")
 
     def test_connection_view(self, request, tenant_id: int):
         tenant = self._tenant(request, tenant_id)
