@@ -7,8 +7,6 @@ import bisect
 import json
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import parse_qs, unquote
@@ -26,19 +24,6 @@ GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
 
 def google_error(code: int, message: str, reason: str) -> dict:
     return {"error": {"code": code, "message": message, "errors": [{"domain": "global", "reason": reason, "message": message}]}}
-
-
-@dataclass
-class Fault:
-    path_prefix: str
-    status: int
-    body: dict
-    headers: dict = field(default_factory=dict)
-    after: int = 0  # requests to that path let through before this one
-
-    def matches(self, path: str) -> bool:
-        """A path, or with a trailing slash every path under it."""
-        return path == self.path_prefix or (self.path_prefix.endswith("/") and path.startswith(self.path_prefix))
 
 
 class FakeDirectory(LoopbackJsonServer):
@@ -60,18 +45,12 @@ class FakeDirectory(LoopbackJsonServer):
         self.accepted_at: list[float] = []  # monotonic times of calls let through (under a quota)
         self.rejected = 0
         self.activities: list[dict] = []  # Reports API token activities, any order: served newest first
-        self._faults: deque[Fault] = deque()
         self._count = 0
         self._lock = threading.Lock()
         super().__init__()
 
-    def fail_next(
-        self, path_prefix: str, status: int, body: dict | None = None, headers: dict | None = None, times: int = 1, after: int = 0,
-    ):
-        """The next `times` requests to path_prefix (every path under it when it ends with a
-        slash) get this answer, after letting `after` of them through."""
-        for _ in range(times):
-            self._faults.append(Fault(path_prefix, status, body or google_error(status, "scripted", "backendError"), headers or {}, after))
+    def default_fault(self, status: int) -> dict:
+        return google_error(status, "scripted", "backendError")
 
     def service_account_file(self, folder: Path) -> Path:
         """A service account key file whose assertions this server accepts (a fresh RSA key)."""
@@ -140,12 +119,9 @@ class FakeDirectory(LoopbackJsonServer):
             self.requests.append((method, path, query))
             self._count += 1
             count = self._count
-            fault = next((f for f in self._faults if f.matches(path)), None)
-            if fault is not None and fault.after:
-                fault.after -= 1
-            elif fault is not None:
-                self._faults.remove(fault)
-                return fault.status, fault.body, fault.headers
+            scripted = self.scripted_answer(path)
+            if scripted is not None:
+                return scripted
         if path == "/token" and method == "POST":
             return self._token(body)
         if self.latency_s:

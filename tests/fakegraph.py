@@ -4,8 +4,6 @@ endpoint. Tests load its data and script its faults; it records every request it
 
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
 from .loopback import LoopbackJsonServer
@@ -18,15 +16,6 @@ LISTS = {"/v1.0/users": "users", "/v1.0/servicePrincipals": "service_principals"
 
 def graph_error(code: str, message: str) -> dict:
     return {"error": {"code": code, "message": message, "innerError": {"request-id": "fake"}}}
-
-
-@dataclass
-class Fault:
-    path: str
-    status: int
-    body: dict
-    headers: dict = field(default_factory=dict)
-    after: int = 0  # requests to that path let through before this one
 
 
 class FakeGraph(LoopbackJsonServer):
@@ -43,7 +32,6 @@ class FakeGraph(LoopbackJsonServer):
         self.token_requests: list[dict] = []
         self.requests: list[tuple[str, str, dict]] = []
         self.latency_s = 0.0  # each Graph request waits this long before its answer
-        self._faults: deque[Fault] = deque()
         self._lock = threading.Lock()
         super().__init__()
 
@@ -56,9 +44,8 @@ class FakeGraph(LoopbackJsonServer):
         return {"base_url": self.url, "login_url": self.url, "tenant_id": TENANT, "client_id": CLIENT_ID,
                 "client_secret": CLIENT_SECRET, "retry_base_ms": 1, "error_retry_base_ms": 1, **extra}
 
-    def fail_next(self, path: str, status: int, body: dict | None = None, headers: dict | None = None, times: int = 1, after: int = 0) -> None:
-        for _ in range(times):
-            self._faults.append(Fault(path, status, body or graph_error("serviceNotAvailable", "scripted"), headers or {}, after))
+    def default_fault(self, status: int) -> dict:
+        return graph_error("serviceNotAvailable", "scripted")
 
     def paths(self, prefix: str = "") -> list[str]:
         return [path for _, path, _ in self.requests if path.startswith(prefix)]
@@ -68,13 +55,9 @@ class FakeGraph(LoopbackJsonServer):
     def _answer(self, method: str, path: str, query: dict, headers, body: bytes) -> tuple[int, dict, dict]:
         with self._lock:
             self.requests.append((method, path, query))
-            fault = next((f for f in self._faults if f.path == path), None)
-            if fault is not None and fault.after:
-                fault.after -= 1
-                fault = None
-            if fault is not None:
-                self._faults.remove(fault)
-                return fault.status, fault.body, fault.headers
+            scripted = self.scripted_answer(path)
+            if scripted is not None:
+                return scripted
         if method == "POST" and path == f"/{TENANT}/oauth2/v2.0/token":
             return self._token(body)
         if method == "POST":

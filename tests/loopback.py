@@ -3,14 +3,32 @@ Subclasses answer in _answer(method, path, query, headers, body) → (status, JS
 
 import json
 import threading
+from collections import deque
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 
+@dataclass
+class Fault:
+    path: str
+    status: int
+    body: dict
+    headers: dict = field(default_factory=dict)
+    after: int = 0  # requests to that path let through before this one
+
+    def matches(self, path: str) -> bool:
+        """A path, or with a trailing slash every path under it."""
+        return path == self.path or (self.path.endswith("/") and path.startswith(self.path))
+
+
 class LoopbackJsonServer:
+    """Subclasses set default_fault(status) → the API's error body for a scripted fault."""
+
     name = "fake-provider"
 
     def __init__(self):
+        self._faults: deque[Fault] = deque()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name=self.name, daemon=True)
@@ -30,6 +48,26 @@ class LoopbackJsonServer:
 
     def _answer(self, method: str, path: str, query: dict, headers, body: bytes) -> tuple[int, dict, dict]:
         raise NotImplementedError
+
+    def default_fault(self, status: int) -> dict:
+        raise NotImplementedError
+
+    def fail_next(self, path: str, status: int, body: dict | None = None, headers: dict | None = None, times: int = 1, after: int = 0) -> None:
+        """The next `times` requests to path (every path under it when it ends with a slash) get
+        this answer, after letting `after` of them through."""
+        for _ in range(times):
+            self._faults.append(Fault(path, status, body or self.default_fault(status), headers or {}, after))
+
+    def scripted_answer(self, path: str) -> tuple[int, dict, dict] | None:
+        """The scripted fault this request gets, if any (call it under the fake's own lock)."""
+        fault = next((f for f in self._faults if f.matches(path)), None)
+        if fault is None:
+            return None
+        if fault.after:
+            fault.after -= 1
+            return None
+        self._faults.remove(fault)
+        return fault.status, fault.body, fault.headers
 
     def _handler(self):
         server = self
