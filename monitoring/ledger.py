@@ -250,11 +250,13 @@ class Watch:
         self.resident = False
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._idle = threading.Event()  # set: the current thread is to end (nothing held, not resident)
 
     def start(self) -> None:
         with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="ballast-watch", daemon=True)
+            if self._thread is None or not self._thread.is_alive() or self._idle.is_set():  # (one told to end is ending)
+                self._idle = threading.Event()
+                self._thread = threading.Thread(target=self._run, args=(self._idle,), name="ballast-watch", daemon=True)
                 self._thread.start()
 
     def add(self, holder_id: int) -> None:
@@ -265,6 +267,8 @@ class Watch:
     def discard(self, holder_id: int) -> None:
         with self._lock:
             self.held.discard(holder_id)
+            if not self.held and not self.resident:
+                self._idle.set()  # nothing left to beat for: the thread ends now, not a beat later
 
     def tick(self) -> None:
         with self._lock:
@@ -278,17 +282,18 @@ class Watch:
         except Exception:  # a missed beat is survivable; a dead thread is not
             log.exception("heartbeat failed")
 
-    def _run(self) -> None:
-        pause = threading.Event()
-        while not pause.wait(self.interval):
+    def _run(self, idle: threading.Event) -> None:
+        while not idle.wait(self.interval):
             try:
                 self.tick()
             finally:
                 connections.close_all()  # this thread's own: a lost one is not reused at the next beat
             with self._lock:
                 if not self.held and not self.resident:
-                    self._thread = None  # the next hold starts another
-                    return
+                    idle.set()
+        with self._lock:
+            if self._thread is threading.current_thread():
+                self._thread = None  # the next hold starts another
 
 
 _watches: dict[int, Watch] = {}
