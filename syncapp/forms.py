@@ -102,7 +102,7 @@ class TenantForm(forms.ModelForm):
                 except ConfigError as exc:
                     self.add_error("provider_config", f"{cleaned['provider']} provider: {exc}")
         window = cleaned.get("sync_window")
-        if window and window.split("-")[0] == window.split("-")[1]:
+        if window and window.partition("-")[0] == window.partition("-")[2]:
             self.add_error("sync_window", "The window starts and ends at the same time: leave it empty for any time.")
         if not window and (cleaned.get("window_profile") or cleaned.get("outside_window_profile")):
             self.add_error("sync_window", "Profiles inside and outside a window need a window.")
