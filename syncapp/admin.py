@@ -5,6 +5,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import CharField, OuterRef, Subquery, Sum, Value
 from django.db.models.functions import Cast, Concat
+from django.http import HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path
@@ -116,29 +117,30 @@ class TenantAdmin(admin.ModelAdmin):
         """The steps and profile of a run, checked by the same form as the API's and `sync`'s."""
         tenant = self._tenant(request, tenant_id)
         form = StartRunForm(request.POST if request.method == "POST" else None)
-        if request.method == "POST" and form.is_valid():
-            run = self._start(request, tenant, _sync(tenant, form.cleaned_data))
-            if run is not None:
-                return redirect("admin:syncapp_syncrun_change", run.pk)
-        return self._page(request, tenant, "admin/syncapp/tenant/tenant_form.html", form=form, form_id="start-sync", submit="Start sync",
-                          title=f"Start a sync of {tenant.slug}")
+        return self._form_page(request, tenant, form, lambda chosen: _sync(tenant, chosen),
+                               form_id="start-sync", submit="Start sync", title=f"Start a sync of {tenant.slug}")
 
     def import_files_view(self, request, tenant_id: int):
         """Upload an export; the run reads it as `manage.py import` would (checked the same way)."""
         tenant = self._tenant(request, tenant_id)
         posted = request.method == "POST"
         form = ImportFilesForm(request.POST if posted else None, request.FILES if posted else None)
-        if posted and form.is_valid():
+        return self._form_page(request, tenant, form, lambda chosen: lambda: import_uploads(tenant, chosen),
+                               form_id="import-files", submit="Import", title=f"Import files into {tenant.slug}")
+
+    def _form_page(self, request, tenant: Tenant, form, begin: Callable[[dict], Callable[[], SyncRun]], **page) -> HttpResponse:
+        """A tenant's form that starts a run: posted and valid, the run begins (begin(the form's
+        data)) and its page follows; refused, the form comes back with the reason by its field."""
+        if request.method == "POST" and form.is_valid():
             try:
-                run = self._start(request, tenant, lambda: import_uploads(tenant, form.cleaned_data))
+                run = self._start(request, tenant, begin(form.cleaned_data))
             except ValidationError as exc:
                 for field, errors in exc.message_dict.items():
                     form.add_error(field if field in form.fields else None, errors)
             else:
                 if run is not None:
                     return redirect("admin:syncapp_syncrun_change", run.pk)
-        return self._page(request, tenant, "admin/syncapp/tenant/tenant_form.html", form=form, form_id="import-files", submit="Import",
-                          title=f"Import files into {tenant.slug}")
+        return self._page(request, tenant, "admin/syncapp/tenant/tenant_form.html", form=form, **page)
 
     def test_connection_view(self, request, tenant_id: int):
         tenant = self._tenant(request, tenant_id)
