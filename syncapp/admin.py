@@ -339,15 +339,19 @@ class DirectoryAdmin(ReadOnlyAdmin):
 class DirectoryUserAdmin(DirectoryAdmin):
     # Lists keep to what fits a 1,280-pixel screen beside the filters; the rest is on each row's page.
     list_display = ["primary_email", "full_name", "tenant", "standing", "org_unit", "last_login_at"]
-    list_filter = ["tenant", "is_admin", "is_suspended", ("deleted_at", admin.EmptyFieldListFilter), "org_unit"]
+    list_filter = ["tenant", "is_admin", "is_delegated_admin", "is_suspended", "is_archived",
+                   ("deleted_at", admin.EmptyFieldListFilter), "org_unit"]
     search_fields = ["primary_email", "full_name", "external_id"]
 
     @admin.display(description="standing")
     def standing(self, user):
-        """Active, or what sets the user apart: admin, suspended, deleted (gone from the source)."""
+        """Active, or what sets the user apart: admin, delegated admin, suspended, archived,
+        deleted (gone from the source)."""
         if user.deleted_at:
             return f"deleted {formats.date_format(timezone.localtime(user.deleted_at), 'SHORT_DATETIME_FORMAT')}"
-        return ", ".join(word for word, on in (("admin", user.is_admin), ("suspended", user.is_suspended)) if on) or "active"
+        marks = (("admin", user.is_admin), ("delegated admin", user.is_delegated_admin),
+                 ("suspended", user.is_suspended), ("archived", user.is_archived))
+        return ", ".join(word for word, on in marks if on) or "active"
 
 
 class AdminConsentFilter(admin.SimpleListFilter):
@@ -367,8 +371,8 @@ class AdminConsentFilter(admin.SimpleListFilter):
 
 @admin.register(Application)
 class ApplicationAdmin(DirectoryAdmin):
-    list_display = ["display_name", "client_id", "tenant", "native_app", "consent", "last_seen"]
-    list_filter = ["tenant", "native_app", AdminConsentFilter]
+    list_display = ["display_name", "client_id", "tenant", "native_app", "client_type", "consent", "last_seen"]
+    list_filter = ["tenant", "native_app", "client_type", AdminConsentFilter]
     search_fields = ["display_name", "client_id"]
 
     @admin.display(description="admin consent")

@@ -13,18 +13,30 @@ import csv
 import gzip
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
 
 FORMATS = ("csv", "jsonl")
-# The GAM columns Ballast reads (others are ignored), and the one a file must have to be that export.
+# The GAM columns Ballast reads (others are ignored). GAM names a column by the Directory API's
+# field, subfields joined by ".": each names the record field it fills.
 GAM_COLUMNS = {
-    "users": ("primaryEmail", "id", "name.fullName", "isAdmin", "suspended", "orgUnitPath", "creationTime", "lastLoginTime"),
-    "tokens": ("user", "clientId", "displayText", "anonymous", "nativeApp", "scopes", "userKey"),
+    "users": ("primaryEmail", "id", "name.fullName", "isAdmin", "isDelegatedAdmin", "suspended", "archived",
+              "orgUnitPath", "creationTime", "lastLoginTime"),
+    "tokens": ("user", "clientId", "displayText", "anonymous", "nativeApp", "userKey", "scopes"),
 }
-REQUIRED_COLUMN = {"users": "primaryEmail", "tokens": "clientId"}
+# Without these a file cannot be read at all: each entry is columns of which one will do.
+REQUIRED_COLUMNS = {"users": (("id",), ("primaryEmail",)), "tokens": (("clientId",), ("userKey", "user"))}
+# What writes each export with every column Ballast reads (`gam print users` alone writes primaryEmail
+# only; `gam all users print tokens` leaves suspended users out).
+GAM_COMMANDS = {
+    "users": "gam print users fields id,primaryemail,name,isadmin,isdelegatedadmin,suspended,archived,orgunitpath,creationtime,lastlogintime",
+    "tokens": "gam all users_ns_susp print tokens",
+}
+# GAM's CSV dialect (gam/util/csv_pf.py, _setDialect): quotes doubled, and a backslash escaped by another.
+GAM_DIALECT = {"escapechar": "\\", "doublequote": True}
 BOOLEANS = {"true": True, "false": False}
 NEVER = "never"  # GAM's word for a login that never happened
 
@@ -97,11 +109,8 @@ def _lines(path: Path, start: Position, chunk_bytes: int) -> Iterator[tuple[int,
             yield number, offset + size, _decoded(path, pending, number)
 
 
-def read_export(path: Path | str, kind: str, *, format: str | None = None, start: Position = Position(),
-                chunk_bytes: int | None = None) -> Iterator[Row]:
-    """The records of a users or tokens export, from `start`. Raises ExportFileError when the
-    file is not that export (a missing file, binary data, a CSV without the export's columns, a
-    first line that is not a JSON object)."""
+def _opened(path: Path | str, kind: str, chunk_bytes: int | None) -> tuple[Path, int]:
+    """The file and the chunk size to read it by; ExportFileError when there is no such file."""
     path = Path(path)
     chunk_bytes = chunk_bytes or getattr(settings, "BALLAST_FILE_CHUNK_BYTES", 2**20)
     if kind not in GAM_COLUMNS:
@@ -109,14 +118,54 @@ def read_export(path: Path | str, kind: str, *, format: str | None = None, start
     if not path.is_file():
         raise ExportFileError(f"{path}: no such file")
     size = path.stat().st_size
-    chunk_bytes = max(chunk_bytes, 1) if size > chunk_bytes else max(size, 1)  # a small file: one read
+    return path, max(chunk_bytes, 1) if size > chunk_bytes else max(size, 1)  # a small file: one read
+
+
+@contextmanager
+def _read_or_refuse(path: Path):
+    """A file that cannot be read at all (a bad gzip, an I/O error) is ExportFileError, in one line."""
     try:
+        yield
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise ExportFileError(f"{path.name}: cannot be read ({exc.__class__.__name__}: {exc})") from None
+
+
+def read_export(path: Path | str, kind: str, *, format: str | None = None, start: Position = Position(),
+                chunk_bytes: int | None = None) -> Iterator[Row]:
+    """The records of a users or tokens export, from `start`. Raises ExportFileError when the
+    file is not that export (a missing file, binary data, a CSV without the columns the export
+    must have, a first line that is not a JSON object)."""
+    path, chunk_bytes = _opened(path, kind, chunk_bytes)
+    with _read_or_refuse(path):
         if format_of(path, format) == "csv":
             yield from _csv_rows(path, kind, start, chunk_bytes)
         else:
             yield from _jsonl_rows(path, kind, start, chunk_bytes)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise ExportFileError(f"{path.name}: cannot be read ({exc.__class__.__name__}: {exc})") from None
+
+
+def given_fields(path: Path | str, kind: str, *, format: str | None = None, complete: bool = False) -> frozenset[str] | None:
+    """The record fields the export gives (GAM_COLUMNS' names): a CSV's are the columns of its
+    header, and a column it lacks is unknown, not empty; None for JSON lines, whose records are
+    the API's whole objects. Raises ExportFileError naming what is missing: a column the export
+    cannot be read without, or, for a whole export (`complete`), any column Ballast reads (a
+    whole export says what is gone, and it cannot say it of a field it lacks)."""
+    path, chunk_bytes = _opened(path, kind, None)
+    with _read_or_refuse(path):
+        if format_of(path, format) != "csv":
+            rows = _jsonl_rows(path, kind, Position(), chunk_bytes)
+            next(rows, None)  # a first line that is not a JSON object is refused
+            rows.close()
+            return None
+        header, _ = _csv_header(path, kind, chunk_bytes)
+    given = frozenset(header) & frozenset(GAM_COLUMNS[kind])
+    alternatives = {column for choice in REQUIRED_COLUMNS[kind] if len(choice) > 1 for column in choice}  # one of them is there
+    absent = [column for column in GAM_COLUMNS[kind] if column not in given and column not in alternatives]
+    if complete and absent:
+        raise ExportFileError(
+            f"{path.name}: a whole export (--complete) needs every column Ballast reads, and it lacks {', '.join(absent)}: "
+            f"write it with `{GAM_COMMANDS[kind]}`, or import it without --complete (then a column it lacks keeps what is stored)"
+        )
+    return given
 
 
 def _jsonl_rows(path: Path, kind: str, start: Position, chunk_bytes: int) -> Iterator[Row]:
@@ -142,22 +191,35 @@ def _jsonl_rows(path: Path, kind: str, start: Position, chunk_bytes: int) -> Ite
         yield Row(number, Position(after, number + 1), record)
 
 
-def _csv_rows(path: Path, kind: str, start: Position, chunk_bytes: int) -> Iterator[Row]:
-    header_lines = _lines(path, Position(), chunk_bytes)
+def _csv_header(path: Path, kind: str, chunk_bytes: int) -> tuple[list[str], Position]:
+    """The CSV's column names and where its first row starts; ExportFileError, in one line naming
+    the columns and the gam command that writes them, when the export cannot be read without them."""
+    lines = _lines(path, Position(), chunk_bytes)
     try:
-        _, header_end, header_text = next(header_lines)
+        _, end, text = next(lines)
     except StopIteration:
         raise ExportFileError(f"{path.name}: empty: not a GAM {kind} export") from None
     finally:
-        header_lines.close()
+        lines.close()
     try:
-        header = next(csv.reader([header_text]))
-    except csv.Error:
+        header = next(csv.reader([text], **GAM_DIALECT))
+    except (csv.Error, StopIteration):
         header = []
-    if REQUIRED_COLUMN[kind] not in header:
-        raise ExportFileError(f"{path.name}: its first line has no {REQUIRED_COLUMN[kind]} column: not a GAM {kind} export")
+    missing = [" or ".join(choice) for choice in REQUIRED_COLUMNS[kind] if not set(choice) & set(header)]
+    if missing:
+        shown = ", ".join(header[:8]) + (", …" if len(header) > 8 else "")
+        raise ExportFileError(
+            f"{path.name}: no {' and no '.join(missing)} column, so not a GAM {kind} export Ballast can read "
+            f"(its columns: {shown or 'none'}); write it with `{GAM_COMMANDS[kind]}`"
+        )
+    return header, Position(end, 2)
+
+
+def _csv_rows(path: Path, kind: str, start: Position, chunk_bytes: int) -> Iterator[Row]:
+    header, first_row = _csv_header(path, kind, chunk_bytes)
+    given = set(header) & set(GAM_COLUMNS[kind])
     if start.line == 1:
-        start = Position(header_end, 2)
+        start = first_row
     where = {"after": start}  # the position after the last line the CSV reader took
 
     def text_lines():
@@ -166,7 +228,7 @@ def _csv_rows(path: Path, kind: str, start: Position, chunk_bytes: int) -> Itera
             yield text
 
     lines = text_lines()
-    reader = csv.reader(lines)
+    reader = csv.reader(lines, **GAM_DIALECT)
     while True:
         row_line = where["after"].line
         try:
@@ -175,11 +237,11 @@ def _csv_rows(path: Path, kind: str, start: Position, chunk_bytes: int) -> Itera
             return
         except csv.Error as exc:
             yield Row(row_line, where["after"], None, f"not CSV ({exc})")
-            reader = csv.reader(lines)  # go on with the next line
+            reader = csv.reader(lines, **GAM_DIALECT)  # go on with the next line
             continue
         if not any(v.strip() for v in values):
             continue
-        row = dict(zip(header, values))
+        row = {column: value for column, value in zip(header, values) if column in given}
         try:
             record = gam_user(row) if kind == "users" else gam_token(row)
         except ValueError as exc:
@@ -203,32 +265,37 @@ def _text(row: dict, column: str) -> str | None:
     return value if value not in (None, "") else None
 
 
-def gam_user(row: dict) -> dict:
-    """A `gam print users` row → a users.list item (GAM's "Never" login: none)."""
-    login = _text(row, "lastLoginTime")
-    record = {
-        "id": _text(row, "id"), "primaryEmail": _text(row, "primaryEmail"),
-        "name": {"fullName": row.get("name.fullName") or ""},
-        "orgUnitPath": row.get("orgUnitPath") or "",
-        "creationTime": _text(row, "creationTime"),
-        "lastLoginTime": None if login is None or login.strip().lower() == NEVER else login,
-    }
-    for column in ("isAdmin", "suspended"):
+def _flags(row: dict, record: dict, columns: tuple[str, ...]) -> dict:
+    for column in columns:
         flag = _boolean(row, column)
         if flag is not None:
             record[column] = flag
     return record
+
+
+def gam_user(row: dict) -> dict:
+    """A `gam print users` row (the columns the file has) → a users.list item with those fields
+    only: a column the file lacks is left out, unknown. GAM's "Never" login: none."""
+    record = {"id": _text(row, "id"), "primaryEmail": _text(row, "primaryEmail")}
+    if "name.fullName" in row:
+        record["name"] = {"fullName": row["name.fullName"]}
+    for column in ("orgUnitPath", "creationTime", "lastLoginTime"):
+        if column in row:
+            record[column] = _text(row, column)
+    if (record.get("lastLoginTime") or "").strip().lower() == NEVER:
+        record["lastLoginTime"] = None
+    return _flags(row, record, ("isAdmin", "isDelegatedAdmin", "suspended", "archived"))
 
 
 def gam_token(row: dict) -> dict:
-    """A `gam all users print tokens` row → a tokens.list item with its user (userKey, else user)."""
-    record = {
-        "clientId": _text(row, "clientId"), "displayText": row.get("displayText") or "",
-        "scopes": (row.get("scopes") or "").split(),
-        "userKey": _text(row, "userKey") or _text(row, "user"), "user": _text(row, "user"),
-    }
-    for column in ("anonymous", "nativeApp"):
-        flag = _boolean(row, column)
-        if flag is not None:
-            record[column] = flag
-    return record
+    """A `gam all users print tokens` row (the columns the file has) → a tokens.list item with its
+    user (userKey, else user) and the fields the file has. A row with a user and nothing else is
+    GAM's line for a user without tokens (its csv_output_users_audit setting): "tokenless"."""
+    record = {"clientId": _text(row, "clientId"), "userKey": _text(row, "userKey") or _text(row, "user"), "user": _text(row, "user")}
+    if record["clientId"] is None and record["userKey"] and not any(_text(row, c) for c in ("displayText", "scopes", "anonymous", "nativeApp")):
+        return {**record, "tokenless": True}
+    if "displayText" in row:
+        record["displayText"] = row["displayText"]
+    if "scopes" in row:
+        record["scopes"] = row["scopes"].split()  # GAM joins them with its field delimiter, a space
+    return _flags(row, record, ("anonymous", "nativeApp"))

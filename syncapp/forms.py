@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 
 from monitoring.profiles import profile_names, route_policy
 
+from .exportfiles import GAM_COMMANDS
 from .models import CHANGES, FULL_SYNC, STEP_NAMES, Tenant
 from .providers import ConfigError, provider_class
 from .secrets import masked, unmasked
@@ -123,8 +124,8 @@ class TenantForm(forms.ModelForm):
 class ImportFilesForm(forms.Form):
     """The admin's Import files: what `manage.py import` takes, as uploads."""
 
-    users = forms.FileField(required=False, help_text="`gam print users` CSV, or users.list objects as JSON lines (.gz read as a stream).")
-    tokens = forms.FileField(required=False, help_text="`gam all users print tokens` CSV, or token objects as JSON lines.")
+    users = forms.FileField(required=False, help_text=f"`{GAM_COMMANDS['users']}` CSV, or users.list objects as JSON lines (.gz read as a stream).")
+    tokens = forms.FileField(required=False, help_text=f"`{GAM_COMMANDS['tokens']}` CSV (every user, suspended ones too), or token objects as JSON lines.")
     format = forms.ChoiceField(choices=[("", "from each file's name"), ("csv", "csv"), ("jsonl", "jsonl")], required=False)
     complete = forms.BooleanField(
         required=False, label="A whole export",

@@ -11,7 +11,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from .exportfiles import FORMATS, ExportFileError, format_of
+from .exportfiles import FORMATS, ExportFileError, given_fields
 from .models import SyncRun, Tenant
 from .runs import start_run
 
@@ -32,12 +32,13 @@ def import_source(*, users=None, tokens=None, format: str | None = None, complet
         if not path.is_file():
             errors[kind] = f"{path}: no such file"
             continue
-        if not format:
-            try:
-                format_of(path)
-            except ExportFileError as exc:
-                errors[kind] = str(exc)
-                continue
+        try:
+            # The file's format, and the columns it must have (all of them for a whole export):
+            # refused here in one line, not row by row once the run reads it.
+            given_fields(path, kind, format=format if format in FORMATS else None, complete=bool(complete))
+        except ExportFileError as exc:
+            errors[kind] = str(exc)
+            continue
         source[kind] = str(path)
     if errors:
         raise ValidationError(errors)

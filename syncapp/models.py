@@ -69,8 +69,10 @@ class DirectoryUser(models.Model):
     external_id = models.CharField(max_length=64)
     primary_email = models.CharField(max_length=254)
     full_name = models.CharField(max_length=200, blank=True)
-    is_admin = models.BooleanField(default=False)
+    is_admin = models.BooleanField(default=False, help_text="A super administrator.")
+    is_delegated_admin = models.BooleanField(default=False, help_text="An administrator with a role that is not super admin (Google's isDelegatedAdmin).")
     is_suspended = models.BooleanField(default=False)
+    is_archived = models.BooleanField(default=False, help_text="Archived: no longer working, the account kept (Google's archived users).")
     org_unit = models.CharField(max_length=255, blank=True)
     last_login_at = models.DateTimeField(null=True, blank=True)
     created_at_source = models.DateTimeField(null=True, blank=True)
@@ -93,6 +95,10 @@ class Application(models.Model):
     client_id = models.CharField(max_length=255)
     display_name = models.CharField(max_length=255, blank=True)
     native_app = models.BooleanField(default=False)
+    client_type = models.CharField(
+        max_length=40, blank=True,
+        help_text="The kind of client, as the provider's feed names it (WEB, NATIVE_ANDROID, NATIVE_IOS, NATIVE_DESKTOP…). Empty: not told yet.",
+    )
     org_scopes = models.JSONField(
         default=list, blank=True,
         help_text="Scopes an administrator granted for the whole organisation (Microsoft's admin consent), not per user.",

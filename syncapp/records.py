@@ -10,6 +10,19 @@ from functools import cache
 from .models import Application, DirectoryUser, StagedToken
 
 NEVER_PREFIX = "1970-01-01"
+# Each stored field and the record field it comes from (the Directory API's name, subfields joined
+# by "."): a source that lacks a record field (a file without that column) leaves the stored one be.
+USER_SOURCES = {
+    "primary_email": "primaryEmail", "full_name": "name.fullName", "is_admin": "isAdmin", "is_delegated_admin": "isDelegatedAdmin",
+    "is_suspended": "suspended", "is_archived": "archived", "org_unit": "orgUnitPath", "last_login_at": "lastLoginTime",
+    "created_at_source": "creationTime",
+}
+TOKEN_SOURCES = {"display_name": "displayText", "native_app": "nativeApp", "anonymous": "anonymous", "scopes": "scopes"}
+
+
+def stored_fields(sources: dict[str, str], given: frozenset[str] | None) -> tuple[str, ...]:
+    """The stored fields a source gives values for, from the record fields it gives (None: all)."""
+    return tuple(stored for stored, field in sources.items() if given is None or field in given)
 
 
 class InvalidRecord(ValueError):
@@ -95,7 +108,9 @@ def parse_user(raw: dict) -> dict:
         "primary_email": email,
         "full_name": _text(name.get("fullName"), "name.fullName", _max_length(DirectoryUser, "full_name"), key=key),
         "is_admin": _flag(raw.get("isAdmin"), "isAdmin", key),
+        "is_delegated_admin": _flag(raw.get("isDelegatedAdmin"), "isDelegatedAdmin", key),
         "is_suspended": _flag(raw.get("suspended"), "suspended", key),
+        "is_archived": _flag(raw.get("archived"), "archived", key),
         "org_unit": _text(raw.get("orgUnitPath"), "orgUnitPath", _max_length(DirectoryUser, "org_unit"), key=key),
         "last_login_at": timestamp(raw.get("lastLoginTime"), "lastLoginTime", key),
         "created_at_source": timestamp(raw.get("creationTime"), "creationTime", key),
@@ -125,17 +140,21 @@ def parse_listed_token(raw) -> dict:
     """An item of a list of every token (Microsoft's grants, a token export) → StagedToken fields:
     a tokens.list item with its user — "userKey", the user's id (or, lacking one, email), and
     "user", the email — or, with "orgScopes" and no user, an administrator's consent for the whole
-    organisation (user_key "": the application's org-wide scopes, no token)."""
+    organisation (user_key "": the application's org-wide scopes, no token), or, "tokenless", a
+    user the list names as having no token (client_id "": it only says the list covers the user)."""
     raw = _object(raw)
     if raw.get("orgScopes") is not None and not raw.get("userKey"):
         token = parse_token({**raw, "scopes": raw["orgScopes"]})
         return {**token, "user_key": "", "email": ""}
-    token = parse_token(raw)
-    key = token["client_id"]
+    if raw.get("tokenless"):
+        token = {"client_id": "", "display_name": "", "native_app": False, "anonymous": False, "scopes": []}
+    else:
+        token = parse_token(raw)
+    key = token["client_id"] or None
     user_key = _text(raw.get("userKey"), "userKey", _max_length(StagedToken, "user_key"), required=True, key=key)
     if "@" not in user_key and len(user_key) > _max_length(DirectoryUser, "external_id"):
         raise InvalidRecord(f"userKey longer than {_max_length(DirectoryUser, 'external_id')} characters", key)
-    if "\x1f" in user_key or "\x1f" in key:  # the stage joins the two with it (steps/tokenlist.py)
+    if "\x1f" in user_key or "\x1f" in token["client_id"]:  # the stage joins the two with it (steps/tokenlist.py)
         raise InvalidRecord("userKey or clientId contains a control character", key)
     email = _text(raw.get("user"), "user", _max_length(DirectoryUser, "primary_email"), key=key)
     return {**token, "user_key": user_key, "email": email}

@@ -75,7 +75,8 @@ class FakeDirectory(LoopbackJsonServer):
 
     # --- the token feed: what changes tokens.list is logged as an activity ---------
 
-    def _log(self, name: str, user_id: str, client_id: str, app_name: str, scopes: list[str], at: datetime) -> dict:
+    def _log(self, name: str, user_id: str, client_id: str, app_name: str, scopes: list[str], at: datetime,
+             client_type: str = "WEB") -> dict:
         email = next((u["primaryEmail"] for u in self.users if u["id"] == user_id), f"{user_id}@unknown.example")
         item = {
             "kind": "admin#reports#activity",
@@ -84,22 +85,25 @@ class FakeDirectory(LoopbackJsonServer):
             "actor": {"email": email, "profileId": user_id},
             "events": [{"type": "auth", "name": name, "parameters": [
                 {"name": "client_id", "value": client_id}, {"name": "app_name", "value": app_name},
-                {"name": "client_type", "value": "WEB"}, {"name": "scope", "multiValue": list(scopes)},
+                {"name": "client_type", "value": client_type}, {"name": "scope", "multiValue": list(scopes)},
             ]}],
         }
         self.activities.append(item)
         return item
 
-    def grant(self, user_id: str, token: dict, at: datetime, *, logged: bool = True) -> dict | None:
+    def grant(self, user_id: str, token: dict, at: datetime, *, logged: bool = True, client_type: str | None = None) -> dict | None:
         """A user grants (or re-grants, with more scopes) an app: tokens.list shows it, and the feed
-        logs an authorize (unless logged=False: an event the feed will deliver late, by log())."""
+        logs an authorize (unless logged=False: an event the feed will deliver late, by log()) with
+        the client's type (by default NATIVE_DESKTOP for a nativeApp token, else WEB; the real feed
+        names the platform: NATIVE_IOS, NATIVE_ANDROID, NATIVE_APPLICATION…)."""
+        client_type = client_type or ("NATIVE_DESKTOP" if token.get("nativeApp") else "WEB")
         tokens = self.tokens.setdefault(user_id, [])
         known = next((t for t in tokens if t["clientId"] == token["clientId"]), None)
         if known is None:
             tokens.append(dict(token))
         else:
             known["scopes"] = sorted(set(known["scopes"]) | set(token["scopes"]))
-        return self._log("authorize", user_id, token["clientId"], token.get("displayText", ""), token["scopes"], at) if logged else None
+        return self._log("authorize", user_id, token["clientId"], token.get("displayText", ""), token["scopes"], at, client_type) if logged else None
 
     def revoke(self, user_id: str, client_id: str, at: datetime) -> dict:
         self.tokens[user_id] = [t for t in self.tokens.get(user_id, []) if t["clientId"] != client_id]

@@ -28,6 +28,11 @@ class PageTokenRefused(ProviderError):
     """The provider no longer accepts a page token (it expired): the read must start again."""
 
 
+class IncompleteExport(ProviderError):
+    """A whole export (--complete) leaves out users it should cover: what it lacks cannot be
+    taken for gone. The message names the difference and the command that writes the whole export."""
+
+
 class ConfigError(ValueError):
     """A tenant's provider_config is unusable. The message names the key."""
 
@@ -79,6 +84,9 @@ class Provider:
     whole_directory = True
     # True: the source has a feed of token grants and revocations (token_changes).
     has_changes_feed = False
+    # True: a token list that claims to be whole may still leave users out (GAM's `all users`
+    # leaves out the suspended): the tokens step checks its users before revoking what it lacks.
+    may_leave_out_users = False
 
     def __init__(self, config: dict):
         self.config = self.clean_config(config)
@@ -101,6 +109,11 @@ class Provider:
     def user_pages(self, page_token: str | None = None) -> Iterator[Page]:
         """Yield the organisation's users page by page, starting at page_token."""
         raise NotImplementedError
+
+    def given_fields(self, kind: str) -> frozenset[str] | None:
+        """The record fields ("users" or "tokens" records, by their Directory API names) the source
+        gives; a field it does not give is unknown and the stored value stays. None: every field."""
+        return None
 
     def user_count(self) -> int | None:
         """How many users the source holds, if it says so without being read (None: it does not)."""

@@ -116,7 +116,9 @@ class DemoProvider(Provider):
             "primaryEmail": f"{_ascii(first)}.{_ascii(last)}.{index}@{self.config['domain']}",
             "name": {"givenName": first, "familyName": last, "fullName": f"{first} {last}"},
             "isAdmin": d[6] / 2**32 < 0.02,
+            "isDelegatedAdmin": 0.02 <= d[6] / 2**32 < 0.05,  # a role, not super admin
             "suspended": d[7] / 2**32 < 0.04,
+            "archived": d[9] / 2**32 < 0.02,
             "orgUnitPath": ORG_UNITS[d[8] % len(ORG_UNITS)],
             "creationTime": _timestamp(created),
             "lastLoginTime": _timestamp(logged_in) if logged_in else NEVER,

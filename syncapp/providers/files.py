@@ -7,7 +7,7 @@ import resumes where its last committed batch ended.
 from collections.abc import Iterator
 from itertools import islice
 
-from ..exportfiles import FORMATS, ExportFileError, Position, read_export
+from ..exportfiles import FORMATS, ExportFileError, Position, given_fields, read_export
 from ..records import Unreadable
 from .base import ConfigError, Page, Provider, ProviderError
 
@@ -31,6 +31,7 @@ class FileProvider(Provider):
 
     name = "files"
     lists_tokens = True  # a token export lists every token at once
+    may_leave_out_users = True  # `gam all users print tokens` leaves out the suspended
 
     @classmethod
     def clean_config(cls, config: dict) -> dict:
@@ -51,6 +52,13 @@ class FileProvider(Provider):
     def whole_directory(self) -> bool:
         """Only a whole export (--complete) says that what it lacks is gone."""
         return self.config["complete"]
+
+    def given_fields(self, kind: str) -> frozenset[str] | None:
+        """The columns the file has (exportfiles.given_fields); a whole export must have them all."""
+        try:
+            return given_fields(self.config[kind], kind, format=self.config["format"], complete=self.config["complete"])
+        except ExportFileError as exc:
+            raise ProviderError(str(exc)) from None
 
     def _pages(self, kind: str, page_token: str | None) -> Iterator[Page]:
         path = self.config[kind]

@@ -41,12 +41,17 @@ class Change:
     email: str | None
     client_id: str
     app_name: str
-    native: bool
+    client_type: str  # the feed's kind of client: WEB, NATIVE_ANDROID, NATIVE_IOS, NATIVE_DESKTOP… ("": not said)
     scopes: tuple[str, ...]
 
     @property
     def user_words(self) -> str:
         return self.email or self.user_id or "?"
+
+    @property
+    def native(self) -> bool:
+        """An installed application (tokens.list's nativeApp): every NATIVE_ client type, of any platform."""
+        return self.client_type.startswith("NATIVE_")
 
 
 def parse_activity(item) -> tuple[datetime, list[Change]]:
@@ -71,8 +76,10 @@ def parse_activity(item) -> tuple[datetime, list[Change]]:
         scopes = values.get("scope") or []
         if not isinstance(scopes, list) or not all(isinstance(s, str) and s for s in scopes):
             raise InvalidRecord("scope is not a list of text", client_id)
+        client_type = values.get("client_type")
+        client_type = client_type[:40] if isinstance(client_type, str) else ""
         changes.append(Change(time, qualifier, event["name"], actor.get("profileId"), actor.get("email"), client_id,
-                              str(values.get("app_name") or "")[:255], values.get("client_type") == "NATIVE_DESKTOP", tuple(sorted(set(scopes)))))
+                              str(values.get("app_name") or "")[:255], client_type, tuple(sorted(set(scopes)))))
     return time, changes
 
 
@@ -91,24 +98,27 @@ def _apply(tenant_id: int, change: Change, user_id: int, now: datetime) -> Outco
         UserAppRelation.objects.filter(tenant_id=tenant_id, user_id=user_id, application_id=token.application_id).update(active=False)
         outcome.deactivated += 1
         return outcome
+    told = {"display_name": change.app_name} if change.app_name else {}
+    if change.client_type:  # an event that says the kind of client says whether it is installed
+        told |= {"client_type": change.client_type, "native_app": change.native}
     app, made = Application.objects.get_or_create(
-        tenant_id=tenant_id, client_id=change.client_id,
-        defaults={"display_name": change.app_name, "native_app": change.native, "first_seen": now, "last_seen": now},
+        tenant_id=tenant_id, client_id=change.client_id, defaults={**told, "first_seen": now, "last_seen": now},
     )
-    if not made and change.app_name and app.display_name != change.app_name:
-        Application.objects.filter(pk=app.pk).update(display_name=change.app_name, last_seen=now)
+    if not made and any(getattr(app, f) != v for f, v in told.items()):
+        Application.objects.filter(pk=app.pk).update(**told, last_seen=now)
+    native = change.native if change.client_type else app.native_app
     token = Token.objects.filter(tenant_id=tenant_id, user_id=user_id, application=app).first()
     if token is None:
         token = Token.objects.create(tenant_id=tenant_id, user_id=user_id, application=app, scopes=list(change.scopes),
-                                     native_app=change.native, first_seen=now, last_seen=now)
+                                     native_app=native, first_seen=now, last_seen=now)
         outcome.created += 1
     else:
         scopes = sorted(set(change.scopes) | (set(token.scopes) if token.revoked_at is None else set()))
-        if scopes != token.scopes or token.revoked_at is not None:
+        if scopes != token.scopes or token.revoked_at is not None or token.native_app != native:
             outcome.updated += 1
         else:
             outcome.unchanged += 1
-        Token.objects.filter(pk=token.pk).update(scopes=scopes, revoked_at=None, last_seen=now)
+        Token.objects.filter(pk=token.pk).update(scopes=scopes, native_app=native, revoked_at=None, last_seen=now)
         token.scopes = scopes
     relation, made = UserAppRelation.objects.get_or_create(
         tenant_id=tenant_id, user_id=user_id, application=app,

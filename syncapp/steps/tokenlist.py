@@ -12,9 +12,13 @@ tokens the list no longer holds. Memory holds one batch, whatever the list's siz
 from collections.abc import Callable, Iterator
 from datetime import datetime
 
+from django.db.models import Q
+
 from ..directory import users_by_key
-from ..models import Application, StagedToken, Status, SyncStep
-from ..records import InvalidRecord, parse_listed_token
+from ..exportfiles import GAM_COMMANDS
+from ..models import Application, DirectoryUser, StagedToken, Status, SyncStep
+from ..providers import IncompleteExport
+from ..records import TOKEN_SOURCES, InvalidRecord, parse_listed_token, stored_fields
 from ..writers import Outcome, append_rows, upsert_rows
 from .context import StepContext
 from .tokens import revoke_unseen, user_ids, write_tokens
@@ -97,10 +101,11 @@ def _resolve_users(ctx: StepContext, records: list[dict]) -> dict[str, int]:
     return ids
 
 
-def _write_batch(tenant_id: int, consents: list[dict], grants: list[tuple[int, dict]], app_ids: dict[str, int]) -> Callable[[datetime], Outcome]:
+def _write_batch(tenant_id: int, consents: list[dict], grants: list[tuple[int, dict]], app_ids: dict[str, int],
+                 fields: tuple[str, ...]) -> Callable[[datetime], Outcome]:
     """A batch of the stage: applications an administrator consented to for everyone (their
     org-wide scopes: not tokens, so not counted), then the tokens."""
-    tokens = write_tokens(tenant_id, grants, app_ids) if grants else None
+    tokens = write_tokens(tenant_id, grants, app_ids, fields) if grants else None
 
     def write(now: datetime) -> Outcome:
         if consents:
@@ -120,12 +125,13 @@ def _write(ctx: StepContext, stage: int) -> None:
     app_ids: dict[str, int] = {}
     after = ctx.resume.get("after") if ctx.resume.get("phase") == "write" else None
     staged = StagedToken.objects.filter(stage=stage)
+    fields = stored_fields(TOKEN_SOURCES, ctx.provider.given_fields("tokens"))
     # Progress: the records read, then the staged rows written.
     ctx.expect(tally.done + (staged if after is None else staged.filter(pair__gt=after)).count())
     for records, rows in _staged_batches(ctx, stage, after):
         tally.done += rows
         consents = [r for r in records if not r["user_key"]]
-        grants = [r for r in records if r["user_key"]]
+        grants = [r for r in records if r["user_key"] and r["client_id"]]  # not a user's line that says "no tokens"
         ids = _resolve_users(ctx, grants)
         known = []
         for grant in grants:
@@ -134,7 +140,37 @@ def _write(ctx: StepContext, stage: int) -> None:
             else:
                 tally.note_invalid(InvalidRecord(f"user {grant['user_key']} is not in the directory, and a token without the user's id cannot add it", grant["client_id"]))
         checkpoint = {"stage": stage, "phase": "write", "after": records[-1]["pair"]}
-        ctx.commit(_write_batch(tenant_id, consents, known, app_ids), len(records), checkpoint)
+        ctx.commit(_write_batch(tenant_id, consents, known, app_ids, fields), len(records), checkpoint)
+
+
+EXAMPLES = 5  # users named in a refusal
+
+
+def _check_covered(ctx: StepContext, stage: int) -> None:
+    """Before a whole list revokes what it lacks: a source that may leave users out (GAM's `all
+    users` leaves out the suspended) must name at least one of the suspended users who hold
+    tokens, or all of their tokens would be revoked, and put back by the next sync from the
+    provider. Raises IncompleteExport naming them; nothing is written."""
+    if not (ctx.provider.may_leave_out_users and ctx.provider.whole_directory and ctx.tally.read_whole_source):
+        return
+    keys = StagedToken.objects.filter(stage=stage).exclude(user_key="")
+    holders = DirectoryUser.objects.filter(
+        tenant_id=ctx.tenant.pk, deleted_at__isnull=True, is_suspended=True,
+        pk__in=ctx.tenant.tokens.filter(revoked_at__isnull=True).values("user_id"),
+    )
+    named = Q(external_id__in=keys.values("user_key")) | Q(primary_email__in=keys.values("user_key")) | Q(primary_email__in=keys.values("email"))
+    if holders.filter(named).exists():
+        return
+    missing = list(holders.order_by("primary_email").values_list("primary_email", flat=True)[: EXAMPLES + 1])
+    if not missing:
+        return
+    count = holders.count()
+    shown = ", ".join(missing[:EXAMPLES]) + (", …" if count > EXAMPLES else "")
+    raise IncompleteExport(
+        f"the tokens file lists none of the {count:,} suspended user{'s' if count != 1 else ''} who hold tokens ({shown}), "
+        f"so as a whole export (--complete) it would revoke all their tokens: `gam all users print tokens` leaves suspended users out; "
+        f"write it with `{GAM_COMMANDS['tokens']}`, or import it without --complete. Nothing was written."
+    )
 
 
 def sync_token_list(ctx: StepContext) -> None:
@@ -148,6 +184,7 @@ def sync_token_list(ctx: StepContext) -> None:
     ctx.expect(None)  # a list does not say its length before it is read (then: see _write)
     if ctx.resume.get("phase") != "write":
         _read(ctx, stage)
+        _check_covered(ctx, stage)
     _write(ctx, stage)
     revoke_unseen(ctx)
     if ctx.tally.read_whole_source and ctx.provider.whole_directory:

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from ..models import Application, DirectoryUser, Token
 from ..providers import Page, Provider, ProviderError
-from ..records import InvalidRecord, parse_token, parse_user
+from ..records import TOKEN_SOURCES, InvalidRecord, parse_token, parse_user
 from ..writers import Outcome, inserted, upsert_rows
 from .changes import start_feed_at
 from .context import StepContext, Tally
@@ -43,9 +43,17 @@ def user_ids(tenant_id: int, users: list[tuple[str, str]]) -> dict[str, int]:
     return ids
 
 
-def write_tokens(tenant_id: int, grants: list[tuple[int, dict]], app_ids: dict[str, int]) -> Callable[[datetime], Outcome]:
+APP_FIELDS = ("display_name", "native_app")
+TOKEN_FIELDS = ("scopes", "anonymous", "native_app")
+
+
+def write_tokens(tenant_id: int, grants: list[tuple[int, dict]], app_ids: dict[str, int],
+                 fields: tuple[str, ...] = tuple(TOKEN_SOURCES)) -> Callable[[datetime], Outcome]:
     """grants: (user row id, grant). app_ids holds the applications this step already wrote;
-    each is upserted once per step."""
+    each is upserted once per step. `fields`: the stored fields the source gives (a file without
+    a column gives no value for it: what is stored stays)."""
+    app_fields = tuple(f for f in APP_FIELDS if f in fields)
+    token_fields = tuple(f for f in TOKEN_FIELDS if f in fields)
 
     def write(now: datetime) -> Outcome:
         new_apps = {g["client_id"]: g for _, g in grants if g["client_id"] not in app_ids}
@@ -53,9 +61,9 @@ def write_tokens(tenant_id: int, grants: list[tuple[int, dict]], app_ids: dict[s
             upsert_rows(
                 Application,
                 tenant_id=tenant_id,
-                rows=[{"client_id": c, "display_name": g["display_name"], "native_app": g["native_app"]} for c, g in new_apps.items()],
+                rows=[{"client_id": c, **{f: g[f] for f in app_fields}} for c, g in new_apps.items()],
                 key=("client_id",),
-                compare=("display_name", "native_app"),
+                compare=app_fields,
                 now=now,
             )
             # Only after the batch commits may these ids be trusted by later batches.
@@ -67,9 +75,7 @@ def write_tokens(tenant_id: int, grants: list[tuple[int, dict]], app_ids: dict[s
             {
                 "user_id": user_id,
                 "application_id": app_ids.get(g["client_id"]) or found[g["client_id"]],
-                "scopes": g["scopes"],
-                "anonymous": g["anonymous"],
-                "native_app": g["native_app"],
+                **{f: g[f] for f in token_fields},
                 "revoked_at": None,
             }
             for user_id, g in grants
@@ -79,7 +85,7 @@ def write_tokens(tenant_id: int, grants: list[tuple[int, dict]], app_ids: dict[s
             tenant_id=tenant_id,
             rows=rows,
             key=("user_id", "application_id"),
-            compare=("scopes", "anonymous", "native_app", "revoked_at"),
+            compare=(*token_fields, "revoked_at"),
             now=now,
         )
 

@@ -8,22 +8,20 @@ from django.db.models import Q
 from django.utils import timezone
 
 from ..models import DirectoryUser
-from ..records import parse_user
+from ..records import USER_SOURCES, parse_user, stored_fields
 from ..writers import Outcome, upsert_rows
 from .context import StepContext
 
 
-USER_FIELDS = ("primary_email", "full_name", "is_admin", "is_suspended", "org_unit", "last_login_at", "created_at_source", "deleted_at")
-
-
-def _write_users(tenant_id: int, rows: list[dict]) -> Callable[[datetime], Outcome]:
+def _write_users(tenant_id: int, rows: list[dict], fields: tuple[str, ...]) -> Callable[[datetime], Outcome]:
+    """Upsert the users' `fields` (the ones the source gives; the others keep what is stored)."""
     def write(now: datetime) -> Outcome:
         return upsert_rows(
             DirectoryUser,
             tenant_id=tenant_id,
-            rows=[{**row, "deleted_at": None} for row in rows],
+            rows=[{"external_id": row["external_id"], **{f: row[f] for f in fields}, "deleted_at": None} for row in rows],
             key=("external_id",),
-            compare=USER_FIELDS,
+            compare=(*fields, "deleted_at"),
             now=now,
             new_if_null="last_seen",  # a row the tokens step made first is new to the directory
         )
@@ -34,13 +32,14 @@ def _write_users(tenant_id: int, rows: list[dict]) -> Callable[[datetime], Outco
 def sync_users(ctx: StepContext) -> None:
     tally, tenant_id = ctx.tally, ctx.tenant.pk
     skip = ctx.resume.get("done_in_page", 0)  # records of the first page a stopped step already wrote
+    fields = stored_fields(USER_SOURCES, ctx.provider.given_fields("users"))
     ctx.expect_users()
     for page in ctx.provider.user_pages(ctx.resume.get("page_token")):
         rows, invalid_keys = ctx.validated(page, skip, parse_user)
         skip = 0
         for batch in ctx.batches(rows):
             checkpoint = {"page_token": page.token, "done_in_page": batch[-1][0]}
-            ctx.commit(_write_users(tenant_id, [row for _, row in batch]), len(batch), checkpoint)
+            ctx.commit(_write_users(tenant_id, [row for _, row in batch], fields), len(batch), checkpoint)
         # A record that is malformed today still exists: keep its row from being marked deleted.
         DirectoryUser.objects.filter(tenant_id=tenant_id, external_id__in=[k for k in invalid_keys if k]).update(
             last_seen=timezone.now()

@@ -203,7 +203,10 @@ class PostgresCopyWriter(Writer):
         key_columns = [meta.get_field(n).column for n in plan.key]
         compared = [meta.get_field(n).column for n in plan.compare]
         tenant_column = meta.get_field("tenant").column
-        changed = f"({', '.join(f't.{qn(c)}' for c in compared)}) IS DISTINCT FROM ({', '.join(f'EXCLUDED.{qn(c)}' for c in compared)})"
+        if compared:
+            changed = f"({', '.join(f't.{qn(c)}' for c in compared)}) IS DISTINCT FROM ({', '.join(f'EXCLUDED.{qn(c)}' for c in compared)})"
+        else:  # nothing to compare (a source that gives only keys): a row that exists is unchanged
+            changed = "FALSE"
         updates = [f"{qn(c)} = EXCLUDED.{qn(c)}" for c in compared] + ["last_seen = EXCLUDED.last_seen"]
         created = "t.xmax = 0"  # inserted, not updated
         if new_if_null:

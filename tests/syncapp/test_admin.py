@@ -11,7 +11,7 @@ from syncapp.runs import cancel_run, start_run
 from syncapp.secrets import MASK
 
 from ..conftest import sync_here
-from ..factories import DirectoryUserFactory, TenantFactory
+from ..factories import ApplicationFactory, DirectoryUserFactory, TenantFactory
 
 SECRET = "ya29.very-secret-access-token"
 
@@ -134,6 +134,24 @@ def test_directory_is_browsable_with_search_and_filters(admin_client, db):
     assert "bob@example.org" in suspended and "zoe@example.org" not in suspended
     for model in ("application", "token", "userapprelation"):
         assert admin_client.get(reverse(f"admin:syncapp_{model}_changelist")).status_code == 200
+
+
+def test_delegated_admins_archived_users_and_client_types_are_shown_and_filtered(admin_client, db):
+    tenant = TenantFactory(slug="acme")
+    DirectoryUserFactory(tenant=tenant, primary_email="role@example.org", is_delegated_admin=True)
+    DirectoryUserFactory(tenant=tenant, primary_email="kept@example.org", is_archived=True)
+    DirectoryUserFactory(tenant=tenant, primary_email="plain@example.org")
+    url = reverse("admin:syncapp_directoryuser_changelist")
+    listed = admin_client.get(url).content.decode()
+    assert "delegated admin" in listed and ">archived<" in listed
+    delegated = admin_client.get(url, {"is_delegated_admin__exact": "1"}).content.decode()
+    assert "role@example.org" in delegated and "kept@example.org" not in delegated and "plain@example.org" not in delegated
+    archived = admin_client.get(url, {"is_archived__exact": "1"}).content.decode()
+    assert "kept@example.org" in archived and "role@example.org" not in archived
+    ApplicationFactory(tenant=tenant, display_name="Phone App", client_type="NATIVE_IOS", native_app=True)
+    ApplicationFactory(tenant=tenant, display_name="Web App", client_type="WEB")
+    apps = admin_client.get(reverse("admin:syncapp_application_changelist"), {"client_type": "NATIVE_IOS"}).content.decode()
+    assert "Phone App" in apps and "NATIVE_IOS" in apps and "Web App" not in apps
 
 
 def test_admin_refuses_anonymous_visitors(client, db):

@@ -76,8 +76,8 @@ def test_bad_rows_are_problems_naming_their_line_and_the_rest_goes_on(tmp_path):
 
 @pytest.mark.parametrize("name, content, words", [
     ("users.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", "line 1 is not UTF-8 text: not an export"),
-    ("users.csv", "name,email\nAda,ada@example.org\n", "its first line has no primaryEmail column: not a GAM users export"),
-    ("tokens.csv", USERS_CSV, "its first line has no clientId column: not a GAM tokens export"),
+    ("users.csv", "name,email\nAda,ada@example.org\n", "no id and no primaryEmail column, so not a GAM users export"),
+    ("tokens.csv", USERS_CSV, "no clientId and no userKey or user column, so not a GAM tokens export"),
     ("users.csv", "", "empty: not a GAM users export"),
     ("users.jsonl", "primaryEmail,id\nada@example.org,1\n", "line 1 is not JSON: not a JSON lines export"),
     ("users.jsonl", "[1, 2]\n", "line 1 is not a JSON object"),

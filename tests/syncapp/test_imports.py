@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from syncapp.models import DirectoryUser, Status, SyncRun, Token, UserAppRelation
+from syncapp.models import Application, DirectoryUser, Status, SyncRun, Token, UserAppRelation
 from syncapp.providers import ProviderError
 from syncapp.providers import files as file_provider
 
@@ -91,18 +91,21 @@ def test_bad_rows_are_counted_invalid_with_their_line_and_the_rest_imported(tmp_
 
 @pytest.mark.parametrize("name, content, words", [
     ("users.csv", b"\x89PNG\r\n\x1a\n\x00\x00binary", "not UTF-8 text"),
-    ("users.csv", b"name,email\nAda,ada@example.org\n", "has no primaryEmail column: not a GAM users export"),
+    ("users.csv", b"name,email\nAda,ada@example.org\n", "no id and no primaryEmail column, so not a GAM users export"),
     ("users.jsonl", b"<html>not json</html>\n", "is not JSON: not a JSON lines export"),
     ("users.csv.gz", b"not gzip at all", "cannot be read"),
 ])
-def test_a_file_that_is_not_an_export_fails_the_step_in_one_line(tmp_path, tenant, name, content, words, capsys):
+def test_a_file_that_is_not_an_export_is_refused_in_one_line_before_a_run_and_by_the_step(tmp_path, tenant, name, content, words):
     (tmp_path / name).write_bytes(content)
-    run = import_("--users", str(tmp_path / name))
-    assert run["status"] == "failed"
-    users = SyncRun.objects.get(pk=run["id"]).step_records.get(name="users")
-    assert users.status == Status.FAILED and words in users.error and "\n" not in users.error
-    assert users.stop_reason == "provider"
-    assert "Traceback" not in capsys.readouterr().err
+    with pytest.raises(CommandError) as refused:
+        call_command("import", "acme", "--users", str(tmp_path / name), stdout=StringIO(), stderr=StringIO())
+    assert words in str(refused.value) and "--users" in str(refused.value) and "\n" not in str(refused.value)
+    assert not SyncRun.objects.exists()
+    # A file that changed after it was checked fails the step, in the same line.
+    provider = file_provider.FileProvider({"users": str(tmp_path / name)})
+    with pytest.raises(ProviderError) as failed:
+        list(provider.user_pages())
+    assert words in str(failed.value) and "\n" not in str(failed.value)
 
 
 def test_complete_marks_what_the_export_lacks_deleted_and_without_it_nothing_is(tmp_path, tenant):
@@ -243,3 +246,123 @@ def test_an_import_runs_page_says_which_files_it_read(tmp_path, tenant, admin_cl
     run = import_("--users", str(users_file))
     page = admin_client.get(reverse("admin:syncapp_syncrun_change", args=[run["id"]])).content.decode()
     assert "files users.csv (part of the directory: nothing is marked deleted)" in page
+
+
+# What GAM really writes, and what a first real import got wrong (issue 21).
+
+def _without_suspended(users: list[dict], tokens: dict) -> dict:
+    """What `gam all users print tokens` lists: the tokens of users who are not suspended."""
+    suspended = {u["id"] for u in users if u.get("suspended")}
+    return {u: ts for u, ts in tokens.items() if u not in suspended}
+
+
+def test_a_whole_tokens_file_that_leaves_out_suspended_users_is_refused_and_revokes_nothing(tmp_path, tenant):
+    users, tokens = demo_org(120, apps=6)
+    suspended_holders = sorted(u["primaryEmail"] for u in users if u.get("suspended") and tokens[u["id"]])
+    assert suspended_holders, "the demo organisation has suspended users who hold tokens"
+    users_file, tokens_file = export(tmp_path, users, tokens)
+    assert import_("--users", str(users_file), "--tokens", str(tokens_file), "--complete")["status"] == "completed"
+    active = Token.objects.filter(revoked_at__isnull=True).count()
+
+    (tmp_path / "ns").mkdir()
+    _, ns_only = export(tmp_path / "ns", users, _without_suspended(users, tokens))  # `gam all users print tokens`
+    refused = import_("--users", str(users_file), "--tokens", str(ns_only), "--complete")
+    step = SyncRun.objects.get(pk=refused["id"]).step_records.get(name="tokens")
+    assert refused["status"] == "failed" and step.status == Status.FAILED
+    assert f"lists none of the {len(suspended_holders)} suspended users who hold tokens ({', '.join(suspended_holders[:5])}" in step.error
+    assert "`gam all users_ns_susp print tokens`" in step.error and "\n" not in step.error
+    assert Token.objects.filter(revoked_at__isnull=True).count() == active  # nothing revoked
+    assert step.created == step.updated == step.unchanged == 0  # nor written
+
+    # The same file without --complete says nothing is gone: it is imported.
+    assert import_("--tokens", str(ns_only))["status"] == "completed"
+    assert Token.objects.filter(revoked_at__isnull=True).count() == active
+
+    # A file that covers every user (`gam all users_ns_susp print tokens`) is whole: what it lacks is revoked.
+    holder = next(u for u in users if u.get("suspended") and tokens[u["id"]])
+    fewer = {u: ts[1:] if u == holder["id"] else ts for u, ts in tokens.items()}
+    (tmp_path / "all").mkdir()
+    _, all_users = export(tmp_path / "all", users, fewer)
+    whole = import_("--users", str(users_file), "--tokens", str(all_users), "--complete")
+    assert whole["status"] == "completed" and whole["steps"]["tokens"]["deactivated"] == 1
+    gone = Token.objects.get(revoked_at__isnull=False)
+    assert (gone.user.external_id, gone.application.client_id) == (holder["id"], tokens[holder["id"]][0]["clientId"])
+
+
+def test_a_user_line_without_tokens_names_the_user_for_a_whole_file(tmp_path, tenant):
+    """GAM's csv_output_users_audit writes a line with the user alone for a user without tokens:
+    it is not a token, and it shows the file covers that user."""
+    users, tokens = demo_org(60, apps=4)
+    users_file, tokens_file = export(tmp_path, users, tokens)
+    import_("--users", str(users_file), "--tokens", str(tokens_file), "--complete")
+    suspended = [u for u in users if u.get("suspended")]
+    rows = list(gam_token_rows(users, {u: ts for u, ts in tokens.items() if u not in {s["id"] for s in suspended}}))
+    rows += [{"user": s["primaryEmail"]} for s in suspended]  # every suspended user's tokens are gone
+    audit = write_csv(tmp_path / "audit.csv", TOKEN_COLUMNS, rows)
+
+    run = import_("--tokens", str(audit), "--complete")
+    assert run["status"] == "completed", run
+    revoked = sum(len(tokens[s["id"]]) for s in suspended)
+    assert revoked and run["steps"]["tokens"]["deactivated"] == revoked
+    assert run["steps"]["tokens"]["invalid"] == 0
+    assert not Token.objects.filter(revoked_at__isnull=True, user__is_suspended=True).exists()
+    assert not Token.objects.filter(application__client_id="").exists()
+
+
+def test_gams_default_users_export_is_refused_once_naming_the_columns_and_the_command(tmp_path, tenant):
+    users, _ = demo_org(500, apps=2)
+    plain = write_csv(tmp_path / "users.csv", ["primaryEmail"], ({"primaryEmail": u["primaryEmail"]} for u in users))  # `gam print users`
+    with pytest.raises(CommandError) as refused:
+        call_command("import", "acme", "--users", str(plain), stdout=StringIO(), stderr=StringIO())
+    message = str(refused.value)
+    assert message.startswith("--users: users.csv: no id column") and "\n" not in message
+    assert ("`gam print users fields id,primaryemail,name,isadmin,isdelegatedadmin,suspended,archived,"
+            "orgunitpath,creationtime,lastlogintime`") in message
+    assert not SyncRun.objects.exists() and not DirectoryUser.objects.exists()
+
+
+def test_a_column_the_file_lacks_keeps_what_is_stored_and_a_whole_file_must_have_it(tmp_path, tenant):
+    users, tokens = demo_org(50, apps=5)
+    users_file, tokens_file = export(tmp_path, users, tokens)
+    import_("--users", str(users_file), "--tokens", str(tokens_file))
+    stored = {(t.user.external_id, t.application.client_id): (t.scopes, t.native_app, t.anonymous, t.application.native_app)
+              for t in Token.objects.select_related("user", "application")}
+    assert any(scopes for scopes, *_ in stored.values()) and any(native for _, native, *_ in stored.values())
+    logins = dict(DirectoryUser.objects.values_list("external_id", "last_login_at"))
+
+    # GAM's wiki recipe: `gam all users print tokens fields user,clientid,displaytext`.
+    short = [{"user": r["user"], "clientId": r["clientId"], "displayText": r["displayText"] + " (renamed)"} for r in gam_token_rows(users, tokens)]
+    names_only = write_csv(tmp_path / "names.csv", ["user", "clientId", "displayText"], short)
+    # And a users file without login times.
+    fewer_columns = [c for c in USER_COLUMNS if c != "lastLoginTime"]
+    user_rows = [{c: r[c] for c in fewer_columns} | {"name.fullName": "Renamed"} for r in gam_user_rows(users)]
+    no_logins = write_csv(tmp_path / "no-logins.csv", fewer_columns, user_rows)
+
+    run = import_("--users", str(no_logins), "--tokens", str(names_only))
+    assert run["status"] == "completed", run
+    assert run["steps"]["users"]["updated"] == 50 and run["steps"]["tokens"]["unchanged"] == len(stored)
+    after = {(t.user.external_id, t.application.client_id): (t.scopes, t.native_app, t.anonymous, t.application.native_app)
+             for t in Token.objects.select_related("user", "application")}
+    assert after == stored  # scopes and flags kept
+    assert set(Application.objects.values_list("display_name", flat=True)) == {r["displayText"] for r in short}
+    assert dict(DirectoryUser.objects.values_list("external_id", "last_login_at")) == logins
+    assert set(DirectoryUser.objects.values_list("full_name", flat=True)) == {"Renamed"}
+
+    # A whole export must say every field, or it could not say what is gone from it.
+    with pytest.raises(CommandError) as refused:
+        call_command("import", "acme", "--tokens", str(names_only), "--complete", stdout=StringIO(), stderr=StringIO())
+    assert "--tokens: names.csv: a whole export (--complete) needs every column Ballast reads, and it lacks anonymous, nativeApp, scopes" in str(refused.value)
+    with pytest.raises(CommandError, match="--users: no-logins.csv: .* it lacks lastLoginTime"):
+        call_command("import", "acme", "--users", str(no_logins), "--complete", stdout=StringIO(), stderr=StringIO())
+
+
+def test_archived_users_and_delegated_admins_are_kept_from_a_gam_file(tmp_path, tenant):
+    users, tokens = demo_org(300, apps=3)
+    archived = {u["id"] for u in users if u.get("archived")}
+    delegated = {u["id"] for u in users if u.get("isDelegatedAdmin")}
+    assert archived and delegated and not delegated & {u["id"] for u in users if u.get("isAdmin")}
+    users_file, _ = export(tmp_path, users, tokens)
+    assert import_("--users", str(users_file))["status"] == "completed"
+    assert set(DirectoryUser.objects.filter(is_archived=True).values_list("external_id", flat=True)) == archived
+    assert set(DirectoryUser.objects.filter(is_delegated_admin=True).values_list("external_id", flat=True)) == delegated
+    assert not DirectoryUser.objects.filter(is_delegated_admin=True, is_admin=True).exists()

@@ -52,6 +52,23 @@ class WriterContract:
         self.write_users(tenant, [user(n) for n in range(5)], then)
         assert self.write_users(tenant, [user(n) for n in range(5)], timezone.now()) == Outcome(unchanged=5)
 
+    def test_fields_left_out_keep_what_is_stored_and_no_fields_at_all_only_stamps(self):
+        """A source that gives only some fields (a file without a column) compares and writes those."""
+        tenant, then = TenantFactory(), timezone.now() - timedelta(hours=1)
+        self.write_users(tenant, [user(1, full_name="Ada"), user(2)], then)
+        now = timezone.now()
+        emails_only = [{"external_id": "u1", "primary_email": "new@example.org"}, {"external_id": "u2", "primary_email": "user2@example.org"}]
+        outcome = self.writer.write(DirectoryUser, tenant_id=tenant.pk, rows=emails_only, key=("external_id",), compare=("primary_email",), now=now)
+        assert outcome == Outcome(updated=1, unchanged=1)
+        first = DirectoryUser.objects.get(tenant=tenant, external_id="u1")
+        assert (first.primary_email, first.full_name, first.last_seen) == ("new@example.org", "Ada", now)
+        keys_only = [{"external_id": "u1"}, {"external_id": "u3"}]
+        later = timezone.now()
+        outcome = self.writer.write(DirectoryUser, tenant_id=tenant.pk, rows=keys_only, key=("external_id",), compare=(), now=later)
+        assert outcome == Outcome(created=1, unchanged=1)
+        assert DirectoryUser.objects.get(tenant=tenant, external_id="u1").last_seen == later
+        assert DirectoryUser.objects.get(tenant=tenant, external_id="u1").primary_email == "new@example.org"
+
     def test_a_key_twice_in_one_batch_counts_once_and_the_last_wins(self):
         tenant = TenantFactory()
         assert self.write_users(tenant, [user(1), user(1, full_name="Later")], timezone.now()) == Outcome(created=1)

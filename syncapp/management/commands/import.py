@@ -2,7 +2,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from monitoring.forms import errors_in_words
-from syncapp.exportfiles import FORMATS
+from syncapp.exportfiles import FORMATS, GAM_COMMANDS
 from syncapp.imports import import_source, start_import
 
 from .sync import add_follow_arguments, carry_out
@@ -21,8 +21,8 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("slug")
-        parser.add_argument("--users", metavar="FILE", help="Users: `gam print users` CSV, or users.list objects as JSON lines.")
-        parser.add_argument("--tokens", metavar="FILE", help="Tokens: `gam all users print tokens` CSV, or token objects as JSON lines.")
+        parser.add_argument("--users", metavar="FILE", help=f"Users: `{GAM_COMMANDS['users']}` CSV, or users.list objects as JSON lines.")
+        parser.add_argument("--tokens", metavar="FILE", help=f"Tokens: `{GAM_COMMANDS['tokens']}` CSV, or token objects as JSON lines.")
         parser.add_argument("--format", choices=FORMATS, help="The files' format (default: from each name: .csv, .jsonl, .ndjson).")
         parser.add_argument("--complete", action="store_true",
                             help="The files are a whole export: users and tokens they lack are marked deleted and revoked.")

@@ -141,6 +141,28 @@ def test_a_provider_without_a_feed_is_refused_in_one_line(db):
     assert step.status == Status.FAILED and step.error == "the demo provider has no feed of token changes: full syncs keep its tokens"
 
 
+@pytest.mark.parametrize("client_type", ["NATIVE_IOS", "NATIVE_ANDROID", "NATIVE_APPLICATION", "NATIVE_DESKTOP"])
+def test_every_native_client_type_is_stored_native_and_a_full_sync_agrees(synced, fake_google, client_type):
+    tenant, users, _ = synced
+    app = {**NEW_APP, "clientId": "phone-app.apps.googleusercontent.com", "displayText": "Phone App", "nativeApp": True}
+    fake_google.grant(users[0]["id"], app, timezone.now(), client_type=client_type)
+    fake_google.grant(users[1]["id"], NEW_APP, timezone.now())  # WEB
+
+    run, step = changes_run(tenant)
+    assert run.status == Status.COMPLETED and step.created == 2
+    phone = Application.objects.get(tenant=tenant, client_id=app["clientId"])
+    assert (phone.client_type, phone.native_app) == (client_type, True)
+    assert Token.objects.get(application=phone).native_app
+    web = Application.objects.get(tenant=tenant, client_id=NEW_APP["clientId"])
+    assert (web.client_type, web.native_app) == ("WEB", False)
+
+    full = sync_here(tenant)
+    assert counters(full, "tokens")["updated"] == 0  # nothing to flip back
+    phone.refresh_from_db()
+    assert (phone.client_type, phone.native_app) == (client_type, True)
+    assert Token.objects.get(application=phone).native_app
+
+
 def test_activities_parse_into_their_changes():
     item = {"id": {"time": "2026-11-24T10:00:00.123Z", "uniqueQualifier": "-42"}, "actor": {"email": "ada@example.org", "profileId": "101"},
             "events": [{"name": "authorize", "parameters": [{"name": "client_id", "value": "a.apps"}, {"name": "app_name", "value": "A"},
