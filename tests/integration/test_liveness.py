@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import psutil
@@ -161,20 +162,38 @@ def test_sync_wait_without_a_cluster_says_what_holds_the_slot_then_reclaims_it()
     crashed = start_run(tenant=tenant, trigger=SyncRun.Trigger.API, enqueue=False)
     begin_run(crashed.pk)
     slot = Allocation.objects.get(owner=crashed.owner, state="granted")
-    Holder.objects.create(allocation=slot, name="tokens", host="far-away", pid=4242, process_started=1.0,
-                          started_at=timezone.now(), heartbeat_at=timezone.now())
+    holder = Holder.objects.create(allocation=slot, name="tokens", host="far-away", pid=4242, process_started=1.0,
+                                   started_at=timezone.now(), heartbeat_at=timezone.now())
 
-    done = subprocess.run(
+    command = subprocess.Popen(
         [sys.executable, "manage.py", "sync", "after-crash", "--wait", "--json"],
-        cwd=ROOT, env=child_env(HEARTBEAT_S="3"), capture_output=True, text=True, timeout=120,
+        cwd=ROOT, env=child_env(HEARTBEAT_S="3"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "No task cluster is running: carrying the run out in this process." in done.stderr
-    assert (
-        f"waiting for a run slot: tenant quota: 1 of 1 run slot in use; held by run {crashed.pk} "
-        "(tokens step in process 4242 on far-away, heartbeat"
-    ) in done.stderr
-    assert json.loads(done.stdout)["status"] == Status.COMPLETED
+    waiting = f"waiting for a run slot: tenant quota: 1 of 1 run slot in use; held by run {crashed.pk} " \
+              "(tokens step in process 4242 on far-away, heartbeat"
+    said_waiting = threading.Event()
+    stderr_lines = []
+
+    def read_stderr():
+        for line in command.stderr:
+            stderr_lines.append(line)
+            if waiting in line:
+                said_waiting.set()
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    # The far process beats until the command has said what it waits for (however long a loaded
+    # machine takes to start it), and then dies: its beats stop.
+    deadline = time.monotonic() + 120
+    while not said_waiting.wait(0.5) and command.poll() is None and time.monotonic() < deadline:
+        Holder.objects.filter(pk=holder.pk).update(heartbeat_at=timezone.now())
+    stdout = command.stdout.read()  # stderr is the reader's
+    command.wait(timeout=120)
+    reader.join(10)
+    stderr = "".join(stderr_lines)
+    assert command.returncode == 0, stderr[-3000:]
+    assert "No task cluster is running: carrying the run out in this process." in stderr
+    assert said_waiting.is_set(), stderr[-3000:]
+    assert json.loads(stdout)["status"] == Status.COMPLETED
     crashed.refresh_from_db()
     assert crashed.status == Status.INTERRUPTED and "no heartbeat from process 4242 on far-away" in crashed.error
 
