@@ -122,28 +122,43 @@ def in_child(function, *args):
     return value
 
 
-def _serve_directory(users: int, latency_s: float, flaky_every: int | None, pipe) -> None:
+def _serve_directory(users: int, latency_s: float, flaky_every: int | None, activities: int, pipe) -> None:
     """In a child process, so the server's threads do not share the measured interpreter's lock."""
+    from datetime import datetime, timedelta, timezone
+
     from tests.conftest import demo_org
     from tests.fakegoogle import FakeDirectory
 
     server = FakeDirectory().start()
     server.load(*demo_org(users, seed=4))
+    holders = [(user, token) for user, tokens in server.tokens.items() for token in tokens]
+    start = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    for n in range(activities):  # a real feed: mostly "activity" (an app using its grant), some grants and revokes
+        user, token = holders[n * 7919 % len(holders)]
+        at = start + timedelta(seconds=n)
+        if n % 20 == 0:
+            server.grant(user, token, at)
+        elif n % 20 == 1:
+            server.revoke(user, token["clientId"], at)
+        else:
+            server.log("activity", user, token["clientId"], at, app_name=token.get("displayText", ""))
     server.latency_s, server.flaky_every = latency_s, flaky_every
     pipe.send(server.url)
     pipe.recv()  # until the parent is done
     pipe.send({"tokens_calls": len(server.paths("/admin/directory/v1/users/")), "calls": len(server.paths()),
-               "flaky_answers": server.flaky_answers})
+               "flaky_answers": server.flaky_answers, "sent": server.sent})
     server.stop()
 
 
 @contextmanager
-def directory_in_child(users: int, latency_s: float = 0.02, flaky_every: int | None = None):
-    """Google's Directory API on loopback, served by a child process, with `users` demo users.
-    Yields (url, counts); counts (calls answered) are filled in when the block ends."""
+def directory_in_child(users: int, latency_s: float = 0.02, flaky_every: int | None = None, activities: int = 0):
+    """Google's Directory API (and the Reports API's token feed, `activities` events) on loopback,
+    served by a child process, with `users` demo users. Yields (url, counts); counts (calls
+    answered, and "sent": (path, bytes) of every answer) are filled in when the block ends."""
     connections.close_all()  # the forked child must not inherit a live connection
     here, there = multiprocessing.get_context("fork").Pipe()
-    child = multiprocessing.get_context("fork").Process(target=_serve_directory, args=(users, latency_s, flaky_every, there), daemon=True)
+    child = multiprocessing.get_context("fork").Process(target=_serve_directory, args=(users, latency_s, flaky_every, activities, there),
+                                                        daemon=True)
     child.start()
     counts: dict = {}
     try:

@@ -1,6 +1,7 @@
 """A JSON HTTP server on loopback for the fake providers: a real connection, not a patched client.
 Subclasses answer in _answer(method, path, query, headers, body) → (status, JSON body, headers)."""
 
+import gzip
 import json
 import threading
 from collections import deque
@@ -29,6 +30,7 @@ class LoopbackJsonServer:
 
     def __init__(self):
         self._faults: deque[Fault] = deque()
+        self.sent: list[tuple[str, int]] = []  # (path, bytes of the body as sent) of every answer
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name=self.name, daemon=True)
@@ -51,6 +53,14 @@ class LoopbackJsonServer:
 
     def default_fault(self, status: int) -> dict:
         raise NotImplementedError
+
+    def shaped(self, status: int, body: dict, query: dict) -> dict:
+        """The body as the API sends it for this query (a subclass may keep only the fields asked for)."""
+        return body
+
+    def compresses(self, headers) -> bool:
+        """Whether this request gets its answer gzipped (Content-Encoding: gzip)."""
+        return False
 
     def fail_next(self, path: str, status: int, body: dict | None = None, headers: dict | None = None, times: int = 1, after: int = 0) -> None:
         """The next `times` requests to path (every path under it when it ends with a slash) get
@@ -81,9 +91,13 @@ class LoopbackJsonServer:
                 query = {k: v[0] for k, v in parse_qs(parts.query).items()}
                 length = int(self.headers.get("Content-Length") or 0)
                 status, body, headers = server._answer(method, parts.path, query, self.headers, self.rfile.read(length))
-                data = json.dumps(body).encode()
+                data = json.dumps(server.shaped(status, body, query)).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json; charset=UTF-8")
+                if server.compresses(self.headers):
+                    data = gzip.compress(data, compresslevel=6)
+                    self.send_header("Content-Encoding", "gzip")
+                server.sent.append((parts.path, len(data)))
                 self.send_header("Content-Length", str(len(data)))
                 for name, value in headers.items():
                     self.send_header(name, value)

@@ -34,6 +34,11 @@ ACTIVITY_PAGE_SIZE = 1000
 SCOPE_REASONS = frozenset({"insufficientPermissions", "ACCESS_TOKEN_SCOPE_INSUFFICIENT"})
 RETRY_REASONS = frozenset({"userRateLimitExceeded", "rateLimitExceeded", "quotaExceeded"})
 PAGE_SIZE = 500
+# Partial responses (Google's performance guide): only the fields syncapp.records reads. A users.list
+# item is some 40 fields, of which these are ten; tokens.list's kind, etag and userKey are not read.
+USER_FIELDS = "nextPageToken,users(id,primaryEmail,name/fullName,isAdmin,isDelegatedAdmin,suspended,archived,orgUnitPath,creationTime,lastLoginTime)"
+TOKEN_FIELDS = "items(clientId,displayText,scopes,anonymous,nativeApp)"
+ACTIVITY_FIELDS = "nextPageToken,items(id(time,uniqueQualifier),actor(email,profileId),events(name,parameters(name,value,multiValue)))"
 
 
 class GoogleProvider(HttpProvider):
@@ -115,18 +120,20 @@ class GoogleProvider(HttpProvider):
             page_token = next_token
 
     def user_pages(self, page_token: str | None = None) -> Iterator[Page]:
-        return self._pages("users.list", USERS_PATH, {"customer": self.config["customer"], "maxResults": PAGE_SIZE}, "users", page_token)
+        return self._pages("users.list", USERS_PATH, {"customer": self.config["customer"], "maxResults": PAGE_SIZE, "fields": USER_FIELDS},
+                           "users", page_token)
 
     def token_changes(self, since: datetime, page_token: str | None = None) -> Iterator[Page]:
         """Token activities (authorize, revoke, activity) since `since`, newest first, 1,000 a
         page (Reports API activities.list, application "token"), with the feed's own token."""
         start = since.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        return self._pages("activities.list", ACTIVITY_PATH, {"startTime": start, "maxResults": ACTIVITY_PAGE_SIZE}, "items", page_token,
+        return self._pages("activities.list", ACTIVITY_PATH, {"startTime": start, "maxResults": ACTIVITY_PAGE_SIZE, "fields": ACTIVITY_FIELDS},
+                           "items", page_token,
                            authorization=lambda: self._authorization((REPORTS_SCOPE,)))
 
     def user_tokens(self, user_key: str) -> list[dict]:
         path = f"{USERS_PATH}/{quote(user_key, safe='@')}/tokens"
-        body = self._get(self.config["base_url"] + path, label=path)
+        body = self._get(self.config["base_url"] + path, {"fields": TOKEN_FIELDS}, label=path)
         items = body.get("items") or []  # no "items" key when the user has no tokens
         if not isinstance(items, list):
             raise ProviderError("tokens.list: 'items' is not a list")

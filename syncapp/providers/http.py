@@ -21,6 +21,9 @@ from monitoring.limits import Outcome
 from .base import ConfigError, PageTokenRefused, Provider, ProviderError, require_int, require_str
 
 MAX_RETRY_AFTER_S = 300.0
+# Google compresses an answer only for a client that accepts gzip and says "gzip" in its
+# User-Agent (its performance guide); a tenth of the bytes of a JSON page, for a little CPU.
+USER_AGENT = "ballast-directory-sync (gzip)"
 
 # A failed connection in plain words, by urllib3's exception type (most specific first).
 CONNECTION_PROBLEMS = (
@@ -84,7 +87,7 @@ class HttpProvider(Provider):
             block=True,
             retries=False,
             timeout=urllib3.Timeout(connect=min(10.0, self.config["timeout_s"]), read=self.config["timeout_s"]),
-            headers={"Accept": "application/json", "Accept-Encoding": "gzip", "User-Agent": "ballast-directory-sync"},
+            headers={"Accept": "application/json", "Accept-Encoding": "gzip", "User-Agent": USER_AGENT},
         )
 
     def _authorization(self) -> str:
