@@ -18,6 +18,13 @@ def graph_error(code: str, message: str) -> dict:
     return {"error": {"code": code, "message": message, "innerError": {"request-id": "fake"}}}
 
 
+def entra_error(error: str, code: int, words: str) -> dict:
+    """The token endpoint's refusal as Entra ID sends it: the OAuth error, AADSTS words, codes."""
+    return {"error": error, "error_description": f"AADSTS{code}: {words}\r\nTrace ID: 0f3c\r\nCorrelation ID: 9a1d\r\nTimestamp: 2026-12-04 10:00:00Z",
+            "error_codes": [code], "timestamp": "2026-12-04 10:00:00Z", "trace_id": "0f3c", "correlation_id": "9a1d",
+            "error_uri": "https://login.microsoftonline.com/error?code=" + str(code)}
+
+
 class FakeGraph(LoopbackJsonServer):
     name = "fake-graph"
 
@@ -47,6 +54,18 @@ class FakeGraph(LoopbackJsonServer):
     def default_fault(self, status: int) -> dict:
         return graph_error("serviceNotAvailable", "scripted")
 
+    def expected_tokens(self) -> dict[tuple[str, str], list[str]]:
+        """(user id, app's client id) → the scopes a sync must store: every Principal grant's, each
+        named with its resource ("Microsoft Graph: User.Read"), united per user and app."""
+        principals = {sp["id"]: sp for sp in self.service_principals}
+        expected: dict[tuple[str, str], set[str]] = {}
+        for grant in self.grants:
+            if grant["consentType"] == "Principal" and grant["clientId"] in principals:
+                resource = principals[grant["resourceId"]]["displayName"] if grant.get("resourceId") in principals else grant.get("resourceId")
+                key = (grant["principalId"], principals[grant["clientId"]]["appId"])
+                expected.setdefault(key, set()).update(f"{resource}: {scope}" for scope in grant["scope"].split())
+        return {key: sorted(scopes) for key, scopes in expected.items()}
+
     def paths(self, prefix: str = "") -> list[str]:
         return [path for _, path, _ in self.requests if path.startswith(prefix)]
 
@@ -61,7 +80,7 @@ class FakeGraph(LoopbackJsonServer):
         if method == "POST" and path == f"/{TENANT}/oauth2/v2.0/token":
             return self._token(body)
         if method == "POST":
-            return 404, {"error": "invalid_request", "error_description": "AADSTS90002: Tenant not found."}, {}
+            return 400, entra_error("invalid_request", 90002, "Tenant 'x' not found. Check to make sure you have the correct tenant ID"), {}
         token = headers.get("Authorization", "").removeprefix("Bearer ")
         with self._lock:
             if token not in self.tokens or (self.token_uses is not None and self.tokens[token] >= self.token_uses):
@@ -85,9 +104,13 @@ class FakeGraph(LoopbackJsonServer):
         form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
         self.token_requests.append(form)
         if form.get("grant_type") != "client_credentials" or form.get("scope") != "https://graph.microsoft.com/.default":
-            return 400, {"error": "invalid_request", "error_description": "AADSTS900144: bad grant or scope."}, {}
-        if form.get("client_id") != CLIENT_ID or form.get("client_secret") != CLIENT_SECRET:
-            return 401, {"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret provided."}, {}
+            return 400, entra_error("invalid_request", 900144, "The request body must contain the following parameter: 'grant_type'."), {}
+        if form.get("client_id") != CLIENT_ID:
+            return 400, entra_error("unauthorized_client", 700016, f"Application with identifier '{form.get('client_id')}' was not found "
+                                    f"in the directory '{TENANT}'. You may have sent your authentication request to the wrong tenant."), {}
+        if form.get("client_secret") != CLIENT_SECRET:
+            return 401, entra_error("invalid_client", 7000215, "Invalid client secret provided. Ensure the secret being sent in the "
+                                    f"request is the client secret value, not the client secret ID, for a secret added to app '{CLIENT_ID}'."), {}
         token = f"graph-token-{len(self.token_requests)}"
         with self._lock:
             self.tokens[token] = 0

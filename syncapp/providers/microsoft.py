@@ -28,6 +28,24 @@ RENEW_SHARE, RENEW_AT_MOST_S = 0.1, 300.0
 EXPIRED_TOKEN = "InvalidAuthenticationToken"  # Graph's code for a token it no longer takes
 
 
+# What to check when Entra ID's token endpoint refuses, by its AADSTS error code (the answer's
+# "error_codes"), else by the OAuth error: said once here, for sync errors and `tenant test` alike.
+SECRET_HINT = "check client_id and client_secret: the secret may have expired"
+APP_HINT = "check client_id and tenant_id: no application with that client_id is registered in that tenant"
+TENANT_HINT = "check tenant_id: Entra ID knows no such tenant"
+HINTS_BY_CODE = {7000215: SECRET_HINT, 7000222: SECRET_HINT, 700016: APP_HINT, 90002: TENANT_HINT, 900023: TENANT_HINT}
+HINTS_BY_ERROR = {(401, "invalid_client"): SECRET_HINT, (401, "unauthorized_client"): SECRET_HINT,
+                  (400, "unauthorized_client"): APP_HINT, (400, "invalid_tenant"): TENANT_HINT}
+
+
+def token_refusal_hint(status: int, body) -> str | None:
+    codes = body.get("error_codes") if isinstance(body, dict) else None
+    for code in codes if isinstance(codes, list) else []:
+        if code in HINTS_BY_CODE:
+            return HINTS_BY_CODE[code]
+    return HINTS_BY_ERROR.get((status, body.get("error") if isinstance(body, dict) else None))
+
+
 def as_directory_user(user: dict) -> dict:
     """A Graph user → a users.list-shaped record (email: mail, else the user principal name)."""
     if not isinstance(user, dict):
@@ -78,10 +96,6 @@ class MicrosoftProvider(HttpProvider):
                 "tokens": f"grants (GET {base}/v1.0/servicePrincipals, then {base}/v1.0/oauth2PermissionGrants)"}
 
     def failed(self, name: str, target: str, exc: ProviderError) -> Check:
-        if exc.status == 401 and exc.reason in ("invalid_client", "unauthorized_client"):
-            return Check(name, target, False, f"{exc}: check client_id and client_secret (the secret may have expired)")
-        if exc.status in (400, 404) and exc.reason in ("invalid_request", "invalid_tenant"):
-            return Check(name, target, False, f"{exc}: check tenant_id")
         if exc.status == 403:
             return Check(name, target, False, f"{exc}: grant the app the application permission {PERMISSIONS[name]} "
                          "(or Directory.Read.All) and an administrator's consent", missing_scope=PERMISSIONS[name])
@@ -111,8 +125,11 @@ class MicrosoftProvider(HttpProvider):
             body = {}
         if response.status != 200 or not isinstance(body, dict) or not body.get("access_token"):
             words = body.get("error_description") or body.get("error") or response.reason if isinstance(body, dict) else response.reason
-            raise ProviderError(f"token refused by {self.config['login_url']} ({response.status}): {words}", status=response.status,
-                                reason=body.get("error") if isinstance(body, dict) else None)
+            words = str(words).splitlines()[0] if words else response.status  # the AADSTS words; trace and correlation ids follow
+            reason = body.get("error") if isinstance(body, dict) else None
+            hint = token_refusal_hint(response.status, body)
+            raise ProviderError(f"token refused by {self.config['login_url']} ({response.status}): {words}{f' ({hint})' if hint else ''}",
+                                status=response.status, reason=reason)
         try:
             lifetime = max(float(body.get("expires_in", 3599)), 0.0)
         except (TypeError, ValueError):
@@ -184,23 +201,38 @@ class MicrosoftProvider(HttpProvider):
         for page in self.grant_pages(page_token):
             records: dict[tuple, dict] = {}
             for grant in page.records:
-                if not isinstance(grant, dict):
-                    records[("bad", len(records))] = grant  # validation counts it invalid
-                    continue
-                client_id, name = applications.get(grant.get("clientId"), (None, ""))
-                scopes = grant.get("scope").split() if isinstance(grant.get("scope"), str) else grant.get("scope")
-                if grant.get("consentType") == "AllPrincipals":
-                    key, record = ("org", client_id), {"clientId": client_id, "displayText": name, "orgScopes": scopes}
-                    field = "orgScopes"
-                else:
-                    key, record = (grant.get("principalId"), client_id), {
-                        "userKey": grant.get("principalId"), "clientId": client_id, "displayText": name, "scopes": scopes}
-                    field = "scopes"
-                if client_id is None:
-                    key = ("unknown", len(records))
+                key, record, field = grant_record(grant, applications)
+                if key is None:
+                    key = ("invalid", len(records))  # validation counts it invalid
                 known = records.get(key)
-                if known is not None and isinstance(known.get(field), list) and isinstance(scopes, list):
-                    known[field] = sorted(set(known[field]) | set(scopes))
+                if known is not None and isinstance(known.get(field), list) and isinstance(record[field], list):
+                    known[field] = sorted(set(known[field]) | set(record[field]))
                 else:
                     records[key] = record
             yield Page(list(records.values()), token=page.token, next_token=page.next_token)
+
+
+def resource_scopes(resource: str, scope) -> list[str] | object:
+    """A grant's space-separated scope, each named with its resource: "Microsoft Graph: Mail.Read"
+    is not SharePoint's "Mail.Read". Anything but text is left for validation to refuse."""
+    if not isinstance(scope, str):
+        return scope
+    return [f"{resource}: {name}" for name in scope.split()]
+
+
+def grant_record(grant, applications: dict[str, tuple[str, str]]) -> tuple[tuple | None, dict | object, str]:
+    """One oauth2PermissionGrant → (the key records of one user and app share, a tokens.list-shaped
+    record, the field its scopes are in); the key is None for what validation must count invalid.
+    The resource is named by its service principal's display name (its object id when unknown)."""
+    if not isinstance(grant, dict):
+        return None, grant, "scopes"
+    client_id, name = applications.get(grant.get("clientId"), (None, ""))
+    resource = grant.get("resourceId")
+    resource = applications.get(resource, (None, ""))[1] or (resource if isinstance(resource, str) and resource else "unknown API")
+    scopes = resource_scopes(resource, grant.get("scope"))
+    if grant.get("consentType") == "AllPrincipals":
+        key, record, field = ("org", client_id), {"clientId": client_id, "displayText": name, "orgScopes": scopes}, "orgScopes"
+    else:
+        key, field = (grant.get("principalId"), client_id), "scopes"
+        record = {"userKey": grant.get("principalId"), "clientId": client_id, "displayText": name, "scopes": scopes}
+    return (None if client_id is None else key), record, field

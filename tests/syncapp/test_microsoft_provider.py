@@ -97,7 +97,10 @@ def test_a_refused_secret_fails_with_entra_ids_words_and_no_secret(graph, sleeps
     p = MicrosoftProvider({**graph.config(), "client_secret": "wrong-secret-value"}, sleep=sleeps.append)
     with pytest.raises(ProviderError) as refused:
         list(p.user_pages())
-    assert str(refused.value) == f"token refused by {graph.url} (401): AADSTS7000215: Invalid client secret provided."
+    assert str(refused.value) == (
+        f"token refused by {graph.url} (401): AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the "
+        "request is the client secret value, not the client secret ID, for a secret added to app 'ballast-app-client-id'. "
+        "(check client_id and client_secret: the secret may have expired)")
     assert refused.value.status == 401 and sleeps == []  # not retried: a wrong secret stays wrong
 
 
@@ -159,14 +162,16 @@ def test_grants_become_tokens_named_by_the_apps_client_id(graph, provider):
     ]
     [page] = list(provider.token_pages())
     assert page.records == [
-        {"userKey": "u1", "clientId": "slack-client-id", "displayText": "Slack", "scopes": ["Sites.Read.All", "User.Read", "openid"]},
-        {"userKey": "u2", "clientId": "slack-client-id", "displayText": "Slack", "scopes": ["openid"]},
-        {"clientId": "zoom-client-id", "displayText": "Zoom", "orgScopes": ["User.Read", "Calendars.Read"]},  # admin consent: no token
-        {"userKey": "u2", "clientId": None, "displayText": "", "scopes": ["openid"]},  # an app Graph no longer lists
+        {"userKey": "u1", "clientId": "slack-client-id", "displayText": "Slack",
+         "scopes": ["Microsoft Graph: User.Read", "Microsoft Graph: openid", "SharePoint: Sites.Read.All"]},  # each scope with its API
+        {"userKey": "u2", "clientId": "slack-client-id", "displayText": "Slack", "scopes": ["Microsoft Graph: openid"]},
+        {"clientId": "zoom-client-id", "displayText": "Zoom",
+         "orgScopes": ["Microsoft Graph: User.Read", "Microsoft Graph: Calendars.Read"]},  # admin consent: no token
+        {"userKey": "u2", "clientId": None, "displayText": "", "scopes": ["Microsoft Graph: openid"]},  # an app Graph no longer lists
     ]
     with pytest.raises(InvalidRecord, match="clientId"):
         parse_token(page.records[3])
-    assert parse_token(page.records[0])["scopes"] == ["Sites.Read.All", "User.Read", "openid"]
+    assert parse_token(page.records[0])["scopes"] == ["Microsoft Graph: User.Read", "Microsoft Graph: openid", "SharePoint: Sites.Read.All"]
 
 
 def test_token_pages_follow_the_grants_next_link_and_resume_from_it(graph, provider):
@@ -176,3 +181,38 @@ def test_token_pages_follow_the_grants_next_link_and_resume_from_it(graph, provi
     assert [[r["userKey"] for r in p.records] for p in pages] == [["u0", "u1"], ["u2", "u3"], ["u4"]]
     assert "/v1.0/oauth2PermissionGrants?" in pages[1].token
     assert [r["userKey"] for p in provider.token_pages(pages[2].token) for r in p.records] == ["u4"]
+
+
+def test_a_scope_keeps_the_api_it_was_granted_on(graph, provider):
+    """Mail.Read on Microsoft Graph is not a custom API's Mail.Read: each scope is stored with its
+    resource's display name (its object id when Graph no longer lists the resource)."""
+    graph.page_size = 999
+    graph.service_principals = [
+        {"id": "sp-crm", "appId": "crm-client-id", "displayName": "CRM"},
+        {"id": GRAPH_API, "appId": "00000003-0000-0000-c000-000000000000", "displayName": "Microsoft Graph"},
+        {"id": "sp-mail-api", "appId": "api://contoso-mail", "displayName": "Contoso Mail API"},
+    ]
+    graph.grants = [
+        {"id": "g1", "clientId": "sp-crm", "consentType": "Principal", "principalId": "u1", "resourceId": GRAPH_API, "scope": "Mail.Read"},
+        {"id": "g2", "clientId": "sp-crm", "consentType": "Principal", "principalId": "u1", "resourceId": "sp-mail-api", "scope": "Mail.Read"},
+        {"id": "g3", "clientId": "sp-crm", "consentType": "Principal", "principalId": "u1", "resourceId": "sp-vanished", "scope": "Mail.Read"},
+    ]
+    [page] = list(provider.token_pages())
+    assert [parse_token(record)["scopes"] for record in page.records] == [
+        ["Contoso Mail API: Mail.Read", "Microsoft Graph: Mail.Read", "sp-vanished: Mail.Read"]]
+
+
+def test_an_application_unknown_in_the_tenant_says_check_client_id_and_tenant_id(graph, sleeps):
+    """Entra ID's 400 unauthorized_client (AADSTS700016): the client_id is not registered in that
+    tenant — a wrong client_id or tenant_id, not a wrong secret."""
+    p = MicrosoftProvider({**graph.config(), "client_id": "someone-elses-app"}, sleep=sleeps.append)
+    with pytest.raises(ProviderError) as refused:
+        list(p.user_pages())
+    assert refused.value.status == 400 and sleeps == []
+    assert str(refused.value).startswith(f"token refused by {graph.url} (400): AADSTS700016: Application with identifier 'someone-elses-app'")
+    assert str(refused.value).endswith("(check client_id and tenant_id: no application with that client_id is registered in that tenant)")
+    assert "Trace ID" not in str(refused.value)
+
+    p = MicrosoftProvider({**graph.config(), "tenant_id": "no-such-tenant"}, sleep=sleeps.append)
+    with pytest.raises(ProviderError, match=r"\(400\): AADSTS90002: .* \(check tenant_id: Entra ID knows no such tenant\)$"):
+        list(p.user_pages())

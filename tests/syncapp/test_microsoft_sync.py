@@ -29,10 +29,6 @@ def tenant(graph):
     return TenantFactory(slug="contoso", provider="microsoft", provider_config=graph.config(max_attempts=4))
 
 
-def _expected(tokens: dict[str, list[dict]]) -> dict[tuple[str, str], list[str]]:
-    return {(user, t["clientId"]): sorted(set(t["scopes"])) for user, ts in tokens.items() for t in ts}
-
-
 def _stored(tenant) -> dict[tuple[str, str], list[str]]:
     return {(u, c): s for u, c, s in Token.objects.filter(tenant=tenant, revoked_at__isnull=True)
             .values_list("user__external_id", "application__client_id", "scopes")}
@@ -41,7 +37,7 @@ def _stored(tenant) -> dict[tuple[str, str], list[str]]:
 def test_a_first_sync_stores_users_and_tokens_with_each_tokens_grants_united(graph, tenant):
     users, tokens = demo_org(60, apps=8)
     graph.load(users, tokens)
-    expected = _expected(tokens)
+    expected = graph.expected_tokens()
     assert len(graph.grants) > len(expected)  # some tokens come as a grant per resource, on different pages
 
     run = sync_here(tenant)
@@ -91,9 +87,9 @@ def test_admin_consent_is_the_applications_org_wide_scopes_and_goes_when_withdra
     run = sync_here(tenant)
     assert run.status == Status.COMPLETED
     intranet = Application.objects.get(tenant=tenant, client_id="intranet-client")
-    assert intranet.display_name == "Intranet" and intranet.org_scopes == ["Files.Read", "User.Read", "openid"]
+    assert intranet.display_name == "Intranet" and intranet.org_scopes == ["Microsoft Graph: User.Read", "Microsoft Graph: openid", "sp-other-api: Files.Read"]
     assert not Token.objects.filter(application=intranet).exists()  # consent for everyone: no user's token
-    assert counters(run, "tokens")["created"] == len(_expected(tokens))
+    assert counters(run, "tokens")["created"] == len(graph.expected_tokens())
 
     graph.grants = [g for g in graph.grants if g["consentType"] != "AllPrincipals"]
     sync_here(tenant)
@@ -119,7 +115,7 @@ def test_a_grant_for_a_user_not_yet_stored_makes_a_placeholder_the_users_step_fi
     users, tokens = demo_org(10, apps=3)
     graph.load(users, tokens)
     run = sync_here(tenant, steps="tokens")  # no users step: every grant's user is unknown
-    assert counters(run, "tokens")["created"] == len(_expected(tokens))
+    assert counters(run, "tokens")["created"] == len(graph.expected_tokens())
     placeholders = DirectoryUser.objects.filter(tenant=tenant, last_seen__isnull=True)
     assert placeholders.count() == len([u for u, ts in tokens.items() if ts])
     sync_here(tenant, steps="users")
@@ -135,7 +131,7 @@ def test_a_grant_of_an_unknown_app_is_counted_invalid_with_a_sample(graph, tenan
     step = run.step_records.get(name="tokens")
     assert step.status == Status.COMPLETED_WITH_ERRORS and step.invalid == 1
     assert step.invalid_samples == [{"key": None, "reason": "missing clientId"}]
-    assert _stored(tenant) == _expected(tokens)
+    assert _stored(tenant) == graph.expected_tokens()
 
 
 @pytest.mark.parametrize("fail_after", [2, 6], ids=["while-reading", "later-page"])
@@ -153,7 +149,7 @@ def test_a_stopped_read_resumes_from_its_checkpoint_with_exact_counts(graph, ten
 
     resumed = sync_here(tenant, steps="tokens").step_records.get()
     assert resumed.status == Status.COMPLETED and resumed.resumed_from_id == stopped.pk
-    expected = _expected(tokens)
+    expected = graph.expected_tokens()
     assert resumed.created == len(expected)  # every token written once, by the step that finished the read
     assert _stored(tenant) == expected and Token.objects.filter(tenant=tenant).count() == len(expected)
     assert not StagedToken.objects.exists()
@@ -184,7 +180,7 @@ def test_a_step_stopped_while_writing_resumes_after_the_last_written_pair(graph,
     resumed = sync_here(tenant, steps="tokens").step_records.get()
     assert resumed.status == Status.COMPLETED and resumed.resumed_from_id == stopped.pk
     assert len(graph.paths(GRANTS_PATH)) == requests_before  # the list was read whole already: not again
-    expected = _expected(tokens)
+    expected = graph.expected_tokens()
     assert stopped.created + resumed.created == len(expected)
     assert _stored(tenant) == expected and Token.objects.filter(tenant=tenant).count() == len(expected)
 
@@ -197,7 +193,7 @@ def test_throttling_and_an_expiring_token_mid_run_still_end_exact(graph, tenant)
     graph.fail_next("/v1.0/users", 503, graph_error("serviceNotAvailable", "busy"), headers={"Retry-After": "0"}, after=1)
     run = sync_here(tenant)
     assert run.status == Status.COMPLETED
-    assert _stored(tenant) == _expected(tokens)
+    assert _stored(tenant) == graph.expected_tokens()
     assert DirectoryUser.objects.filter(tenant=tenant).count() == 40
     assert len(graph.token_requests) > 2  # one for each step's first call, and more as they lapsed
 
@@ -220,18 +216,19 @@ def test_consents_show_in_tenant_show_and_in_the_admin(graph, tenant, admin_clie
 
     graph.load(*demo_org(3, apps=2))
     graph.service_principals.append({"id": "sp-intranet", "appId": "intranet-client", "displayName": "Intranet"})
-    graph.grants.append({"id": "consent", "clientId": "sp-intranet", "consentType": "AllPrincipals", "principalId": None, "scope": "User.Read openid"})
+    graph.grants.append({"id": "consent", "clientId": "sp-intranet", "consentType": "AllPrincipals", "principalId": None,
+                         "resourceId": GRAPH_RESOURCE, "scope": "User.Read openid"})
     sync_here(tenant)
     out = StringIO()
     call_command("tenant", "show", "contoso", stdout=out)
-    assert "    Intranet (intranet-client): User.Read openid" in out.getvalue()
+    assert "    Intranet (intranet-client): Microsoft Graph: User.Read, Microsoft Graph: openid" in out.getvalue()
     out = StringIO()
     call_command("tenant", "show", "contoso", "--json", stdout=out)
     apps = Application.objects.filter(tenant=tenant).count()
     assert json.loads(out.getvalue())["applications"] == apps  # the consented app counts among them
 
     page = admin_client.get(reverse("admin:syncapp_application_changelist"), {"consent": "yes"}).content.decode()
-    assert "Intranet" in page and "User.Read, openid" in page and "1 application" in page
+    assert "Intranet" in page and "Microsoft Graph: User.Read, Microsoft Graph: openid" in page and "1 application" in page
     page = admin_client.get(reverse("admin:syncapp_application_changelist"), {"consent": "no"}).content.decode()
     assert "Intranet" not in page and f"{apps - 1} applications" in page
 
@@ -251,7 +248,14 @@ def test_tenant_test_checks_users_and_grants(graph, tenant):
     assert not report.ok and report.missing_scopes == ["Application.Read.All and DelegatedPermissionGrant.Read.All"]
     assert "Insufficient privileges" in report.first_error
 
-    tenant.provider_config = {**tenant.provider_config, "client_secret": "wrong-secret-value"}
+    tenant.provider_config = {**tenant.provider_config, "client_id": "someone-elses-app"}
+    tenant.save()
+    report = check_tenant_connection(tenant)
+    assert "AADSTS700016" in report.first_error and "check client_id and tenant_id" in report.first_error
+    run = sync_here(tenant)  # a sync's error says the same
+    assert run.status == Status.FAILED and "check client_id and tenant_id" in run.error
+
+    tenant.provider_config = {**tenant.provider_config, "client_id": graph.config()["client_id"], "client_secret": "wrong-secret-value"}
     report = check_tenant_connection(tenant)
     assert "AADSTS7000215" in report.first_error and "check client_id and client_secret" in report.first_error
     assert "wrong-secret-value" not in json.dumps(report.as_json())

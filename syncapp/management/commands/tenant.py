@@ -87,7 +87,7 @@ class Command(BaseCommand):
         if consents:
             self.stdout.write("  consented for the whole organisation by an administrator:")
             for app in consents:
-                self.stdout.write(f"    {app.display_name or app.client_id} ({app.client_id}): {' '.join(app.org_scopes)}")
+                self.stdout.write(f"    {app.display_name or app.client_id} ({app.client_id}): {', '.join(app.org_scopes)}")
 
     def handle_test(self, *, slug, **options):
         report = check_tenant_connection(_tenant(slug))
