@@ -29,7 +29,7 @@ class Tenant(models.Model):
     )
     changes_every_minutes = models.PositiveIntegerField(
         null=True, blank=True, validators=[MinValueValidator(1)],
-        help_text="Apply the provider's feed of token grants and revocations this often (Google). Empty: no feed; full syncs only.",
+        help_text="Apply the provider's changes this often (Google's token feed, Microsoft Graph's delta queries). Empty: full syncs only.",
     )
     sync_window = models.CharField(
         max_length=11, blank=True, validators=[RegexValidator(WINDOW, "Enter a local-time window as HH:MM-HH:MM, e.g. 01:00-05:00.")],
@@ -50,6 +50,12 @@ class Tenant(models.Model):
     changes_cursor = models.DateTimeField(
         null=True, blank=True,
         help_text="Where the next changes step reads the token feed from (less the overlap). Set by a full tokens step that completed; moved by each changes step.",
+    )
+    users_delta_link = models.TextField(
+        blank=True, help_text="Microsoft Graph's deltaLink for users: where the next changes step reads users' changes from. Set by a full users step.",
+    )
+    grants_delta_link = models.TextField(
+        blank=True, help_text="Microsoft Graph's deltaLink for permission grants: where the next changes step reads grants' changes from. Set by a full tokens step.",
     )
     governor_settings = models.JSONField(
         default=dict, blank=True,
@@ -343,6 +349,29 @@ class StagedToken(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["stage", "pair", "id"], name="staged_token_order")]
+
+
+class DelegatedGrant(models.Model):
+    """One of Microsoft Graph's oauth2PermissionGrants as the last read saw it: a user's token for
+    an app is the union of that user's grants to the app (one grant per API), and a delta query
+    names a removed grant by its id alone, so the changes step needs each grant to re-unite the
+    token it belonged to. An empty user_key holds an admin consent (AllPrincipals)."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    grant_id = models.CharField(max_length=255)
+    user_key = models.CharField(max_length=255, blank=True, help_text="The user's id (Graph's principalId); empty for an admin consent.")
+    client_id = models.CharField(max_length=255, help_text="The application's client id (its service principal's appId).")
+    client_object_id = models.CharField(max_length=255, help_text="The application's service principal (Graph's clientId).")
+    app_name = models.CharField(max_length=255, blank=True)
+    resource_object_id = models.CharField(max_length=255, blank=True, help_text="The API's service principal (Graph's resourceId).")
+    resource = models.CharField(max_length=255, blank=True, help_text="The API's display name.")
+    scopes = models.JSONField(default=list, help_text="Each named with its API, as tokens' scopes are.")
+    first_seen = models.DateTimeField(null=True)
+    last_seen = models.DateTimeField(null=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "grant_id"], name="delegated_grant_once")]
+        indexes = [models.Index(fields=["tenant", "user_key", "client_id"], name="delegated_grant_token")]
 
 
 class ApiKey(models.Model):

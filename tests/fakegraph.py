@@ -12,6 +12,7 @@ TENANT = "contoso-tenant-id"
 CLIENT_ID = "ballast-app-client-id"
 CLIENT_SECRET = "s3cret~value-of-the-app"
 LISTS = {"/v1.0/users": "users", "/v1.0/servicePrincipals": "service_principals", "/v1.0/oauth2PermissionGrants": "grants"}
+DELTAS = {"/v1.0/users/delta": "users", "/v1.0/oauth2PermissionGrants/delta": "grants"}
 
 
 def graph_error(code: str, message: str) -> dict:
@@ -39,6 +40,9 @@ class FakeGraph(LoopbackJsonServer):
         self.token_requests: list[dict] = []
         self.requests: list[tuple[str, str, dict]] = []
         self.latency_s = 0.0  # each Graph request waits this long before its answer
+        self.version = 0  # of the data, for delta queries: each logged change adds one
+        self.log: list[tuple[int, str, str, frozenset | None]] = []  # (version, "users" | "grants", id, properties changed)
+        self.delta_expired_before = 0  # a delta token of an older version is refused (410 Gone)
         self._lock = threading.Lock()
         super().__init__()
 
@@ -88,9 +92,16 @@ class FakeGraph(LoopbackJsonServer):
             self.tokens[token] += 1
         if self.latency_s:
             time.sleep(self.latency_s)
+        if path in DELTAS:
+            return self._delta(path, query, headers)
         if path not in LISTS:
             return 404, graph_error("Request_ResourceNotFound", f"Resource not found for the segment '{path}'."), {}
         rows = getattr(self, LISTS[path])
+        if "$filter" in query:  # only "id in ('a','b')", at most 15 values, as Graph allows
+            ids = [v.strip().strip("'") for v in query["$filter"].removeprefix("id in (").removesuffix(")").split(",")]
+            if not query["$filter"].startswith("id in (") or len(ids) > 15:
+                return 400, graph_error("Request_UnsupportedQuery", "Unsupported or invalid query filter clause specified."), {}
+            rows = [row for row in rows if row["id"] in ids]
         start = int(query.get("$skiptoken", 0))
         size = min(int(query.get("$top", 100)), self.page_size)
         answer = {"@odata.context": f"{self.url}/v1.0/$metadata#{LISTS[path]}", "value": rows[start : start + size]}
@@ -98,6 +109,74 @@ class FakeGraph(LoopbackJsonServer):
             # Graph's next link repeats the query and adds an opaque skip token.
             rest = "&".join(f"{k}={v}" for k, v in query.items() if k != "$skiptoken")
             answer["@odata.nextLink"] = f"{self.url}{path}?{rest}&$skiptoken={start + size}"
+        return 200, answer, {}
+
+    # --- delta queries: a log of what changed, by version --------------------------------
+
+    def _changed(self, kind: str, ident: str, props: frozenset | None) -> None:
+        """Log a change (props: the properties that changed; None: the whole object, new or removed)."""
+        with self._lock:
+            self.version += 1
+            self.log.append((self.version, kind, ident, props))
+
+    def add_user(self, user: dict) -> None:
+        self.users.append(user)
+        self._changed("users", user["id"], None)
+
+    def update_user(self, ident: str, **props) -> None:
+        next(u for u in self.users if u["id"] == ident).update(props)
+        self._changed("users", ident, frozenset(props))
+
+    def remove_user(self, ident: str) -> None:
+        self.users = [u for u in self.users if u["id"] != ident]
+        self._changed("users", ident, None)
+
+    def add_grant(self, grant: dict) -> None:
+        self.grants.append(grant)
+        self._changed("grants", grant["id"], None)
+
+    def update_grant(self, ident: str, scope: str) -> None:
+        next(g for g in self.grants if g["id"] == ident)["scope"] = scope
+        self._changed("grants", ident, None)  # a changed grant comes whole
+
+    def remove_grant(self, ident: str) -> None:
+        self.grants = [g for g in self.grants if g["id"] != ident]
+        self._changed("grants", ident, None)
+
+    def _delta(self, path: str, query: dict, headers) -> tuple[int, dict, dict]:
+        """A delta query: the first round (no token) every object, else what changed after the
+        token's version — a removed object by its id and "@removed", a changed user by its id and
+        what changed, anything else whole — paged by nextLink, the last page with a deltaLink."""
+        kind = DELTAS[path]
+        prefer = str(headers.get("Prefer", ""))
+        size = min(int(prefer.split("odata.maxpagesize=", 1)[1].split(",")[0]) if "odata.maxpagesize=" in prefer else 100, self.page_size)
+        if "$skiptoken" in query:
+            since, start, upto = (int(v) for v in query["$skiptoken"].split("."))
+        else:
+            since, start, upto = int(query.get("$deltatoken", -1)), 0, self.version
+        if 0 <= since < self.delta_expired_before:
+            return 410, graph_error("SyncStateNotFound", "The sync state generation is not found. Please retry without a delta token."), {}
+        objects = {row["id"]: row for row in getattr(self, LISTS[f"/v1.0/{'users' if kind == 'users' else 'oauth2PermissionGrants'}"])}
+        if since < 0:
+            rows = list(objects.values())
+        else:
+            touched: dict[str, set | None] = {}
+            for version, logged, ident, props in self.log:
+                if logged == kind and since < version <= upto:
+                    touched[ident] = None if props is None or touched.get(ident, set()) is None else touched.get(ident, set()) | props
+            rows = []
+            for ident, props in touched.items():
+                if ident not in objects:
+                    rows.append({"id": ident, "@removed": {"reason": "deleted"}})
+                elif props is None or kind != "users":
+                    rows.append(objects[ident])
+                else:
+                    rows.append({"id": ident, **{p: objects[ident].get(p) for p in props}})
+        answer = {"@odata.context": f"{self.url}/v1.0/$metadata#{LISTS[path.removesuffix('/delta')]}", "value": rows[start : start + size]}
+        if start + size < len(rows):
+            answer["@odata.nextLink"] = f"{self.url}{path}?$skiptoken={since}.{start + size}.{upto}"
+        else:
+            answer["@odata.deltaLink"] = f"{self.url}{path}?$deltatoken={upto}"
         return 200, answer, {}
 
     def _token(self, body: bytes) -> tuple[int, dict, dict]:

@@ -33,6 +33,11 @@ class IncompleteExport(ProviderError):
     taken for gone. The message names the difference and the command that writes the whole export."""
 
 
+class DeltaExpired(ProviderError):
+    """The provider no longer knows a stored delta link (Graph's 410 Gone): the changes must be
+    read again from the whole state."""
+
+
 class ConfigError(ValueError):
     """A tenant's provider_config is unusable. The message names the key."""
 
@@ -44,6 +49,8 @@ class Page:
     token: str | None
     next_token: str | None
     lines: tuple[int, ...] | None = None  # each record's line, when the source is a file
+    # On a delta query's last page: where the next round of changes starts (Graph's deltaLink).
+    delta_link: str | None = None
 
     def where(self, index: int) -> str | None:
         """Where records[index] stands in its source, for a person to find it ("line 7")."""
@@ -82,8 +89,12 @@ class Provider:
     # False: the source may hold part of the directory (an import without --complete): what it
     # lacks is not marked deleted or revoked.
     whole_directory = True
-    # True: the source has a feed of token grants and revocations (token_changes).
+    # True: the source has a feed of token grants and revocations (token_changes), or delta
+    # queries (tracks_deltas) that a changes step reads.
     has_changes_feed = False
+    # True: the source's changes are delta queries of its state (user_changes, grant_changes and
+    # the delta links its full reads end with), not a feed of events.
+    tracks_deltas = False
     # True: a token list that claims to be whole may still leave users out (GAM's `all users`
     # leaves out the suspended): the tokens step checks its users before revoking what it lacks.
     may_leave_out_users = False

@@ -1,6 +1,10 @@
 """Microsoft Entra ID through Microsoft Graph v1.0: users, service principals and delegated
 permission grants (oauth2PermissionGrants), as an app with a client secret (client credentials).
 
+Users and grants are read by delta queries (/users/delta, /oauth2PermissionGrants/delta): a
+full read is a delta query's first round, whose last page gives the deltaLink from which a
+changes step reads what changed since (syncapp.steps.delta).
+
 Records leave in the shape the rest of Ballast reads (Google's users.list items; see base.py),
 so validation, writers and counters are the same for every provider. Lists are paged by
 "@odata.nextLink", an absolute URL followed as given — only on base_url's own host, so the
@@ -14,13 +18,17 @@ from collections.abc import Callable, Iterator
 
 import urllib3
 
-from .base import Check, Page, ProviderError, require_str
+from .base import Check, DeltaExpired, Page, ProviderError, require_str
 from .http import HttpProvider, clean_http_config, connection_problem
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
-# The application permissions (admin-consented) each list needs; Directory.Read.All covers all three.
-PERMISSIONS = {"users": "User.Read.All", "tokens": "Application.Read.All and DelegatedPermissionGrant.Read.All"}
+# The application permissions (admin-consented) each read needs: the users' delta query reads
+# with User.Read.All; the grants' delta query needs Directory.Read.All (Graph's least privilege
+# for it), which also covers the service principals.
+PERMISSIONS = {"users": "User.Read.All", "tokens": "Directory.Read.All"}
 PAGE_SIZE = 999  # Graph's most per page for these lists
+USERS_DELTA, GRANTS_DELTA = "/v1.0/users/delta", "/v1.0/oauth2PermissionGrants/delta"
+FILTER_VALUES = 15  # Graph's most values for the `in` operator of a $filter
 USER_FIELDS = "id,displayName,userPrincipalName,mail,accountEnabled,createdDateTime"
 # Renew a token this long before it expires (a tenth of its life, at most five minutes), so a
 # call never carries one that lapses on the way.
@@ -47,15 +55,20 @@ def token_refusal_hint(status: int, body) -> str | None:
 
 
 def as_directory_user(user: dict) -> dict:
-    """A Graph user → a users.list-shaped record (email: mail, else the user principal name)."""
+    """A Graph user → a users.list-shaped record (email: mail, else the user principal name),
+    with only what the answer holds: a delta query gives a changed user by its id and what
+    changed, and what it leaves out is unknown, not empty. "@removed" is kept."""
     if not isinstance(user, dict):
         return user  # validation counts it invalid
-    record = {
-        "id": user.get("id"),
-        "primaryEmail": user.get("mail") or user.get("userPrincipalName"),
-        "name": {"fullName": user.get("displayName") or ""},
-        "creationTime": user.get("createdDateTime"),
-    }
+    record = {"id": user.get("id")}
+    if "@removed" in user:
+        record["@removed"] = user["@removed"]
+    if user.get("mail") or "userPrincipalName" in user:
+        record["primaryEmail"] = user.get("mail") or user.get("userPrincipalName")
+    if "displayName" in user:
+        record["name"] = {"fullName": user.get("displayName") or ""}
+    if "createdDateTime" in user:
+        record["creationTime"] = user.get("createdDateTime")
     if isinstance(user.get("accountEnabled"), bool):
         record["suspended"] = not user["accountEnabled"]
     return record
@@ -64,9 +77,12 @@ def as_directory_user(user: dict) -> dict:
 class MicrosoftProvider(HttpProvider):
     name = "microsoft"
     lists_tokens = True  # one list of grants for the organisation, not a call per user
+    has_changes_feed = tracks_deltas = True
 
     def __init__(self, config: dict, *, sleep: Callable[[float], None] = time.sleep):
         super().__init__(config, sleep=sleep)
+        # A delta query's page size is asked for in this header ($top is for plain lists).
+        self._http.headers["Prefer"] = f"odata.maxpagesize={PAGE_SIZE}"
         self._token: tuple[str, float] | None = None  # (access token, monotonic time to renew it)
         self._token_lock = threading.Lock()
 
@@ -92,13 +108,13 @@ class MicrosoftProvider(HttpProvider):
 
     def targets(self) -> dict[str, str]:
         base = self.config["base_url"]
-        return {"users": f"users (GET {base}/v1.0/users)",
-                "tokens": f"grants (GET {base}/v1.0/servicePrincipals, then {base}/v1.0/oauth2PermissionGrants)"}
+        return {"users": f"users (GET {base}{USERS_DELTA})",
+                "tokens": f"grants (GET {base}/v1.0/servicePrincipals, then {base}{GRANTS_DELTA})"}
 
     def failed(self, name: str, target: str, exc: ProviderError) -> Check:
         if exc.status == 403:
             return Check(name, target, False, f"{exc}: grant the app the application permission {PERMISSIONS[name]} "
-                         "(or Directory.Read.All) and an administrator's consent", missing_scope=PERMISSIONS[name])
+                         "and an administrator's consent", missing_scope=PERMISSIONS[name])
         return super().failed(name, target, exc)
 
     # --- the token -----------------------------------------------------------
@@ -137,10 +153,14 @@ class MicrosoftProvider(HttpProvider):
         return body["access_token"], time.monotonic() + lifetime - min(RENEW_AT_MOST_S, lifetime * RENEW_SHARE)
 
     def _call(self, url: str, params: dict | None, *, label: str) -> dict:
-        """A GET; a token Graph no longer takes (revoked, or its clock ahead of ours) is renewed once."""
+        """A GET; a token Graph no longer takes (revoked, or its clock ahead of ours) is renewed
+        once. A delta link Graph no longer knows (410 Gone) is DeltaExpired."""
         try:
             return self._get(url, params, label=label)
         except ProviderError as exc:
+            if exc.status == 410:
+                raise DeltaExpired(f"GET {label}: Graph no longer knows the delta link (410 Gone): read again from the whole state",
+                                   status=410, reason=exc.reason) from None
             if exc.status != 401 or exc.reason != EXPIRED_TOKEN:
                 raise
             with self._token_lock:
@@ -161,14 +181,44 @@ class MicrosoftProvider(HttpProvider):
             if not isinstance(values, list):
                 raise ProviderError(f"GET {path}: 'value' is not a list")
             next_token = body.get("@odata.nextLink") or None
-            yield Page(values, token=page_token, next_token=next_token)
+            delta_link = None if next_token else body.get("@odata.deltaLink") or None
+            yield Page(values, token=page_token, next_token=next_token, delta_link=delta_link)
             if next_token is None:
                 return
             page_token = next_token
 
     def user_pages(self, page_token: str | None = None) -> Iterator[Page]:
-        for page in self._pages("/v1.0/users", {"$select": USER_FIELDS, "$top": PAGE_SIZE}, page_token):
-            yield Page([as_directory_user(user) for user in page.records], token=page.token, next_token=page.next_token)
+        """Every user (the first round of the users' delta query; its last page has the deltaLink)."""
+        return self.user_changes(None, page_token)
+
+    def user_changes(self, delta_link: str | None, page_token: str | None = None) -> Iterator[Page]:
+        """Users changed since delta_link (None: every user), as Graph gives them: a new user
+        whole, a changed one by its id and at least what changed, a removed one by its id and
+        "@removed" — each as a users.list-shaped record (as_directory_user). The last page has
+        the next deltaLink."""
+        for page in self._pages(USERS_DELTA, {"$select": USER_FIELDS}, page_token or delta_link):
+            yield Page([as_directory_user(user) for user in page.records], token=page.token, next_token=page.next_token,
+                       delta_link=page.delta_link)
+
+    def grant_changes(self, delta_link: str | None, page_token: str | None = None) -> Iterator[Page]:
+        """Delegated permission grants changed since delta_link (None: every grant): a new or
+        changed grant whole, a removed one by its id and "@removed"."""
+        return self._pages(GRANTS_DELTA, {}, page_token or delta_link)
+
+    def listed_grants(self, grants: list, applications: dict[str, tuple[str, str]]) -> list:
+        """Grants of a delta page as token_pages gives them (see listed_grants)."""
+        return listed_grants(grants, applications)
+
+    def service_principals(self, object_ids: list[str]) -> dict[str, tuple[str, str]]:
+        """Service principals by object id → (their app's client id, their name), a call per 15
+        ids (Graph's most values for `in` in a filter); an id Graph has no principal for is left out."""
+        found = {}
+        for start in range(0, len(object_ids), FILTER_VALUES):
+            ids = ",".join("'" + i.replace("'", "''") + "'" for i in object_ids[start : start + FILTER_VALUES])
+            for page in self._pages("/v1.0/servicePrincipals", {"$filter": f"id in ({ids})", "$select": "id,appId,displayName"}, None):
+                found |= {sp["id"]: (sp.get("appId"), sp.get("displayName") or "") for sp in page.records
+                          if isinstance(sp, dict) and isinstance(sp.get("id"), str) and isinstance(sp.get("appId"), str)}
+        return found
 
     def service_principal_pages(self, page_token: str | None = None) -> Iterator[Page]:
         """Service principals: {id (object id), appId (the app's client id), displayName}."""
@@ -176,8 +226,9 @@ class MicrosoftProvider(HttpProvider):
 
     def grant_pages(self, page_token: str | None = None) -> Iterator[Page]:
         """Delegated permission grants: {id, clientId (a service principal's object id),
-        consentType "Principal" | "AllPrincipals", principalId, resourceId, scope}."""
-        return self._pages("/v1.0/oauth2PermissionGrants", {"$top": PAGE_SIZE}, page_token)
+        consentType "Principal" | "AllPrincipals", principalId, resourceId, scope}; the first
+        round of their delta query (its last page has the deltaLink)."""
+        return self.grant_changes(None, page_token)
 
     def _applications(self) -> dict[str, tuple[str, str]]:
         """Every service principal's object id → (its app's client id, its name). Grants name
@@ -199,17 +250,24 @@ class MicrosoftProvider(HttpProvider):
         A grant whose service principal is unknown comes without a clientId, to be counted invalid."""
         applications = self._applications()
         for page in self.grant_pages(page_token):
-            records: dict[tuple, dict] = {}
-            for grant in page.records:
-                key, record, field = grant_record(grant, applications)
-                if key is None:
-                    key = ("invalid", len(records))  # validation counts it invalid
-                known = records.get(key)
-                if known is not None and isinstance(known.get(field), list) and isinstance(record[field], list):
-                    known[field] = sorted(set(known[field]) | set(record[field]))
-                else:
-                    records[key] = record
-            yield Page(list(records.values()), token=page.token, next_token=page.next_token)
+            yield Page(listed_grants(page.records, applications), token=page.token, next_token=page.next_token, delta_link=page.delta_link)
+
+
+def listed_grants(grants: list, applications: dict[str, tuple[str, str]]) -> list:
+    """Grants → tokens.list-shaped records (see token_pages), one per user and app, scopes united;
+    `applications` maps service principals' object ids to (client id, name)."""
+    records: dict[tuple, dict] = {}
+    for grant in grants:
+        key, record, field = grant_record(grant, applications)
+        if key is None:
+            key = ("invalid", len(records))  # validation counts it invalid
+        known = records.get(key)
+        if known is not None and isinstance(known.get(field), list) and isinstance(record[field], list):
+            known[field] = sorted(set(known[field]) | set(record[field]))
+            known["grants"] += record["grants"]
+        else:
+            records[key] = record
+    return list(records.values())
 
 
 def resource_scopes(resource: str, scope) -> list[str] | object:
@@ -227,12 +285,19 @@ def grant_record(grant, applications: dict[str, tuple[str, str]]) -> tuple[tuple
     if not isinstance(grant, dict):
         return None, grant, "scopes"
     client_id, name = applications.get(grant.get("clientId"), (None, ""))
-    resource = grant.get("resourceId")
-    resource = applications.get(resource, (None, ""))[1] or (resource if isinstance(resource, str) and resource else "unknown API")
+    resource = resource_name(grant.get("resourceId"), applications)
     scopes = resource_scopes(resource, grant.get("scope"))
     if grant.get("consentType") == "AllPrincipals":
         key, record, field = ("org", client_id), {"clientId": client_id, "displayText": name, "orgScopes": scopes}, "orgScopes"
     else:
         key, field = (grant.get("principalId"), client_id), "scopes"
         record = {"userKey": grant.get("principalId"), "clientId": client_id, "displayText": name, "scopes": scopes}
+    # Each grant as the changes step keeps it (syncapp.models.DelegatedGrant).
+    record["grants"] = [{"id": grant.get("id"), "clientObjectId": grant.get("clientId"), "resourceObjectId": grant.get("resourceId"),
+                         "resource": resource, "scopes": scopes}]
     return (None if client_id is None else key), record, field
+
+
+def resource_name(object_id, applications: dict[str, tuple[str, str]]) -> str:
+    """An API's display name by its service principal's object id (the id itself when unknown)."""
+    return applications.get(object_id, (None, ""))[1] or (object_id if isinstance(object_id, str) and object_id else "unknown API")

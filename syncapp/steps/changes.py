@@ -86,18 +86,9 @@ def parse_activity(item) -> tuple[datetime, list[Change]]:
 def _apply(tenant_id: int, change: Change, user_id: int, now: datetime) -> Outcome:
     """One event on the token (created, updated, deactivated or unchanged), its application and
     its relation, leaving them as a full sync would."""
-    outcome = Outcome()
     if change.name == "revoke":
-        token = Token.objects.filter(tenant_id=tenant_id, user_id=user_id, application__client_id=change.client_id, revoked_at__isnull=True).first()
-        if token is None:
-            outcome.unchanged += 1  # never seen, or revoked already: nothing to change
-            return outcome
-        token.revoked_at = change.time
-        token.save(update_fields=["revoked_at"])
-        # Tokens are one per user and app: with this one revoked, no active token holds the relation.
-        UserAppRelation.objects.filter(tenant_id=tenant_id, user_id=user_id, application_id=token.application_id).update(active=False)
-        outcome.deactivated += 1
-        return outcome
+        app_id = Application.objects.filter(tenant_id=tenant_id, client_id=change.client_id).values_list("pk", flat=True).first()
+        return revoke_token(tenant_id, user_id, app_id, change.time) if app_id else Outcome(unchanged=1)
     told = {"display_name": change.app_name} if change.app_name else {}
     if change.client_type:  # an event that says the kind of client says whether it is installed
         told |= {"client_type": change.client_type, "native_app": change.native}
@@ -107,26 +98,44 @@ def _apply(tenant_id: int, change: Change, user_id: int, now: datetime) -> Outco
     if not made and any(getattr(app, f) != v for f, v in told.items()):
         Application.objects.filter(pk=app.pk).update(**told, last_seen=now)
     native = change.native if change.client_type else app.native_app
-    token = Token.objects.filter(tenant_id=tenant_id, user_id=user_id, application=app).first()
+    return put_token(tenant_id, user_id, app.pk, change.scopes, now, native=native, unite=True)
+
+
+def put_token(tenant_id: int, user_id: int, app_id: int, scopes, now: datetime, *, native: bool = False, unite: bool = False) -> Outcome:
+    """The user's active token for the app holds these scopes (with `unite`, added to those an
+    active token holds), and so does their relation; counted created, updated or unchanged."""
+    outcome = Outcome()
+    token = Token.objects.filter(tenant_id=tenant_id, user_id=user_id, application_id=app_id).first()
     if token is None:
-        token = Token.objects.create(tenant_id=tenant_id, user_id=user_id, application=app, scopes=list(change.scopes),
+        token = Token.objects.create(tenant_id=tenant_id, user_id=user_id, application_id=app_id, scopes=sorted(set(scopes)),
                                      native_app=native, first_seen=now, last_seen=now)
         outcome.created += 1
     else:
-        scopes = sorted(set(change.scopes) | (set(token.scopes) if token.revoked_at is None else set()))
-        if scopes != token.scopes or token.revoked_at is not None or token.native_app != native:
+        kept = set(token.scopes) if unite and token.revoked_at is None else set()
+        united = sorted(set(scopes) | kept)
+        if united != token.scopes or token.revoked_at is not None or token.native_app != native:
             outcome.updated += 1
         else:
             outcome.unchanged += 1
-        Token.objects.filter(pk=token.pk).update(scopes=scopes, native_app=native, revoked_at=None, last_seen=now)
-        token.scopes = scopes
+        Token.objects.filter(pk=token.pk).update(scopes=united, native_app=native, revoked_at=None, last_seen=now)
+        token.scopes = united
     relation, made = UserAppRelation.objects.get_or_create(
-        tenant_id=tenant_id, user_id=user_id, application=app,
+        tenant_id=tenant_id, user_id=user_id, application_id=app_id,
         defaults={"scopes": token.scopes, "active": True, "first_seen": now, "last_seen": now},
     )
     if not made:
         UserAppRelation.objects.filter(pk=relation.pk).update(scopes=token.scopes, active=True, last_seen=now)
     return outcome
+
+
+def revoke_token(tenant_id: int, user_id: int, app_id: int, at: datetime) -> Outcome:
+    """The user's active token for the app is revoked (at `at`), their relation inactive: tokens
+    are one per user and app, so no active token holds it. Counted deactivated, else unchanged."""
+    revoked = Token.objects.filter(tenant_id=tenant_id, user_id=user_id, application_id=app_id, revoked_at__isnull=True).update(revoked_at=at)
+    if not revoked:
+        return Outcome(unchanged=1)  # never seen, or revoked already: nothing to change
+    UserAppRelation.objects.filter(tenant_id=tenant_id, user_id=user_id, application_id=app_id).update(active=False)
+    return Outcome(deactivated=1)
 
 
 def _write(tenant_id: int, batch: list[tuple[Change, int]]) -> Callable[[datetime], Outcome]:

@@ -26,6 +26,7 @@ from ..runs import stop_run
 from ..secrets import scrub
 from .context import StepCancelled, StepContext, StepStopped
 from .changes import sync_changes
+from .delta import sync_delta
 from .relations import sync_relations
 from .tokenlist import sync_token_list
 from .tokens import sync_tokens
@@ -39,11 +40,16 @@ def _tokens(ctx: StepContext) -> None:
     (sync_token_list if ctx.provider.lists_tokens else sync_tokens)(ctx)
 
 
+def _changes(ctx: StepContext) -> None:
+    """Delta queries of the directory's state where the source has them (Microsoft), else its feed of token events (Google)."""
+    (sync_delta if ctx.provider.tracks_deltas else sync_changes)(ctx)
+
+
 STEPS: dict[str, Callable[[StepContext], None]] = {
     "users": sync_users,
     "tokens": _tokens,
     "relations": sync_relations,
-    "changes": sync_changes,
+    "changes": _changes,
 }
 
 

@@ -16,36 +16,44 @@ from django.db.models import Q
 
 from ..directory import users_by_key
 from ..exportfiles import GAM_COMMANDS
-from ..models import Application, DirectoryUser, StagedToken, Status, SyncStep
+from ..models import Application, DirectoryUser, StagedToken, Status, SyncStep, Tenant
 from ..providers import IncompleteExport
 from ..records import TOKEN_SOURCES, InvalidRecord, parse_listed_token, stored_fields
 from ..writers import Outcome, append_rows, upsert_rows
+from .changes import start_feed_at
 from .context import StepContext
+from .delta import forget_unseen_grants, grant_rows, remember_grants
 from .tokens import revoke_unseen, user_ids, write_tokens
 
 STAGED_FIELDS = ("user_key", "email", "client_id", "display_name", "native_app", "anonymous", "scopes")
 
 
-def _stage(tenant_id: int, stage: int, rows: list[dict]) -> Callable[[datetime], Outcome]:
+def _stage(tenant_id: int, stage: int, rows: list[dict], grants: list[dict]) -> Callable[[datetime], Outcome]:
     def write(now: datetime) -> Outcome:
         # (The writer keeps the stage's statistics up to date as it grows: without them, each
         # batch of the walk sorted the rest of the stage, with them it reads an index range.)
         append_rows(StagedToken, [{"tenant_id": tenant_id, "stage": stage, "pair": _pair(row["user_key"], row["client_id"]), **row} for row in rows])
+        if grants:
+            remember_grants(tenant_id, grants, now)
         return Outcome()  # nothing is in the directory yet: the writes are counted when they are
 
     return write
 
 
-def _read(ctx: StepContext, stage: int) -> None:
-    """The whole list into the stage; the checkpoint is the page and the records of it staged."""
+def _read(ctx: StepContext, stage: int) -> str | None:
+    """The whole list into the stage; the checkpoint is the page and the records of it staged.
+    Returns the list's delta link, if it ends with one."""
     tenant_id = ctx.tenant.pk
-    skip = ctx.resume.get("done_in_page", 0)
+    skip, delta_link = ctx.resume.get("done_in_page", 0), None
     for page in ctx.provider.token_pages(ctx.resume.get("page_token")):
         rows, _ = ctx.validated(page, skip, parse_listed_token)
         skip = 0
         for batch in ctx.batches(rows):
             checkpoint = {"stage": stage, "phase": "read", "page_token": page.token, "done_in_page": batch[-1][0]}
-            ctx.commit(_stage(tenant_id, stage, [row for _, row in batch]), len(batch), checkpoint)
+            grants = [g for position, row in batch for g in grant_rows(page.records[position - 1], row)]
+            ctx.commit(_stage(tenant_id, stage, [row for _, row in batch], grants), len(batch), checkpoint)
+        delta_link = page.delta_link
+    return delta_link
 
 
 def _united(rows: list[dict]) -> Iterator[dict]:
@@ -119,7 +127,7 @@ def _write_batch(tenant_id: int, consents: list[dict], grants: list[tuple[int, d
     return write
 
 
-def _write(ctx: StepContext, stage: int) -> None:
+def _write(ctx: StepContext, stage: int, delta_link: str | None) -> None:
     """The stage into the directory, a batch of (user, application) pairs at a time."""
     tally, tenant_id = ctx.tally, ctx.tenant.pk
     app_ids: dict[str, int] = {}
@@ -139,7 +147,7 @@ def _write(ctx: StepContext, stage: int) -> None:
                 known.append((ids[grant["user_key"]], grant))
             else:
                 tally.note_invalid(InvalidRecord(f"user {grant['user_key']} is not in the directory, and a token without the user's id cannot add it", grant["client_id"]))
-        checkpoint = {"stage": stage, "phase": "write", "after": records[-1]["pair"]}
+        checkpoint = {"stage": stage, "phase": "write", "after": records[-1]["pair"], "delta_link": delta_link}
         ctx.commit(_write_batch(tenant_id, consents, known, app_ids, fields), len(records), checkpoint)
 
 
@@ -183,12 +191,19 @@ def sync_token_list(ctx: StepContext) -> None:
     StagedToken.objects.filter(tenant_id=tenant_id).exclude(stage__in=in_use).delete()
     ctx.expect(None)  # a list does not say its length before it is read (then: see _write)
     if ctx.resume.get("phase") != "write":
-        _read(ctx, stage)
+        delta_link = _read(ctx, stage)
         _check_covered(ctx, stage)
-    _write(ctx, stage)
+    else:
+        delta_link = ctx.resume.get("delta_link")
+    _write(ctx, stage, delta_link)
     revoke_unseen(ctx)
     if ctx.tally.read_whole_source and ctx.provider.whole_directory:
         # Consents the list no longer holds were withdrawn.
         consented = StagedToken.objects.filter(stage=stage, user_key="").values("client_id")
         Application.objects.filter(tenant_id=tenant_id).exclude(client_id__in=consented).update(org_scopes=[])
+        if ctx.provider.tracks_deltas:
+            forget_unseen_grants(ctx)
+            if delta_link:
+                Tenant.objects.filter(pk=tenant_id).update(grants_delta_link=delta_link)
+            start_feed_at(ctx)
     StagedToken.objects.filter(stage=stage).delete()

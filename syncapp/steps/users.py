@@ -7,13 +7,13 @@ from datetime import datetime
 from django.db.models import Q
 from django.utils import timezone
 
-from ..models import DirectoryUser
+from ..models import DirectoryUser, Tenant
 from ..records import USER_SOURCES, parse_user, stored_fields
 from ..writers import Outcome, upsert_rows
 from .context import StepContext
 
 
-def _write_users(tenant_id: int, rows: list[dict], fields: tuple[str, ...]) -> Callable[[datetime], Outcome]:
+def write_users(tenant_id: int, rows: list[dict], fields: tuple[str, ...]) -> Callable[[datetime], Outcome]:
     """Upsert the users' `fields` (the ones the source gives; the others keep what is stored)."""
     def write(now: datetime) -> Outcome:
         return upsert_rows(
@@ -34,12 +34,14 @@ def sync_users(ctx: StepContext) -> None:
     skip = ctx.resume.get("done_in_page", 0)  # records of the first page a stopped step already wrote
     fields = stored_fields(USER_SOURCES, ctx.provider.given_fields("users"))
     ctx.expect_users()
+    delta_link = None
     for page in ctx.provider.user_pages(ctx.resume.get("page_token")):
+        delta_link = page.delta_link
         rows, invalid_keys = ctx.validated(page, skip, parse_user)
         skip = 0
         for batch in ctx.batches(rows):
             checkpoint = {"page_token": page.token, "done_in_page": batch[-1][0]}
-            ctx.commit(_write_users(tenant_id, [row for _, row in batch], fields), len(batch), checkpoint)
+            ctx.commit(write_users(tenant_id, [row for _, row in batch], fields), len(batch), checkpoint)
         # A record that is malformed today still exists: keep its row from being marked deleted.
         DirectoryUser.objects.filter(tenant_id=tenant_id, external_id__in=[k for k in invalid_keys if k]).update(
             last_seen=timezone.now()
@@ -50,3 +52,5 @@ def sync_users(ctx: StepContext) -> None:
             .filter(Q(last_seen__lt=ctx.seen_since) | Q(last_seen__isnull=True))
             .update(deleted_at=timezone.now())
         )
+        if delta_link:  # where the changes step reads users' changes from (Microsoft Graph)
+            Tenant.objects.filter(pk=tenant_id).update(users_delta_link=delta_link)

@@ -1,6 +1,8 @@
 """The Microsoft Graph provider against a loopback server that speaks Graph and Entra ID's token
 endpoint: tokens, paging by nextLink, users mapped to the directory's shape, retries, errors."""
 
+from datetime import datetime, timezone
+
 import pytest
 
 from syncapp.providers import ConfigError, ProviderError
@@ -37,22 +39,32 @@ USERS = [
     {"id": "u3", "displayName": "Alan Turing", "userPrincipalName": "alan@contoso.onmicrosoft.com", "mail": "alan@contoso.example",
      "accountEnabled": True, "createdDateTime": None},
 ]
+GUESTS = [  # B2B guests, as Graph lists them: the home address folded into a #EXT# principal name.
+    {"id": "u4", "displayName": "Linus Guest", "userPrincipalName": "linus_fabrikam.example#EXT#@contoso.onmicrosoft.com",
+     "mail": "linus@fabrikam.example", "accountEnabled": True, "createdDateTime": "2025-05-06T07:08:09Z"},
+    {"id": "u5", "displayName": "Radia Guest", "userPrincipalName": "radia_example.net#EXT#@contoso.onmicrosoft.com",
+     "mail": None, "accountEnabled": True, "createdDateTime": None},
+]
 
 
 def test_users_are_paged_by_next_link_and_read_as_directory_users(graph, provider):
-    graph.users = USERS
+    graph.users = USERS + GUESTS
     pages = list(provider.user_pages())
-    assert [len(p.records) for p in pages] == [2, 1]
-    assert pages[0].token is None and pages[1].token == pages[0].next_token and pages[1].next_token is None
-    assert pages[0].next_token.startswith(graph.url + "/v1.0/users?") and "$skiptoken=2" in pages[0].next_token
+    assert [len(p.records) for p in pages] == [2, 2, 1]
+    assert pages[0].token is None and pages[1].token == pages[0].next_token and pages[2].next_token is None
+    assert pages[0].next_token.startswith(graph.url + "/v1.0/users/delta?")  # a full read is the delta query's first round
+    assert [p.delta_link for p in pages] == [None, None, f"{graph.url}/v1.0/users/delta?$deltatoken=0"]  # the last page: where changes start
     users = [parse_user(r) for p in pages for r in p.records]
-    assert [(u["external_id"], u["primary_email"], u["full_name"], u["is_suspended"]) for u in users] == [
-        ("u1", "ada@contoso.example", "Ada Lovelace", False),
-        ("u2", "grace@contoso.onmicrosoft.com", "Grace Hopper", True),  # no mail: the user principal name; disabled: suspended
-        ("u3", "alan@contoso.example", "Alan Turing", False),
+    assert [(u["external_id"], u["primary_email"], u["full_name"], u["is_suspended"], u["created_at_source"]) for u in users] == [
+        ("u1", "ada@contoso.example", "Ada Lovelace", False, datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc)),
+        ("u2", "grace@contoso.onmicrosoft.com", "Grace Hopper", True,  # no mail: the user principal name; disabled: suspended
+         datetime(2024, 2, 3, 4, 5, 6, tzinfo=timezone.utc)),
+        ("u3", "alan@contoso.example", "Alan Turing", False, None),  # createdDateTime null (accounts older than 2018)
+        ("u4", "linus@fabrikam.example", "Linus Guest", False, datetime(2025, 5, 6, 7, 8, 9, tzinfo=timezone.utc)),  # a guest: their mail
+        ("u5", "radia_example.net#EXT#@contoso.onmicrosoft.com", "Radia Guest", False, None),  # a guest without mail: the #EXT# name
     ]
     first = graph.requests[1]  # after the token request
-    assert first[2]["$select"] == "id,displayName,userPrincipalName,mail,accountEnabled,createdDateTime" and first[2]["$top"] == "999"
+    assert first[2] == {"$select": "id,displayName,userPrincipalName,mail,accountEnabled,createdDateTime"}  # the page size: Prefer
 
 
 def test_a_read_resumes_from_a_checkpointed_next_link(graph, provider):
@@ -107,16 +119,16 @@ def test_a_refused_secret_fails_with_entra_ids_words_and_no_secret(graph, sleeps
 @pytest.mark.parametrize("status", [429, 503, 504])
 def test_push_back_and_outages_are_retried_honouring_retry_after(graph, provider, sleeps, status):
     graph.users = USERS[:1]
-    graph.fail_next("/v1.0/users", status, graph_error("TooManyRequests", "slow down"), headers={"Retry-After": "3"})
+    graph.fail_next("/v1.0/users/delta", status, graph_error("TooManyRequests", "slow down"), headers={"Retry-After": "3"})
     assert [r["id"] for p in provider.user_pages() for r in p.records] == ["u1"]
     assert sleeps == [3.0]
 
 
 def test_forbidden_fails_with_graphs_message(graph, provider, sleeps):
-    graph.fail_next("/v1.0/oauth2PermissionGrants", 403, graph_error("Authorization_RequestDenied", "Insufficient privileges to complete the operation."))
+    graph.fail_next("/v1.0/oauth2PermissionGrants/delta", 403, graph_error("Authorization_RequestDenied", "Insufficient privileges to complete the operation."))
     with pytest.raises(ProviderError) as denied:
         list(provider.grant_pages())
-    assert str(denied.value) == "GET /v1.0/oauth2PermissionGrants: 403 Insufficient privileges to complete the operation."
+    assert str(denied.value) == "GET /v1.0/oauth2PermissionGrants/delta: 403 Insufficient privileges to complete the operation."
     assert (denied.value.status, denied.value.reason, sleeps) == (403, "Authorization_RequestDenied", [])
 
 
@@ -161,7 +173,8 @@ def test_grants_become_tokens_named_by_the_apps_client_id(graph, provider):
         {"id": "g5", "clientId": "sp-gone", "consentType": "Principal", "principalId": "u2", "resourceId": GRAPH_API, "scope": "openid"},
     ]
     [page] = list(provider.token_pages())
-    assert page.records == [
+    assert [r["grants"][0]["id"] for r in page.records] == ["g1", "g3", "g4", "g5"] and len(page.records[0]["grants"]) == 2  # kept for deltas
+    assert [{k: v for k, v in r.items() if k != "grants"} for r in page.records] == [
         {"userKey": "u1", "clientId": "slack-client-id", "displayText": "Slack",
          "scopes": ["Microsoft Graph: User.Read", "Microsoft Graph: openid", "SharePoint: Sites.Read.All"]},  # each scope with its API
         {"userKey": "u2", "clientId": "slack-client-id", "displayText": "Slack", "scopes": ["Microsoft Graph: openid"]},
@@ -179,7 +192,7 @@ def test_token_pages_follow_the_grants_next_link_and_resume_from_it(graph, provi
     graph.grants = [{"id": f"g{i}", "clientId": "sp-a", "consentType": "Principal", "principalId": f"u{i}", "scope": "openid"} for i in range(5)]
     pages = list(provider.token_pages())
     assert [[r["userKey"] for r in p.records] for p in pages] == [["u0", "u1"], ["u2", "u3"], ["u4"]]
-    assert "/v1.0/oauth2PermissionGrants?" in pages[1].token
+    assert "/v1.0/oauth2PermissionGrants/delta?" in pages[1].token
     assert [r["userKey"] for p in provider.token_pages(pages[2].token) for r in p.records] == ["u4"]
 
 

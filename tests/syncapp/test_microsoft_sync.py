@@ -14,7 +14,7 @@ from ..fakegraph import GRAPH_RESOURCE, FakeGraph, graph_error
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("batches_as_the_governor_sizes_them")]
 
-GRANTS_PATH = "/v1.0/oauth2PermissionGrants"
+GRANTS_PATH = "/v1.0/oauth2PermissionGrants/delta"  # a full read is the first round of the delta query
 
 
 @pytest.fixture
@@ -190,7 +190,7 @@ def test_throttling_and_an_expiring_token_mid_run_still_end_exact(graph, tenant)
     graph.load(users, tokens)
     graph.token_uses = 3  # every access token stops working after three calls
     graph.fail_next(GRANTS_PATH, 429, graph_error("TooManyRequests", "slow down"), headers={"Retry-After": "0"}, after=1)
-    graph.fail_next("/v1.0/users", 503, graph_error("serviceNotAvailable", "busy"), headers={"Retry-After": "0"}, after=1)
+    graph.fail_next("/v1.0/users/delta", 503, graph_error("serviceNotAvailable", "busy"), headers={"Retry-After": "0"}, after=1)
     run = sync_here(tenant)
     assert run.status == Status.COMPLETED
     assert _stored(tenant) == graph.expected_tokens()
@@ -199,7 +199,7 @@ def test_throttling_and_an_expiring_token_mid_run_still_end_exact(graph, tenant)
 
 
 def test_a_refused_token_fails_the_run_with_graphs_message(graph, tenant):
-    graph.fail_next("/v1.0/users", 401, graph_error("Authorization_IdentityNotFound", "The identity of the calling application could not be established."))
+    graph.fail_next("/v1.0/users/delta", 401, graph_error("Authorization_IdentityNotFound", "The identity of the calling application could not be established."))
     graph.fail_next("/v1.0/servicePrincipals", 403, graph_error("Authorization_RequestDenied", "Insufficient privileges to complete the operation."))
     run = sync_here(tenant)
     errors = dict(run.step_records.values_list("name", "error"))
@@ -241,11 +241,11 @@ def test_tenant_test_checks_users_and_grants(graph, tenant):
     assert report.ok, report.first_error
     assert [c.name for c in report.checks] == ["users", "tokens"]
     assert report.checks[1].detail.startswith("answered: ") and report.checks[1].detail.endswith("grants on the first page")
-    assert report.checks[1].target == f"grants (GET {graph.url}/v1.0/servicePrincipals, then {graph.url}/v1.0/oauth2PermissionGrants)"
+    assert report.checks[1].target == f"grants (GET {graph.url}/v1.0/servicePrincipals, then {graph.url}/v1.0/oauth2PermissionGrants/delta)"
 
     graph.fail_next(GRANTS_PATH, 403, graph_error("Authorization_RequestDenied", "Insufficient privileges to complete the operation."))
     report = check_tenant_connection(tenant)
-    assert not report.ok and report.missing_scopes == ["Application.Read.All and DelegatedPermissionGrant.Read.All"]
+    assert not report.ok and report.missing_scopes == ["Directory.Read.All"]
     assert "Insufficient privileges" in report.first_error
 
     tenant.provider_config = {**tenant.provider_config, "client_id": "someone-elses-app"}
