@@ -124,6 +124,15 @@ def test_push_back_and_outages_are_retried_honouring_retry_after(graph, provider
     assert sleeps == [3.0]
 
 
+def test_a_fractional_retry_after_is_honoured_to_the_fraction(graph, provider, sleeps):
+    """Graph's Retry-After is whole seconds as documented, but throttled answers have been seen
+    with fractions ("1.5"): waited as given, not read as unreadable."""
+    graph.users = USERS
+    graph.fail_next("/v1.0/users/delta", 429, graph_error("TooManyRequests", "slow down"), headers={"Retry-After": "1.5"})
+    assert sum(len(p.records) for p in provider.user_pages()) == 3
+    assert sleeps == [1.5]
+
+
 def test_forbidden_fails_with_graphs_message(graph, provider, sleeps):
     graph.fail_next("/v1.0/oauth2PermissionGrants/delta", 403, graph_error("Authorization_RequestDenied", "Insufficient privileges to complete the operation."))
     with pytest.raises(ProviderError) as denied:

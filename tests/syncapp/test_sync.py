@@ -59,6 +59,25 @@ def test_changes_at_the_source_are_counted_as_updates(google_tenant, fake_google
     assert Application.objects.get(client_id=renamed_app).display_name == "Renamed App"
 
 
+def test_a_google_sync_keeps_delegated_admins_and_archived_users_through_partial_responses(google_tenant, fake_google):
+    """users.list asked with fields= still brings isDelegatedAdmin and archived: stored as such,
+    and a user who stops being either is updated."""
+    users, tokens = demo_org(400)
+    fake_google.load(users, tokens)
+    delegated = {u["id"] for u in users if u.get("isDelegatedAdmin")}
+    archived = {u["id"] for u in users if u.get("archived")}
+    assert delegated and archived  # the demo organisation holds some of each
+    assert sync_here(google_tenant).status == Status.COMPLETED
+    assert set(DirectoryUser.objects.filter(is_delegated_admin=True).values_list("external_id", flat=True)) == delegated
+    assert set(DirectoryUser.objects.filter(is_archived=True).values_list("external_id", flat=True)) == archived
+    assert all("fields" in query for _, path, query in fake_google.requests if path == USERS_PATH)
+
+    back = next(iter(archived))
+    fake_google.load([{**u, "archived": False} if u["id"] == back else u for u in users], tokens)
+    run = sync_here(google_tenant)
+    assert counters(run, "users")["updated"] == 1 and not DirectoryUser.objects.get(external_id=back).is_archived
+
+
 def test_removed_users_and_revoked_tokens_are_marked_exactly(google_tenant, fake_google):
     users, tokens = demo_org(60)
     fake_google.load(users, tokens)

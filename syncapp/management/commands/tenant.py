@@ -26,7 +26,7 @@ class Command(BaseCommand):
         add.add_argument("--name", help="Display name (default: the slug).")
         add.add_argument("--config", default="{}", help='Provider config as a JSON object, e.g. \'{"users": 500}\'.')
         add.add_argument("--every-minutes", type=int, help="Schedule a full sync this often.")
-        add.add_argument("--changes-every-minutes", type=int, help="Apply the token feed (grants and revocations) this often (Google).")
+        add.add_argument("--changes-every-minutes", type=int, help="Apply the provider's changes (Google's token feed, Microsoft Graph's delta queries) this often.")
         add.add_argument("--window", default="", help="Scheduled full syncs in this window of local time only, e.g. 01:00-05:00.")
         add.add_argument("--window-profile", default="", help="Resource profile of scheduled full syncs inside the window.")
         add.add_argument("--outside-window-profile", default="", help="Profile of scheduled full syncs outside it (default: none runs there).")
