@@ -3,14 +3,14 @@ from pathlib import Path
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import CharField, OuterRef, Subquery, Sum, Value
+from django.db.models import CharField, F, OuterRef, Subquery, Sum, Value
 from django.db.models.functions import Cast, Concat
 from django.http import HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
-from django.urls import path
+from django.urls import path, reverse
 from django.utils import formats, timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 from django_q.admin import ScheduleAdmin as QScheduleAdmin
 from django_q.models import Schedule
@@ -335,6 +335,35 @@ class DirectoryAdmin(ReadOnlyAdmin):
     list_per_page = 50
 
 
+SHOWN_TOKENS = 100  # rows of tokens on a user's or an application's page; the tokens list has the rest
+SCOPES_SHOWN = 60  # characters of a token's scopes in a table; the whole list in its tooltip
+
+
+def scopes_words(scopes: list[str]) -> str:
+    return Truncator(", ".join(scopes)).chars(SCOPES_SHOWN) if scopes else "—"
+
+
+def _when(moment) -> str:
+    return formats.date_format(timezone.localtime(moment), "SHORT_DATETIME_FORMAT") if moment else "—"
+
+
+def tokens_table(tokens, first: str, filter_url: str):
+    """A page's table of tokens: `first` is the column that names the other side (the
+    application on a user's page, the user on an application's), then scopes (full in the
+    tooltip), first and last seen, revoked; the first SHOWN_TOKENS, the rest one link away."""
+    count = tokens.count()
+    if not count:
+        return "none"
+    rows = format_html_join("", "<tr><td>{}</td><td title=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", (
+        (str(token.application if first == "application" else token.user), ", ".join(token.scopes), scopes_words(token.scopes),
+         _when(token.first_seen), _when(token.last_seen), _when(token.revoked_at))
+        for token in tokens.select_related("application", "user").order_by(F("revoked_at").asc(nulls_first=True), first)[:SHOWN_TOKENS]
+    ))
+    more = format_html(' <a href="{}">all {} in the tokens list</a>', filter_url, f"{count:,}") if count > SHOWN_TOKENS else ""
+    return format_html('<table><thead><tr><th>{}</th><th>scopes</th><th>first seen</th><th>last seen</th><th>revoked</th></tr></thead>'
+                       "<tbody>{}</tbody></table>{}", first, rows, more)
+
+
 @admin.register(DirectoryUser)
 class DirectoryUserAdmin(DirectoryAdmin):
     # Lists keep to what fits a 1,280-pixel screen beside the filters; the rest is on each row's page.
@@ -342,6 +371,13 @@ class DirectoryUserAdmin(DirectoryAdmin):
     list_filter = ["tenant", "is_admin", "is_delegated_admin", "is_suspended", "is_archived",
                    ("deleted_at", admin.EmptyFieldListFilter), "org_unit"]
     search_fields = ["primary_email", "full_name", "external_id"]
+    readonly_fields = ["tokens_granted"]
+
+    @admin.display(description="tokens")
+    def tokens_granted(self, user):
+        """The apps this user granted, with their scopes, active ones first."""
+        return tokens_table(Token.objects.filter(user=user), "application",
+                            f"{reverse('admin:syncapp_token_changelist')}?user__id__exact={user.pk}")
 
     @admin.display(description="standing")
     def standing(self, user):
@@ -374,6 +410,13 @@ class ApplicationAdmin(DirectoryAdmin):
     list_display = ["display_name", "client_id", "tenant", "native_app", "client_type", "consent", "last_seen"]
     list_filter = ["tenant", "native_app", "client_type", AdminConsentFilter]
     search_fields = ["display_name", "client_id"]
+    readonly_fields = ["holders"]
+
+    @admin.display(description="users")
+    def holders(self, app):
+        """The users who granted this application, with their scopes, active grants first."""
+        return tokens_table(Token.objects.filter(application=app), "user",
+                            f"{reverse('admin:syncapp_token_changelist')}?application__id__exact={app.pk}")
 
     @admin.display(description="admin consent")
     def consent(self, app):
@@ -385,7 +428,8 @@ class ApplicationAdmin(DirectoryAdmin):
 class TokenAdmin(DirectoryAdmin):
     list_display = ["user", "application", "tenant", "last_seen", "revoked_at"]
     list_filter = ["tenant", "anonymous", "native_app", ("revoked_at", admin.EmptyFieldListFilter)]
-    search_fields = ["user__primary_email", "application__display_name", "application__client_id"]
+    # A scope is found by any part of it: "drive" finds https://www.googleapis.com/auth/drive.readonly.
+    search_fields = ["user__primary_email", "application__display_name", "application__client_id", "scopes"]
 
 
 @admin.register(UserAppRelation)

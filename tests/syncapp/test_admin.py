@@ -302,3 +302,42 @@ def test_bars_take_the_status_colour_and_owners_link_to_their_runs(admin_client)
     allocate("run_slot", owner=f"run-{done.pk}", tenant_id=tenant.pk)
     allocations = admin_client.get(reverse("admin:monitoring_allocation_changelist")).content.decode()
     assert f'<a href="{reverse("admin:syncapp_syncrun_change", args=[done.pk])}">run-{done.pk}</a>' in allocations
+
+
+DRIVE = "https://www.googleapis.com/auth/drive.readonly"
+
+
+def test_a_users_page_lists_their_tokens_and_an_applications_page_its_users(admin_client, google):
+    from django.utils import timezone
+
+    from ..factories import TokenFactory
+
+    ada = DirectoryUserFactory(tenant=google, primary_email="ada@example.org")
+    drive_app = ApplicationFactory(tenant=google, display_name="Drive Helper")
+    calendar_app = ApplicationFactory(tenant=google, display_name="Calendar Sync")
+    TokenFactory(tenant=google, user=ada, application=drive_app, scopes=["openid", DRIVE])
+    TokenFactory(tenant=google, user=ada, application=calendar_app, scopes=["openid"], revoked_at=timezone.now())
+    grace = DirectoryUserFactory(tenant=google, primary_email="grace@example.org")
+    TokenFactory(tenant=google, user=grace, application=drive_app, scopes=["openid"])
+
+    page = admin_client.get(reverse("admin:syncapp_directoryuser_change", args=[ada.pk])).content.decode()
+    rows = re.findall(r"<tr><td>(.*?)</td><td title=\"(.*?)\">", page)
+    assert rows == [("Drive Helper", f"openid, {DRIVE}"), ("Calendar Sync", "openid")]  # active first, the revoked after
+    assert "grace@example.org" not in page
+
+    page = admin_client.get(reverse("admin:syncapp_application_change", args=[drive_app.pk])).content.decode()
+    assert [user for user, _ in re.findall(r"<tr><td>(.*?)</td><td title=\"(.*?)\">", page)] == ["ada@example.org", "grace@example.org"]
+    assert "Calendar Sync" not in page
+
+
+def test_the_tokens_list_is_searched_by_scope_and_filtered_by_user_or_application(admin_client, google):
+    from ..factories import TokenFactory
+
+    drive = TokenFactory(tenant=google, scopes=["openid", DRIVE])
+    TokenFactory(tenant=google, scopes=["openid"])
+    url = reverse("admin:syncapp_token_changelist")
+    page = admin_client.get(url, {"q": "drive.readonly"}).content.decode()
+    assert str(drive.user) in page and "1 token" in page
+    for lookup, pk in (("user__id__exact", drive.user_id), ("application__id__exact", drive.application_id)):
+        response = admin_client.get(url, {lookup: pk})
+        assert response.status_code == 200 and "1 token" in response.content.decode(), lookup
