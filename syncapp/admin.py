@@ -1,10 +1,11 @@
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import CharField, F, OuterRef, Subquery, Sum, Value
-from django.db.models.functions import Cast, Concat
+from django.db.models import CharField, Count, F, OuterRef, Subquery, Sum, Value
+from django.db.models.functions import Cast, Coalesce, Concat
 from django.http import HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -405,12 +406,37 @@ class AdminConsentFilter(admin.SimpleListFilter):
         return queryset
 
 
+class NewApplicationFilter(admin.SimpleListFilter):
+    title = "first seen"
+    parameter_name = "new"
+    DAYS = 7
+
+    def lookups(self, request, model_admin):
+        return [("yes", f"in the last {self.DAYS} days")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(first_seen__gte=timezone.now() - timedelta(days=self.DAYS))
+        return queryset
+
+
 @admin.register(Application)
 class ApplicationAdmin(DirectoryAdmin):
-    list_display = ["display_name", "client_id", "tenant", "native_app", "client_type", "consent", "last_seen"]
-    list_filter = ["tenant", "native_app", "client_type", AdminConsentFilter]
+    list_display = ["display_name", "client_id", "tenant", "users", "native_app", "client_type", "consent", "first_seen"]
+    list_filter = ["tenant", NewApplicationFilter, "native_app", "client_type", AdminConsentFilter]
     search_fields = ["display_name", "client_id"]
     readonly_fields = ["holders"]
+
+    def get_queryset(self, request):
+        # The users holding an active grant, counted per row shown (not grouped over every token).
+        holders = (Token.objects.filter(application=OuterRef("pk"), revoked_at__isnull=True).order_by()
+                   .values("application").annotate(n=Count("pk")).values("n"))
+        return super().get_queryset(request).annotate(user_count=Coalesce(Subquery(holders), 0))
+
+    @admin.display(description="users", ordering="user_count")
+    def users(self, app):
+        """Users holding an active grant of the application."""
+        return f"{app.user_count:,}"
 
     @admin.display(description="users")
     def holders(self, app):

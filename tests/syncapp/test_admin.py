@@ -341,3 +341,29 @@ def test_the_tokens_list_is_searched_by_scope_and_filtered_by_user_or_applicatio
     for lookup, pk in (("user__id__exact", drive.user_id), ("application__id__exact", drive.application_id)):
         response = admin_client.get(url, {lookup: pk})
         assert response.status_code == 200 and "1 token" in response.content.decode(), lookup
+
+
+def test_the_applications_list_counts_active_holders_orders_by_them_and_finds_new_apps(admin_client, google):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from ..factories import TokenFactory
+
+    old = ApplicationFactory(tenant=google, display_name="Old Tool", first_seen=timezone.now() - timedelta(days=30))
+    popular = ApplicationFactory(tenant=google, display_name="Popular New")
+    for _ in range(3):
+        TokenFactory(tenant=google, application=popular)
+    TokenFactory(tenant=google, application=old)
+    TokenFactory(tenant=google, application=old, revoked_at=timezone.now())  # a revoked grant holds nothing
+    url = reverse("admin:syncapp_application_changelist")
+
+    from syncapp.admin import ApplicationAdmin
+
+    column = ApplicationAdmin.list_display.index("users")
+    page = admin_client.get(url, {"o": f"-{column + 1}"}).content.decode()
+    names = re.findall(r'<th class="field-display_name"><a [^>]*>(.*?)</a>', page)
+    counts = re.findall(r'<td class="field-users">(.*?)</td>', page)
+    assert list(zip(names, counts)) == [("Popular New", "3"), ("Old Tool", "1")]
+    page = admin_client.get(url, {"new": "yes"}).content.decode()
+    assert "Popular New" in page and "Old Tool" not in page
