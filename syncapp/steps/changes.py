@@ -88,7 +88,7 @@ def _apply(tenant_id: int, change: Change, user_id: int, now: datetime) -> Outco
     its relation, leaving them as a full sync would."""
     if change.name == "revoke":
         app_id = Application.objects.filter(tenant_id=tenant_id, client_id=change.client_id).values_list("pk", flat=True).first()
-        return revoke_token(tenant_id, user_id, app_id, change.time) if app_id else Outcome(unchanged=1)
+        return _revoke_token(tenant_id, user_id, app_id, change.time) if app_id else Outcome(unchanged=1)
     told = {"display_name": change.app_name} if change.app_name else {}
     if change.client_type:  # an event that says the kind of client says whether it is installed
         told |= {"client_type": change.client_type, "native_app": change.native}
@@ -98,12 +98,12 @@ def _apply(tenant_id: int, change: Change, user_id: int, now: datetime) -> Outco
     if not made and any(getattr(app, f) != v for f, v in told.items()):
         Application.objects.filter(pk=app.pk).update(**told, last_seen=now)
     native = change.native if change.client_type else app.native_app
-    return put_token(tenant_id, user_id, app.pk, change.scopes, now, native=native, unite=True)
+    return _grant_token(tenant_id, user_id, app.pk, change.scopes, now, native=native)
 
 
-def put_token(tenant_id: int, user_id: int, app_id: int, scopes, now: datetime, *, native: bool = False, unite: bool = False) -> Outcome:
-    """The user's active token for the app holds these scopes (with `unite`, added to those an
-    active token holds), and so does their relation; counted created, updated or unchanged."""
+def _grant_token(tenant_id: int, user_id: int, app_id: int, scopes, now: datetime, *, native: bool) -> Outcome:
+    """The user's token for the app is active with these scopes added to those it held while
+    active, and so is their relation; counted created, updated or unchanged."""
     outcome = Outcome()
     token = Token.objects.filter(tenant_id=tenant_id, user_id=user_id, application_id=app_id).first()
     if token is None:
@@ -111,7 +111,7 @@ def put_token(tenant_id: int, user_id: int, app_id: int, scopes, now: datetime, 
                                      native_app=native, first_seen=now, last_seen=now)
         outcome.created += 1
     else:
-        kept = set(token.scopes) if unite and token.revoked_at is None else set()
+        kept = set(token.scopes) if token.revoked_at is None else set()
         united = sorted(set(scopes) | kept)
         if united != token.scopes or token.revoked_at is not None or token.native_app != native:
             outcome.updated += 1
@@ -128,7 +128,7 @@ def put_token(tenant_id: int, user_id: int, app_id: int, scopes, now: datetime, 
     return outcome
 
 
-def revoke_token(tenant_id: int, user_id: int, app_id: int, at: datetime) -> Outcome:
+def _revoke_token(tenant_id: int, user_id: int, app_id: int, at: datetime) -> Outcome:
     """The user's active token for the app is revoked (at `at`), their relation inactive: tokens
     are one per user and app, so no active token holds it. Counted deactivated, else unchanged."""
     revoked = Token.objects.filter(tenant_id=tenant_id, user_id=user_id, application_id=app_id, revoked_at__isnull=True).update(revoked_at=at)

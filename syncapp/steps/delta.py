@@ -18,7 +18,6 @@ from datetime import datetime
 from itertools import chain
 
 from django.db.models import Q
-from django.utils import timezone
 
 from ..models import Application, DelegatedGrant, DirectoryUser, Tenant, Token, UserAppRelation
 from ..providers import DeltaExpired, Page
@@ -27,7 +26,7 @@ from ..writers import Outcome, upsert_rows
 from .changes import NoCursor
 from .context import StepContext
 from .tokens import user_ids
-from .users import write_users
+from .users import keep_seen, mark_unseen_deleted, write_users
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +56,15 @@ def remember_grants(tenant_id: int, rows: list[dict], now: datetime) -> Outcome:
     return upsert_rows(DelegatedGrant, tenant_id=tenant_id, rows=rows, key=("grant_id",), compare=GRANT_FIELDS, now=now)
 
 
+def _unseen_grants(ctx: StepContext):
+    """The grants kept that this step's whole read did not see."""
+    return DelegatedGrant.objects.filter(tenant_id=ctx.tenant.pk).filter(Q(last_seen__lt=ctx.seen_since) | Q(last_seen__isnull=True))
+
+
 def forget_unseen_grants(ctx: StepContext) -> None:
-    """After a whole read of the grants: those it did not see are gone."""
-    DelegatedGrant.objects.filter(tenant_id=ctx.tenant.pk).filter(Q(last_seen__lt=ctx.seen_since) | Q(last_seen__isnull=True)).delete()
+    """After a full tokens step's whole read of the grants: those it did not see are gone (the
+    step revokes their tokens itself)."""
+    _unseen_grants(ctx).delete()
 
 
 # --- reading a round -------------------------------------------------------------------------
@@ -69,14 +74,13 @@ def _round(ctx: StepContext, part: str, fetch: Callable[[str | None, str | None]
     resumes), and whether they are the whole state instead: Graph no longer knew the link."""
     resumed = ctx.resume.get("page") if ctx.resume.get("part") == part else None
     try:
-        pages = fetch(link, resumed)
-        first = next(pages, None)
+        pages, whole = fetch(link, resumed), False
+        first = next(pages, None)  # the first call is the one that finds the link unknown
     except DeltaExpired as exc:
         log.warning("%s %s: %s", ctx.label(), part, exc)
-        pages = fetch(None, None)
+        pages, whole = fetch(None, None), True
         first = next(pages, None)
-        return chain([first] if first else [], pages), True
-    return chain([first] if first else [], pages), False
+    return chain([first] if first else [], pages), whole
 
 
 # --- users -----------------------------------------------------------------------------------
@@ -106,7 +110,7 @@ def _users(ctx: StepContext, link: str) -> str | None:
         records = page.records
         keys = [r.get("id") for r in records if isinstance(r, dict) and isinstance(r.get("id"), str)]
         stored = dict(DirectoryUser.objects.filter(tenant_id=tenant_id, external_id__in=keys).values_list("external_id", "primary_email"))
-        removed, groups = [], defaultdict(list)
+        removed, groups, invalid_keys = [], defaultdict(list), []
         for record in records:
             tally.received += 1
             tally.done += 1
@@ -121,14 +125,16 @@ def _users(ctx: StepContext, link: str) -> str | None:
                 row = parse_user({**known, **record})
             except InvalidRecord as exc:
                 tally.note_invalid(exc)
+                invalid_keys.append(exc.key)
                 continue
             groups[_given(record)].append(row)
         if records:
             ctx.commit(_write_user_changes(tenant_id, removed, groups), len(records), {"part": "users", "page": page.token})
+        if whole:
+            keep_seen(tenant_id, invalid_keys)
         next_link = page.delta_link
-    if whole and next_link and tally.read_whole_source:  # what the whole state lacks is gone
-        tally.deactivated += DirectoryUser.objects.filter(tenant_id=tenant_id, deleted_at__isnull=True).filter(
-            Q(last_seen__lt=ctx.started_at) | Q(last_seen__isnull=True)).update(deleted_at=timezone.now())
+    if whole and next_link and tally.read_whole_source:  # what the whole state lacks is gone, as after a full users step
+        tally.deactivated += mark_unseen_deleted(ctx)
     return next_link
 
 
@@ -241,8 +247,7 @@ def _write_grant_changes(tenant_id: int, removed: list[str], rows: list[dict]) -
 
 def _forget_unseen(ctx: StepContext) -> None:
     """After the whole state was read: the grants it lacks are removed, their tokens united again."""
-    unseen = DelegatedGrant.objects.filter(tenant_id=ctx.tenant.pk).filter(Q(last_seen__lt=ctx.started_at) | Q(last_seen__isnull=True))
-    ids = list(unseen.values_list("grant_id", flat=True))
+    ids = list(_unseen_grants(ctx).values_list("grant_id", flat=True))
     for start in range(0, len(ids), 1000):
         ctx.commit(_write_grant_changes(ctx.tenant.pk, ids[start : start + 1000], []), len(ids[start : start + 1000]), {"part": "grants"})
 

@@ -29,6 +29,20 @@ def write_users(tenant_id: int, rows: list[dict], fields: tuple[str, ...]) -> Ca
     return write
 
 
+def keep_seen(tenant_id: int, keys: list[str | None]) -> None:
+    """A record that is malformed today still exists: keep its row from being marked deleted."""
+    DirectoryUser.objects.filter(tenant_id=tenant_id, external_id__in=[k for k in keys if k]).update(last_seen=timezone.now())
+
+
+def mark_unseen_deleted(ctx: StepContext) -> int:
+    """After a whole read of the users: those it did not see are marked deleted; how many."""
+    return (
+        DirectoryUser.objects.filter(tenant_id=ctx.tenant.pk, deleted_at__isnull=True)
+        .filter(Q(last_seen__lt=ctx.seen_since) | Q(last_seen__isnull=True))
+        .update(deleted_at=timezone.now())
+    )
+
+
 def sync_users(ctx: StepContext) -> None:
     tally, tenant_id = ctx.tally, ctx.tenant.pk
     skip = ctx.resume.get("done_in_page", 0)  # records of the first page a stopped step already wrote
@@ -42,15 +56,8 @@ def sync_users(ctx: StepContext) -> None:
         for batch in ctx.batches(rows):
             checkpoint = {"page_token": page.token, "done_in_page": batch[-1][0]}
             ctx.commit(write_users(tenant_id, [row for _, row in batch], fields), len(batch), checkpoint)
-        # A record that is malformed today still exists: keep its row from being marked deleted.
-        DirectoryUser.objects.filter(tenant_id=tenant_id, external_id__in=[k for k in invalid_keys if k]).update(
-            last_seen=timezone.now()
-        )
+        keep_seen(tenant_id, invalid_keys)
     if tally.read_whole_source and ctx.provider.whole_directory:
-        tally.deactivated = (
-            DirectoryUser.objects.filter(tenant_id=tenant_id, deleted_at__isnull=True)
-            .filter(Q(last_seen__lt=ctx.seen_since) | Q(last_seen__isnull=True))
-            .update(deleted_at=timezone.now())
-        )
+        tally.deactivated = mark_unseen_deleted(ctx)
         if delta_link:  # where the changes step reads users' changes from (Microsoft Graph)
             Tenant.objects.filter(pk=tenant_id).update(users_delta_link=delta_link)

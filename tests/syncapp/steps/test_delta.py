@@ -128,3 +128,14 @@ def test_a_changes_step_before_any_full_sync_says_a_full_sync_must_come_first(gr
     tenant = TenantFactory(slug="fresh", provider="microsoft", provider_config=graph.config())
     run, step = changes_run(tenant)
     assert run.status == Status.FAILED and "no delta links yet: a full sync must complete first" in step.error
+
+
+def test_a_user_malformed_in_a_whole_reread_is_counted_invalid_not_deleted(synced, graph):
+    """As after a full users step: a record that is malformed today still stands for a user."""
+    broken = graph.users[0]
+    broken.update(mail=None, userPrincipalName="no-at-sign")
+    graph.delta_expired_before = graph.version + 1
+
+    run, step = changes_run(synced)
+    assert step.invalid == 1 and step.invalid_samples[0]["key"] == broken["id"]
+    assert DirectoryUser.objects.get(tenant=synced, external_id=broken["id"]).deleted_at is None
