@@ -96,6 +96,16 @@ class DirectoryUser(models.Model):
         return self.primary_email
 
 
+class Risk(models.IntegerChoices):
+    """How much a grant can reach, from syncapp/data/scope_risk.csv and the tenant's overrides.
+    Unknown ranks above low: a scope nobody ranked may reach anything."""
+
+    LOW = 1, "low"
+    UNKNOWN = 2, "unknown"
+    MEDIUM = 3, "medium"
+    HIGH = 4, "high"
+
+
 class Application(models.Model):
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="applications")
     client_id = models.CharField(max_length=255)
@@ -111,9 +121,17 @@ class Application(models.Model):
     )
     first_seen = models.DateTimeField()
     last_seen = models.DateTimeField()
+    # Kept by syncapp.risk from the application's active grants, when they or the overrides change.
+    users = models.PositiveIntegerField(default=0, help_text="Users holding an active grant.")
+    scopes = models.JSONField(default=list, blank=True, help_text="Every scope its active grants and admin consent hold.")
+    risk = models.PositiveSmallIntegerField(choices=Risk.choices, default=Risk.UNKNOWN)
+    risk_reason = models.CharField(max_length=300, blank=True, help_text="What set the risk: the riskiest scope, and what raised it.")
+    # Set by the database whenever one of its tokens changes (the grant timeline's trigger).
+    risk_stale = models.BooleanField(default=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["tenant", "client_id"], name="app_unique_per_tenant")]
+        indexes = [models.Index(fields=["tenant", "risk_stale"], name="app_risk_stale")]
 
     def __str__(self):
         return self.display_name or self.client_id
@@ -129,6 +147,10 @@ class Token(models.Model):
     first_seen = models.DateTimeField()
     last_seen = models.DateTimeField()
     revoked_at = models.DateTimeField(null=True, blank=True)
+    risk = models.PositiveSmallIntegerField(choices=Risk.choices, default=Risk.UNKNOWN, help_text="Its riskiest scope's.")
+    last_used_at = models.DateTimeField(
+        null=True, blank=True, help_text="The latest use the provider's feed told of (Google's token activity events). Empty: none seen.",
+    )
 
     class Meta:
         constraints = [
@@ -156,6 +178,75 @@ class UserAppRelation(models.Model):
 
     def __str__(self):
         return f"{self.user} ↔ {self.application}"
+
+
+class GrantEvent(models.Model):
+    """One change of a token, as the grant timeline keeps it past the provider's own history
+    (Google keeps 180 days). Written by the database in the statement that changes the token
+    (a trigger; see syncapp.timeline), so it is exact and a write that changes nothing writes
+    none: a resumed step cannot record a change twice."""
+
+    class Kind(models.TextChoices):
+        GRANTED = "granted", "granted"
+        WIDENED = "widened", "scopes widened"
+        NARROWED = "narrowed", "scopes narrowed"
+        CHANGED = "changed", "scopes changed"
+        REVOKED = "revoked", "revoked"
+        REGRANTED = "regranted", "granted again"
+
+    class Via(models.TextChoices):
+        SYNC = "sync", "full sync"
+        CHANGES = "changes", "changes feed"
+        IMPORT = "import", "import"
+        BEFORE = "before", "held before the timeline began"
+        OTHER = "", "other"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    token = models.ForeignKey("Token", on_delete=models.CASCADE, related_name="events")
+    user = models.ForeignKey(DirectoryUser, on_delete=models.CASCADE, related_name="+")
+    application = models.ForeignKey(Application, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    at = models.DateTimeField(help_text="When the change was seen (a revocation: when it happened, where the source says).")
+    scopes = models.JSONField(default=list, help_text="The scopes the token held after the change (a revocation: those it lost).")
+    added = models.JSONField(default=list)
+    removed = models.JSONField(default=list)
+    run = models.ForeignKey("SyncRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_constraint=False)
+    via = models.CharField(max_length=10, choices=Via.choices, blank=True)
+
+    class Meta:
+        verbose_name = "grant timeline entry"
+        verbose_name_plural = "grant timeline"
+        ordering = ["-at", "-id"]
+        indexes = [
+            models.Index(fields=["token", "at"], name="grant_event_token"),
+            models.Index(fields=["user", "at"], name="grant_event_user"),
+            models.Index(fields=["application", "at"], name="grant_event_application"),
+        ]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} {self.at:%Y-%m-%d %H:%M}"
+
+
+class RiskOverride(models.Model):
+    """A tenant's own ranking of a scope or of an application, over the shipped table."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="risk_overrides")
+    scope = models.CharField(max_length=500, blank=True, help_text="A scope as tokens hold it, e.g. https://www.googleapis.com/auth/drive or Microsoft Graph: Mail.Read.")
+    client_id = models.CharField(max_length=255, blank=True, help_text="Or an application's client id: its risk is this level, whatever its scopes.")
+    level = models.PositiveSmallIntegerField(choices=Risk.choices)
+    note = models.CharField(max_length=300, help_text="Why: shown with the risk it sets.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "risk override"
+        constraints = [
+            models.CheckConstraint(condition=(models.Q(scope="") & ~models.Q(client_id="")) | (~models.Q(scope="") & models.Q(client_id="")),
+                                   name="risk_override_scope_or_client"),
+            models.UniqueConstraint(fields=["tenant", "scope", "client_id"], name="risk_override_once"),
+        ]
+
+    def __str__(self):
+        return f"{self.scope or self.client_id} → {self.get_level_display()}"
 
 
 def _duration_s(started_at, finished_at) -> float | None:

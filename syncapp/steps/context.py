@@ -5,6 +5,7 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
+from functools import cached_property
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
@@ -18,6 +19,7 @@ from ..governance import step_label
 from ..models import COUNTERS, DirectoryUser, Status, SyncStep, Tenant
 from ..providers import Page, Provider
 from ..records import InvalidRecord
+from ..timeline import seen_by, seen_via
 from ..writers import Outcome, writer
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,11 @@ class StepContext:
     def label(self) -> str:
         return step_label(self.step)
 
+    @cached_property
+    def via(self) -> str:
+        """How the grant timeline names this step's way of seeing changes."""
+        return seen_via(self.step)
+
     def expect(self, work: int | None) -> None:
         """Record how much work the step expects (None: unknown), for its progress bar and ETA."""
         SyncStep.objects.filter(pk=self.step.pk).update(expected=work)
@@ -131,7 +138,7 @@ class StepContext:
         rss_before = self.governor.read().rss_bytes
 
         def attempt() -> Outcome:
-            with transaction.atomic():
+            with transaction.atomic(), seen_by(self.step.run_id, self.via):
                 outcome = write(timezone.now())
                 after = replace(self.tally)
                 after.add(outcome)

@@ -16,6 +16,7 @@ from django.utils import timezone
 from ..models import Application, DirectoryUser, Token
 from ..providers import Page, Provider, ProviderError
 from ..records import TOKEN_SOURCES, InvalidRecord, parse_token, parse_user
+from ..timeline import seen_by
 from ..writers import Outcome, inserted, upsert_rows
 from .changes import start_feed_at
 from .context import StepContext, Tally
@@ -299,6 +300,7 @@ def sync_tokens(ctx: StepContext) -> None:
 def revoke_unseen(ctx: StepContext) -> None:
     """After a whole read of a whole directory: the tokens it did not list are revoked."""
     if ctx.tally.read_whole_source and ctx.provider.whole_directory:
-        ctx.tally.deactivated = Token.objects.filter(
-            tenant_id=ctx.tenant.pk, revoked_at__isnull=True, last_seen__lt=ctx.seen_since
-        ).update(revoked_at=timezone.now())
+        with transaction.atomic(), seen_by(ctx.step.run_id, ctx.via):
+            ctx.tally.deactivated = Token.objects.filter(
+                tenant_id=ctx.tenant.pk, revoked_at__isnull=True, last_seen__lt=ctx.seen_since
+            ).update(revoked_at=timezone.now())
