@@ -232,6 +232,8 @@ BALLAST_INVALID_SAMPLES = _int("INVALID_SAMPLES", 5)
 # provider delivers some events late, and those already applied are skipped.
 BALLAST_CHANGES_OVERLAP_S = _int("CHANGES_OVERLAP_S", 900, minimum=0)
 BALLAST_FILE_CHUNK_BYTES = _int("FILE_CHUNK_BYTES", 2**20, minimum=4096)
+# An application held by this many users or more has its risk raised a level (syncapp/risk.py).
+BALLAST_RISK_MANY_USERS = _int("RISK_MANY_USERS", 100, minimum=1)
 # Where files uploaded for an import wait for their run (which the cluster carries out: keep it
 # on a disk the clusters see). Each goes when its run ends.
 # Uploads up to 10 MB are held in memory; larger ones Django streams to a temporary file.

@@ -4,7 +4,8 @@ from django.dispatch import receiver
 from monitoring.signals import allocation_granted, allocation_reclaimed
 
 from .enqueue import enqueue_run
-from .models import Status, SyncRun, Tenant
+from .models import RiskOverride, Status, SyncRun, Tenant
+from .risk import refresh_risk
 from .runs import interrupt_run
 from .schedules import remove_schedules, sync_schedule
 
@@ -18,6 +19,14 @@ def tenant_saved(sender, instance, raw=False, **kwargs):
 @receiver(post_delete, sender=Tenant, dispatch_uid="ballast-tenant-unschedule")
 def tenant_deleted(sender, instance, **kwargs):
     remove_schedules(instance.pk)
+
+
+@receiver(post_save, sender=RiskOverride, dispatch_uid="ballast-override-saved")
+@receiver(post_delete, sender=RiskOverride, dispatch_uid="ballast-override-deleted")
+def risk_override_changed(sender, instance, raw=False, **kwargs):
+    """A tenant's rankings changed: its applications' and tokens' risk now, not at the next sync."""
+    if not raw:
+        refresh_risk(instance.tenant_id, every=True)
 
 
 @receiver(allocation_granted, dispatch_uid="ballast-run-granted")

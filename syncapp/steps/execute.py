@@ -22,6 +22,7 @@ from ..database import DatabaseLost, fresh_connection, with_retries
 from ..governance import governor_for, step_label
 from ..models import COUNTERS, Status, StopReason, SyncRun, SyncStep, run_owner
 from ..providers import ConfigError, PageTokenRefused, ProviderError, get_provider
+from ..risk import refresh_risk
 from ..runs import stop_run
 from ..secrets import scrub
 from .context import StepCancelled, StepContext, StepStopped
@@ -36,13 +37,17 @@ log = logging.getLogger(__name__)
 
 
 def _tokens(ctx: StepContext) -> None:
-    """Per user where the source answers per user (Google), else from its list of every token."""
+    """Per user where the source answers per user (Google), else from its list of every token;
+    then every application's risk (a new risk table takes effect at a full sync)."""
     (sync_token_list if ctx.provider.lists_tokens else sync_tokens)(ctx)
+    refresh_risk(ctx.tenant.pk, every=True)
 
 
 def _changes(ctx: StepContext) -> None:
-    """Delta queries of the directory's state where the source has them (Microsoft), else its feed of token events (Google)."""
+    """Delta queries of the directory's state where the source has them (Microsoft), else its
+    feed of token events (Google); then the risk of the applications whose grants changed."""
     (sync_delta if ctx.provider.tracks_deltas else sync_changes)(ctx)
+    refresh_risk(ctx.tenant.pk)
 
 
 STEPS: dict[str, Callable[[StepContext], None]] = {
