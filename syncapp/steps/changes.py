@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Q
+from django.db import transaction
+from django.db.models import F, Q
 
 from ..directory import users_by_key
 from ..models import AppliedChange, Application, Tenant, Token, UserAppRelation
@@ -22,10 +23,12 @@ from ..records import InvalidRecord, timestamp
 from ..writers import Outcome
 from .context import StepContext
 
-APPLIED = ("authorize", "revoke")  # "activity" events (a token used) change nothing
+APPLIED = ("authorize", "revoke")  # events that change a token
+USED = "activity"  # a token used: sets its last use, nothing else (most of a real feed)
 # Applied events are forgotten once they are this many overlaps older than where the next read
 # starts (the new cursor less one overlap): none can come again by then.
 REMEMBER_OVERLAPS = 2
+USES_PER_BATCH = 2_000  # (user, app) pairs whose last use is set per read of their tokens
 
 
 class NoCursor(ConfigError):
@@ -36,7 +39,7 @@ class NoCursor(ConfigError):
 class Change:
     time: datetime
     qualifier: str
-    name: str  # authorize | revoke
+    name: str  # authorize | revoke | activity
     user_id: str | None
     email: str | None
     client_id: str
@@ -55,8 +58,8 @@ class Change:
 
 
 def parse_activity(item) -> tuple[datetime, list[Change]]:
-    """A Reports API token activity → its time, and its authorize and revoke events (others are
-    not changes)."""
+    """A Reports API token activity → its time, and its authorize, revoke and activity (a use)
+    events; others are neither changes nor uses."""
     if not isinstance(item, dict) or not isinstance(item.get("id"), dict):
         raise InvalidRecord("activity without an id")
     ident, actor = item["id"], item.get("actor") if isinstance(item.get("actor"), dict) else {}
@@ -67,7 +70,7 @@ def parse_activity(item) -> tuple[datetime, list[Change]]:
         raise InvalidRecord("activity without a uniqueQualifier")
     changes = []
     for event in item.get("events") or []:
-        if not isinstance(event, dict) or event.get("name") not in APPLIED:
+        if not isinstance(event, dict) or event.get("name") not in (*APPLIED, USED):
             continue
         values = {p.get("name"): p.get("multiValue", p.get("value")) for p in event.get("parameters") or [] if isinstance(p, dict)}
         client_id = values.get("client_id")
@@ -149,9 +152,31 @@ def _write(tenant_id: int, batch: list[tuple[Change, int]]) -> Callable[[datetim
     return write
 
 
+def _note_uses(tenant_id: int, uses: dict[tuple[int, str], datetime]) -> int:
+    """(user id, client id) → the latest use the feed told of: each token's last_used_at moves
+    forward to it, in one read and one bulk update per batch of tokens, never a row per event.
+    The feed's windows overlap: a use read twice moves nothing. Returns the tokens moved."""
+    moved = 0
+    pairs = list(uses)
+    for start in range(0, len(pairs), USES_PER_BATCH):
+        batch = pairs[start : start + USES_PER_BATCH]
+        tokens = Token.objects.filter(tenant_id=tenant_id, user_id__in={u for u, _ in batch},
+                                      application__client_id__in={c for _, c in batch}).only("pk", "user_id", "last_used_at")
+        later = []
+        for token, client_id in ((t, t.client_id) for t in tokens.annotate(client_id=F("application__client_id"))):
+            used = uses.get((token.user_id, client_id))
+            if used is not None and (token.last_used_at is None or token.last_used_at < used):
+                token.last_used_at = used
+                later.append(token)
+        with transaction.atomic():
+            Token.objects.bulk_update(later, ["last_used_at"], batch_size=500)  # CASE per row: 500 a statement
+        moved += len(later)
+    return moved
+
+
 def _read(ctx: StepContext, since: datetime) -> tuple[list[Change], datetime | None]:
-    """Every authorize and revoke in the feed since `since`, oldest first, and the newest event
-    time read (of any event)."""
+    """Every authorize, revoke and activity in the feed since `since`, oldest first, and the
+    newest event time read (of any event)."""
     tally, changes, newest = ctx.tally, [], None
     for page in ctx.provider.token_changes(since):
         for item in page.records:
@@ -180,8 +205,12 @@ def sync_changes(ctx: StepContext) -> None:
     applied = set(AppliedChange.objects.filter(tenant_id=tenant_id, event_time__gte=cursor - overlap)
                   .values_list("event_time", "unique_qualifier"))
     users = users_by_key(tenant_id, (key for c in changes for key in (c.user_id, c.email)))
-    todo = []
+    todo, uses = [], {}
     for change in changes:
+        if change.name == USED:  # a use of a token of a user not in the directory tells nothing
+            if user_id := users.get(change.user_id) or users.get(change.email):
+                uses[(user_id, change.client_id)] = max(change.time, uses.get((user_id, change.client_id), change.time))
+            continue
         if (change.time, change.qualifier) in applied:
             tally.unchanged += 1  # applied by an earlier changes step (the windows overlap)
             continue
@@ -194,6 +223,7 @@ def sync_changes(ctx: StepContext) -> None:
     for batch in ctx.batches(todo):
         tally.done += len(batch)
         ctx.commit(_write(tenant_id, batch), len(batch), {"applied_through": batch[-1][0].time.isoformat()})
+    _note_uses(tenant_id, uses)  # after the grants: a token granted and used in one window has its use
     if newest is not None and tally.read_whole_source:  # a failed batch's events are read again next time
         Tenant.objects.filter(pk=tenant_id).filter(Q(changes_cursor__lt=newest)).update(changes_cursor=newest)
     forget_before = (newest or cursor) - REMEMBER_OVERLAPS * overlap - overlap

@@ -168,9 +168,10 @@ def test_activities_parse_into_their_changes():
             "events": [{"name": "authorize", "parameters": [{"name": "client_id", "value": "a.apps"}, {"name": "app_name", "value": "A"},
                                                               {"name": "scope", "multiValue": ["openid", "email", "openid"]}]},
                        {"name": "activity", "parameters": [{"name": "client_id", "value": "a.apps"}]}]}
-    _, [change] = parse_activity(item)
+    _, [change, use] = parse_activity(item)
     assert (change.name, change.user_id, change.client_id, change.app_name, change.scopes) == ("authorize", "101", "a.apps", "A", ("email", "openid"))
     assert change.time.isoformat() == "2026-11-24T10:00:00.123000+00:00"
+    assert (use.name, use.user_id, use.client_id, use.time) == ("activity", "101", "a.apps", change.time)  # a use: sets last used
 
 
 def test_a_changes_step_that_failed_part_way_is_carried_on_by_the_next_each_event_once(synced, fake_google, settings, monkeypatch):
@@ -199,3 +200,36 @@ def test_a_changes_step_that_failed_part_way_is_carried_on_by_the_next_each_even
     carried, step = changes_run(tenant)
     assert step.status == Status.COMPLETED and (step.created, step.unchanged) == (3, 4)
     assert Token.objects.filter(application__client_id__startswith="app-").count() == 7
+
+
+def test_activity_events_set_each_tokens_last_use_never_back_and_never_a_row_per_event(synced, fake_google):
+    tenant, users, tokens = synced
+    now = timezone.now().replace(microsecond=0)
+    user = next(u for u, ts in tokens.items() if ts)
+    client = tokens[user][0]["clientId"]
+    for seconds in (1, 3, 2):  # three uses of one token, the latest not last in the feed
+        fake_google.log("activity", user, client, now + timedelta(seconds=seconds))
+    fake_google.log("activity", "nobody-in-the-directory", client, now)
+    run, step = changes_run(tenant)
+    assert run.status == Status.COMPLETED and step.invalid == 0  # a use by a stranger tells nothing, wrongs nothing
+    token = Token.objects.get(user__external_id=user, application__client_id=client)
+    assert token.last_used_at == now + timedelta(seconds=3)
+    assert Token.objects.filter(last_used_at__isnull=False).count() == 1
+    fake_google.log("activity", user, client, now)  # an older use read later (the windows overlap)
+    changes_run(tenant)
+    assert Token.objects.get(pk=token.pk).last_used_at == now + timedelta(seconds=3)
+
+
+def test_the_unused_filter_lists_active_grants_not_used_in_90_days(synced, admin_client):
+    from django.urls import reverse
+
+    tenant, _, _ = synced
+    long_ago = timezone.now() - timedelta(days=120)
+    used, unused, never, revoked = Token.objects.filter(tenant=tenant).order_by("pk")[:4]
+    Token.objects.filter(pk=used.pk).update(first_seen=long_ago, last_used_at=timezone.now() - timedelta(days=3))
+    Token.objects.filter(pk=unused.pk).update(first_seen=long_ago, last_used_at=long_ago)
+    Token.objects.filter(pk=never.pk).update(first_seen=long_ago)  # held 120 days, never seen used
+    Token.objects.filter(pk=revoked.pk).update(first_seen=long_ago, revoked_at=timezone.now())
+    page = admin_client.get(reverse("admin:syncapp_token_changelist"), {"unused": "yes"}).content.decode()
+    shown = {int(pk) for pk in __import__("re").findall(r'/admin/syncapp/token/(\d+)/change/', page)}
+    assert shown == {unused.pk, never.pk}
