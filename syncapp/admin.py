@@ -4,9 +4,9 @@ from pathlib import Path
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import CharField, Count, F, OuterRef, Subquery, Sum, Value
-from django.db.models.functions import Cast, Coalesce, Concat
-from django.http import HttpResponse
+from django.db.models import CharField, F, OuterRef, Q, Subquery, Sum, Value
+from django.db.models.functions import Cast, Concat
+from django.http import HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -29,7 +29,9 @@ from .apikeys import new_key, revoke
 from .connections import check_tenant_connection
 from .forms import ImportFilesForm, StartRunForm, TenantForm
 from .imports import import_uploads
-from .models import COUNTERS, ApiKey, Status, Application, DirectoryUser, SyncRun, SyncStep, Tenant, Token, UserAppRelation
+from .inventory import application_record, export_lines, holding_scope, token_record
+from .models import (COUNTERS, ApiKey, Application, DirectoryUser, GrantEvent, RiskOverride, Status, SyncRun, SyncStep, Tenant, Token,
+                     UserAppRelation)
 from .governance import run_policy
 from .progress import step_estimate, work_words
 from .runs import RunRefused, cancel_run, run_owner, start_run, waiting_for
@@ -337,11 +339,18 @@ class DirectoryAdmin(ReadOnlyAdmin):
 
 
 SHOWN_TOKENS = 100  # rows of tokens on a user's or an application's page; the tokens list has the rest
+SHOWN_EVENTS = 50  # rows of the grant timeline on a page
 SCOPES_SHOWN = 60  # characters of a token's scopes in a table; the whole list in its tooltip
+SCOPES_LISTED = 36  # … and in the tokens list, beside five other columns
 
 
-def scopes_words(scopes: list[str]) -> str:
-    return Truncator(", ".join(scopes)).chars(SCOPES_SHOWN) if scopes else "—"
+def scopes_words(scopes: list[str], chars: int = SCOPES_SHOWN) -> str:
+    """Scopes shortened to what they reach (…/auth/drive.readonly is drive.readonly), cut to chars."""
+    return Truncator(", ".join(short_scope(s) for s in scopes)).chars(chars) if scopes else "—"
+
+
+def short_scope(scope: str) -> str:
+    return scope.removeprefix("https://www.googleapis.com/auth/").removeprefix("Microsoft Graph: ")
 
 
 def _when(moment) -> str:
@@ -351,18 +360,47 @@ def _when(moment) -> str:
 def tokens_table(tokens, first: str, filter_url: str):
     """A page's table of tokens: `first` is the column that names the other side (the
     application on a user's page, the user on an application's), then scopes (full in the
-    tooltip), first and last seen, revoked; the first SHOWN_TOKENS, the rest one link away."""
+    tooltip), risk, first and last seen, last used, revoked; the first SHOWN_TOKENS, the rest one link away."""
     count = tokens.count()
     if not count:
         return "none"
-    rows = format_html_join("", "<tr><td>{}</td><td title=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", (
+    rows = format_html_join("", "<tr><td>{}</td><td title=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", (
         (str(token.application if first == "application" else token.user), ", ".join(token.scopes), scopes_words(token.scopes),
-         _when(token.first_seen), _when(token.last_seen), _when(token.revoked_at))
+         token.get_risk_display(), _when(token.first_seen), _when(token.last_seen), _when(token.last_used_at), _when(token.revoked_at))
         for token in tokens.select_related("application", "user").order_by(F("revoked_at").asc(nulls_first=True), first)[:SHOWN_TOKENS]
     ))
     more = format_html(' <a href="{}">all {} in the tokens list</a>', filter_url, f"{count:,}") if count > SHOWN_TOKENS else ""
-    return format_html('<table><thead><tr><th>{}</th><th>scopes</th><th>first seen</th><th>last seen</th><th>revoked</th></tr></thead>'
+    return format_html('<table><thead><tr><th>{}</th><th>scopes</th><th>risk</th><th>first seen</th><th>last seen</th><th>last used</th><th>revoked</th></tr></thead>'
                        "<tbody>{}</tbody></table>{}", first, rows, more)
+
+
+def timeline_table(events, *, named: bool = True):
+    """The grant timeline, newest first: when, what changed (with the scopes added or removed),
+    for which user and app (unless the page is one token's), and which run saw it."""
+    shown = list(events.select_related("user", "application").order_by("-at", "-id")[: SHOWN_EVENTS + 1])
+    if not shown:
+        return "none"
+
+    def change(event) -> str:
+        moved = [f"+{short_scope(s)}" for s in event.added] + [f"−{short_scope(s)}" for s in event.removed]
+        return f"{event.get_kind_display()}: {Truncator(' '.join(moved)).chars(SCOPES_SHOWN)}" if moved else event.get_kind_display()
+
+    def seen(event) -> str:
+        return f"{event.get_via_display()}, run {event.run_id}" if event.run_id else event.get_via_display()
+
+    rows = format_html_join("", "<tr><td>{}</td><td>{}</td>" + ("<td>{}</td><td>{}</td>" if named else "{}{}") + "<td>{}</td></tr>", (
+        (_when(e.at), change(e), *((str(e.user), str(e.application)) if named else ("", "")), seen(e)) for e in shown[:SHOWN_EVENTS]
+    ))
+    heads = "<th>when</th><th>change</th>" + ("<th>user</th><th>application</th>" if named else "") + "<th>seen by</th>"
+    more = f" (the latest {SHOWN_EVENTS})" if len(shown) > SHOWN_EVENTS else ""
+    return format_html("<table><thead><tr>{}</tr></thead><tbody>{}</tbody></table>{}", format_html(heads), rows, more)
+
+
+def csv_download(rows, record, name: str) -> StreamingHttpResponse:
+    """Rows as a CSV download, streamed as `manage.py export` writes it ("select all" takes every match)."""
+    response = StreamingHttpResponse(export_lines(rows, record, "csv"), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{name}.csv"'
+    return response
 
 
 @admin.register(DirectoryUser)
@@ -372,13 +410,17 @@ class DirectoryUserAdmin(DirectoryAdmin):
     list_filter = ["tenant", "is_admin", "is_delegated_admin", "is_suspended", "is_archived",
                    ("deleted_at", admin.EmptyFieldListFilter), "org_unit"]
     search_fields = ["primary_email", "full_name", "external_id"]
-    readonly_fields = ["tokens_granted"]
+    readonly_fields = ["tokens_granted", "timeline"]
 
     @admin.display(description="tokens")
     def tokens_granted(self, user):
         """The apps this user granted, with their scopes, active ones first."""
         return tokens_table(Token.objects.filter(user=user), "application",
                             f"{reverse('admin:syncapp_token_changelist')}?user__id__exact={user.pk}")
+
+    @admin.display(description="grant timeline")
+    def timeline(self, user):
+        return timeline_table(GrantEvent.objects.filter(user=user))
 
     @admin.display(description="standing")
     def standing(self, user):
@@ -422,21 +464,22 @@ class NewApplicationFilter(admin.SimpleListFilter):
 
 @admin.register(Application)
 class ApplicationAdmin(DirectoryAdmin):
-    list_display = ["display_name", "client_id", "tenant", "users", "native_app", "client_type", "consent", "first_seen"]
-    list_filter = ["tenant", NewApplicationFilter, "native_app", "client_type", AdminConsentFilter]
-    search_fields = ["display_name", "client_id"]
-    readonly_fields = ["holders"]
+    # users, scopes and risk are kept by syncapp.risk when grants change: a list page reads them, never counts.
+    list_display = ["display_name", "tenant", "users", "risk", "consent", "client_type", "first_seen"]
+    list_filter = ["tenant", "risk", NewApplicationFilter, AdminConsentFilter, "native_app", "client_type"]
+    search_fields = ["display_name", "client_id", "scopes"]
+    ordering = ["-risk", "-users", "display_name"]
+    readonly_fields = ["held_scopes", "holders", "timeline"]
+    exclude = ["scopes", "risk_stale"]
+    actions = ["export_csv"]
 
-    def get_queryset(self, request):
-        # The users holding an active grant, counted per row shown (not grouped over every token).
-        holders = (Token.objects.filter(application=OuterRef("pk"), revoked_at__isnull=True).order_by()
-                   .values("application").annotate(n=Count("pk")).values("n"))
-        return super().get_queryset(request).annotate(user_count=Coalesce(Subquery(holders), 0))
+    @admin.action(description="Export selected applications as CSV")
+    def export_csv(self, request, queryset):
+        return csv_download(queryset.order_by("display_name", "client_id"), application_record, "applications")
 
-    @admin.display(description="users", ordering="user_count")
-    def users(self, app):
-        """Users holding an active grant of the application."""
-        return f"{app.user_count:,}"
+    @admin.display(description="scopes")
+    def held_scopes(self, app):
+        return ", ".join(app.scopes) or "—"
 
     @admin.display(description="users")
     def holders(self, app):
@@ -444,18 +487,78 @@ class ApplicationAdmin(DirectoryAdmin):
         return tokens_table(Token.objects.filter(application=app), "user",
                             f"{reverse('admin:syncapp_token_changelist')}?application__id__exact={app.pk}")
 
-    @admin.display(description="admin consent")
+    @admin.display(description="grant timeline")
+    def timeline(self, app):
+        return timeline_table(GrantEvent.objects.filter(application=app))
+
+    @admin.display(description="admin consent", boolean=True)
     def consent(self, app):
-        """Scopes an administrator granted for everyone (Microsoft's admin consent), else —."""
-        return ", ".join(app.org_scopes) if app.org_scopes else "—"
+        """Whether an administrator granted it for everyone (Microsoft's admin consent); the scopes are on its page."""
+        return bool(app.org_scopes)
+
+
+class ScopeFilter(admin.SimpleListFilter):
+    """Tokens holding one scope, chosen among those the applications hold (a few hundred at most)."""
+
+    title = "scope"
+    parameter_name = "scope"
+
+    def lookups(self, request, model_admin):
+        held = sorted({scope for scopes in Application.objects.exclude(scopes=[]).values_list("scopes", flat=True) for scope in scopes})
+        return [(scope, short_scope(scope)) for scope in held]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(holding_scope(self.value())) if self.value() else queryset
+
+
+class UnusedFilter(admin.SimpleListFilter):
+    """Active grants with no use in the last DAYS: the ones a team can revoke first. A token never
+    seen used counts once it has been held that long (uses come from the changes feed, Google's)."""
+
+    title = "use"
+    parameter_name = "unused"
+    DAYS = 90
+
+    def lookups(self, request, model_admin):
+        return [("yes", f"not used in {self.DAYS} days")]
+
+    def queryset(self, request, queryset):
+        if self.value() != "yes":
+            return queryset
+        cutoff = timezone.now() - timedelta(days=self.DAYS)
+        return queryset.filter(Q(last_used_at__lt=cutoff) | Q(last_used_at__isnull=True, first_seen__lt=cutoff), revoked_at__isnull=True)
 
 
 @admin.register(Token)
 class TokenAdmin(DirectoryAdmin):
-    list_display = ["user", "application", "tenant", "last_seen", "revoked_at"]
-    list_filter = ["tenant", "anonymous", "native_app", ("revoked_at", admin.EmptyFieldListFilter)]
+    list_display = ["user", "application", "scopes_shown", "risk", "last_used_at", "revoked_at"]
+    list_filter = ["tenant", "risk", UnusedFilter, ScopeFilter, ("revoked_at", admin.EmptyFieldListFilter), "anonymous", "native_app"]
     # A scope is found by any part of it: "drive" finds https://www.googleapis.com/auth/drive.readonly.
     search_fields = ["user__primary_email", "application__display_name", "application__client_id", "scopes"]
+    readonly_fields = ["timeline"]
+    actions = ["export_csv"]
+
+    @admin.action(description="Export selected tokens as CSV")
+    def export_csv(self, request, queryset):
+        return csv_download(queryset.select_related("user", "application").order_by("id"), token_record, "tokens")
+
+    @admin.display(description="scopes")
+    def scopes_shown(self, token):
+        return format_html('<span title="{}">{}</span>', ", ".join(token.scopes), scopes_words(token.scopes, SCOPES_LISTED))
+
+    @admin.display(description="grant timeline")
+    def timeline(self, token):
+        return timeline_table(token.events.all(), named=False)
+
+
+@admin.register(RiskOverride)
+class RiskOverrideAdmin(admin.ModelAdmin):
+    """A tenant's own ranking of a scope or an application; saving or deleting one recomputes the
+    tenant's risks (syncapp.signals)."""
+
+    list_display = ["__str__", "tenant", "level", "note", "created_at"]
+    list_filter = ["tenant", "level"]
+    search_fields = ["scope", "client_id", "note"]
 
 
 @admin.register(UserAppRelation)

@@ -6,6 +6,8 @@ Every path under /api/v1/ answers so, unknown ones included; parameters are pars
 import json
 import logging
 import uuid
+from datetime import datetime, time
+from datetime import timezone as dt_timezone
 from functools import wraps
 
 from django.core.exceptions import ValidationError
@@ -13,13 +15,16 @@ from django.core.paginator import EmptyPage, Paginator
 from django.db.models import Q
 from django.http import JsonResponse
 from django.urls import path, re_path, reverse
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
 from django.views.decorators.csrf import csrf_exempt
 
 from monitoring.ledger import shortfall_now
 
 from .apikeys import resolve_tenant
 from .forms import run_request
-from .models import Application, DirectoryUser, Status, SyncRun, UserAppRelation
+from .inventory import RISKS, application_record, iso, applications_of, changed_since, holding_scope, token_record, tokens_of
+from .models import DirectoryUser, Status, SyncRun, UserAppRelation
 from .runs import QuotaReached, RunRefused, run_summary, start_run
 
 log = logging.getLogger(__name__)
@@ -76,7 +81,7 @@ def api_view(*methods: str):
 
 @csrf_exempt
 def not_found(request, rest=""):
-    return error(404, "not_found", f"no API path {request.path}; see /api/v1/runs/, users/, applications/, relations/")
+    return error(404, "not_found", f"no API path {request.path}; see /api/v1/runs/, users/, tokens/, applications/, relations/")
 
 
 def whole_number(request, name: str, default: int, minimum: int, maximum: int | None = None) -> int:
@@ -139,14 +144,10 @@ def _active(request, field: str) -> Q | None:
     return Q(**{field: BOOLEANS[value.lower()]})
 
 
-def _time(value):
-    return value.isoformat() if value else None
-
-
 def run_json(run: SyncRun) -> dict:
     return {
         **run_summary(run), "trigger": run.trigger, "profile": run.profile,
-        "queued_at": _time(run.queued_at), "started_at": _time(run.started_at), "finished_at": _time(run.finished_at),
+        "queued_at": iso(run.queued_at), "started_at": iso(run.started_at), "finished_at": iso(run.finished_at),
         "waiting_reason": run.waiting_reason, "error": run.error,
     }
 
@@ -203,19 +204,59 @@ def users(request, tenant):
     return paged(request, queryset, lambda u: {
         "id": u.pk, "external_id": u.external_id, "email": u.primary_email, "name": u.full_name,
         "is_admin": u.is_admin, "is_suspended": u.is_suspended, "org_unit": u.org_unit, "active": u.deleted_at is None,
-        "last_login_at": _time(u.last_login_at), "first_seen": _time(u.first_seen), "last_seen": _time(u.last_seen),
+        "last_login_at": iso(u.last_login_at), "first_seen": iso(u.first_seen), "last_seen": iso(u.last_seen),
     })
+
+
+def _risk(request) -> int | None:
+    value = choice(request, "risk", list(RISKS))
+    return RISKS[value] if value else None
+
+
+def _since(request):
+    raw = text(request, "since")
+    if not raw:
+        return None
+    try:
+        moment = parse_datetime(raw) or (datetime.combine(parse_date(raw), time.min) if parse_date(raw) else None)
+    except ValueError:
+        moment = None
+    if moment is None:
+        raise BadParameter("since", f"must be an ISO 8601 date or time, e.g. 2026-12-01T00:00:00Z, not {raw[:40]!r}")
+    return moment if timezone.is_aware(moment) else timezone.make_aware(moment, dt_timezone.utc)
+
+
+@api_view("GET")
+def tokens(request, tenant):
+    queryset = tokens_of(tenant.pk)
+    if (active := _active(request, "revoked_at__isnull")) is not None:
+        queryset = queryset.filter(active)
+    if user := text(request, "user"):  # an address or the provider's id
+        queryset = queryset.filter(Q(user__primary_email__iexact=user) | Q(user__external_id=user))
+    if application := text(request, "application"):  # a client id
+        queryset = queryset.filter(application__client_id=application)
+    if scope := text(request, "scope"):
+        queryset = queryset.filter(holding_scope(scope))
+    if (risk := _risk(request)) is not None:
+        queryset = queryset.filter(risk=risk)
+    if (since := _since(request)) is not None:
+        queryset = queryset.filter(changed_since(tenant.pk, since))
+    return paged(request, queryset, token_record)
+
+
+ORDERS = {"name": ["display_name", "client_id"], "users": ["-users", "display_name"], "risk": ["-risk", "-users", "display_name"]}
 
 
 @api_view("GET")
 def applications(request, tenant):
-    queryset = Application.objects.filter(tenant=tenant).order_by("display_name", "client_id")
+    queryset = applications_of(tenant.pk).order_by(*ORDERS[choice(request, "order", list(ORDERS)) or "name"])
     if search := text(request, "search"):
         queryset = queryset.filter(Q(display_name__icontains=search) | Q(client_id__icontains=search))
-    return paged(request, queryset, lambda a: {
-        "id": a.pk, "client_id": a.client_id, "name": a.display_name, "native_app": a.native_app,
-        "first_seen": _time(a.first_seen), "last_seen": _time(a.last_seen),
-    })
+    if (risk := _risk(request)) is not None:
+        queryset = queryset.filter(risk=risk)
+    if scope := text(request, "scope"):
+        queryset = queryset.filter(holding_scope(scope))
+    return paged(request, queryset, application_record)
 
 
 @api_view("GET")
@@ -231,7 +272,7 @@ def relations(request, tenant):
     return paged(request, queryset, lambda r: {
         "id": r.pk, "user": {"id": r.user_id, "email": r.user.primary_email},
         "application": {"id": r.application_id, "client_id": r.application.client_id, "name": r.application.display_name},
-        "scopes": r.scopes, "active": r.active, "first_seen": _time(r.first_seen), "last_seen": _time(r.last_seen),
+        "scopes": r.scopes, "active": r.active, "first_seen": iso(r.first_seen), "last_seen": iso(r.last_seen),
     })
 
 
@@ -239,6 +280,7 @@ urlpatterns = [
     path("runs/", runs, name="api-runs"),
     path("runs/<int:run_id>/", run_detail, name="api-run"),
     path("users/", users, name="api-users"),
+    path("tokens/", tokens, name="api-tokens"),
     path("applications/", applications, name="api-applications"),
     path("relations/", relations, name="api-relations"),
     re_path(r"^(?P<rest>.*)$", not_found),  # anything else under /api/v1/: a JSON 404, not the site's HTML page

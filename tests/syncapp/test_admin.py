@@ -348,6 +348,8 @@ def test_the_applications_list_counts_active_holders_orders_by_them_and_finds_ne
 
     from django.utils import timezone
 
+    from syncapp.risk import refresh_risk
+
     from ..factories import TokenFactory
 
     old = ApplicationFactory(tenant=google, display_name="Old Tool", first_seen=timezone.now() - timedelta(days=30))
@@ -356,6 +358,7 @@ def test_the_applications_list_counts_active_holders_orders_by_them_and_finds_ne
         TokenFactory(tenant=google, application=popular)
     TokenFactory(tenant=google, application=old)
     TokenFactory(tenant=google, application=old, revoked_at=timezone.now())  # a revoked grant holds nothing
+    refresh_risk(google.pk)  # what the steps that change grants do when they end
     url = reverse("admin:syncapp_application_changelist")
 
     from syncapp.admin import ApplicationAdmin
@@ -367,3 +370,55 @@ def test_the_applications_list_counts_active_holders_orders_by_them_and_finds_ne
     assert list(zip(names, counts)) == [("Popular New", "3"), ("Old Tool", "1")]
     page = admin_client.get(url, {"new": "yes"}).content.decode()
     assert "Popular New" in page and "Old Tool" not in page
+
+
+def test_the_applications_list_puts_the_riskiest_first_and_shows_admin_consent(admin_client, google):
+    from syncapp.risk import refresh_risk
+
+    from ..factories import TokenFactory
+
+    TokenFactory(tenant=google, application=ApplicationFactory(tenant=google, display_name="Sign-in Only"), scopes=["openid"])
+    TokenFactory(tenant=google, application=ApplicationFactory(tenant=google, display_name="Mail Reader"), scopes=["https://mail.google.com/"])
+    ApplicationFactory(tenant=google, display_name="Org Calendar", org_scopes=["https://www.googleapis.com/auth/calendar"])
+    refresh_risk(google.pk)
+    page = admin_client.get(reverse("admin:syncapp_application_changelist")).content.decode()
+    names = re.findall(r'<th class="field-display_name"><a [^>]*>(.*?)</a>', page)
+    risks = re.findall(r'<td class="field-risk">(.*?)</td>', page)
+    assert list(zip(names, risks)) == [("Mail Reader", "high"), ("Org Calendar", "high"), ("Sign-in Only", "low")]
+    consent = re.findall(r'<td class="field-consent"><img [^>]*alt="(\w+)"', page)
+    assert consent == ["False", "True", "False"]
+    page = admin_client.get(reverse("admin:syncapp_application_changelist"), {"risk__exact": "1"}).content.decode()
+    assert "Sign-in Only" in page and "Mail Reader" not in page
+
+
+def test_the_tokens_list_shows_scopes_shortened_and_filters_by_scope_and_risk(admin_client, google):
+    from syncapp.risk import refresh_risk
+
+    from ..factories import TokenFactory
+
+    drive = TokenFactory(tenant=google, scopes=["openid", DRIVE])
+    other = TokenFactory(tenant=google, scopes=["openid", DRIVE + ".extra"])  # a longer scope holding the first's name
+    refresh_risk(google.pk)
+    url = reverse("admin:syncapp_token_changelist")
+    page = admin_client.get(url).content.decode()
+    assert f'<span title="openid, {DRIVE}">openid, drive.readonly</span>' in page
+    page = admin_client.get(url, {"scope": DRIVE}).content.decode()
+    assert "1 token" in page and str(drive.user) in page and str(other.user) not in page
+    page = admin_client.get(url, {"risk__exact": "4"}).content.decode()  # drive.readonly is restricted: high
+    assert "1 token" in page and str(drive.user) in page
+
+
+def test_a_tokens_users_and_applications_page_show_the_grant_timeline(admin_client, google):
+    from django.utils import timezone
+
+    from syncapp.models import Token
+
+    from ..factories import TokenFactory
+
+    token = TokenFactory(tenant=google, scopes=["openid"])
+    Token.objects.filter(pk=token.pk).update(scopes=["openid", DRIVE])
+    Token.objects.filter(pk=token.pk).update(revoked_at=timezone.now())
+    for name, pk in (("token", token.pk), ("directoryuser", token.user_id), ("application", token.application_id)):
+        page = admin_client.get(reverse(f"admin:syncapp_{name}_change", args=[pk])).content.decode()
+        changes = re.findall(r"<tr><td>[^<]*</td><td>((?:granted|scopes|revoked)[^<]*)</td>", page)
+        assert changes == ["revoked: −openid −drive.readonly", "scopes widened: +drive.readonly", "granted: +openid"], name

@@ -52,7 +52,7 @@ def test_keys_are_stored_hashed_and_revocable(client, acme):
 
 @pytest.mark.parametrize("header", ["", "Bearer", "Bearer bk_nope_nope", "Basic abc", "Bearer bk_"])
 def test_without_a_valid_key_every_endpoint_answers_401(client, acme, header):
-    for url in ("/api/v1/runs/", "/api/v1/users/", "/api/v1/applications/", "/api/v1/relations/", "/api/v1/runs/1/"):
+    for url in ("/api/v1/runs/", "/api/v1/users/", "/api/v1/tokens/", "/api/v1/applications/", "/api/v1/relations/", "/api/v1/runs/1/"):
         response = client.get(url, HTTP_AUTHORIZATION=header)
         assert response.status_code == 401 and response.json()["error"]["code"] == "unauthorized"
 
@@ -90,6 +90,64 @@ def test_paging_filters_and_search(client, acme, key):
     assert get(client, "/api/v1/users/", key, active="false").json()["results"][0]["email"] == "gone@example.org"
     assert get(client, "/api/v1/users/", key, active="true").json()["count"] == 7
     assert [u["email"] for u in get(client, "/api/v1/users/", key, search="zoë").json()["results"]] == ["user3@example.org"]
+
+
+MAIL = "https://mail.google.com/"
+CALENDAR = "https://www.googleapis.com/auth/calendar"
+
+
+def test_tokens_are_listed_with_scopes_and_risk_and_filtered_by_user_application_scope_risk_active_and_since(client, acme, key):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from syncapp.models import GrantEvent, Token
+    from syncapp.risk import refresh_risk
+
+    ada = DirectoryUserFactory(tenant=acme, primary_email="ada@example.org", external_id="101")
+    mailer, planner = ApplicationFactory(tenant=acme, client_id="mailer.apps"), ApplicationFactory(tenant=acme, client_id="planner.apps")
+    mail = TokenFactory(tenant=acme, user=ada, application=mailer, scopes=["openid", MAIL])
+    plan = TokenFactory(tenant=acme, user=ada, application=planner, scopes=[CALENDAR])
+    gone = TokenFactory(tenant=acme, application=planner, scopes=[CALENDAR + ".readonly"], revoked_at=timezone.now())
+    TokenFactory(tenant=TenantFactory(slug="other"), scopes=[MAIL])  # another tenant's: never listed
+    refresh_risk(acme.pk)
+    GrantEvent.objects.filter(token=mail).update(at=timezone.now() - timedelta(days=30))
+
+    def ids(**params):
+        return [t["id"] for t in get(client, "/api/v1/tokens/", key, **params).json()["results"]]
+
+    first = get(client, "/api/v1/tokens/", key).json()
+    assert first["count"] == 3 and first["results"][0] == {
+        "id": mail.pk, "user": {"id": ada.pk, "email": "ada@example.org"},
+        "application": {"id": mailer.pk, "client_id": "mailer.apps", "name": mailer.display_name},
+        "scopes": [MAIL, "openid"] if mail.scopes[0] == MAIL else ["openid", MAIL], "risk": "high", "active": True,
+        "native_app": False, "anonymous": False, "first_seen": mail.first_seen.isoformat(), "last_seen": mail.last_seen.isoformat(),
+        "last_used_at": None, "revoked_at": None,
+    }
+    assert ids(user="ada@example.org") == ids(user="101") == [mail.pk, plan.pk]
+    assert ids(application="planner.apps") == [plan.pk, gone.pk]
+    assert ids(scope=CALENDAR) == [plan.pk]  # whole scopes: calendar.readonly is another
+    assert ids(risk="high") == [mail.pk] and ids(risk="medium") == [plan.pk, gone.pk]
+    assert ids(active="false") == [gone.pk]
+    assert ids(since=(timezone.now() - timedelta(days=1)).isoformat()) == [plan.pk]  # granted in the last day
+    assert ids(since="2020-01-01") == [mail.pk, plan.pk]  # gone was never seen held: no change of it is known
+
+
+def test_applications_carry_users_scopes_risk_and_admin_consent_and_order_by_risk_or_users(client, acme, key):
+    from syncapp.risk import refresh_risk
+
+    mailer = ApplicationFactory(tenant=acme, display_name="B Mailer")
+    planner = ApplicationFactory(tenant=acme, display_name="A Planner", org_scopes=[CALENDAR])
+    for _ in range(2):
+        TokenFactory(tenant=acme, application=planner, scopes=[CALENDAR])
+    TokenFactory(tenant=acme, application=mailer, scopes=[MAIL])
+    refresh_risk(acme.pk)
+    found = get(client, "/api/v1/applications/", key, order="users").json()["results"]
+    assert [(a["name"], a["users"], a["risk"], a["admin_consent"]) for a in found] == [("A Planner", 2, "high", True), ("B Mailer", 1, "high", False)]
+    assert found[0]["scopes"] == [CALENDAR] and found[0]["admin_consent_scopes"] == [CALENDAR]
+    assert "raised for admin consent" in found[0]["risk_reason"]
+    assert [a["name"] for a in get(client, "/api/v1/applications/", key, scope=MAIL).json()["results"]] == ["B Mailer"]
+    assert get(client, "/api/v1/applications/", key, risk="low").json()["count"] == 0
 
 
 def test_starting_runs(client, acme, key, django_capture_on_commit_callbacks):
@@ -141,6 +199,13 @@ BAD_REQUESTS = [
     ("GET", "/api/v1/nothing-here/", {}, 404, None, "no API path /api/v1/nothing-here/"),
     ("GET", "/api/v1/runs/999999/", {}, 404, None, "no run 999999"),
     ("DELETE", "/api/v1/users/", {}, 405, None, "use GET"),
+    ("GET", "/api/v1/tokens/", {"risk": "severe"}, 400, "risk", "must be one of low, unknown, medium, high"),
+    ("GET", "/api/v1/tokens/", {"since": "last tuesday"}, 400, "since", "must be an ISO 8601 date or time"),
+    ("GET", "/api/v1/tokens/", {"since": "2026-13-45"}, 400, "since", "must be an ISO 8601 date or time"),
+    ("GET", "/api/v1/tokens/", {"active": "maybe"}, 400, "active", "must be true or false"),
+    ("GET", "/api/v1/tokens/", {"user": "a\x00b"}, 400, "user", "must not contain NUL"),
+    ("GET", "/api/v1/applications/", {"order": "size"}, 400, "order", "must be one of name, users, risk"),
+    ("POST", "/api/v1/tokens/", {}, 405, None, "use GET"),
 ]
 
 
