@@ -29,9 +29,9 @@ def drop_tenant(tenant: Tenant) -> None:
     """Delete a tenant; its directory rows first, in plain DELETEs (the ORM's cascade would load
     a million-user tenant's rows to delete them by id), then VACUUM them away: autovacuum lags
     behind a benchmark's deletes, and the next case would run on gigabytes of dead rows."""
-    from syncapp.models import Application, DirectoryUser, Token, UserAppRelation
+    from syncapp.models import Application, DirectoryUser, GrantEvent, Token, UserAppRelation
 
-    tables = [model._meta.db_table for model in (UserAppRelation, Token, Application, DirectoryUser)]
+    tables = [model._meta.db_table for model in (GrantEvent, UserAppRelation, Token, Application, DirectoryUser)]
     with connection.cursor() as cursor:
         for table in tables:
             cursor.execute(f"DELETE FROM {table} WHERE tenant_id = %s", [tenant.pk])

@@ -75,7 +75,7 @@ def main() -> None:
 
     admin = get_user_model().objects.filter(username="bench-admin").first() or get_user_model().objects.create_superuser(
         "bench-admin", "bench@example.org", "bench")
-    client = Client()
+    client = Client(HTTP_HOST="localhost")  # an allowed host of the default settings
     client.force_login(admin)
     scope = "https://www.googleapis.com/auth/drive.readonly"
     _, key = create_key(big, "bench")

@@ -232,6 +232,10 @@ BALLAST_INVALID_SAMPLES = _int("INVALID_SAMPLES", 5)
 # provider delivers some events late, and those already applied are skipped.
 BALLAST_CHANGES_OVERLAP_S = _int("CHANGES_OVERLAP_S", 900, minimum=0)
 BALLAST_FILE_CHUNK_BYTES = _int("FILE_CHUNK_BYTES", 2**20, minimum=4096)
+# The accidental-delete guard: a whole read that would mark more than this percent of a tenant's
+# users deleted or tokens revoked, and at least DELETE_GUARD_MIN_ROWS, holds them for a person.
+BALLAST_DELETE_GUARD_PERCENT = _float("DELETE_GUARD_PERCENT", 10.0, minimum=0.0)
+BALLAST_DELETE_GUARD_MIN_ROWS = _int("DELETE_GUARD_MIN_ROWS", 50, minimum=1)
 # An application held by this many users or more has its risk raised a level (syncapp/risk.py).
 BALLAST_RISK_MANY_USERS = _int("RISK_MANY_USERS", 100, minimum=1)
 # Where files uploaded for an import wait for their run (which the cluster carries out: keep it

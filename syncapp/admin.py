@@ -36,6 +36,7 @@ from .governance import run_policy
 from .progress import step_estimate, work_words
 from .runs import RunRefused, cancel_run, run_owner, start_run, waiting_for
 from .schedules import schedule_words
+from .steps.confirm import NothingHeld, confirm_held
 
 
 def _sync(tenant: Tenant, choices: dict) -> Callable[[], SyncRun]:
@@ -224,7 +225,7 @@ class SyncRunAdmin(ReadOnlyAdmin):
     search_fields = ["tenant__slug", "error"]
     date_hierarchy = "queued_at"
     inlines = [SyncStepInline]
-    actions = ["cancel"]
+    actions = ["cancel", "confirm_deletes"]
     fields = ["tenant", "trigger", "reads", "steps", "profile", "parallel", "status", "stop_reason", "held_by", "waiting_reason", "queued_at", "started_at", "finished_at", "duration", "error", "task_id"]
     readonly_fields = fields
 
@@ -329,6 +330,18 @@ class SyncRunAdmin(ReadOnlyAdmin):
             self.message_user(request, f"Cancelled runs {', '.join(f'#{pk}' for pk in cancelled)}.", messages.SUCCESS)
         if len(cancelled) < queryset.count():
             self.message_user(request, "Runs that had already ended were left as they were.", messages.WARNING)
+
+
+    @admin.action(description="Confirm held deletions of selected runs", permissions=["cancel"])
+    def confirm_deletes(self, request, queryset):
+        """Apply what the accidental-delete guard held in these runs (their steps say how many)."""
+        for run in queryset:
+            try:
+                done = confirm_held(run, by=request.user.get_username() or "admin")
+            except NothingHeld as exc:
+                self.message_user(request, f"{exc}.", messages.WARNING)
+                continue
+            self.message_user(request, f"Run #{run.pk}: " + ", ".join(f"{step}: {n:,} marked" for step, n in done.items()), messages.SUCCESS)
 
 
 class DirectoryAdmin(ReadOnlyAdmin):

@@ -373,6 +373,11 @@ class SyncStep(models.Model):
     invalid = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)
     invalid_samples = models.JSONField(default=list, blank=True)
+    held = models.PositiveIntegerField(
+        default=0, help_text="Deletions or revocations the accidental-delete guard held for a person to confirm.",
+    )
+    held_confirmed_at = models.DateTimeField(null=True, blank=True)
+    held_confirmed_by = models.CharField(max_length=150, blank=True, help_text="Who confirmed the held deletions.")
     # Progress, for its bar and ETA: work units (users read; users asked for tokens; tokens walked).
     done = models.PositiveIntegerField(default=0, help_text="Work done: users read, users asked for their tokens, or tokens walked.")
     expected = models.PositiveIntegerField(

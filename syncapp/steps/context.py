@@ -50,6 +50,8 @@ class Tally:
     invalid_samples: list = field(default_factory=list)
     # False once a call or a batch failed: then nothing may be marked deleted.
     read_whole_source: bool = True
+    held: int = 0  # deletions or revocations the accidental-delete guard held (steps/guard.py)
+    held_what: list = field(default_factory=list)  # what they are, in words
 
     def note_invalid(self, exc: InvalidRecord, where: str | None = None) -> None:
         """Count an invalid record; keep a sample (its key, and where it stands in a file)."""
@@ -62,7 +64,7 @@ class Tally:
             setattr(self, f.name, getattr(self, f.name) + getattr(outcome, f.name))
 
     def as_fields(self) -> dict:
-        return {name: getattr(self, name) for name in (*COUNTERS, "done", "invalid_samples")}
+        return {name: getattr(self, name) for name in (*COUNTERS, "done", "invalid_samples", "held")}
 
 
 @dataclass

@@ -26,6 +26,7 @@ from ..writers import Outcome, upsert_rows
 from .changes import NoCursor
 from .context import StepContext
 from .tokens import user_ids
+from .guard import guarded, unseen_grants
 from .users import keep_seen, mark_unseen_deleted, write_users
 
 log = logging.getLogger(__name__)
@@ -56,15 +57,10 @@ def remember_grants(tenant_id: int, rows: list[dict], now: datetime) -> Outcome:
     return upsert_rows(DelegatedGrant, tenant_id=tenant_id, rows=rows, key=("grant_id",), compare=GRANT_FIELDS, now=now)
 
 
-def _unseen_grants(ctx: StepContext):
-    """The grants kept that this step's whole read did not see."""
-    return DelegatedGrant.objects.filter(tenant_id=ctx.tenant.pk).filter(Q(last_seen__lt=ctx.seen_since) | Q(last_seen__isnull=True))
-
-
 def forget_unseen_grants(ctx: StepContext) -> None:
     """After a full tokens step's whole read of the grants: those it did not see are gone (the
     step revokes their tokens itself)."""
-    _unseen_grants(ctx).delete()
+    unseen_grants(ctx.tenant.pk, ctx.seen_since).delete()
 
 
 # --- reading a round -------------------------------------------------------------------------
@@ -233,23 +229,33 @@ def _put_tokens(tenant_id: int, wanted: dict[tuple[int, int], list[str]], now: d
     return outcome
 
 
-def _write_grant_changes(tenant_id: int, removed: list[str], rows: list[dict]) -> Callable[[datetime], Outcome]:
-    def write(now: datetime) -> Outcome:
-        touched = DelegatedGrant.objects.filter(tenant_id=tenant_id, grant_id__in=removed + [r["grant_id"] for r in rows])
-        pairs = set(touched.values_list("user_key", "client_id")) | {(r["user_key"], r["client_id"]) for r in rows}
-        DelegatedGrant.objects.filter(tenant_id=tenant_id, grant_id__in=removed).delete()
-        if rows:
-            remember_grants(tenant_id, rows, now)
-        return _reunite(tenant_id, pairs, now)
+def remove_grants(tenant_id: int, removed: list[str], now: datetime, rows: list[dict] = ()) -> Outcome:
+    """Grants removed (by id) and changed (rows), and the tokens they belong to united again."""
+    touched = DelegatedGrant.objects.filter(tenant_id=tenant_id, grant_id__in=list(removed) + [r["grant_id"] for r in rows])
+    pairs = set(touched.values_list("user_key", "client_id")) | {(r["user_key"], r["client_id"]) for r in rows}
+    DelegatedGrant.objects.filter(tenant_id=tenant_id, grant_id__in=removed).delete()
+    if rows:
+        remember_grants(tenant_id, list(rows), now)
+    return _reunite(tenant_id, pairs, now)
 
-    return write
+
+def _write_grant_changes(tenant_id: int, removed: list[str], rows: list[dict]) -> Callable[[datetime], Outcome]:
+    return lambda now: remove_grants(tenant_id, removed, now, rows)
 
 
 def _forget_unseen(ctx: StepContext) -> None:
-    """After the whole state was read: the grants it lacks are removed, their tokens united again."""
-    ids = list(_unseen_grants(ctx).values_list("grant_id", flat=True))
-    for start in range(0, len(ids), 1000):
-        ctx.commit(_write_grant_changes(ctx.tenant.pk, ids[start : start + 1000], []), len(ids[start : start + 1000]), {"part": "grants"})
+    """After the whole state was read: the grants it lacks are removed, their tokens united
+    again, unless the guard holds them (a grants list that came back short)."""
+    unseen = unseen_grants(ctx.tenant.pk, ctx.seen_since)
+    total = DelegatedGrant.objects.filter(tenant_id=ctx.tenant.pk).count()
+
+    def forget() -> int:
+        ids = list(unseen.values_list("grant_id", flat=True))
+        for start in range(0, len(ids), 1000):
+            ctx.commit(_write_grant_changes(ctx.tenant.pk, ids[start : start + 1000], []), len(ids[start : start + 1000]), {"part": "grants"})
+        return len(ids)
+
+    guarded(ctx, "grants' removals", unseen.count(), total, forget)
 
 
 def _grants(ctx: StepContext, link: str) -> str | None:

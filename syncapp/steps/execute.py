@@ -166,6 +166,11 @@ def _run_step(ctx: StepContext) -> tuple[str, str, str]:
             ctx.provider.close()
         if ctx.governor is not None:
             ctx.governor.close()
+    if ctx.tally.held:
+        return Status.COMPLETED_WITH_ERRORS, StopReason.NONE, (
+            f"held {'; '.join(ctx.tally.held_what)}: more than the accidental-delete guard allows; confirm them with "
+            f"`manage.py sync {tenant.slug} --confirm-deletes {step.run_id}` or the run's Confirm held deletions action"
+        )
     if ctx.tally.invalid or ctx.tally.failed:
         return Status.COMPLETED_WITH_ERRORS, StopReason.NONE, ""
     return Status.COMPLETED, StopReason.NONE, ""

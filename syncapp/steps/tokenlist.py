@@ -196,8 +196,8 @@ def sync_token_list(ctx: StepContext) -> None:
     else:
         delta_link = ctx.resume.get("delta_link")
     _write(ctx, stage, delta_link)
-    revoke_unseen(ctx)
-    if ctx.tally.read_whole_source and ctx.provider.whole_directory:
+    revoked = revoke_unseen(ctx)
+    if revoked:
         # Consents the list no longer holds were withdrawn.
         consented = StagedToken.objects.filter(stage=stage, user_key="").values("client_id")
         Application.objects.filter(tenant_id=tenant_id).exclude(client_id__in=consented).update(org_scopes=[])

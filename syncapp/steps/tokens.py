@@ -20,6 +20,7 @@ from ..timeline import seen_by
 from ..writers import Outcome, inserted, upsert_rows
 from .changes import start_feed_at
 from .context import StepContext, Tally
+from .guard import guarded, unseen_tokens
 
 log = logging.getLogger(__name__)
 
@@ -297,10 +298,18 @@ def sync_tokens(ctx: StepContext) -> None:
     start_feed_at(ctx)
 
 
-def revoke_unseen(ctx: StepContext) -> None:
-    """After a whole read of a whole directory: the tokens it did not list are revoked."""
-    if ctx.tally.read_whole_source and ctx.provider.whole_directory:
+def revoke_unseen(ctx: StepContext) -> bool:
+    """After a whole read of a whole directory: the tokens it did not list are revoked, unless
+    the guard holds them. Whether they were (or none were to be)."""
+    if not (ctx.tally.read_whole_source and ctx.provider.whole_directory):
+        return False
+    unseen = unseen_tokens(ctx.tenant.pk, ctx.seen_since)
+    total = Token.objects.filter(tenant_id=ctx.tenant.pk, revoked_at__isnull=True).count()
+
+    def revoke() -> int:
         with transaction.atomic(), seen_by(ctx.step.run_id, ctx.via):
-            ctx.tally.deactivated = Token.objects.filter(
-                tenant_id=ctx.tenant.pk, revoked_at__isnull=True, last_seen__lt=ctx.seen_since
-            ).update(revoked_at=timezone.now())
+            return unseen.update(revoked_at=timezone.now())
+
+    held = ctx.tally.held
+    ctx.tally.deactivated = guarded(ctx, "tokens' revocations", unseen.count(), total, revoke)
+    return ctx.tally.held == held

@@ -4,13 +4,13 @@ seen in a whole read are marked deleted."""
 from collections.abc import Callable
 from datetime import datetime
 
-from django.db.models import Q
 from django.utils import timezone
 
 from ..models import DirectoryUser, Tenant
 from ..records import USER_SOURCES, parse_user, stored_fields
 from ..writers import Outcome, upsert_rows
 from .context import StepContext
+from .guard import guarded, unseen_users
 
 
 def write_users(tenant_id: int, rows: list[dict], fields: tuple[str, ...]) -> Callable[[datetime], Outcome]:
@@ -35,12 +35,11 @@ def keep_seen(tenant_id: int, keys: list[str | None]) -> None:
 
 
 def mark_unseen_deleted(ctx: StepContext) -> int:
-    """After a whole read of the users: those it did not see are marked deleted; how many."""
-    return (
-        DirectoryUser.objects.filter(tenant_id=ctx.tenant.pk, deleted_at__isnull=True)
-        .filter(Q(last_seen__lt=ctx.seen_since) | Q(last_seen__isnull=True))
-        .update(deleted_at=timezone.now())
-    )
+    """After a whole read of the users: those it did not see are marked deleted, unless the guard
+    holds them; how many were marked."""
+    unseen = unseen_users(ctx.tenant.pk, ctx.seen_since)
+    total = DirectoryUser.objects.filter(tenant_id=ctx.tenant.pk, deleted_at__isnull=True).count()
+    return guarded(ctx, "users' deletions", unseen.count(), total, lambda: unseen.update(deleted_at=timezone.now()))
 
 
 def sync_users(ctx: StepContext) -> None:

@@ -101,7 +101,7 @@ def test_tokens_are_listed_with_scopes_and_risk_and_filtered_by_user_application
 
     from django.utils import timezone
 
-    from syncapp.models import GrantEvent, Token
+    from syncapp.models import GrantEvent
     from syncapp.risk import refresh_risk
 
     ada = DirectoryUserFactory(tenant=acme, primary_email="ada@example.org", external_id="101")

@@ -297,3 +297,21 @@ def test_a_microsoft_tenant_is_added_from_the_terminal_and_its_secret_never_show
     assert "very-secret-value" not in page and "Microsoft Entra ID (Graph)" in page
     with pytest.raises(CommandError, match="client_secret must be a non-empty string"):
         call_command("tenant", "add", "bad", "--provider", "microsoft", "--config", '{"tenant_id": "t", "client_id": "c"}', stdout=StringIO())
+
+
+def test_a_grants_list_that_comes_back_half_short_revokes_nothing_until_confirmed(graph, tenant):
+    from django.core.management import call_command
+
+    from syncapp.models import DelegatedGrant
+
+    graph.load(*demo_org(150, apps=6))
+    assert sync_here(tenant).status == Status.COMPLETED
+    active, kept = Token.objects.filter(revoked_at__isnull=True).count(), DelegatedGrant.objects.count()
+    graph.grants = graph.grants[: len(graph.grants) // 2]  # Graph answers with half the list
+    run = sync_here(tenant)
+    step = run.step_records.get(name="tokens")
+    assert (run.status, step.deactivated) == (Status.COMPLETED_WITH_ERRORS, 0) and step.held > 0
+    assert Token.objects.filter(revoked_at__isnull=True).count() == active and DelegatedGrant.objects.count() == kept
+    call_command("sync", tenant.slug, "--confirm-deletes", str(run.pk))
+    assert Token.objects.filter(revoked_at__isnull=True).count() == active - step.held
+    assert DelegatedGrant.objects.count() == len(graph.grants)  # the grants it lacked are forgotten too

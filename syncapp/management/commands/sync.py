@@ -9,6 +9,7 @@ from syncapp.forms import run_request
 from syncapp.models import Status, SyncRun
 from syncapp.progress import follow, run_here_and_follow
 from syncapp.runs import RunRefused, run_summary, start_run
+from syncapp.steps.confirm import NothingHeld, confirm_held
 from monitoring.health import cluster_is_running
 
 from .tenant import _tenant
@@ -28,16 +29,31 @@ class Command(BaseCommand):
         parser.add_argument("--steps", default="users,tokens,relations",
                             help="Comma-separated: users,tokens,relations; or changes alone (the token feed since the last sync).")
         parser.add_argument("--profile", default="", help="Resource profile for this run (default: the tenant's).")
+        parser.add_argument("--confirm-deletes", type=int, metavar="RUN",
+                            help="Apply the deletions and revocations the accidental-delete guard held in run RUN, and start no run.")
         add_follow_arguments(parser)
 
-    def handle(self, *args, slug, steps, wait, in_process, profile, quiet, **options):
+    def handle(self, *args, slug, steps, wait, in_process, profile, quiet, confirm_deletes, **options):
         tenant = _tenant(slug)
+        if confirm_deletes is not None:
+            return self.confirm(tenant, confirm_deletes)
         try:
             request = run_request(steps=steps, profile=profile)
         except ValidationError as exc:
             raise CommandError(errors_in_words(exc.message_dict, FLAGS)) from None
         carry_out(self, lambda enqueue: start_run(tenant=tenant, trigger=SyncRun.Trigger.COMMAND, **request, enqueue=enqueue),
                   wait=wait, in_process=in_process, quiet=quiet, as_json=options["json"])
+
+
+    def confirm(self, tenant, run_id: int) -> None:
+        run = SyncRun.objects.filter(pk=run_id, tenant=tenant).first()
+        if run is None:
+            raise CommandError(f"no run {run_id} of tenant {tenant.slug}; see the Sync runs list")
+        try:
+            done = confirm_held(run, by="command")
+        except NothingHeld as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(f"Run #{run.pk}: " + ", ".join(f"{step}: {marked:,} marked" for step, marked in done.items()))
 
 
 def add_follow_arguments(parser) -> None:
