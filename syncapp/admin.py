@@ -30,7 +30,7 @@ from .connections import check_tenant_connection
 from .forms import ImportFilesForm, StartRunForm, TenantForm
 from .imports import import_uploads
 from .inventory import application_record, export_lines, holding_scope, token_record
-from .models import (COUNTERS, ApiKey, Application, DirectoryUser, GrantEvent, RiskOverride, Status, SyncRun, SyncStep, Tenant, Token,
+from .models import (COUNTERS, Alert, AlertDelivery, AlertRule, ApiKey, Application, DirectoryUser, GrantEvent, RiskOverride, Status, SyncRun, SyncStep, Tenant, Token,
                      UserAppRelation)
 from .governance import run_policy
 from .progress import step_estimate, work_words
@@ -617,3 +617,45 @@ admin.site.unregister(Schedule)
 @admin.register(Schedule)
 class ScheduleAdmin(QScheduleAdmin):
     list_display = tuple(column for column in QScheduleAdmin.list_display if column != "cluster")
+
+
+@admin.register(AlertRule)
+class AlertRuleAdmin(admin.ModelAdmin):
+    list_display = ["name", "tenant", "kind", "min_risk", "min_users", "webhook_url", "emails", "active"]
+    list_filter = ["tenant", "kind", "active"]
+    search_fields = ["name", "webhook_url", "emails"]
+
+
+class AlertDeliveryInline(admin.TabularInline):
+    model = AlertDelivery
+    fields = readonly_fields = ["channel", "target", "status", "attempts", "last_result", "next_attempt_at", "delivered_at"]
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Alert)
+class AlertAdmin(ReadOnlyAdmin):
+    list_display = ["subject", "rule", "created_at", "baseline", "delivered"]
+    list_filter = ["rule__tenant", "rule", "baseline"]
+    search_fields = ["subject", "key"]
+    inlines = [AlertDeliveryInline]
+
+    @admin.display(description="delivered")
+    def delivered(self, alert):
+        return ", ".join(f"{d.get_channel_display()}: {d.get_status_display()}" for d in alert.deliveries.all()) or "—"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("rule__tenant").prefetch_related("deliveries")
+
+
+@admin.register(AlertDelivery)
+class AlertDeliveryAdmin(ReadOnlyAdmin):
+    """The delivery log: every alert's webhook and e-mail, with its tries and the last answer."""
+
+    list_display = ["alert", "channel", "target", "status", "attempts", "last_result", "next_attempt_at"]
+    list_filter = ["status", "channel"]
+    search_fields = ["target", "alert__subject"]
+    list_select_related = ["alert"]

@@ -1,6 +1,6 @@
 """The directory kept in sync, and the runs that sync it. Fields only: logic lives in services."""
 
-from django.core.validators import MinValueValidator, RegexValidator
+from django.core.validators import MinValueValidator, RegexValidator, validate_email
 from django.db import models
 from django.utils import timezone
 
@@ -486,3 +486,84 @@ class ApiKey(models.Model):
 
     def __str__(self):
         return f"{self.prefix}… ({self.tenant})"
+
+
+def _emails(value: str) -> None:
+    for address in (a.strip() for a in value.split(",")):
+        if address:
+            validate_email(address)
+
+
+class AlertRule(models.Model):
+    """A condition a tenant wants to hear of within minutes, and where to say it."""
+
+    class Kind(models.TextChoices):
+        RISKY_GRANT = "risky_grant", "a new grant at or above a risk level"
+        MANY_USERS = "many_users", "an application reaching a number of users"
+        ADMIN_CONSENT = "admin_consent", "an admin consent given"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="alert_rules")
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    min_risk = models.PositiveSmallIntegerField(choices=Risk.choices, default=Risk.HIGH, help_text="For new grants: this level or above.")
+    min_users = models.PositiveIntegerField(default=50, validators=[MinValueValidator(1)], help_text="For applications: this many users or more.")
+    webhook_url = models.URLField(blank=True, help_text="POSTed a JSON body signed in X-Ballast-Signature (sha256=HMAC of the body).")
+    webhook_secret = models.CharField(max_length=200, blank=True, help_text="The HMAC key the receiver checks the signature with.")
+    emails = models.CharField(max_length=500, blank=True, validators=[_emails], help_text="Comma-separated addresses (Django's mail settings).")
+    active = models.BooleanField(default=True)
+    evaluated_at = models.DateTimeField(
+        null=True, blank=True, editable=False,
+        help_text="When a run last evaluated it. A rule's first evaluation records what already holds as known, without delivering it.",
+    )
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=~models.Q(webhook_url="", emails=""), name="alert_rule_has_a_channel")]
+
+    def __str__(self):
+        return f"{self.name} ({self.tenant})"
+
+
+class Alert(models.Model):
+    """A condition a rule raised, once: its key is unique per rule."""
+
+    rule = models.ForeignKey(AlertRule, on_delete=models.CASCADE, related_name="alerts")
+    key = models.CharField(max_length=100)
+    subject = models.CharField(max_length=300)
+    facts = models.JSONField(default=dict)
+    run = models.ForeignKey("SyncRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    baseline = models.BooleanField(default=False, help_text="Found by the tenant's first full read: known, not delivered.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [models.UniqueConstraint(fields=["rule", "key"], name="alert_once_per_condition")]
+
+    def __str__(self):
+        return self.subject
+
+
+class AlertDelivery(models.Model):
+    class Channel(models.TextChoices):
+        WEBHOOK = "webhook"
+        EMAIL = "email", "e-mail"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed", "failed (no more tries)"
+
+    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="deliveries")
+    channel = models.CharField(max_length=10, choices=Channel.choices)
+    target = models.CharField(max_length=500)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    last_result = models.CharField(max_length=300, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "alert deliveries"
+        ordering = ["-id"]
+
+    def __str__(self):
+        return f"{self.get_channel_display()} of alert {self.alert_id}"

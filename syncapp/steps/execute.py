@@ -22,6 +22,7 @@ from ..database import DatabaseLost, fresh_connection, with_retries
 from ..governance import governor_for, step_label
 from ..models import COUNTERS, Status, StopReason, SyncRun, SyncStep, run_owner
 from ..providers import ConfigError, PageTokenRefused, ProviderError, get_provider
+from ..alerts import raise_alerts
 from ..risk import refresh_risk
 from ..runs import stop_run
 from ..secrets import scrub
@@ -41,6 +42,7 @@ def _tokens(ctx: StepContext) -> None:
     then every application's risk (a new risk table takes effect at a full sync)."""
     (sync_token_list if ctx.provider.lists_tokens else sync_tokens)(ctx)
     refresh_risk(ctx.tenant.pk, every=True)
+    _raise_alerts(ctx)
 
 
 def _changes(ctx: StepContext) -> None:
@@ -48,6 +50,16 @@ def _changes(ctx: StepContext) -> None:
     feed of token events (Google); then the risk of the applications whose grants changed."""
     (sync_delta if ctx.provider.tracks_deltas else sync_changes)(ctx)
     refresh_risk(ctx.tenant.pk)
+    _raise_alerts(ctx)
+
+
+def _raise_alerts(ctx: StepContext) -> None:
+    """The tenant's alert rules over what the step changed. An alert is never worth a sync: a
+    failure here is logged, and the step ends as it would have."""
+    try:
+        raise_alerts(ctx.step.run)
+    except Exception:  # whatever broke: the grants are written and stay so; this run's alerts are lost, said in the log
+        log.exception("%s: alerts not raised", ctx.label())
 
 
 STEPS: dict[str, Callable[[StepContext], None]] = {
