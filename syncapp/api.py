@@ -218,8 +218,10 @@ def _since(request):
     if not raw:
         return None
     try:
-        moment = parse_datetime(raw) or (datetime.combine(parse_date(raw), time.min) if parse_date(raw) else None)
-    except ValueError:
+        moment = parse_datetime(raw)
+        if moment is None and (day := parse_date(raw)) is not None:
+            moment = datetime.combine(day, time.min)
+    except ValueError:  # well formed but no such date or time (2026-13-45)
         moment = None
     if moment is None:
         raise BadParameter("since", f"must be an ISO 8601 date or time, e.g. 2026-12-01T00:00:00Z, not {raw[:40]!r}")

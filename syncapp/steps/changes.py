@@ -160,11 +160,11 @@ def _note_uses(tenant_id: int, uses: dict[tuple[int, str], datetime]) -> int:
     pairs = list(uses)
     for start in range(0, len(pairs), USES_PER_BATCH):
         batch = pairs[start : start + USES_PER_BATCH]
-        tokens = Token.objects.filter(tenant_id=tenant_id, user_id__in={u for u, _ in batch},
-                                      application__client_id__in={c for _, c in batch}).only("pk", "user_id", "last_used_at")
+        tokens = (Token.objects.filter(tenant_id=tenant_id, user_id__in={u for u, _ in batch}, application__client_id__in={c for _, c in batch})
+                  .only("pk", "user_id", "last_used_at").annotate(client_id=F("application__client_id")))
         later = []
-        for token, client_id in ((t, t.client_id) for t in tokens.annotate(client_id=F("application__client_id"))):
-            used = uses.get((token.user_id, client_id))
+        for token in tokens:
+            used = uses.get((token.user_id, token.client_id))
             if used is not None and (token.last_used_at is None or token.last_used_at < used):
                 token.last_used_at = used
                 later.append(token)

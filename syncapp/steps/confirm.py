@@ -44,7 +44,8 @@ def confirm_held(run: SyncRun, *, by: str) -> dict[str, int]:
             else:  # a changes step's whole re-read of Graph's grants
                 ids = list(unseen_grants(tenant_id, since).values_list("grant_id", flat=True))
                 marked = remove_grants(tenant_id, ids, now).deactivated
-            _deactivate_relations(tenant_id)
+            if step.name != "users":  # revoked tokens: their relations go inactive, as the relations step leaves them
+                _deactivate_relations(tenant_id)
             SyncStep.objects.filter(pk=step.pk).update(deactivated=step.deactivated + marked, held_confirmed_at=now, held_confirmed_by=by[:150])
         done[step.name] = marked
         log.info("%s: %s confirmed the held %s: %d marked", run, by, step.name, marked)

@@ -40,17 +40,17 @@ def too_many(unseen: int, total: int) -> bool:
     return unseen >= minimum and unseen * 100 > percent * total
 
 
-def guarded(ctx, what: str, unseen: int, total: int, apply: Callable[[], int]) -> int:
+def guarded(ctx, what: str, unseen: int, total: int, apply: Callable[[], int]) -> int | None:
     """apply() (which marks the unseen rows and says how many) unless the guard holds them: then
-    they are counted held on the step, said in one log line, and 0 is returned."""
+    they are counted held on the step, said in one log line, and None is returned."""
     if not too_many(unseen, total):
         return apply()
+    words = held_words(what, unseen, total)
     ctx.tally.held += unseen
-    ctx.tally.held_what.append(held_words(what, unseen, total))
+    ctx.tally.held_what.append(words)
     log.warning("%s holds %s: more than DELETE_GUARD_PERCENT=%s%% of them; confirm with `manage.py sync %s --confirm-deletes %d`",
-                ctx.label(), held_words(what, unseen, total), getattr(settings, "BALLAST_DELETE_GUARD_PERCENT", 10.0),
-                ctx.tenant.slug, ctx.step.run_id)
-    return 0
+                ctx.label(), words, getattr(settings, "BALLAST_DELETE_GUARD_PERCENT", 10.0), ctx.tenant.slug, ctx.step.run_id)
+    return None
 
 
 def held_words(what: str, unseen: int, total: int) -> str:

@@ -310,6 +310,6 @@ def revoke_unseen(ctx: StepContext) -> bool:
         with transaction.atomic(), seen_by(ctx.step.run_id, ctx.via):
             return unseen.update(revoked_at=timezone.now())
 
-    held = ctx.tally.held
-    ctx.tally.deactivated = guarded(ctx, "tokens' revocations", unseen.count(), total, revoke)
-    return ctx.tally.held == held
+    revoked = guarded(ctx, "tokens' revocations", unseen.count(), total, revoke)
+    ctx.tally.deactivated = revoked or 0
+    return revoked is not None

@@ -39,7 +39,7 @@ def mark_unseen_deleted(ctx: StepContext) -> int:
     holds them; how many were marked."""
     unseen = unseen_users(ctx.tenant.pk, ctx.seen_since)
     total = DirectoryUser.objects.filter(tenant_id=ctx.tenant.pk, deleted_at__isnull=True).count()
-    return guarded(ctx, "users' deletions", unseen.count(), total, lambda: unseen.update(deleted_at=timezone.now()))
+    return guarded(ctx, "users' deletions", unseen.count(), total, lambda: unseen.update(deleted_at=timezone.now())) or 0
 
 
 def sync_users(ctx: StepContext) -> None:
