@@ -69,7 +69,7 @@ class MachineCpu:
 
     def __init__(self, window_s: float = 5.0):
         self.window_s = window_s
-        self.points: list[tuple[float, float, float]] = []  # (time, machine busy s, this process's CPU s)
+        self.points: list[tuple[float, float, float]] = []  # (wall time, machine busy s, this process's CPU s)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
 
@@ -84,18 +84,20 @@ class MachineCpu:
     def _watch(self) -> None:
         while True:
             busy, _ = machine_busy_seconds()
-            self.points.append((time.monotonic(), busy, time.process_time()))
+            self.points.append((time.time(), busy, time.process_time()))
             if self._stop.wait(1.0):
                 return
 
-    def windows(self, seconds: float | None = None, others: bool = False) -> list[float]:
+    def windows(self, seconds: float | None = None, others: bool = False, during: tuple[float, float] | None = None) -> list[float]:
         """Machine CPU percent over each window of `seconds` (the window given at start by
-        default), a second apart; with `others`, the machine less this process."""
+        default), a second apart; with `others`, the machine less this process; with `during`
+        (wall times), only the windows that overlap that span."""
         _, cpus = machine_busy_seconds()
         step = max(1, round(seconds or self.window_s))
         return [
             100 * ((b1 - b0) - (p1 - p0 if others else 0.0)) / (t1 - t0) / cpus
             for (t0, b0, p0), (t1, b1, p1) in zip(self.points, self.points[step:])
+            if during is None or (t1 > during[0] and t0 < during[1])
         ]
 
 
@@ -122,7 +124,7 @@ def in_child(function, *args):
     return value
 
 
-def _serve_directory(users: int, latency_s: float, flaky_every: int | None, activities: int, pipe) -> None:
+def _serve_directory(users: int, activities: int, faults: dict, pipe) -> None:
     """In a child process, so the server's threads do not share the measured interpreter's lock."""
     from datetime import datetime, timedelta, timezone
 
@@ -142,22 +144,25 @@ def _serve_directory(users: int, latency_s: float, flaky_every: int | None, acti
             server.revoke(user, token["clientId"], at)
         else:
             server.log("activity", user, token["clientId"], at, app_name=token.get("displayText", ""))
-    server.latency_s, server.flaky_every = latency_s, flaky_every
+    for name, value in faults.items():
+        setattr(server, name, value)
     pipe.send(server.url)
     pipe.recv()  # until the parent is done
     pipe.send({"tokens_calls": len(server.paths("/admin/directory/v1/users/")), "calls": len(server.paths()),
-               "flaky_answers": server.flaky_answers, "sent": server.sent})
+               "flaky_answers": server.flaky_answers, "rate_limited": server.rate_limited_answers, "sent": server.sent,
+               "accepted_at": server.accepted_at, "rejected": server.rejected})
     server.stop()
 
 
 @contextmanager
-def directory_in_child(users: int, latency_s: float = 0.02, flaky_every: int | None = None, activities: int = 0):
+def directory_in_child(users: int, latency_s: float = 0.02, flaky_every: int | None = None, activities: int = 0, **faults):
     """Google's Directory API (and the Reports API's token feed, `activities` events) on loopback,
-    served by a child process, with `users` demo users. Yields (url, counts); counts (calls
+    served by a child process, with `users` demo users; `faults` set the fake's other fault
+    attributes (quota_per_second, rate_limited_share). Yields (url, counts); counts (calls
     answered, and "sent": (path, bytes) of every answer) are filled in when the block ends."""
     connections.close_all()  # the forked child must not inherit a live connection
     here, there = multiprocessing.get_context("fork").Pipe()
-    child = multiprocessing.get_context("fork").Process(target=_serve_directory, args=(users, latency_s, flaky_every, activities, there),
+    child = multiprocessing.get_context("fork").Process(target=_serve_directory, args=(users, activities, {"latency_s": latency_s, "flaky_every": flaky_every, **faults}, there),
                                                         daemon=True)
     child.start()
     counts: dict = {}

@@ -5,6 +5,7 @@ script its faults; it records every request it answers.
 
 import bisect
 import json
+import random
 import threading
 import time
 from datetime import datetime, timezone
@@ -43,6 +44,10 @@ class FakeDirectory(LoopbackJsonServer):
         self.flaky_every: int | None = None  # every Nth directory request answers 503
         self.flaky_answers = 0
         self.quota_per_second: int | None = None  # answer 429 above this many calls in any second
+        # Google's sporadic 403 rateLimitExceeded, well under any quota: this share of directory requests, at random
+        self.rate_limited_share = 0.0
+        self.rate_limited_answers = 0
+        self._random = random.Random(23)
         self.accepted_at: list[float] = []  # monotonic times of calls let through (under a quota)
         self.rejected = 0
         self.activities: list[dict] = []  # Reports API token activities, any order: served newest first
@@ -158,6 +163,8 @@ class FakeDirectory(LoopbackJsonServer):
             return 401, google_error(401, "Request had invalid authentication credentials.", "authError"), {}
         if self.quota_per_second is not None and not self._within_quota():
             return 429, google_error(429, "Rate Limit Exceeded", "rateLimitExceeded"), {}
+        if self.rate_limited_share and self._sporadic_refusal():
+            return 403, google_error(403, "Rate Limit Exceeded", "rateLimitExceeded"), {}
         if self.flaky_every and count % self.flaky_every == 0:
             self.flaky_answers += 1
             return 503, google_error(503, "The service is currently unavailable.", "backendError"), {}
@@ -184,6 +191,12 @@ class FakeDirectory(LoopbackJsonServer):
                 return False
             self.accepted_at.append(now)
             return True
+
+    def _sporadic_refusal(self) -> bool:
+        with self._lock:
+            refused = self._random.random() < self.rate_limited_share
+            self.rate_limited_answers += refused
+            return refused
 
     def _users(self, query: dict) -> tuple[int, dict, dict]:
         if "customer" not in query:
