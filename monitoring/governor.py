@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 
 from .events import Episodes, Event, describe_rss
 from .limiter import Limiter
-from .limits import AdaptiveLimit, Outcome, Pacer
+from .limits import AdaptiveLimit, Call, Pacer
 from .memory import malloc_trim
 from .policy import CpuAllowance, CpuShare, Decision, Ewma, RoutePolicy, State, SteadyValue, cpu_concurrency, decide
 from .readings import Reading
@@ -393,27 +393,32 @@ class Governor:
     def call(self):
         """Wrap one provider call: the pace, room in flight; then how it went.
 
-        The body sets `outcome["outcome"]` to a limits.Outcome: PUSHBACK for 429 and 403 rate or
-        quota answers, ERROR for 5xx and lost connections (the caller retries those alone).
+        The body sets the yielded limits.Call's outcome: PUSHBACK for 429 and 403 rate or quota
+        answers, ERROR for 5xx and lost connections (the caller retries those alone); when the
+        block ends, the Call says whether push-back persists (then the caller backs off long).
         Calls are not duty-cycled themselves: the step's one writer thread is, and the answers
         wait for it in a bounded queue, so its pace is theirs (many threads waking together
         for CPU budget cost more CPU than they saved).
         """
         ticket = self.limiter.acquire(self.sleep)  # waiting for the pace counts; for room in flight, not
-        outcome = {"outcome": Outcome.OK}
+        call = Call()
         try:
-            yield outcome
+            yield call
         finally:
-            pushback = self.limiter.release(ticket, self.clock(), outcome["outcome"])
+            pushback = self.limiter.release(ticket, self.clock(), call.outcome)
+            call.persisting = pushback is not None and pushback.persisting
             if pushback is not None:
                 self._pushed_back(pushback)
 
     def _pushed_back(self, change) -> None:
-        pace = f"{change.rate_before:.1f}" if change.rate_before else "unpaced"
-        detail = (
-            f"provider pushed back: pace {pace} -> {change.rate_after:.1f} calls/s, "
-            f"in flight limit {change.limit_before:.1f} -> {change.limit_after:.1f}"
-        )
+        if change.persisting:
+            pace = f"{change.rate_before:.1f}" if change.rate_before else "unpaced"
+            detail = (
+                f"provider pushed back persistently: pace {pace} -> {change.rate_after:.1f} calls/s, "
+                f"in flight limit {change.limit_before:.1f} -> {change.limit_after:.1f}"
+            )
+        else:
+            detail = f"provider pushed back on a lone call: in flight limit {change.limit_before:.1f} -> {change.limit_after:.1f}, the call retried"
         with self._lock:
             now = self._last_pushback_at = self.clock()
-            self.episodes.carry("rate", "rate", True, now, self.read(), self.decision.pressure, detail)
+            self.episodes.carry("rate", "rate", True, now, self.read(), self.decision.pressure, detail, severity=float(change.persisting))

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .limits import AdaptiveLimit, ErrorRate, Outcome, Pacer
+from .limits import AdaptiveLimit, Outcome, Pacer, RecentShare, error_share, pushback_share
 
 
 @dataclass(frozen=True)
@@ -24,8 +24,10 @@ class Ticket:
 
 @dataclass(frozen=True)
 class PushBack:
-    """What a push-back (or errors that persist) changed."""
+    """What a push-back (or errors that persist) changed; `persisting`: a share of the recent
+    answers, that cut the pace, rather than a lone one, that cost a tenth of the limit in flight."""
 
+    persisting: bool
     rate_before: float | None
     rate_after: float | None
     limit_before: float
@@ -33,9 +35,10 @@ class PushBack:
 
 
 class Limiter:
-    def __init__(self, limit: AdaptiveLimit, pacer: Pacer, *, clock: Callable[[], float] = time.monotonic, errors: ErrorRate | None = None):
+    def __init__(self, limit: AdaptiveLimit, pacer: Pacer, *, clock: Callable[[], float] = time.monotonic):
         self.limit, self.pacer, self.clock = limit, pacer, clock
-        self.errors = errors or ErrorRate()
+        self.errors: RecentShare = error_share()
+        self.pushbacks: RecentShare = pushback_share()
         self.cap = limit.maximum  # what resources allow; the governor sets it
         self.in_flight = 0
         self._lock = threading.Lock()
@@ -75,6 +78,7 @@ class Limiter:
         if self.in_flight >= self.allowed():
             return None
         self.in_flight += 1
+        self.pacer.on_sent(now)
         return Ticket(now)
 
     def acquire(self, sleep: Callable[[float], None] = time.sleep) -> Ticket:
@@ -88,19 +92,23 @@ class Limiter:
         return ticket
 
     def release(self, ticket: Ticket, now: float, outcome: Outcome) -> PushBack | None:
-        """Count the answer; return what changed when it was (or errors now count as) push-back."""
+        """Count the answer; return what changed when it was a push-back (or errors now persist)."""
         with self._room:
             in_flight = self.in_flight
             self.in_flight -= 1
-            persisting = self.errors.add(outcome is Outcome.ERROR)
-            if outcome is Outcome.ERROR and not persisting:
-                self._room.notify()
-                return None  # a lone error: retried by the caller, nothing about our pace
-            pushed_back = outcome is Outcome.PUSHBACK or outcome is Outcome.ERROR
+            pushed_back = outcome is Outcome.PUSHBACK
+            persisting = self.pushbacks.add(pushed_back)
+            errors_persist = self.errors.add(outcome is Outcome.ERROR)
+            if outcome is Outcome.ERROR:
+                persisting = errors_persist
+                if not persisting:
+                    self._room.notify()
+                    return None  # a lone error: retried by the caller, nothing about our pace
             rate_before, limit_before = self.pacer.rate, self.limit.limit
-            self.pacer.on_result(now, pushed_back)
-            self.limit.on_sample(now, now - ticket.started, in_flight, pushed_back)
+            self.pacer.on_result(now, outcome, sent_at=ticket.started, persisting=persisting)
+            dropped = outcome is not Outcome.OK
+            self.limit.on_sample(now, now - ticket.started, in_flight, dropped, persisting)
             self._room.notify_all()
-            if not pushed_back:
+            if not dropped:
                 return None
-            return PushBack(rate_before, self.pacer.rate, limit_before, self.limit.limit)
+            return PushBack(persisting, rate_before, self.pacer.rate, limit_before, self.limit.limit)

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
-from monitoring.limits import Outcome
+from monitoring.limits import Call
 from monitoring.metrics import provider_calls
 
 
@@ -70,16 +70,17 @@ class Check:
 
 @contextmanager
 def unguarded():
-    yield {"outcome": Outcome.OK}
+    yield Call()
 
 
 class Provider:
     """Base class: subclasses implement every method below.
 
-    Every call to the provider runs inside `with self.guard() as call:` and sets
-    call["outcome"] to monitoring.limits.Outcome.PUSHBACK when the provider pushed back (a rate
-    or quota answer) or ERROR when the call failed (5xx, lost connection); a running step sets
-    guard to its governor's call(), which paces calls and adapts how many run at once.
+    Every call to the provider runs inside `with self.guard() as call:` and sets call.outcome
+    (a monitoring.limits.Call) to Outcome.PUSHBACK when the provider pushed back (a rate or quota
+    answer) or ERROR when the call failed (5xx, lost connection); a running step sets guard to
+    its governor's call(), which paces calls, adapts how many run at once and, when the block
+    ends, says in call.persisting whether push-back persists.
     """
 
     name = ""

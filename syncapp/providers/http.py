@@ -2,10 +2,10 @@
 retries with exponential backoff and jitter honouring Retry-After, and errors that name the URL
 and the status. Subclasses say how to authorise a call and how to read their API's errors.
 
-A push-back (429, and whatever the API adds) is retried from retry_base_ms while the governor
-slows the pace; a fault of one call (5xx, a lost connection) from error_retry_base_ms, so a lone
-503 costs that call a tenth of a second, not the step a second. Any other 4xx fails the call with
-the API's own message.
+A push-back (429, and whatever the API adds) that persists is retried from retry_base_ms while
+the governor slows the pace; a fault of one call (5xx, a lost connection) or a lone push-back from
+error_retry_base_ms, so a lone 503 or 403 rateLimitExceeded costs that call a tenth of a second,
+not the step a second. Any other 4xx fails the call with the API's own message.
 """
 
 import json
@@ -16,7 +16,7 @@ from email.utils import parsedate_to_datetime
 
 import urllib3
 
-from monitoring.limits import Outcome
+from monitoring.limits import Call, Outcome
 
 from .base import ConfigError, PageTokenRefused, Provider, ProviderError, require_int, require_str
 
@@ -112,10 +112,11 @@ class HttpProvider(Provider):
         """Whether this answer refuses the page token of a resumed read (then the read starts over)."""
         return False
 
-    def _backoff(self, attempt: int, outcome: Outcome) -> float:
-        """Push-back: base × 2^(n−1) plus up to base. A fault of one call: half to all of base ×
-        2^(n−1) ("equal jitter"), so the first retry of a lone 503 comes in 50-100 ms."""
-        if outcome is Outcome.PUSHBACK:
+    def _backoff(self, attempt: int, call: Call) -> float:
+        """Push-back that persists: base × 2^(n−1) plus up to base. A fault of one call, or a lone
+        push-back (the guard said it does not persist): half to all of base × 2^(n−1) ("equal
+        jitter"), so the first retry of a lone 503 or 403 rateLimitExceeded comes in 50-100 ms."""
+        if call.outcome is Outcome.PUSHBACK and call.persisting:
             base = self.config["retry_base_s"]
             return min(self.config["retry_cap_s"], base * 2 ** (attempt - 1)) + random.uniform(0, base)
         return min(self.config["retry_cap_s"], self.config["error_retry_base_s"] * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
@@ -134,11 +135,11 @@ class HttpProvider(Provider):
                 except urllib3.exceptions.HTTPError as exc:
                     problem = f"connection error: {connection_problem(exc)} {self.config['base_url']} ({exc.__class__.__name__})"
                     self.count_call("error")
-                    call["outcome"] = Outcome.ERROR
+                    call.outcome = Outcome.ERROR
                 else:
                     self.count_call(str(response.status))
                     message, reason = self.error_of(response) if response.status >= 400 else ("", None)
-                    call["outcome"] = self.outcome_of(response.status, reason)
+                    call.outcome = self.outcome_of(response.status, reason)
             if response is not None:
                 where = url.split("?", 1)[0]
                 if 300 <= response.status < 400:  # not followed: the APIs never redirect, a wrong base_url (a login page) does
@@ -154,7 +155,7 @@ class HttpProvider(Provider):
                 problem = f"{response.status} {message}"
                 if self.page_token_refused(response.status, params):
                     raise PageTokenRefused(f"GET {label}: page token refused: {problem}", status=response.status, reason=reason)
-                if call["outcome"] is Outcome.OK:  # any other 4xx: retrying will not help
+                if call.outcome is Outcome.OK:  # any other 4xx: retrying will not help
                     raise ProviderError(f"GET {label}: {problem}", status=response.status, reason=reason)
                 wait = retry_after(response)
             if attempt == attempts:
@@ -162,7 +163,7 @@ class HttpProvider(Provider):
                     f"GET {label}: gave up after {attempts} attempts: {problem}",
                     status=None if response is None else response.status, reason=None if response is None else reason,
                 )
-            self._sleep(self._backoff(attempt, call["outcome"]) if wait is None else wait)
+            self._sleep(self._backoff(attempt, call) if wait is None else wait)
         raise AssertionError("unreachable")
 
     def close(self) -> None:

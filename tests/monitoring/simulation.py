@@ -114,15 +114,19 @@ def run_cpu_bound_sync(machine: Machine, seconds: float, policy: RoutePolicy = R
 @dataclass
 class Provider:
     """Answers after `latency_s`, longer when more than `capacity` calls are in flight (it queues
-    them); 429 above `quota` calls in any second; a 5xx for `error_rate` of the calls."""
+    them); 429 above `quota` calls in any second (counting the calls it accepted, as Google's
+    quotas and the loopback fake do); a 403 rateLimitExceeded for `pushback_share` of the calls
+    at random, well under any quota (as Google answers now and then); a 5xx for `error_rate`."""
 
     latency_s: float = 0.02
     capacity: int | None = None
     quota: float | None = None
+    pushback_share: float = 0.0
     error_rate: float = 0.0
     seed: int = 2
     accepted_at: list = field(default_factory=list)
     rejected: int = 0
+    pushed_back: int = 0  # the sporadic ones
     errors: int = 0
 
     def __post_init__(self):
@@ -135,18 +139,29 @@ class Provider:
             if recent >= self.quota:
                 self.rejected += 1
                 return latency, Outcome.PUSHBACK
+        if self._rng.random() < self.pushback_share:
+            self.pushed_back += 1
+            return latency, Outcome.PUSHBACK
         if self._rng.random() < self.error_rate:
             self.errors += 1
             return latency, Outcome.ERROR
         self.accepted_at.append(now)
         return latency, Outcome.OK
 
+    def refused_share(self) -> float:
+        refused = self.rejected + self.pushed_back
+        return refused / (len(self.accepted_at) + refused)
 
-def run_calls(provider: Provider, calls: int, *, maximum: int = 32, pushback_retry_s: float = 1.0, error_retry_s: float = 0.1, seed: int = 3):
+
+def run_calls(provider: Provider, calls: int, *, maximum: int = 32, cpu_s_per_call: float = 0.0, pushback_retry_s: float = 1.0,
+              error_retry_s: float = 0.1, seed: int = 3):
     """`calls` provider calls under the real limiter, issued as the tokens step issues them (as
-    many under way as the limiter says), each retried when it fails after a jittered, doubling
-    backoff as the Google provider does (push-back from 1 s plus up to 1 s; errors 0.05-0.1 s).
-    Returns (seconds, limiter, [(time, limit) at each change])."""
+    many under way as the limiter says), each retried when it fails as the HTTP providers do:
+    a push-back that persists after a jittered, doubling backoff from 1 s plus up to 1 s; a
+    lone push-back or an error from 0.05-0.1 s. Each answer then costs the client
+    `cpu_s_per_call` of its one core (parsing, writing: one interpreter lock), one answer at a
+    time, and the call is under way until then. Returns (seconds, limiter, [(time, limit) at
+    each change])."""
     rng = random.Random(seed)
     limiter = Limiter(AdaptiveLimit(maximum=maximum), Pacer(), clock=lambda: 0.0)
     events: list = []  # (time, order, kind, call, attempt)
@@ -159,7 +174,7 @@ def run_calls(provider: Provider, calls: int, *, maximum: int = 32, pushback_ret
 
     backlog = list(range(calls))
     waiting_room: list = []  # calls past their place in the pace, waiting for room in flight
-    outstanding, on_the_wire, done, now, limits = 0, 0, 0, 0.0, [(0.0, limiter.allowed())]
+    outstanding, on_the_wire, done, now, cpu_free_at, limits = 0, 0, 0, 0.0, 0.0, [(0.0, limiter.allowed())]
 
     def issue(at):
         nonlocal outstanding
@@ -184,15 +199,19 @@ def run_calls(provider: Provider, calls: int, *, maximum: int = 32, pushback_ret
             push(now + limiter.reserve_pace(now), "paced", call, attempt)
         elif kind == "paced":
             enter(now, call, attempt)
+        elif kind == "processed":
+            done += 1
+            outstanding -= 1
+            issue(now)
         else:
             _, ticket, outcome = kind
             on_the_wire -= 1
-            limiter.release(ticket, now, outcome)
+            pushback = limiter.release(ticket, now, outcome)
             if outcome is Outcome.OK:
-                done += 1
-                outstanding -= 1
+                cpu_free_at = max(now, cpu_free_at) + cpu_s_per_call
+                push(cpu_free_at, "processed", call)
             else:
-                if outcome is Outcome.PUSHBACK:
+                if outcome is Outcome.PUSHBACK and pushback.persisting:
                     backoff = pushback_retry_s * 2 ** (attempt - 1) + rng.uniform(0, pushback_retry_s)
                 else:
                     backoff = error_retry_s * 2 ** (attempt - 1) * rng.uniform(0.5, 1.0)

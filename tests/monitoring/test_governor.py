@@ -203,27 +203,43 @@ def test_samples_are_bounded_in_rate():
     assert len(recorder.samples) == 3  # at 0.0, 1.0 and 2.0 (the constructor's first reading is not one)
 
 
-def test_calls_start_slowly_and_double_and_a_push_back_paces_them():
+def test_calls_start_slowly_and_double_and_push_back_that_persists_paces_them():
     g, t, recorder = governor(reading(10, 10), RoutePolicy(io_max_concurrency=32), io_bound=True)
     assert g.io_limit() == 1
-    for _ in range(5):  # rounds of as many calls in flight as allowed
+    for _ in range(11):  # rounds of as many calls in flight as allowed
         with ExitStack() as calls:
             for _ in range(g.io_limit()):
                 calls.enter_context(g.call())
             t.now += 0.02
-    assert g.io_limit() == 32  # 1, 2, 4, 8, 16, 32: slow start
-    with g.call() as outcome:
-        t.now += 0.02
-        outcome["outcome"] = Outcome.PUSHBACK
+    assert g.io_limit() == 32  # 1, 1, 2, 3, 5, 7, 10, 14, 20, 28, 32: slow start, ×1.4 a round
+    verdicts = []
+    for _ in range(6):
+        with g.call() as call:
+            t.now += 0.02
+            call.outcome = Outcome.PUSHBACK
+        verdicts.append(call.persisting)
+    assert verdicts[0] is False and verdicts[-1] is True  # a lone one first; then the provider's limit is reached
     assert g.limiter.pacer.rate is not None and g.io_limit() < 32
     [episode] = [e for e in recorder.events if e.kind == "rate"]
-    assert "provider pushed back" in episode.detail and "rate" in g.episodes
+    assert "provider pushed back persistently" in episode.detail and "rate" in g.episodes
+
+
+def test_a_lone_push_back_is_retried_soon_and_costs_no_pace():
+    g, t, recorder = governor(reading(10, 10), RoutePolicy(io_max_concurrency=8), io_bound=True)
+    for _ in range(30):
+        with g.call():
+            t.now += 0.02
+    with g.call() as call:
+        call.outcome = Outcome.PUSHBACK
+    assert call.persisting is False and g.limiter.pacer.rate is None
+    [episode] = [e for e in recorder.events if e.kind == "rate"]
+    assert "lone call" in episode.detail
 
 
 def test_a_lone_provider_error_costs_no_pace():
     g, t, recorder = governor(reading(10, 10), RoutePolicy(io_max_concurrency=8), io_bound=True)
     with g.call() as outcome:
-        outcome["outcome"] = Outcome.ERROR
+        outcome.outcome = Outcome.ERROR
     assert g.limiter.pacer.rate is None and recorder.kinds() == []
 
 

@@ -31,15 +31,27 @@ def test_a_lone_error_changes_neither_pace_nor_limit():
     assert limiter.pacer.rate is None and limiter.limit.limit == 8 and limiter.in_flight == 0
 
 
-def test_a_push_back_paces_and_cuts_and_says_so():
+def test_a_lone_push_back_cuts_the_limit_a_tenth_and_sets_no_pace():
+    limiter = Limiter(AdaptiveLimit(limit=8, maximum=8), Pacer())
+    for n in range(30):
+        limiter.release(limiter.try_enter(n * 0.01), n * 0.01 + 0.02, Outcome.OK)
+    change = limiter.release(limiter.try_enter(0.5), 0.52, Outcome.PUSHBACK)
+    assert not change.persisting and change.rate_after is None
+    assert change.limit_after == pytest.approx(0.9 * change.limit_before)
+    assert limiter.reserve_pace(0.6) == 0.0 and limiter.reserve_pace(0.6) == 0.0  # still unpaced
+
+
+def test_push_back_that_persists_paces_at_what_was_accepted_and_says_so():
     limiter = Limiter(AdaptiveLimit(limit=8, maximum=8), Pacer())
     for n in range(30):
         assert limiter.reserve_pace(n * 0.01) == 0.0  # unpaced
         limiter.release(limiter.try_enter(n * 0.01), n * 0.01 + 0.02, Outcome.OK)
-    change = limiter.release(limiter.try_enter(0.5), 0.52, Outcome.PUSHBACK)
-    assert change.rate_before is None and change.rate_after == pytest.approx(0.95 * 30)  # 95% of what went out in the last second
-    assert change.limit_after < change.limit_before
-    assert limiter.reserve_pace(0.6) == 0.0 and limiter.reserve_pace(0.6) > 0  # paced from now on
+    changes = [limiter.release(limiter.try_enter(0.5 + n * 0.001), 0.52 + n * 0.001, Outcome.PUSHBACK) for n in range(8)]
+    first = next(c for c in changes if c.persisting)
+    assert changes.index(first) <= 4  # by the fifth in a row
+    assert first.rate_before is None and first.rate_after == pytest.approx(0.975 * 30)  # what was accepted in the last second, less a little
+    assert first.limit_after < 8
+    assert limiter.reserve_pace(0.6) > 0  # paced from now on: the 30 accepted went out within the last second
 
 
 def test_errors_that_persist_are_push_back():
