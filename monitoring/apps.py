@@ -41,17 +41,27 @@ class MonitoringConfig(AppConfig):
     verbose_name = "Monitoring"
 
     def ready(self):
+        from django.db.backends.signals import connection_created
         from django.db.models.signals import post_migrate
         from django_q.signals import post_spawn
 
         from . import checks  # noqa: F401  (registers the system checks)
+        from . import metrics
         from .memory import memory_manager
+        from .models import ThrottleEvent
+        from .profiles import ROUTES
+        from .readings import database
         from .signals import reading_taken
         from .tasks import sync_leak_check_schedule
 
         post_migrate.connect(sync_leak_check_schedule, sender=self, dispatch_uid="ballast-leak-check")
         reading_taken.connect(memory_manager.on_reading, dispatch_uid="ballast-memory-manager")
         post_spawn.connect(worker_started, dispatch_uid="ballast-worker-started")
+        metrics.start_at_zero(metrics.throttle_events, kind=ThrottleEvent.Kind.values, route=ROUTES)
+        # The database backends serving this process count as its own CPU (readings.database).
+        connection_created.connect(database.connection_created, dispatch_uid="ballast-database-cpu")
 
-        # django-q2 forks its workers; Django's psycopg pool is not fork-safe.
+        # django-q2 forks its workers; Django's psycopg pool is not fork-safe, and the parent's
+        # connections (and their backends) are not the child's.
         os.register_at_fork(after_in_child=forget_inherited_connection_pools)
+        os.register_at_fork(after_in_child=database.database_cpu.forget)

@@ -28,6 +28,7 @@ from .limits import AdaptiveLimit, Call, Pacer
 from .memory import malloc_trim
 from .policy import CpuAllowance, CpuShare, Decision, Ewma, RoutePolicy, State, SteadyValue, cpu_concurrency, decide
 from .readings import Reading
+from .readings.database import DatabaseCpu, database_cpu, own_cpu_seconds
 
 RECOVERY_STEP_S = 0.5  # short sleeps while waiting for memory to recover
 COLLECT_EVERY_S = 2.0
@@ -56,6 +57,7 @@ class CpuBudget:
         self.burst_s = burst_s
         self._lock = threading.Lock()
         self._virtual = self._cpu = None
+        self.held_at = float("-inf")  # when it last asked for a sleep
 
     def delay(self, now: float, cpu_seconds: float, allowed_cores: float) -> float:
         """Charge the CPU used since the last call; return how long to sleep to be back in budget."""
@@ -65,6 +67,8 @@ class CpuBudget:
                 return 0.0
             used, self._cpu = max(cpu_seconds - self._cpu, 0.0), cpu_seconds
             self._virtual = max(self._virtual + used / allowed_cores, now - self.burst_s)
+            if self._virtual > now:
+                self.held_at = now
             return max(0.0, self._virtual - now)
 
 
@@ -119,16 +123,20 @@ class CpuHold:
     proportion to the allowance while the duty cycle holds the route, back up a step per window
     once it no longer does, steadied against flapping (policy.SteadyValue)."""
 
-    def __init__(self, policy: RoutePolicy, maximum: int, first: Reading, *, clock, cpu_clock, budget: CpuBudget, share: CpuShare, usable_cores: float):
+    def __init__(self, policy: RoutePolicy, maximum: int, first: Reading, *, clock, cpu_clock, budget: CpuBudget, share: CpuShare, usable_cores: float,
+                 database: DatabaseCpu = database_cpu):
         self.policy, self.maximum, self.clock, self.cpu_clock = policy, maximum, clock, cpu_clock
-        self.budget, self.share, self.usable_cores = budget, share, usable_cores
+        self.budget, self.share, self.usable_cores, self.database = budget, share, usable_cores, database
         self.holds = WaitClock(clock)  # the time the duty cycle held the route
         self.held = Ewma(HOLD_TAU_S)  # as a share of the time
-        self.cap = SteadyValue(maximum)
         self._held_seen, self._held_at = 0.0, clock()
         budget.delay(clock(), cpu_clock(), 1.0)  # start counting from now
         share.observe(first)
         self.allowance: CpuAllowance = share.allowance(policy, first.cpu_capacity, usable_cores)
+        # A step that starts while the duty cycle holds its process (a step beside it, or just
+        # before it) starts in proportion, rather than at its maximum and a change a moment later.
+        holding = self.allowance.held and clock() - budget.held_at < HOLD_GAP_S
+        self.cap = SteadyValue(cpu_concurrency(self.allowance, maximum) if holding else maximum)
 
     @property
     def held_share(self) -> float:
@@ -159,11 +167,15 @@ class CpuHold:
         """Held now, or within the last HOLD_GAP_S (an episode does not end between two batches)."""
         return self.holds.active_within(HOLD_GAP_S)
 
+    def describe(self) -> str:
+        """What holds the route, with where the database's CPU is when it is not counted."""
+        return self.allowance.describe() + self.database.note()
+
     def reason(self) -> str:
         a = self.allowance
         if a.held:
-            return f"CPU: {a.describe()}; the duty cycle held the step {100 * self.held_share:.0f}% of the time"
-        return f"CPU: no longer held (neighbours use {a.neighbours:.0f}% of the {a.ceiling:.0f}% ceiling)"
+            return f"CPU: {self.describe()}; the duty cycle held the step {100 * self.held_share:.0f}% of the time"
+        return f"CPU: no longer held (neighbours use {a.neighbours:.0f}% of the {a.ceiling:.0f}% ceiling){self.database.note()}"
 
 
 @dataclass
@@ -201,11 +213,11 @@ class Governor:
         sample_every_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
-        cpu_clock: Callable[[], float] = time.process_time,
+        cpu_clock: Callable[[], float] = own_cpu_seconds,  # with the database backends serving the process
         collect: Callable[[], None] | None = None,
         cpu_budget: CpuBudget | None = None,
         cpu_share: CpuShare | None = None,
-        usable_cores: float = 1.0,  # one Python process: the interpreter lock allows about one core
+        usable_cores: float = 1.0,  # one Python process: the interpreter lock allows about one core (and its database's: readings.database)
     ):
         self.policy, self.read, self.recorder, self.io_bound = policy, read, recorder, io_bound
         self.clock, self._sleep, self.cpu_clock = clock, sleep, cpu_clock
@@ -284,7 +296,7 @@ class Governor:
     def _follow_episodes(self, now: float, reading: Reading) -> None:
         """Start, carry on and end the conditions that last, from this tick's reading."""
         pressure, allowance = self.decision.pressure, self.cpu.allowance
-        cpu_detail = allowance.describe() if allowance.held else None
+        cpu_detail = self.cpu.describe() if allowance.held else None
         self.episodes.carry("cpu", "throttle", self.cpu.holding(), now, reading, pressure, cpu_detail, 100 - allowance.percent)
         overloaded = self.decision.overloaded
         memory_detail = f"{pressure.reason} over the {self.policy.max_memory_percent:.0f}% ceiling: one at a time, waiting for it to fall"
@@ -317,6 +329,12 @@ class Governor:
         if decision.delay_s == 0:
             self._sleep(0)  # yield to other threads between batches
         return decision
+
+    def settle(self) -> None:
+        """The duty cycle alone: sleep off the CPU used beyond the allowance since it last ran
+        (after a statement whose CPU was the database's, or before a step ends, so a step that
+        ran long statements leaves no debt to a process that may never run another)."""
+        self.cpu.duty_cycle(self.sleep)
 
     def _throttle(self, decision: Decision) -> None:
         """Memory over its ceiling: one at a time, collect, wait for it to fall; brake when it keeps on."""

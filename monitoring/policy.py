@@ -221,8 +221,8 @@ class CpuShare:
     `fall_tau_s` down (a burst that ended: take the room back within a second or two). Readings
     that only jitter move it as much down as up, so it does not sit above the truth. A reading weighs by the window it covers, so skipped
     readings only slow the average. One per process, shared by its governors; a reading is
-    counted once however many look at it. The database server working for the sync counts as
-    a neighbour: what the sync makes it do comes out of the sync's own share.
+    counted once however many look at it. The database backends working for the sync are the
+    sync's own where they are seen (readings.database), not neighbours.
     """
 
     def __init__(self, tau_s: float = 3.0, rise_tau_s: float = 0.3, jump: float = 5.0, fall_tau_s: float = 1.0):
@@ -235,9 +235,12 @@ class CpuShare:
             self.neighbours.add(reading.neighbours_cpu_percent, reading.window_s)
 
     def allowance(self, policy: RoutePolicy, capacity: float, usable: float) -> CpuAllowance:
-        """The ceiling less the neighbours, never below the floor nor above what the process can use."""
+        """The ceiling less the neighbours, never below the floor nor above what the process can
+        use. A ceiling of 100% is no ceiling: whatever the neighbours use, nothing is held."""
         usable = min(usable, capacity)
         neighbours = self.neighbours.value or 0.0
+        if policy.max_cpu_percent >= 100:
+            return CpuAllowance(cores=usable, usable=usable, capacity=capacity, ceiling=policy.max_cpu_percent, neighbours=neighbours)
         headroom = (policy.max_cpu_percent - neighbours) / 100.0 * capacity
         floor = min(policy.cpu_floor_percent / 100.0, usable)
         cores = min(max(headroom, floor), usable)

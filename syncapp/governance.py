@@ -6,6 +6,7 @@ from monitoring.events import DatabaseRecorder
 from monitoring.governor import Governor
 from monitoring.profiles import route_policy
 from monitoring.quotas import limits_for
+from monitoring.readings.database import database_cpu
 from monitoring.sampler import get_sampler
 
 from .models import SyncRun, SyncStep, Tenant, run_owner
@@ -40,4 +41,5 @@ def governor_for(step: SyncStep, tenant: Tenant) -> Governor:
         ),
         io_bound=step.name == "tokens",
         calls_per_second=quota.provider_calls_per_second,
+        usable_cores=database_cpu.usable_cores(),
     )

@@ -10,6 +10,7 @@ from pathlib import Path
 from .base import ContainerSource, Reading
 from .cgroup import find_container
 from .cpu import affinity, cpu_scope, online_cpus
+from .database import own_cpu_seconds
 from .host import HostSource
 from .psi import system_pressure
 
@@ -19,7 +20,7 @@ __all__ = ["ContainerSource", "Reading", "SystemReader"]
 class SystemReader:
     def __init__(
         self, cgroup_root: str | Path = "/sys/fs/cgroup", proc: str | Path = "/proc", *,
-        clock=time.monotonic, process_cpu=time.process_time, allowed=affinity,
+        clock=time.monotonic, process_cpu=own_cpu_seconds, allowed=affinity,
     ):
         self.proc = Path(proc)
         self.container = find_container(Path(cgroup_root), self.proc)
@@ -28,6 +29,8 @@ class SystemReader:
         self.allowed = allowed  # the affinity mask (injected by tests)
         # clock_gettime(CLOCK_PROCESS_CPUTIME_ID): exact for every thread. psutil's tick-based
         # /proc figures arrive in bursts for busy threads and read 0% then 70% in short windows.
+        # With the database backends serving the process (readings.database): their statements
+        # are the sync's work.
         self.process_cpu = process_cpu
         self.clock = clock
         self._scope = None

@@ -21,8 +21,11 @@ GB = 1024**3
 @dataclass
 class Machine:
     """Two cores; a neighbour whose load (share of the machine) follows a schedule; one sync
-    process that is either working (it wants one core) or asleep. Readings every `interval_s`,
-    with a little noise on the machine's figure, as /proc/stat gives them."""
+    process that is either working (it wants one core), waiting on its database (whose backend
+    then wants one core for it) or asleep. Readings every `interval_s`, with a little noise on
+    the machine's figure, as /proc/stat gives them; they count the backend's CPU as the sync's
+    own when `database_counted` (a server on this machine whose processes are seen), else as a
+    neighbour's."""
 
     schedule: list  # [(from second, neighbour share of the machine, 0..1)]
     capacity: float = 2.0
@@ -30,14 +33,16 @@ class Machine:
     noise: float = 2.0  # percent, uniform ±
     seed: int = 1
     dt: float = 0.005
+    database_counted: bool = True
     now: float = 0.0
     process_cpu: float = 0.0
-    trace: list = field(default_factory=list)  # (t, machine busy cores, sync cores, neighbour cores) per dt
+    database_cpu: float = 0.0  # what the sync's database backend used for it
+    trace: list = field(default_factory=list)  # (t, machine busy cores, sync cores with its backend's, neighbour cores) per dt
     latest: Reading | None = None
 
     def __post_init__(self):
         self._rng = random.Random(self.seed)
-        self._window = [0.0, 0.0]  # machine busy, sync busy (core-seconds) since the last reading
+        self._window = [0.0, 0.0]  # machine busy, sync busy as readings count it (core-seconds) since the last reading
         self._next_reading = self.interval_s
         self.latest = self._reading(0.0, 0.0, self.interval_s)
 
@@ -48,6 +53,10 @@ class Machine:
                 share = value
         return share * self.capacity
 
+    def own_cpu(self) -> float:
+        """The sync's CPU seconds as its governor's clock reads them."""
+        return self.process_cpu + (self.database_cpu if self.database_counted else 0.0)
+
     def _reading(self, machine: float, own: float, window: float) -> Reading:
         cpu = 100 * machine / window / self.capacity + self._rng.uniform(-self.noise, self.noise)
         return Reading(
@@ -56,22 +65,31 @@ class Machine:
             memory_limit_bytes=GB, cpu_scope="simulated, 2 CPUs", window_s=window,
         )
 
-    def _step(self, working: bool) -> float:
-        """One dt; return the CPU the sync got."""
+    def _step(self, working: bool, in_database: bool = False) -> float:
+        """One dt; return the CPU the sync (or its backend) got."""
         neighbour = self.neighbour(self.now)
         sync = min(1.0, self.capacity - neighbour) if working else 0.0
         if neighbour + sync > self.capacity:  # the scheduler shares fairly
             sync = self.capacity * sync / (neighbour + sync)
         self.now += self.dt
-        self.process_cpu += sync * self.dt
+        if in_database:
+            self.database_cpu += sync * self.dt
+        else:
+            self.process_cpu += sync * self.dt
         self._window[0] += (neighbour + sync) * self.dt
-        self._window[1] += sync * self.dt
+        self._window[1] += sync * self.dt if self.database_counted or not in_database else 0.0
         self.trace.append((self.now, neighbour + sync, sync, neighbour))
         if self.now >= self._next_reading - 1e-9:
             self.latest = self._reading(*self._window, self.interval_s)
             self._window = [0.0, 0.0]
             self._next_reading += self.interval_s
         return sync * self.dt
+
+    def query(self, cpu_seconds: float) -> None:
+        """A statement: the database backend works `cpu_seconds` for the sync while it waits."""
+        done = 0.0
+        while done < cpu_seconds - 1e-12:
+            done += self._step(True, in_database=True)
 
     def work(self, cpu_seconds: float) -> None:
         done = 0.0
@@ -109,6 +127,30 @@ def run_cpu_bound_sync(machine: Machine, seconds: float, policy: RoutePolicy = R
             caps.append((machine.now, governor.resource_cap))
     governor.close()
     return governor, recorder, caps
+
+
+def run_statement_sync(machine: Machine, seconds: float, policy: RoutePolicy = RoutePolicy(), *, statement_cpu_s: float = 0.04,
+                       python_cpu_s: float = 0.002):
+    """A set-based step (relations) under the real governor until `seconds` have passed: each
+    batch is a little Python and one statement that the database works on. The governor's CPU
+    clock is the machine's own_cpu (the backend's counted when the machine sees it), and it may
+    use two cores, the interpreter's and its backend's, as syncapp.governance gives a step
+    whose database is here. Returns (governor, recorder, concurrency changes, statements)."""
+    recorder = ListRecorder()
+    governor = Governor(
+        policy, read=lambda: machine.latest, recorder=recorder, clock=lambda: machine.now, sleep=machine.sleep,
+        cpu_clock=machine.own_cpu, collect=lambda: None, cpu_budget=CpuBudget(), cpu_share=CpuShare(), usable_cores=2.0,
+    )
+    caps, statements = [(0.0, governor.resource_cap)], 0
+    while machine.now < seconds:
+        governor.before_batch()
+        machine.work(python_cpu_s)
+        machine.query(statement_cpu_s)
+        statements += 1
+        if governor.resource_cap != caps[-1][1]:
+            caps.append((machine.now, governor.resource_cap))
+    governor.close()
+    return governor, recorder, caps, statements
 
 
 @dataclass

@@ -195,6 +195,28 @@ def test_the_time_held_shrinks_concurrency_in_proportion_and_it_grows_back():
     assert g.resource_cap == 32
 
 
+def test_a_step_that_starts_while_the_duty_cycle_holds_its_process_starts_in_proportion():
+    t, budget, share = FakeTime(), CpuBudget(), CpuShare()
+    read = Clocked(t, cpu=40, own=0).read
+
+    def make(recorder):
+        return Governor(
+            RoutePolicy(io_max_concurrency=32), read=read, recorder=recorder, clock=t.clock, sleep=t.sleep,
+            cpu_clock=lambda: t.cpu, collect=lambda: None, cpu_budget=budget, cpu_share=share, io_bound=True,
+        )
+
+    first = make(ListRecorder())
+    assert first.resource_cap == 32  # nothing held this process yet
+    for _ in range(10):  # it works flat out: the duty cycle holds it at 40% of the core
+        t.cpu += 0.1
+        t.now += 0.1
+        first.before_batch()
+    second = make(recorder := ListRecorder())  # a step beside it, in the same process
+    assert second.resource_cap == 13  # 40% of one core left: 32 × 0.4, rounded up
+    second.tick()
+    assert recorder.kinds() == []  # and no change a moment after it started
+
+
 def test_samples_are_bounded_in_rate():
     g, t, recorder = governor(reading(10, 10), sample_every_s=1.0)
     for _ in range(10):

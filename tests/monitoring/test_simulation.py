@@ -5,7 +5,7 @@ import pytest
 
 from monitoring.policy import RoutePolicy
 
-from .simulation import Machine, Provider, run_calls, run_cpu_bound_sync
+from .simulation import Machine, Provider, run_calls, run_cpu_bound_sync, run_statement_sync
 
 CEILING = 80.0
 USABLE = 50.0  # one Python process: one core of the two
@@ -104,3 +104,38 @@ def test_lone_5xx_answers_cost_little_throughput():
     assert faulty_provider.errors > 30  # they happened
     assert faulty <= 1.2 * clean
     assert limiter.pacer.rate is None  # and never set a pace
+
+
+@pytest.fixture(scope="module")
+def statements_beside_a_hog():
+    """A set-based step whose CPU is its database's, beside a neighbour that takes one core of
+    two: under the default ceiling, and uncapped (MAX_CPU_PERCENT=100) beside the same hog."""
+    runs = {}
+    for name, ceiling in (("capped", CEILING), ("uncapped", 100.0)):
+        machine = Machine(schedule=[(0, 0.5)])
+        runs[name] = (machine, *run_statement_sync(machine, 120, RoutePolicy(max_cpu_percent=ceiling)))
+    return runs
+
+
+def test_the_database_working_for_the_sync_is_held_under_the_ceiling(statements_beside_a_hog):
+    machine, governor, recorder, caps, statements = statements_beside_a_hog["capped"]
+    worst = max(total for _, _, total, _, _ in machine.windows(5.0))
+    assert worst <= 85.0
+    _, _, _, _, uncapped = statements_beside_a_hog["uncapped"]
+    assert statements >= 0.5 * uncapped  # the ceiling leaves 60% of a core; uncapped it had all of one
+    assert len(caps) - 1 <= 6 * 2  # at most six changes a minute
+
+
+def test_uncounted_the_database_would_take_the_machine_over_the_ceiling():
+    """The same step where the database's CPU is not seen (elsewhere, or before it was counted):
+    its statements count as a neighbour's and the sync's own process has nothing to hold."""
+    machine = Machine(schedule=[(0, 0.5)], database_counted=False)
+    run_statement_sync(machine, 60, RoutePolicy(max_cpu_percent=CEILING))
+    assert max(total for _, _, total, _, _ in machine.windows(5.0)) > 90.0
+
+
+def test_a_ceiling_of_100_percent_never_holds_whatever_the_neighbours_use():
+    machine = Machine(schedule=[(0, 0.65)])
+    governor, recorder, caps = run_cpu_bound_sync(machine, 30, RoutePolicy(max_cpu_percent=100.0))
+    assert governor.waits.seconds() == 0.0 and not any(e.kind == "throttle" for e in recorder.events)
+    assert [cap for _, cap in caps] == [2]

@@ -60,3 +60,29 @@ def test_a_running_step_stops_after_its_current_batch_when_cancelled(settings, g
     step.refresh_from_db()
     assert step.status == Status.CANCELLED
     assert DirectoryUser.objects.count() == 0
+
+
+def test_statements_outside_a_transaction_wait_for_the_duty_cycle_and_a_transaction_never_does():
+    from django.db import connection, transaction
+
+    from syncapp.steps.execute import _paced
+
+    class Governor:
+        settled_in_transaction = settled = 0
+
+        def settle(self):
+            self.settled += 1
+            self.settled_in_transaction += connection.in_atomic_block
+
+    governor = Governor()
+    with connection.execute_wrapper(_paced(governor)):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.execute("SELECT 1")
+        assert governor.settled == 2  # what the database did for the sync is paid for before its next statement
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.execute("SELECT 1")
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    assert governor.settled >= 3 and governor.settled_in_transaction == 0  # a transaction is never held open by a pause
