@@ -7,6 +7,9 @@ do not work in that mode, so figures read at scrape time (the ledger, the databa
 machine) are set by monitoring.views.metrics_view in the serving process just before the export.
 """
 
+import itertools
+from collections.abc import Iterable
+
 from prometheus_client import Counter, Gauge, Histogram
 
 cpu_percent = Gauge("ballast_cpu_percent", "Machine (container) CPU use, percent", multiprocess_mode="mostrecent")
@@ -27,6 +30,15 @@ db_pool = Gauge("ballast_db_pool", "Database connection pool of the serving proc
 changes_lag = Gauge("ballast_changes_lag_seconds", "Age of a tenant's changes cursor: how far its token feed is behind", ["tenant"],
                     multiprocess_mode="mostrecent")
 provider_calls = Counter("ballast_provider_calls", "Calls to identity providers", ["provider", "status"])
+
+
+def start_at_zero(metric, **label_values: Iterable[str]) -> None:
+    """Make every combination of the known label values, at zero: a labelled series appears only
+    once made, and a quiet process's dashboards and alerts would read "no data" rather than 0
+    (Prometheus' instrumentation practices: avoid missing metrics)."""
+    names = list(label_values)
+    for values in itertools.product(*label_values.values()):
+        metric.labels(**dict(zip(names, values)))
 
 
 def observe_reading(reading, pressure_memory: float | None = None) -> None:

@@ -13,6 +13,7 @@ from . import metrics
 from .health import readiness
 from .models import Allocation
 from .sampler import get_sampler
+from .tenants import tenant_model
 
 
 @never_cache
@@ -31,6 +32,8 @@ def refresh_metrics() -> None:
     """Set the figures that are read, not counted: the ledger, the pool, this machine, and the
     host project's own (BALLAST_METRICS_REFRESH: functions by dotted path)."""
     metrics.observe_reading(get_sampler().latest())
+    slug_field = getattr(settings, "BALLAST_TENANT_SLUG_FIELD", "slug")
+    metrics.start_at_zero(metrics.ratelimit_denied, tenant=tenant_model().objects.values_list(slug_field, flat=True))
     for path in getattr(settings, "BALLAST_METRICS_REFRESH", []):
         import_string(path)()
     live = {(r, s): 0 for r in Allocation.Resource.values for s in (Allocation.State.WAITING, Allocation.State.GRANTED)}

@@ -9,6 +9,7 @@ from monitoring.health import resource_status
 from monitoring.readings.fake import reading
 
 from ..conftest import ROOT, child_env, wait_for
+from ..factories import TenantFactory
 
 
 @pytest.mark.django_db
@@ -89,3 +90,23 @@ def test_metrics_are_open_unless_a_token_is_set(client, settings):
         assert refused.status_code == 401 and refused["WWW-Authenticate"] == "Bearer"
     answered = client.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret")
     assert answered.status_code == 200 and b"ballast_allocations" in answered.content
+
+
+def test_labelled_counters_start_at_zero_in_a_process_that_counted_nothing():
+    """A quiet machine's dashboard and alerts read 0, not "no data"."""
+    script = "import django; django.setup(); from prometheus_client import generate_latest; print(generate_latest().decode())"
+    exported = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=child_env(), capture_output=True, text=True, check=True).stdout
+    for series in (
+        'ballast_throttle_events_total{kind="brake",route="tokens"} 0.0',
+        'ballast_throttle_events_total{kind="stop",route="relations"} 0.0',
+        'ballast_sync_runs_total{status="failed"} 0.0',
+        'ballast_sync_rows_total{outcome="invalid",step="users"} 0.0',
+        'ballast_sync_duration_seconds_count{step="changes"} 0.0',
+    ):
+        assert series in exported
+
+
+@pytest.mark.django_db
+def test_each_tenants_rate_limit_denials_start_at_zero(client):
+    TenantFactory(slug="quiet-one")
+    assert 'ballast_ratelimit_denied_total{tenant="quiet-one"} 0.0' in client.get("/metrics").content.decode()
