@@ -3,7 +3,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from monitoring.limits import Outcome
+from monitoring.limits import Call, Outcome
 from syncapp.providers import ConfigError, ProviderError
 from syncapp.providers.google import ACTIVITY_FIELDS, SCOPES, TOKEN_FIELDS, USER_FIELDS, GoogleProvider
 from syncapp.records import parse_token, parse_user
@@ -73,25 +73,30 @@ def test_403_rate_reasons_are_retried_with_backoff(fake_google, provider, sleeps
     assert len(sleeps) == 2 and all(0 < s < 1 for s in sleeps)  # 1 ms base, jittered
 
 
-def test_each_answer_tells_the_governor_what_it_was_and_a_lone_503_is_retried_soon(fake_google, sleeps):
+@pytest.mark.parametrize("persisting", [True, False])
+def test_each_answer_tells_the_governor_what_it_was_and_a_lone_fault_is_retried_soon(fake_google, sleeps, persisting):
     fake_google.load(make_users(1), {"1000": []})
     seen = []
 
     @contextmanager
     def guard():
-        call = {}
+        call = Call()
         yield call
-        seen.append(call.get("outcome"))
+        call.persisting = persisting  # the governor's verdict on push-back
+        seen.append(call.outcome)
 
     p = GoogleProvider({"base_url": fake_google.url, "access_token": "static-test-token"}, sleep=sleeps.append)
     p.guard = guard
     fake_google.fail_next(USERS_PATH + "/", 503)
-    fake_google.fail_next(USERS_PATH + "/", 429, google_error(429, "Rate Limit Exceeded", "rateLimitExceeded"))
+    fake_google.fail_next(USERS_PATH + "/", 403, google_error(403, "Rate Limit Exceeded", "rateLimitExceeded"))
     assert p.user_tokens("1000") == []
     p.close()
     assert seen == [Outcome.ERROR, Outcome.PUSHBACK, Outcome.OK]
     assert 0.05 <= sleeps[0] <= 0.1  # a fault of that call: retried within a tenth of a second
-    assert 1.0 <= sleeps[1] <= 3.0  # push-back: Google's backoff (2nd attempt: 2 s plus up to 1 s)
+    if persisting:
+        assert 1.0 <= sleeps[1] <= 3.0  # push-back that persists: Google's backoff (2nd attempt: 2 s plus up to 1 s)
+    else:
+        assert 0.1 <= sleeps[1] <= 0.2  # a lone push-back: a fault of that call (2nd attempt: 100-200 ms)
 
 
 def test_other_403_fails_at_once_with_the_apis_message(fake_google, provider, sleeps):

@@ -106,13 +106,26 @@ def test_a_bad_tenant_override_fails_the_step_with_its_name():
 def test_rate_limit_answers_slow_the_tokens_step_down(google_tenant, fake_google):
     users, tokens = demo_org(60)
     fake_google.load(users, tokens)
-    for user in users[40:44]:
+    for user in users[40:50]:  # ten in a row: push-back that persists (a lone one sets no pace)
         fake_google.fail_next(f"{USERS_PATH}/{user['id']}/tokens", 429, google_error(429, "Rate Limit Exceeded", "rateLimitExceeded"))
     run = sync_here(google_tenant, steps="tokens")
     assert run.status == Status.COMPLETED and run.step_records.get().received == sum(len(t) for t in tokens.values())
     [episode] = ThrottleEvent.objects.filter(owner=f"run-{run.pk}", route="tokens", kind="rate")  # one, however many 429s
-    assert episode.detail.startswith("provider pushed back: pace ")
+    assert episode.detail.startswith("provider pushed back persistently: pace ")
     assert episode.ended_at is not None and episode.duration_s >= 0
+
+
+def test_sporadic_rate_limit_answers_are_retried_alone_and_set_no_pace(google_tenant, fake_google):
+    """Google's 403 rateLimitExceeded now and then, far under any quota: each call is retried, the
+    step's pace is left alone, and the episode says so."""
+    users, tokens = demo_org(250)
+    fake_google.load(users, tokens)
+    fake_google.rate_limited_share = 0.05  # one answer in twenty at random, never five close together
+    run = sync_here(google_tenant, steps="tokens")
+    assert fake_google.rate_limited_answers >= 5  # they happened
+    assert run.status == Status.COMPLETED and run.step_records.get().received == sum(len(t) for t in tokens.values())
+    [episode] = ThrottleEvent.objects.filter(owner=f"run-{run.pk}", route="tokens", kind="rate")
+    assert "lone call" in episode.detail and "pace" not in episode.detail
 
 
 def test_without_parallel_sync_tokens_wait_for_users(settings):
