@@ -218,6 +218,7 @@ class Governor:
         cpu_budget: CpuBudget | None = None,
         cpu_share: CpuShare | None = None,
         usable_cores: float = 1.0,  # one Python process: the interpreter lock allows about one core (and its database's: readings.database)
+        database: DatabaseCpu = database_cpu,  # where the database's CPU is, for the reasons given
     ):
         self.policy, self.read, self.recorder, self.io_bound = policy, read, recorder, io_bound
         self.clock, self._sleep, self.cpu_clock = clock, sleep, cpu_clock
@@ -236,7 +237,7 @@ class Governor:
         first = self.reading = self.read()
         self.cpu = CpuHold(
             policy, policy.io_max_concurrency if io_bound else policy.max_concurrency, first, clock=clock, cpu_clock=cpu_clock,
-            budget=cpu_budget or PROCESS_CPU_BUDGET, share=cpu_share or PROCESS_CPU_SHARE, usable_cores=usable_cores,
+            budget=cpu_budget or PROCESS_CPU_BUDGET, share=cpu_share or PROCESS_CPU_SHARE, usable_cores=usable_cores, database=database,
         )
         self.decision: Decision = self._decide(first)
         self.resource_cap = self.decision.concurrency

@@ -8,6 +8,7 @@ from monitoring.events import ListRecorder
 from monitoring.governor import CpuBudget, Governor, GovernorStop, WaitClock
 from monitoring.limits import Outcome
 from monitoring.policy import CpuShare, RoutePolicy
+from monitoring.readings.database import DatabaseCpu
 from monitoring.readings.fake import FixedReader, reading
 
 
@@ -172,6 +173,23 @@ def test_a_cpu_hold_is_one_episode_that_says_why_and_ends_with_its_figures():
         g.before_batch()  # idle batches: no CPU used
     assert episode.ended and episode.duration_s > 5 and episode.cpu_max == 70 and episode.cpu_min == 20
     assert not g.episodes.going and [e.kind for e in recorder.events].count("throttle") == 1
+
+
+def test_a_cpu_hold_says_when_the_databases_cpu_is_elsewhere(tmp_path):
+    t = FakeTime()
+    remote = DatabaseCpu(tmp_path)
+    remote.connected("postgresql", 4242, "db.internal")
+    recorder = ListRecorder()
+    g = Governor(
+        RoutePolicy(), read=Clocked(t, cpu=70, own=0).read, recorder=recorder, clock=t.clock, sleep=t.sleep,
+        cpu_clock=lambda: t.cpu, collect=lambda: None, cpu_budget=CpuBudget(), cpu_share=CpuShare(), database=remote,
+    )
+    for _ in range(20):
+        t.cpu += 0.02
+        t.now += 0.02
+        g.before_batch()
+    [episode] = [e for e in recorder.events if e.kind == "throttle"]
+    assert episode.detail == "held at 10% CPU: neighbours use 70% of the 80% ceiling; the database's CPU is elsewhere, not counted"
 
 
 def test_the_time_held_shrinks_concurrency_in_proportion_and_it_grows_back():
