@@ -96,18 +96,16 @@ class Limiter:
         with self._room:
             in_flight = self.in_flight
             self.in_flight -= 1
-            pushed_back = outcome is Outcome.PUSHBACK
-            persisting = self.pushbacks.add(pushed_back)
+            pushbacks_persist = self.pushbacks.add(outcome is Outcome.PUSHBACK)
             errors_persist = self.errors.add(outcome is Outcome.ERROR)
-            if outcome is Outcome.ERROR:
-                persisting = errors_persist
-                if not persisting:
-                    self._room.notify()
-                    return None  # a lone error: retried by the caller, nothing about our pace
+            if outcome is Outcome.ERROR and not errors_persist:
+                self._room.notify()
+                return None  # a lone error: retried by the caller, nothing about our pace
+            persisting = errors_persist if outcome is Outcome.ERROR else pushbacks_persist
             rate_before, limit_before = self.pacer.rate, self.limit.limit
             self.pacer.on_result(now, outcome, sent_at=ticket.started, persisting=persisting)
             dropped = outcome is not Outcome.OK
-            self.limit.on_sample(now, now - ticket.started, in_flight, dropped, persisting)
+            self.limit.on_sample(now, now - ticket.started, in_flight, dropped)
             self._room.notify_all()
             if not dropped:
                 return None

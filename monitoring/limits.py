@@ -102,9 +102,8 @@ class AdaptiveLimit:
     def mean_latency(self) -> float | None:
         return self._mean
 
-    def on_sample(self, now: float, latency_s: float, in_flight: int, dropped: bool, persisting: bool = True) -> int:
-        """One answer: how long it took, how many were in flight when it came, whether it was a
-        push-back and, if so, whether push-back persists."""
+    def on_sample(self, now: float, latency_s: float, in_flight: int, dropped: bool) -> int:
+        """One answer: how long it took, how many were in flight when it came, whether it was a push-back."""
         slow = self._track(latency_s)
         if dropped and self.slow_start:
             self._end_slow_start(self.limit / 2)  # no call behind the first push-back until half of those in flight answered

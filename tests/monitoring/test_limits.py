@@ -94,12 +94,12 @@ def test_sporadic_push_back_never_persists_and_a_quota_persists_within_a_few_ans
 def test_after_slow_start_a_lone_push_back_costs_a_tenth_of_the_limit():
     limit = AdaptiveLimit(limit=1, maximum=64)
     now = rounds(limit, 10)  # 28.9 by now
-    limit.on_sample(now, 0.02, in_flight=28, dropped=True, persisting=False)  # the first ends slow start
+    limit.on_sample(now, 0.02, in_flight=28, dropped=True)  # the first ends slow start
     assert not limit.slow_start and limit.current() == 14
     now = rounds(limit, 20, start=now + 0.1)
     before = limit.limit
     assert before >= 14 + 18  # about +1 a round
-    limit.on_sample(now, 0.02, in_flight=32, dropped=True, persisting=False)
+    limit.on_sample(now, 0.02, in_flight=32, dropped=True)
     assert limit.limit == pytest.approx(0.9 * before)
     rounds(limit, 4, start=now + 0.1)
     assert limit.limit >= before  # made up within a few round trips
