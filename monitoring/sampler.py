@@ -7,6 +7,7 @@ listens, the sampler knows nobody.
 
 import logging
 import threading
+import time
 from collections import deque
 
 from django.conf import settings
@@ -17,6 +18,10 @@ from .signals import reading_taken
 
 log = logging.getLogger(__name__)
 HISTORY = 1200  # readings kept in memory: ten minutes at the default interval
+# A reading covers the time since the reader's last one: the first, taken as the sampler starts,
+# would cover a moment and show an idle machine (no neighbours, so a full allowance), and the
+# process's first step would run over the ceiling until the next. It waits this long first.
+FIRST_WINDOW_S = 0.1
 
 
 class Sampler:
@@ -75,6 +80,7 @@ def get_sampler() -> Sampler:
             reader = import_string(getattr(settings, "BALLAST_READER", "monitoring.readings.SystemReader"))(
                 cgroup_root=getattr(settings, "BALLAST_CGROUP_ROOT", "/sys/fs/cgroup")
             )
+            time.sleep(FIRST_WINDOW_S)
             _sampler = Sampler(reader, getattr(settings, "BALLAST_SAMPLE_INTERVAL_S", 0.5), announce=True).start()
             _pid = os.getpid()
         return _sampler
