@@ -99,6 +99,7 @@ def sporadic(args) -> None:
     none, in interleaved rounds."""
     settings.BALLAST_GOVERNOR = {}
     cases = (("no push-back", 0.0), (f"{args.share:.0%} 403 rateLimitExceeded", args.share))
+    _sporadic_case(100, 0.0)  # warm-up: the process's first step starts its sampler and connections, untimed
     for users in args.users:
         print(f"tokens step, {users:,} users, Google loopback server (own process), 20 ms per call, {args.rounds} rounds each, interleaved")
         print(f"{'case':<30}{'status':<12}{'seconds, each round':>26}{'mean':>8}{'tokens.list calls':>19}{'403s':>6}")
