@@ -40,3 +40,15 @@ class Repeats:
             return False, held + 1
         self._last[condition] = (now, 0)
         return True, held
+
+
+class OneWarningLine(logging.Filter):
+    """A condition worth a warning, not an error's traceback: Django logs a request for a host
+    that ALLOWED_HOSTS does not name (every scanner sends some) as an ERROR with its traceback;
+    its message alone says everything ("Invalid HTTP_HOST header: 'x'. You may need to add…")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
+        record.exc_info = record.exc_text = None
+        record.stack_info = None
+        return True

@@ -15,7 +15,11 @@ import environ
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
-environ.Env.read_env(BASE_DIR / ".env")
+# Variables set in the environment win over the file's. Production's units read none (ENV_FILE
+# empty): a clone's local .env, made by `make` for the demo, must never reach a production process.
+_ENV_FILE = os.environ.get("ENV_FILE", str(BASE_DIR / ".env"))
+if _ENV_FILE:
+    environ.Env.read_env(_ENV_FILE)
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -83,10 +87,41 @@ def _database(name: str, default: str) -> dict:
     return config
 
 
-SECRET_KEY = os.environ.get("SECRET_KEY") or "django-insecure-ballast-demo-key-set-SECRET_KEY-in-production"
 DEBUG = _bool("DEBUG", False)
+SECRET_KEY = os.environ.get("SECRET_KEY") or ""
+if not SECRET_KEY:
+    if not DEBUG:  # a public key signs sessions anyone could forge
+        raise SystemExit(
+            "Ballast configuration error: SECRET_KEY must be set when DEBUG is off; make one with "
+            "python3 -c 'import secrets; print(secrets.token_urlsafe(50))' (`make demo` writes one to .env)."
+        )
+    SECRET_KEY = "django-insecure-ballast-development-key"
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# HTTPS, by default: production sits behind a TLS proxy. The local .env `make` writes turns these
+# off for the demo on plain HTTP; `manage.py check --deploy` warns about each one that is off.
+SECURE_SSL_REDIRECT = _bool("SECURE_SSL_REDIRECT", True)
+SECURE_HSTS_SECONDS = _int("SECURE_HSTS_SECONDS", 31_536_000)  # a year: browsers refuse plain HTTP for it
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = _bool("SECURE_HSTS_PRELOAD", True)
+SESSION_COOKIE_SECURE = _bool("SESSION_COOKIE_SECURE", True)
+CSRF_COOKIE_SECURE = _bool("CSRF_COOKIE_SECURE", True)
+
+
+def _proxy_ssl_header(name: str) -> tuple[str, str] | None:
+    """'X-Forwarded-Proto: https' → Django's ('HTTP_X_FORWARDED_PROTO', 'https'); unset: none is
+    believed (set it only when the proxy in front sets that header and strips the client's)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    header, colon, value = raw.partition(":")
+    if not colon or not header.strip() or not value.strip():
+        raise _bad(name, "a header and the value it has over HTTPS, such as 'X-Forwarded-Proto: https'", raw)
+    return "HTTP_" + header.strip().upper().replace("-", "_"), value.strip()
+
+
+SECURE_PROXY_SSL_HEADER = _proxy_ssl_header("SECURE_PROXY_SSL_HEADER")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -318,5 +353,8 @@ LOGGING = {
         "django_q": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         # Django's own: every 500's traceback (django.request), in the same format as ours.
         "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        # A request for a host not in ALLOWED_HOSTS (scanners send them all day): one warning line, not an error's traceback.
+        "django.security.DisallowedHost": {"handlers": ["console"], "level": LOG_LEVEL, "filters": ["one_warning_line"], "propagate": False},
     },
+    "filters": {"one_warning_line": {"()": "monitoring.logs.OneWarningLine"}},
 }

@@ -1,7 +1,17 @@
 """Test settings: the project's settings, with a queue and cache of the tests' own."""
 
-from project.settings import *  # noqa: F403
-from project.settings import BASE_DIR, DATABASES, Q_CLUSTER
+import os
+
+# The tests' own key and plain HTTP (the test client's requests are not HTTPS), whatever the
+# clone's .env holds: tests never depend on it. Variables set in the environment still win.
+for _name, _value in {
+    "SECRET_KEY": "ballast-tests-only-key-never-used-to-sign-anything-real-0123456789",
+    "SECURE_SSL_REDIRECT": "false", "SECURE_HSTS_SECONDS": "0", "SESSION_COOKIE_SECURE": "false", "CSRF_COOKIE_SECURE": "false",
+}.items():
+    os.environ.setdefault(_name, _value)
+
+from project.settings import *  # noqa: E402, F403
+from project.settings import BASE_DIR, DATABASES, Q_CLUSTER  # noqa: E402
 
 # A name of its own keeps test tasks out of a developer's running cluster.
 Q_CLUSTER = {**Q_CLUSTER, "name": "ballast-test", "poll": 0.1}

@@ -8,13 +8,20 @@ import pytest
 from .conftest import ROOT
 
 
-def check(**env: str) -> subprocess.CompletedProcess:
+KEY = "a-key-of-this-test-only-0123456789-abcdefghijklmnopqrstuvwxyz"
+# What tests/settings.py sets for the test process: a child checking the project's own settings starts without them.
+TESTS_OWN = {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "SECURE_SSL_REDIRECT", "SECURE_HSTS_SECONDS", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE"}
+
+
+def check(*args: str, **env: str) -> subprocess.CompletedProcess:
+    """manage.py check with the project's settings, no .env, and only the variables given
+    (SECRET_KEY a test key unless given)."""
     import os
 
-    base = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    base = {k: v for k, v in os.environ.items() if k not in TESTS_OWN}
     return subprocess.run(
-        [sys.executable, "manage.py", "check"], cwd=ROOT, capture_output=True, text=True,
-        env={**base, "DJANGO_SETTINGS_MODULE": "project.settings", **env},
+        [sys.executable, "manage.py", "check", *args], cwd=ROOT, capture_output=True, text=True,
+        env={**base, "DJANGO_SETTINGS_MODULE": "project.settings", "ENV_FILE": "", "SECRET_KEY": KEY, **env},
     )
 
 
@@ -30,6 +37,17 @@ def check(**env: str) -> subprocess.CompletedProcess:
             {"DATABASE_URL": "mysql://root:hunter2@db/ballast"},
             "DATABASE_URL must be a database URL such as postgres://USER@HOST:5432/NAME or sqlite:///PATH, not a mysql URL.",
         ),
+        ({"SECURE_SSL_REDIRECT": "sometimes"}, "SECURE_SSL_REDIRECT must be true or false (got 'sometimes')."),
+        (
+            {"SECURE_PROXY_SSL_HEADER": "X-Forwarded-Proto"},
+            "SECURE_PROXY_SSL_HEADER must be a header and the value it has over HTTPS, such as 'X-Forwarded-Proto: https' "
+            "(got 'X-Forwarded-Proto').",
+        ),
+        (
+            {"SECRET_KEY": ""},
+            "SECRET_KEY must be set when DEBUG is off; make one with python3 -c 'import secrets; print(secrets.token_urlsafe(50))' "
+            "(`make demo` writes one to .env).",
+        ),
     ],
 )
 def test_bad_settings_stop_start_up_with_one_clear_line(env, line):
@@ -39,7 +57,27 @@ def test_bad_settings_stop_start_up_with_one_clear_line(env, line):
     assert "hunter2" not in done.stderr
 
 
-def test_defaults_need_no_environment_at_all():
+def test_defaults_need_nothing_but_a_secret_key():
     done = check()
     assert done.returncode == 0, done.stderr
     assert "System check identified no issues" in done.stdout
+
+
+def test_with_debug_on_a_development_key_stands_in():
+    done = check(DEBUG="true", SECRET_KEY="")
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_defaults_are_https_and_a_proxy_header_is_believed_only_when_named():
+    script = ("from django.conf import settings as s; print(s.SECURE_SSL_REDIRECT, s.SECURE_HSTS_SECONDS, s.SESSION_COOKIE_SECURE, "
+              "s.CSRF_COOKIE_SECURE, s.SECURE_PROXY_SSL_HEADER)")
+    import os
+
+    def shown(**env):
+        base = {k: v for k, v in os.environ.items() if k not in TESTS_OWN}
+        done = subprocess.run([sys.executable, "manage.py", "shell", "-c", script], cwd=ROOT, capture_output=True, text=True, check=True,
+                              env={**base, "DJANGO_SETTINGS_MODULE": "project.settings", "ENV_FILE": "", "SECRET_KEY": KEY, **env})
+        return done.stdout.strip().splitlines()[-1]  # after the shell's own line about its imports
+
+    assert shown() == "True 31536000 True True None"
+    assert shown(SECURE_PROXY_SSL_HEADER="X-Forwarded-Proto: https") == "True 31536000 True True ('HTTP_X_FORWARDED_PROTO', 'https')"

@@ -51,3 +51,13 @@ def test_every_500_logs_its_traceback_in_text_and_in_json():
         else:
             [line] = [json.loads(x) for x in done.stderr.splitlines() if x.startswith("{") and "django.request" in x]
             assert line["level"] == "ERROR" and line["exception"].rstrip().endswith("RuntimeError: boom")
+
+
+def test_a_request_for_a_host_not_allowed_is_one_warning_line_not_a_traceback():
+    script = ("import django; django.setup(); from django.test import Client; "
+              "print(Client().get('/admin/login/', HTTP_HOST='scanner.example').status_code)")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
+                          env=child_env(DEBUG="false", DJANGO_SETTINGS_MODULE="project.settings"))
+    assert done.stdout.strip() == "400", done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert " WARNING django.security.DisallowedHost Invalid HTTP_HOST header: 'scanner.example'." in line
