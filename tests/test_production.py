@@ -80,3 +80,56 @@ def test_the_example_environment_names_only_variables_ballast_reads():
     documented = {line.split("=", 1)[0].lstrip("# ") for line in (ROOT / ".env.example").read_text().splitlines() if "=" in line}
     example = [line.split("=", 1)[0] for line in (UNITS / "ballast.env.example").read_text().splitlines() if line and not line.startswith("#")]
     assert example and set(example) <= documented
+
+
+def environment_file(name: str) -> dict[str, str]:
+    """A systemd EnvironmentFile as systemd reads it: KEY=value, quotes around a value dropped."""
+    values = {}
+    for line in (UNITS / name).read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            values[key] = value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value
+    return values
+
+
+def test_the_recipes_settings_pass_check_deploy_with_no_warning(tmp_path):
+    """ballast.env.example with the key the README's recipe appends, and the web unit's own
+    variables: every security setting is HTTPS's by default, and nothing is left to warn about."""
+    import os
+    import secrets
+
+    recipe = (ROOT / "README.md").read_text()
+    assert "secrets.token_urlsafe(50)" in recipe and "check --deploy --fail-level WARNING" in recipe
+    env = {**environment_file("ballast.env.example"), "SECRET_KEY": secrets.token_urlsafe(50)}
+    env.update(value.split("=", 1) for value in unit("ballast-web.service")["Environment"])
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path)  # made by ballast-metrics-dir.service in production
+    assert env["ENV_FILE"] == ""  # the clone's .env, if any, is never read
+    done = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"], cwd=ROOT, capture_output=True, text=True,
+        env={"PATH": os.environ["PATH"], "DJANGO_SETTINGS_MODULE": "project.settings", **env},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "System check identified no issues" in done.stdout
+
+
+def test_files_are_written_under_var_lib_never_in_the_root_owned_clone():
+    env = environment_file("ballast.env.example")
+    assert env["STATIC_ROOT"].startswith("/var/lib/ballast/") and env["IMPORT_DIR"].startswith("/var/lib/ballast/")
+    assert "sudo install -d -m 750 -o ballast -g ballast /var/lib/ballast" in (ROOT / "README.md").read_text()
+
+
+def test_the_metrics_directory_is_emptied_before_the_units_start_and_only_then(tmp_path):
+    emptier = unit("ballast-metrics-dir.service")
+    assert emptier["Type"] == ["oneshot"] and emptier["RemainAfterExit"] == ["yes"]  # once, not at each unit's restart
+    for name in ("ballast-web.service", "ballast-cluster@.service"):
+        settings = unit(name)
+        directory = dict(value.split("=", 1) for value in settings["Environment"])["PROMETHEUS_MULTIPROC_DIR"]
+        assert emptier["ExecStart"] == ["/bin/rm -rf " + directory, f"/usr/bin/install -d -m 750 -o ballast -g ballast /run/ballast {directory}"]
+        assert settings["Requires"] == settings["PartOf"] == ["ballast-metrics-dir.service"]
+        assert "ballast-metrics-dir.service" in settings["After"][0].split()
+        assert "RuntimeDirectory" not in settings  # systemd would remove it when the unit stops
+    stale = tmp_path / "metrics"
+    stale.mkdir()
+    (stale / "counter_4242.db").write_bytes(b"from a process of an earlier start")
+    subprocess.run(shlex.split(emptier["ExecStart"][0].replace(directory, str(stale))), check=True)
+    assert not stale.exists()
