@@ -7,12 +7,17 @@ from .models import Allocation, AllocationEvent, RateLimitDenial, ResourceSample
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
-    """Rows written by code (the governor, a sync), browsed here."""
+    """Rows written by code (the governor, a sync), browsed here: never added, changed or deleted
+    in the admin (no Delete button, no "Delete selected" action); the provider, a run or the
+    governor is their source, and a superuser who must has the shell."""
 
     def has_add_permission(self, request):
         return False
 
     def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False
 
     @admin.display(description="owner", ordering="owner")

@@ -19,6 +19,7 @@ import os
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
@@ -116,13 +117,22 @@ def _announce(granted: list[Allocation], waited: bool = True) -> None:
         transaction.on_commit(lambda a=allocation: allocation_granted.send(Allocation, allocation=a, waited=waited))
 
 
-def shortfall_now(resource: str, amount: int = 1, *, tenant_id=None) -> str | None:
+@dataclass(frozen=True)
+class Shortfall:
+    """Why a request would wait: its scope ("cluster": the cluster's limit; "tenant": its tenant's
+    quota; "queue": behind earlier requests) and the reason in words."""
+
+    scope: str
+    reason: str
+
+
+def shortfall_now(resource: str, amount: int = 1, *, tenant_id=None) -> Shortfall | None:
     """Why a request would have to wait if it asked now (no lock: advice, not a grant)."""
     probe = Allocation(resource=resource, amount=amount, tenant_id=tenant_id)
     shortfall = _shortfall(probe)
     if shortfall is None and Allocation.objects.filter(resource=resource, state=State.WAITING, tenant_id=tenant_id).exists():
-        return "waiting behind earlier requests"
-    return shortfall[1] if shortfall else None
+        return Shortfall("queue", "waiting behind earlier requests")
+    return Shortfall(*shortfall) if shortfall else None
 
 
 def allocate(resource: str, amount: int = 1, *, owner: str, tenant_id=None, priority: int = 0, wait: bool = True) -> Allocation:

@@ -20,7 +20,6 @@ from monitoring.admin import ReadOnlyAdmin, TenantQuotaInline
 from monitoring.charts import owner_chart
 from monitoring.eta import duration_words
 from monitoring.health import cluster_is_running
-from monitoring.ledger import shortfall_now
 from monitoring.models import RateLimitDenial, ThrottleEvent
 from monitoring.profiles import route_policy
 from monitoring.ratelimit import reset as reset_window
@@ -34,7 +33,7 @@ from .models import (COUNTERS, Alert, AlertDelivery, AlertRule, ApiKey, Applicat
                      UserAppRelation)
 from .governance import run_policy
 from .progress import step_estimate, work_words
-from .runs import RunRefused, cancel_run, run_owner, start_run, waiting_for
+from .runs import RunRefused, cancel_run, run_owner, slot_wait, start_run, waiting_for
 from .schedules import schedule_words
 from .steps.confirm import NothingHeld, confirm_held
 
@@ -93,8 +92,8 @@ class TenantAdmin(admin.ModelAdmin):
         except RunRefused as exc:
             self.message_user(request, f"No run for {tenant.slug}: {exc}", messages.ERROR)
             return None
-        waits = shortfall_now("run_slot", tenant_id=tenant.pk)  # after start_run reclaimed dead runs' slots
-        self.message_user(request, f"Run #{run.pk} queued for {tenant.slug}" + (f"; it waits for a run slot: {waits}." if waits else "."), messages.SUCCESS)
+        waits = slot_wait(run)  # after start_run reclaimed dead runs' slots
+        self.message_user(request, f"Run #{run.pk} queued for {tenant.slug}" + (f"; it waits for {waits}." if waits else "."), messages.SUCCESS)
         if not cluster_is_running():
             self.message_user(request, "No task cluster is running: start one with `manage.py qcluster`.", messages.WARNING)
         return run
@@ -120,7 +119,7 @@ class TenantAdmin(admin.ModelAdmin):
     def start_sync_view(self, request, tenant_id: int):
         """The steps and profile of a run, checked by the same form as the API's and `sync`'s."""
         tenant = self._tenant(request, tenant_id)
-        form = StartRunForm(request.POST if request.method == "POST" else None)
+        form = StartRunForm(request.POST if request.method == "POST" else None, provider=tenant.provider)
         return self._form_page(request, tenant, form, lambda chosen: _sync(tenant, chosen),
                                form_id="start-sync", submit="Start sync", title=f"Start a sync of {tenant.slug}")
 

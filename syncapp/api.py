@@ -167,16 +167,16 @@ def runs(request, tenant):
         return error(400, "bad_request", "the body must be a JSON object")
     queue = body.get("queue", False)
     try:
-        request_made = run_request(steps=body.get("steps"), profile=body.get("profile"))
+        request_made = run_request(steps=body.get("steps"), profile=body.get("profile"), provider=tenant.provider)
     except ValidationError as exc:
         field, messages = next(iter(exc.message_dict.items()))
         raise BadParameter(field, " ".join(messages)) from None
     if not isinstance(queue, bool):
         raise BadParameter("queue", "must be true or false")
     if not queue:
-        reason = shortfall_now("run_slot", tenant_id=tenant.pk)
-        if reason:
-            return error(429, "concurrent_runs", f"{reason}; send \"queue\": true to queue the run", Retry_After="30")
+        shortfall = shortfall_now("run_slot", tenant_id=tenant.pk)
+        if shortfall:
+            return error(429, "concurrent_runs", f"{shortfall.reason}; send \"queue\": true to queue the run", Retry_After="30")
     try:
         run = start_run(tenant=tenant, trigger=SyncRun.Trigger.API, **request_made)
     except QuotaReached as exc:

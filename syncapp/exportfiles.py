@@ -84,11 +84,15 @@ def _decoded(path: Path, line: bytes, number: int) -> str:
         raise ExportFileError(f"{path.name}: line {number} is not UTF-8 text: not an export") from None
 
 
+def _raw(path: Path):
+    """The file's bytes, decompressed as they are read when it is gzip (.gz)."""
+    return (gzip.open if path.suffix.lower() == ".gz" else open)(path, "rb")
+
+
 def _lines(path: Path, start: Position, chunk_bytes: int) -> Iterator[tuple[int, int, str]]:
     """(line number, offset after the line, text with its newline) from `start`, read
     chunk_bytes at a time: only the chunk and an unfinished line are ever held."""
-    opener = gzip.open if path.suffix.lower() == ".gz" else open
-    with opener(path, "rb") as raw:
+    with _raw(path) as raw:
         if start.offset:
             raw.seek(start.offset)  # gzip seeks by decompressing up to there: still a stream
         offset, number, pending = start.offset, start.line, b""
@@ -141,6 +145,18 @@ def read_export(path: Path | str, kind: str, *, format: str | None = None, start
             yield from _csv_rows(path, kind, start, chunk_bytes)
         else:
             yield from _jsonl_rows(path, kind, start, chunk_bytes)
+
+
+def count_records(path: Path | str, kind: str, *, format: str | None = None, chunk_bytes: int | None = None) -> int:
+    """How many records an export holds, by its lines, in one pass over its bytes (a CSV's header
+    is not one): what an import's progress is told against."""
+    path, chunk_bytes = _opened(path, kind, chunk_bytes)
+    lines, last = 0, b"\n"
+    with _read_or_refuse(path), _raw(path) as raw:
+        while chunk := raw.read(chunk_bytes):
+            lines, last = lines + chunk.count(b"\n"), chunk[-1:]
+    lines += last != b"\n"  # a last line without its newline
+    return max(lines - (format_of(path, format) == "csv"), 0)
 
 
 def given_fields(path: Path | str, kind: str, *, format: str | None = None, complete: bool = False) -> frozenset[str] | None:

@@ -58,17 +58,43 @@ class ProfileField(forms.Field):
         return clean_profile(value)
 
 
+def supported_steps(provider: str) -> list[str]:
+    """The steps a run of this provider may take: changes only where it has a feed of token
+    changes or delta queries (the demo has neither)."""
+    changes = provider_class(provider).has_changes_feed
+    return [s for s in STEP_NAMES if s != CHANGES or changes]
+
+
 class StartRunForm(forms.Form):
-    """What a run may be started with: which steps (none named: all), under which resource profile."""
+    """What a run may be started with: which steps (none named: all; only those the tenant's
+    provider supports), under which resource profile."""
 
     steps = StepsField(required=False, help_text="None ticked: a full sync (users, tokens, relations). Changes (the feed of grants and revocations since the last sync) runs alone.")
     profile = ProfileField(required=False, blank_label="the tenant's", help_text="Empty: the tenant's profile, else the site's.")
 
+    def __init__(self, *args, provider: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.supported = supported_steps(provider) if provider else list(STEP_NAMES)
+        self.provider = provider
+        self.fields["steps"].widget = forms.CheckboxSelectMultiple(choices=[(s, s) for s in self.supported])
+        if CHANGES not in self.supported:
+            self.fields["steps"].help_text = "None ticked: a full sync (users, tokens, relations)."
 
-def run_request(*, steps=None, profile=None) -> dict:
-    """Steps and profile checked by StartRunForm's rules: {"steps": [...], "profile": "..."}, or
-    ValidationError keyed by field."""
-    form = StartRunForm({"steps": steps, "profile": profile})
+    def clean_steps(self):
+        steps = self.cleaned_data["steps"]
+        unsupported = [s for s in steps if s not in self.supported]
+        if unsupported:
+            raise ValidationError(
+                f"the {self.provider} provider has no {', '.join(unsupported)} step (no feed of token changes: full syncs keep its "
+                f"tokens); choose from {', '.join(self.supported)}", code="invalid",
+            )
+        return steps
+
+
+def run_request(*, steps=None, profile=None, provider: str | None = None) -> dict:
+    """Steps and profile checked by StartRunForm's rules (for a tenant of this provider, when
+    given): {"steps": [...], "profile": "..."}, or ValidationError keyed by field."""
+    form = StartRunForm({"steps": steps, "profile": profile}, provider=provider)
     if not form.is_valid():
         raise ValidationError(form.errors.as_data())
     return form.cleaned_data
@@ -99,7 +125,7 @@ class TenantForm(forms.ModelForm):
                 stored = Tenant.objects.get(pk=self.instance.pk).provider_config if self.instance.pk else {}
                 config = cleaned["provider_config"] = unmasked(config, stored)
                 try:
-                    provider_class(cleaned["provider"]).clean_config(config)
+                    provider_class(cleaned["provider"]).checked_config(config)
                 except ConfigError as exc:
                     self.add_error("provider_config", f"{cleaned['provider']} provider: {exc}")
         window = cleaned.get("sync_window")

@@ -16,7 +16,7 @@ from django.utils import timezone
 from monitoring import metrics
 from monitoring.governor import allowance_now
 from monitoring.health import cluster_is_running
-from monitoring.ledger import allocate, reclaim_dead, release, release_owner
+from monitoring.ledger import Shortfall, allocate, reclaim_dead, release, release_owner, shortfall_now
 from monitoring.models import Allocation, Holder, ThrottleEvent
 from monitoring.policy import State, cpu_concurrency, decide
 from monitoring.quotas import limits_for
@@ -43,7 +43,7 @@ def start_run(*, tenant: Tenant, trigger: str, steps=None, profile: str = "", en
     (without, the caller carries it out: syncapp.tasks.run_in_process). Bad steps or profile:
     ValidationError keyed by field; a tenant that may not run now: RunRefused. source: the files
     an import reads instead of the provider (syncapp.imports)."""
-    request = run_request(steps=steps, profile=profile)
+    request = run_request(steps=steps, profile=profile, provider=None if source else tenant.provider)  # an import is files, not the provider
     names, profile = request["steps"], request["profile"]
     if not tenant.active:
         raise RunRefused(f"tenant {tenant.slug} is not active")
@@ -251,16 +251,31 @@ def _slot_holders(allocation: Allocation) -> str:
     return "; ".join(f"{h.name} step in {h.describe()}, heartbeat {h.heartbeat_age_s:.0f} s ago" for h in holders)
 
 
+def _slot_wait(tenant_id: int, shortfall: Shortfall) -> str:
+    """A run slot, why, and the runs that hold it: the tenant's own, or the cluster's."""
+    others = Allocation.objects.filter(resource="run_slot", state="granted")
+    if shortfall.scope != "cluster":  # the tenant's own runs hold it
+        others = others.filter(tenant_id=tenant_id)
+    held = [f"run {a.owner.removeprefix('run-')} ({_slot_holders(a)})" for a in others.order_by("id")[:3]]
+    return f"a run slot: {shortfall.reason}" + (f"; held by {', '.join(held)}" if held else "")
+
+
+def slot_wait(run: SyncRun) -> str:
+    """What a run just queued waits for before it can start: a run slot and the runs that hold
+    it ("" when it has one, or one is free for it)."""
+    mine = Allocation.objects.filter(owner=run.owner, resource="run_slot", state__in=["waiting", "granted"]).first()
+    if mine is not None:  # the cluster asked for it already
+        return _slot_wait(run.tenant_id, Shortfall(mine.blocked_by, mine.reason)) if mine.state == "waiting" else ""
+    shortfall = shortfall_now("run_slot", tenant_id=run.tenant_id)
+    return _slot_wait(run.tenant_id, shortfall) if shortfall else ""
+
+
 def waiting_for(run: SyncRun) -> str:
     """What a run that is not running yet, or not working now, waits for, in words ("" when nothing)."""
     if run.status == Status.QUEUED:
         mine = Allocation.objects.filter(owner=run.owner, resource="run_slot", state__in=["waiting", "granted"]).first()
         if mine is not None and mine.state == "waiting":
-            others = Allocation.objects.filter(resource="run_slot", state="granted")
-            if mine.blocked_by != "cluster":  # the tenant's own runs hold it
-                others = others.filter(tenant_id=run.tenant_id)
-            held = [f"run {a.owner.removeprefix('run-')} ({_slot_holders(a)})" for a in others.order_by("id")[:3]]
-            return f"a run slot: {mine.reason}" + (f"; held by {', '.join(held)}" if held else "")
+            return _slot_wait(run.tenant_id, Shortfall(mine.blocked_by, mine.reason))
         return _worker_wait(run)
     if run.status == Status.RUNNING:
         held = ThrottleEvent.objects.holding([run.owner]).get(run.owner)

@@ -46,5 +46,5 @@ def test_the_readmes_commands_run_on_a_fresh_database(tmp_path):
     assert "The connection works" in said[".venv/bin/python manage.py tenant test acme"]
     assert re.search(r"Run #\d+ Completed in", said[".venv/bin/python manage.py sync acme --wait"])
     assert "users: active 200" in said[".venv/bin/python manage.py tenant show acme"]
-    imported = said[".venv/bin/python manage.py import acme --users docs/examples/users.csv --tokens docs/examples/tokens.csv --wait"]
+    imported = said[".venv/bin/python manage.py import acme-gam --users docs/examples/users.csv --tokens docs/examples/tokens.csv --wait"]
     assert re.search(r"Run #\d+ Completed in", imported)

@@ -99,6 +99,9 @@ class Provider:
     # True: a token list that claims to be whole may still leave users out (GAM's `all users`
     # leaves out the suspended): the tokens step checks its users before revoking what it lacks.
     may_leave_out_users = False
+    # Every key its config may hold: any other is a typing mistake (`{"usres": 200}`), refused by
+    # checked_config with the known ones named, never silently ignored.
+    config_keys: tuple[str, ...] = ()
 
     def __init__(self, config: dict):
         self.config = self.clean_config(config)
@@ -117,6 +120,16 @@ class Provider:
     def clean_config(cls, config: dict) -> dict:
         """Return the config with defaults filled in, or raise ConfigError naming the bad key."""
         raise NotImplementedError
+
+    @classmethod
+    def checked_config(cls, config: dict) -> dict:
+        """clean_config, after refusing a key the provider does not know (what a person enters;
+        a stored config is read as it is, so an old key never fails a sync)."""
+        unknown = sorted(set(config) - set(cls.config_keys))
+        if unknown:
+            raise ConfigError(f"unknown {'key' if len(unknown) == 1 else 'keys'} {', '.join(map(repr, unknown))}; "
+                              f"the {cls.name} provider knows {', '.join(cls.config_keys)}")
+        return cls.clean_config(config)
 
     def user_pages(self, page_token: str | None = None) -> Iterator[Page]:
         """Yield the organisation's users page by page, starting at page_token."""

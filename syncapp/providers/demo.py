@@ -61,6 +61,7 @@ def _timestamp(moment: datetime) -> str:
 
 class DemoProvider(Provider):
     name = "demo"
+    config_keys = ("users", "apps", "seed", "latency_ms", "domain")
 
     @classmethod
     def clean_config(cls, config: dict) -> dict:

@@ -7,7 +7,7 @@ import resumes where its last committed batch ended.
 from collections.abc import Iterator
 from itertools import islice
 
-from ..exportfiles import FORMATS, ExportFileError, Position, given_fields, read_export
+from ..exportfiles import FORMATS, ExportFileError, Position, count_records, given_fields, read_export
 from ..records import Unreadable
 from .base import ConfigError, Page, Provider, ProviderError
 
@@ -30,6 +30,7 @@ class FileProvider(Provider):
     (None: from each name), "complete": whether the files are a whole export}."""
 
     name = "files"
+    config_keys = ("users", "tokens", "format", "complete")
     lists_tokens = True  # a token export lists every token at once
     may_leave_out_users = True  # `gam all users print tokens` leaves out the suspended
 
@@ -52,6 +53,16 @@ class FileProvider(Provider):
     def whole_directory(self) -> bool:
         """Only a whole export (--complete) says that what it lacks is gone."""
         return self.config["complete"]
+
+    def user_count(self) -> int | None:
+        """The users file's records (its lines): the users step's progress counts the file, not
+        the users stored before."""
+        if not self.config["users"]:
+            return None
+        try:
+            return count_records(self.config["users"], "users", format=self.config["format"])
+        except ExportFileError as exc:
+            raise ProviderError(str(exc)) from None
 
     def given_fields(self, kind: str) -> frozenset[str] | None:
         """The columns the file has (exportfiles.given_fields); a whole export must have them all."""

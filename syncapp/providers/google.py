@@ -19,7 +19,7 @@ from google.oauth2 import service_account
 from monitoring.limits import Outcome
 
 from .base import Check, ConfigError, Page, ProviderError, require_str
-from .http import HttpProvider, clean_http_config
+from .http import HTTP_CONFIG_KEYS, HttpProvider, clean_http_config
 
 USERS_SCOPE = "https://www.googleapis.com/auth/admin.directory.user.readonly"
 TOKENS_SCOPE = "https://www.googleapis.com/auth/admin.directory.user.security"
@@ -44,6 +44,7 @@ ACTIVITY_FIELDS = "nextPageToken,items(id(time,uniqueQualifier),actor(email,prof
 class GoogleProvider(HttpProvider):
     name = "google"
     has_changes_feed = True
+    config_keys = ("customer", "access_token", "credentials_file", "subject", *HTTP_CONFIG_KEYS)
 
     def __init__(self, config: dict, *, sleep: Callable[[float], None] = time.sleep):
         super().__init__(config, sleep=sleep)

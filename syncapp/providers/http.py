@@ -56,6 +56,10 @@ def retry_after(response: urllib3.BaseHTTPResponse) -> float | None:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 
+# The settings every HTTP provider takes (clean_http_config), in the order the README lists them.
+HTTP_CONFIG_KEYS = ("base_url", "timeout_s", "max_attempts", "retry_base_ms", "error_retry_base_ms", "retry_cap_s", "connections")
+
+
 def clean_http_config(config: dict, *, base_url: str) -> dict:
     """The settings every HTTP provider takes, with their defaults; ConfigError names a bad one."""
     cleaned = {

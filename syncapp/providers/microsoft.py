@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 import urllib3
 
 from .base import Check, DeltaExpired, Page, ProviderError, require_str
-from .http import HttpProvider, clean_http_config, connection_problem
+from .http import HTTP_CONFIG_KEYS, HttpProvider, clean_http_config, connection_problem
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 # The application permissions (admin-consented) each read needs: the users' delta query reads
@@ -78,6 +78,7 @@ class MicrosoftProvider(HttpProvider):
     name = "microsoft"
     lists_tokens = True  # one list of grants for the organisation, not a call per user
     has_changes_feed = tracks_deltas = True
+    config_keys = ("tenant_id", "client_id", "client_secret", *HTTP_CONFIG_KEYS, "login_url")
 
     def __init__(self, config: dict, *, sleep: Callable[[float], None] = time.sleep):
         super().__init__(config, sleep=sleep)

@@ -231,10 +231,14 @@ def _record_end(ctx: StepContext, status: str, reason: str, error: str) -> None:
     when this process was told to stop."""
     step, tally, label = ctx.step, ctx.tally, ctx.label()
 
+    # A step that read its whole source did what there was: its progress ends at 100%, whatever
+    # was expected of it (a file's lines, the users stored before).
+    done = {"expected": tally.done} if status in (Status.COMPLETED, Status.COMPLETED_WITH_ERRORS) else {}
+
     def save() -> None:
         SyncStep.objects.filter(pk=step.pk).update(
             status=status, stop_reason=reason, finished_at=timezone.now(), error=error[:2000],
-            **tally.as_fields(), **_resource_fields(ctx.governor),
+            **tally.as_fields(), **_resource_fields(ctx.governor), **done,
         )
 
     fresh_connection()

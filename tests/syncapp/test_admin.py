@@ -4,7 +4,7 @@ import pytest
 from django.urls import reverse
 from django_q.brokers import get_broker
 
-from syncapp.models import Status, SyncRun, Tenant
+from syncapp.models import Application, DirectoryUser, Status, SyncRun, Tenant, Token
 from monitoring.ledger import allocate
 from syncapp.admin import STATUS_COLOURS
 from syncapp.runs import cancel_run, start_run
@@ -89,7 +89,8 @@ def test_start_sync_says_what_the_run_will_wait_for(admin_client, db):
         reverse("admin:syncapp_tenant_changelist"), {"action": "start_sync", "_selected_action": [tenant.pk]}, follow=True
     )
     run = SyncRun.objects.get()
-    assert f"Run #{run.pk} queued for busy; it waits for a run slot: tenant quota: 1 of 1 run slot in use." in response.content.decode()
+    assert (f"Run #{run.pk} queued for busy; it waits for a run slot: tenant quota: 1 of 1 run slot in use; "
+            "held by run 999 (between steps, waiting for a worker).") in response.content.decode()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -422,3 +423,17 @@ def test_a_tokens_users_and_applications_page_show_the_grant_timeline(admin_clie
         page = admin_client.get(reverse(f"admin:syncapp_{name}_change", args=[pk])).content.decode()
         changes = re.findall(r"<tr><td>[^<]*</td><td>((?:granted|scopes|revoked)[^<]*)</td>", page)
         assert changes == ["revoked: −openid −drive.readonly", "scopes widened: +drive.readonly", "granted: +openid"], name
+
+
+@pytest.mark.django_db(transaction=True)
+def test_runs_and_the_inventory_cannot_be_deleted_in_the_admin(admin_client):
+    """Read-only: no Delete button, no "Delete selected" action, and a delete page refuses."""
+    run = sync_here(TenantFactory(provider_config={"users": 5, "apps": 2}))
+    rows = {"syncrun": run, **{model.__name__.lower(): model.objects.first() for model in (DirectoryUser, Token, Application)}}
+    for model, row in rows.items():
+        listing = admin_client.get(reverse(f"admin:syncapp_{model}_changelist")).content.decode()
+        assert 'value="delete_selected"' not in listing
+        page = admin_client.get(reverse(f"admin:syncapp_{model}_change", args=[row.pk])).content.decode()
+        assert reverse(f"admin:syncapp_{model}_delete", args=[row.pk]) not in page
+        assert admin_client.post(reverse(f"admin:syncapp_{model}_delete", args=[row.pk]), {"post": "yes"}).status_code == 403
+        assert type(row).objects.filter(pk=row.pk).exists()

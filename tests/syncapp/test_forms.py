@@ -23,6 +23,7 @@ TENANT_RULES = [
     ("provider", "--provider", "ldap", "Select a valid choice. ldap is not one of the available choices."),
     ("provider_config", "--config", '{"users": -1}', "demo provider: users must be a whole number >= 0"),
     ("provider_config", "--config", "[1]", 'Enter a JSON object, e.g. {"users": 100}.'),
+    ("provider_config", "--config", '{"usres": 200}', "demo provider: unknown key 'usres'; the demo provider knows users, apps, seed, latency_ms, domain"),
     ("provider_config", "--config", "{oops", "Enter a valid JSON."),
     ("sync_every_minutes", "--every-minutes", "0", "Ensure this value is greater than or equal to 1."),
     ("sync_profile", "--profile", "turbo", "unknown profile 'turbo'; choose from"),
@@ -49,6 +50,8 @@ def test_tenant_rules_in_the_admin_and_tenant_add(admin_client, field, flag, val
 RUN_RULES = [
     ("steps", ["users", "bogus"], "unknown steps bogus; choose from users, tokens, relations"),
     ("profile", "turbo", "unknown profile 'turbo'; choose from"),
+    ("steps", ["changes"], "the demo provider has no changes step (no feed of token changes: full syncs keep its tokens); "
+                           "choose from users, tokens, relations"),
 ]
 
 
@@ -137,3 +140,20 @@ def test_the_admin_starts_a_sync_with_the_chosen_steps_and_profile(admin_client)
     run = SyncRun.objects.get()
     assert answer.status_code == 302 and answer["Location"] == reverse("admin:syncapp_syncrun_change", args=[run.pk])
     assert (run.steps, run.profile, run.trigger) == ("users,tokens", "background", "admin")
+
+
+def test_a_tenant_is_offered_only_the_steps_its_provider_supports(admin_client):
+    demo, google = TenantFactory(provider="demo"), TenantFactory(provider="google", provider_config={"access_token": "t"})
+    offered = {t: reverse("admin:syncapp_tenant_start_sync", args=[t.pk]) for t in (demo, google)}
+    assert 'value="changes"' not in admin_client.get(offered[demo]).content.decode()
+    assert 'value="changes"' in admin_client.get(offered[google]).content.decode()
+
+
+def test_every_known_key_of_each_provider_is_accepted():
+    from syncapp.providers import provider_class
+
+    assert provider_class("demo").checked_config({"users": 5, "apps": 3, "seed": 1, "latency_ms": 0, "domain": "x.org"})["users"] == 5
+    google = provider_class("google").checked_config(
+        {"access_token": "t", "customer": "C1", "base_url": "https://g.example", "timeout_s": 5, "max_attempts": 2, "retry_base_ms": 10,
+         "error_retry_base_ms": 5, "retry_cap_s": 4, "connections": 3})
+    assert google["customer"] == "C1"

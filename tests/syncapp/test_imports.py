@@ -366,3 +366,20 @@ def test_archived_users_and_delegated_admins_are_kept_from_a_gam_file(tmp_path, 
     assert set(DirectoryUser.objects.filter(is_archived=True).values_list("external_id", flat=True)) == archived
     assert set(DirectoryUser.objects.filter(is_delegated_admin=True).values_list("external_id", flat=True)) == delegated
     assert not DirectoryUser.objects.filter(is_delegated_admin=True, is_admin=True).exists()
+
+
+@pytest.mark.parametrize("format, gz", [("csv", False), ("csv", True), ("jsonl", True)])
+def test_an_imports_progress_counts_what_the_files_hold_not_what_is_stored(tmp_path, tenant, format, gz, settings):
+    """A tenant of 200 stored users imports a file of 4: its users step expects 4 and ends at 4 of 4."""
+    settings.BALLAST_FILE_CHUNK_BYTES = 4096
+    from django.utils import timezone
+
+    DirectoryUser.objects.bulk_create([DirectoryUser(tenant=tenant, external_id=f"stored-{n}", primary_email=f"s{n}@example.org",
+                                                     first_seen=timezone.now()) for n in range(200)])
+    users, tokens = demo_org(4, apps=3)
+    users_file, tokens_file = export(tmp_path, users, tokens, format=format, gz=gz)
+    assert file_provider.FileProvider({"users": str(users_file)}).user_count() == 4
+    run = import_("--users", str(users_file), "--tokens", str(tokens_file))
+    assert run["status"] == "completed", run
+    step = SyncRun.objects.get(pk=run["id"]).step_records.get(name="users")
+    assert (step.done, step.expected) == (4, 4)

@@ -118,3 +118,37 @@ def test_starting_a_run_reclaims_a_slot_whose_step_died_first(django_capture_on_
     dead.refresh_from_db()
     assert dead.status == Status.INTERRUPTED and dead.stop_reason == "worker_lost"
     assert Allocation.objects.get(pk=slot.pk).state == "reclaimed"
+
+
+def test_sync_of_a_busy_tenant_says_it_waits_and_behind_which_run():
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from monitoring.ledger import allocate
+
+    tenant = TenantFactory(slug="busy")
+    TenantQuota.objects.create(tenant=tenant, max_concurrent_runs=1)
+    holder = start_run(tenant=tenant, trigger="command", enqueue=False)
+    allocate("run_slot", owner=f"run-{holder.pk}", tenant_id=tenant.pk)  # it holds the tenant's only slot, between steps
+    out = StringIO()
+    call_command("sync", "busy", stdout=out)
+    second = SyncRun.objects.exclude(pk=holder.pk).get()
+    assert out.getvalue().strip() == (
+        f"Run #{second.pk} queued; it waits for a run slot: tenant quota: 1 of 1 run slot in use; "
+        f"held by run {holder.pk} (between steps, waiting for a worker); follow it in the admin or with --wait."
+    )
+
+
+def test_sync_quiet_prints_the_outcome_line_alone():
+    import subprocess
+    import sys
+
+    from ..conftest import ROOT, child_env
+
+    TenantFactory(slug="calm", provider_config={"users": 20})
+    done = subprocess.run([sys.executable, "manage.py", "sync", "calm", "--wait", "--quiet"], cwd=ROOT, env=child_env(),
+                          capture_output=True, text=True, timeout=120)
+    run = SyncRun.objects.get()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"Run #{run.pk} Completed in {run.duration_s:.1f} s." and done.stderr == ""

@@ -1,5 +1,7 @@
 import json
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
@@ -8,7 +10,7 @@ from monitoring.forms import errors_in_words
 from syncapp.forms import run_request
 from syncapp.models import Status, SyncRun
 from syncapp.progress import follow, run_here_and_follow
-from syncapp.runs import RunRefused, run_summary, start_run
+from syncapp.runs import RunRefused, run_summary, slot_wait, start_run
 from syncapp.steps.confirm import NothingHeld, confirm_held
 from monitoring.health import cluster_is_running
 
@@ -38,7 +40,7 @@ class Command(BaseCommand):
         if confirm_deletes is not None:
             return self.confirm(tenant, confirm_deletes)
         try:
-            request = run_request(steps=steps, profile=profile)
+            request = run_request(steps=steps, profile=profile, provider=tenant.provider)
         except ValidationError as exc:
             raise CommandError(errors_in_words(exc.message_dict, FLAGS)) from None
         carry_out(self, lambda enqueue: start_run(tenant=tenant, trigger=SyncRun.Trigger.COMMAND, **request, enqueue=enqueue),
@@ -64,10 +66,31 @@ def add_follow_arguments(parser) -> None:
     parser.add_argument("--quiet", action="store_true", help="No progress while waiting: only the outcome.")
 
 
+@contextmanager
+def info_unsaid() -> Iterator[None]:
+    """Ballast's own log lines below WARNING held back (--quiet: the outcome line alone)."""
+    loggers = [logging.getLogger(name) for name in ("syncapp", "monitoring", "django_q")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(max(logger.level, logging.WARNING))
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
 def carry_out(command: BaseCommand, start: Callable[[bool], SyncRun], *, wait: bool, in_process: bool, quiet: bool, as_json: bool) -> None:
     """What `sync` and `import` do once a run is asked for: start(enqueue) records it; queued on
     the cluster, or, with --wait and no cluster running (or --in-process), carried out here;
-    followed with progress; printed as JSON or words; a run that did not complete exits 1."""
+    followed with progress; printed as JSON or words; a run that did not complete exits 1.
+    A run that must wait for a run slot says so, and behind which run; --quiet prints the
+    outcome line alone."""
+    with info_unsaid() if quiet else nullcontext():
+        _carry_out(command, start, wait=wait, in_process=in_process, quiet=quiet, as_json=as_json)
+
+
+def _carry_out(command: BaseCommand, start: Callable[[bool], SyncRun], *, wait: bool, in_process: bool, quiet: bool, as_json: bool) -> None:
     wait = wait or in_process
     progress = command.stderr if as_json else command.stdout
     if wait and not in_process and not cluster_is_running():
@@ -78,12 +101,15 @@ def carry_out(command: BaseCommand, start: Callable[[bool], SyncRun], *, wait: b
         run = start(not in_process)
     except RunRefused as exc:
         raise CommandError(str(exc)) from None
+    waits = slot_wait(run)
     if not wait:
         if as_json:
             command.stdout.write(json.dumps(run_summary(run)))
         else:
-            command.stdout.write(f"Run #{run.pk} queued; follow it in the admin or with --wait.")
+            command.stdout.write(f"Run #{run.pk} queued" + (f"; it waits for {waits}" if waits else "") + "; follow it in the admin or with --wait.")
         return
+    if waits and not quiet:
+        progress.write(f"Run #{run.pk} waits for {waits}.")
     if in_process:
         run = run_here_and_follow(run.pk, progress._out, quiet=quiet)
     else:
