@@ -55,6 +55,17 @@ def _machine_chart(history: list, cpu: list[float]):
     )
 
 
+def _eta_words(run, steps) -> str:
+    """The run's ETA in the host project's words (BALLAST_RUN_ETA_WORDS: a dotted path, given the
+    run), else its running steps' from their recent rates (monitoring.eta, as on the terminal)."""
+    if getattr(settings, "BALLAST_RUN_ETA_WORDS", ""):
+        return import_string(settings.BALLAST_RUN_ETA_WORDS)(run)
+    running = [estimate(done=s.done, expected=s.expected, elapsed_s=s.duration_s, ended=False, recent_rate=getattr(s, "recent_rate", None))
+               for s in steps if s.status == "running"]
+    eta = remaining_s(running)
+    return duration_words(eta) if eta is not None else ""
+
+
 def _active_runs() -> list[dict]:
     if not getattr(settings, "BALLAST_RUN_MODEL", None):
         return []
@@ -67,12 +78,10 @@ def _active_runs() -> list[dict]:
         done = sum(s.received for s in steps)
         seconds = run.duration_s or 0
         ended = sum(1 for s in steps if s.ended)
-        # From each running step's rate and work left (monitoring.eta, as on the terminal).
-        running = [estimate(done=s.done, expected=s.expected, elapsed_s=s.duration_s, ended=False) for s in steps if s.status == "running"]
         rows.append({
             "run": run, "done": done, "rate": done / seconds if seconds else 0.0,
             "steps_ended": ended, "steps": len(steps), "percent": int(100 * ended / len(steps)) if steps else 0,
-            "eta_s": (eta := remaining_s(running)), "eta_words": duration_words(eta) if eta is not None else "", "eta_steps": ", ".join(s.name for s in steps if s.status == "running"),
+            "eta_words": _eta_words(run, steps), "eta_steps": ", ".join(s.name for s in steps if s.status == "running"),
             "held_by": holding.get(run.owner, []),  # why it is slow right now
         })
     return rows

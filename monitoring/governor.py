@@ -233,6 +233,7 @@ class Governor:
         self.bytes_per_record: float | None = None
         self.episodes = Episodes(recorder)
         self._lock = threading.RLock()  # the state below is shared with the threads that call()
+        self.started_at = clock()  # the route's start, on its own clock
         self._last_sample_at = self._last_collect_at = self._last_pushback_at = float("-inf")
         first = self.reading = self.read()
         self.cpu = CpuHold(

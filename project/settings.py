@@ -235,6 +235,7 @@ BALLAST_TENANT_MODEL = "syncapp.Tenant"
 BALLAST_TENANT_SLUG_FIELD = "slug"
 BALLAST_RUN_MODEL = "syncapp.SyncRun"  # for `resources report` (needs status and queued_at)
 BALLAST_TENANT_SCHEDULE_WORDS = "syncapp.schedules.schedule_words"  # the dashboard's tenant schedules
+BALLAST_RUN_ETA_WORDS = "syncapp.progress.run_eta_words"  # the dashboard's ETA of a run, its steps to come included
 BALLAST_METRICS_REFRESH = ["syncapp.schedules.observe_changes_lag"]  # figures /metrics reads at scrape time
 BALLAST_QUOTA_DEFAULTS = {
     "max_concurrent_runs": _int("QUOTA_MAX_CONCURRENT_RUNS", 1, minimum=1),

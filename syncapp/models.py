@@ -388,6 +388,9 @@ class SyncStep(models.Model):
     expected = models.PositiveIntegerField(
         null=True, blank=True, help_text="Work the step expects: the source's count where it gives one, else what earlier syncs stored.",
     )
+    # The rate of a step changes as it goes (a governor that holds it, a table that grows): its ETA
+    # reckons with the last seconds, not the average since it started.
+    recent_rate = models.FloatField(null=True, blank=True, help_text="Work done per second lately: an average over about the last 10 s.")
     peak_rss_bytes = models.BigIntegerField(null=True, blank=True)
     mean_cpu_percent = models.FloatField(null=True, blank=True)
     peak_cpu_percent = models.FloatField(null=True, blank=True)

@@ -20,7 +20,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Column
 from rich.text import Text
 
-from monitoring.eta import Estimate, duration_words, estimate
+from monitoring.eta import Estimate, duration_words, estimate, remaining_s
 from monitoring.process import request_stop_on_signals, restore_signals, stop_request
 
 from .models import Status, SyncRun, SyncStep
@@ -42,7 +42,38 @@ def _unit(step: SyncStep) -> str:
 
 
 def step_estimate(step: SyncStep) -> Estimate:
-    return estimate(done=step.done, expected=step.expected, elapsed_s=step.duration_s, ended=step.ended)
+    return estimate(done=step.done, expected=step.expected, elapsed_s=step.duration_s, ended=step.ended, recent_rate=step.recent_rate)
+
+
+def _last_durations(run: SyncRun, names: list[str]) -> dict[str, float]:
+    """How long each of these steps took in the tenant's last run that completed it."""
+    durations = {}
+    for name in names:
+        last = (SyncStep.objects.filter(run__tenant_id=run.tenant_id, name=name, run_id__lt=run.pk,
+                                        status__in=[Status.COMPLETED, Status.COMPLETED_WITH_ERRORS])
+                .exclude(started_at=None).exclude(finished_at=None).order_by("-run_id").first())
+        if last is not None:
+            durations[name] = last.duration_s
+    return durations
+
+
+def run_eta_words(run: SyncRun) -> str:
+    """The whole run's ETA ("40 s", "28 s then relations"): its running steps' (the slowest of them, from their recent rates),
+    then the steps still to come, each as long as it took the tenant's last run ("then relations"
+    for one that never ran); "" once the run ended, or while nothing is known."""
+    if run.finished_at is not None:
+        return ""
+    steps = list(run.step_records.all())
+    running = [step_estimate(s) for s in steps if s.status == Status.RUNNING]
+    to_come = [s.name for s in steps if s.status in (Status.PENDING, Status.QUEUED)]
+    now = remaining_s(running) if running else 0.0
+    if now is None or not (running or to_come):
+        return ""
+    past = _last_durations(run, to_come)
+    unknown = [name for name in to_come if name not in past]
+    if len(unknown) == len(to_come) and not running:
+        return ""
+    return duration_words(now + sum(past.values())) + (f" then {', '.join(unknown)}" if unknown else "")
 
 
 def work_words(step: SyncStep, guess: Estimate) -> str:
@@ -67,7 +98,8 @@ def run_line(run: SyncRun) -> str:
     elapsed = f" ({duration_words(run.duration_s)})" if run.duration_s is not None else ""
     line = f"run #{run.pk} {run.tenant.slug}: {run.get_status_display().lower()}{elapsed}"
     waiting = waiting_for(run) if run.finished_at is None else ""
-    return line + (f", waiting for {waiting}" if waiting else "")
+    eta = run_eta_words(run) if run.status == Status.RUNNING else ""
+    return line + (f", ETA {eta}" if eta else "") + (f", waiting for {waiting}" if waiting else "")
 
 
 def step_words(step: SyncStep) -> tuple[str, str, str]:

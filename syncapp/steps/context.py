@@ -12,6 +12,7 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from monitoring.governor import Governor
+from monitoring.policy import Ewma
 from monitoring.process import stop_request
 
 from ..database import with_retries
@@ -27,6 +28,23 @@ log = logging.getLogger(__name__)
 
 # Rows per governor batch-size unit: COPY's per-statement cost is small next to its per-row cost.
 BATCH_SCALE = {"copy": 10, "orm": 1}
+RECENT_RATE_TAU_S = 10.0  # what "lately" means for a step's rate, and so its ETA
+
+
+class RecentRate:
+    """Work done per second lately: an exponential average over about RECENT_RATE_TAU_S, each
+    batch's rate weighed by the time it took (monitoring.policy.Ewma)."""
+
+    def __init__(self, now: float, done: int):
+        self.average = Ewma(RECENT_RATE_TAU_S)
+        self._at, self._done = now, done
+
+    def add(self, now: float, done: int) -> float | None:
+        elapsed = now - self._at
+        if elapsed > 0:
+            self.average.add((done - self._done) / elapsed, elapsed)
+            self._at, self._done = now, done
+        return self.average.value
 
 
 class StepCancelled(Exception):
@@ -82,6 +100,7 @@ class StepContext:
         self.seen_since = self.seen_since or self.started_at
         # Rows per governor batch-size unit for this database's writer (fixed for the step).
         self.batch_scale = BATCH_SCALE[writer().kind]
+        self.recent: RecentRate | None = None  # from the first batch, on the governor's clock
 
     def label(self) -> str:
         return step_label(self.step)
@@ -138,6 +157,10 @@ class StepContext:
             raise StepStopped
         checkpoint = {**checkpoint, "at": timezone.now().isoformat(), "resumes": self.resume.get("resumes", -1) + 1 if self.resume else 0}
         rss_before = self.governor.read().rss_bytes
+        now = self.governor.clock()
+        if self.recent is None:
+            self.recent = RecentRate(self.governor.started_at, 0)
+        recent_rate = self.recent.add(now, self.tally.done)
 
         def attempt() -> Outcome:
             with transaction.atomic(), seen_by(self.step.run_id, self.via):
@@ -146,7 +169,7 @@ class StepContext:
                 after.add(outcome)
                 # The checkpoint is saved only while the run still runs: one statement for both.
                 saved = SyncStep.objects.filter(pk=self.step.pk, run__status=Status.RUNNING).update(
-                    checkpoint=checkpoint, **after.as_fields()
+                    checkpoint=checkpoint, recent_rate=recent_rate, **after.as_fields()
                 )
                 if not saved:  # cancelled or interrupted meanwhile: this batch is rolled back, unsaved
                     raise StepCancelled

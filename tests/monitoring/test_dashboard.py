@@ -50,7 +50,23 @@ def test_a_running_runs_eta_comes_from_its_rate_and_the_work_left(admin_client):
     run.step_records.filter(name="users").update(status="running", started_at=started, done=250, expected=1000)
     run.step_records.filter(name="tokens").update(status="running", started_at=started, done=100, expected=200)
     fragment = admin_client.get("/admin/dashboard/", {"fragment": 1}).content.decode()
-    assert re.search(r"<td>3[01] s<br><small>users, tokens</small></td>", fragment), fragment
+    assert re.search(r"<td>3[01] s then relations<br><small>users, tokens</small></td>", fragment), fragment  # relations never ran here
+
+
+def test_a_runs_eta_reckons_with_the_recent_rate_and_the_steps_to_come(admin_client):
+    """users: 250 of 1,000 in 10 s, but 10 a second lately → 75 s; then relations, 12 s last time."""
+    tenant = TenantFactory(slug="acme")
+    earlier = start_run(tenant=tenant, trigger="api", enqueue=False)
+    ago = timezone.now() - timedelta(hours=1)
+    SyncRun.objects.filter(pk=earlier.pk).update(status="completed", started_at=ago, finished_at=ago + timedelta(seconds=30))
+    earlier.step_records.update(status="completed", started_at=ago, finished_at=ago + timedelta(seconds=12))
+    run = start_run(tenant=tenant, trigger="api", enqueue=False)
+    started = timezone.now() - timedelta(seconds=10)
+    SyncRun.objects.filter(pk=run.pk).update(status="running", started_at=started)
+    run.step_records.filter(name="users").update(status="running", started_at=started, done=250, expected=1000, recent_rate=10.0)
+    run.step_records.filter(name="tokens").update(status="running", started_at=started, done=100, expected=200, recent_rate=10.0)
+    fragment = admin_client.get("/admin/dashboard/", {"fragment": 1}).content.decode()
+    assert re.search(r"<td>1 min 2[67] s<br><small>users, tokens</small></td>", fragment), fragment  # 75 s + 12 s
 
 
 def test_the_dashboard_keeps_the_admins_header_and_user_links(admin_client):

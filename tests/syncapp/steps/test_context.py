@@ -35,3 +35,23 @@ def test_batches_are_sized_for_the_writer():
     expected = 200 if connection.vendor == "postgresql" else 20
     assert (writer().kind, ctx.next_batch_size()) == ("copy" if connection.vendor == "postgresql" else "orm", expected)
     assert [len(b) for b in ctx.batches(list(range(450)))] == ([200, 200, 50] if expected == 200 else [20] * 22 + [10])
+
+
+def test_the_recent_rate_follows_the_last_batches_not_the_average_since_the_start():
+    from syncapp.steps.context import RecentRate
+
+    recent = RecentRate(now=0.0, done=0)
+    assert recent.add(5.0, 500) == pytest.approx(100.0)  # 100 a second at first
+    lately = recent.add(10.0, 600)  # then 20 a second for five seconds
+    assert 20.0 < lately < 600 / 10.0  # nearer what it does now than the 60 a second since it began
+    for second in range(11, 41):
+        lately = recent.add(float(second), 600 + 20 * (second - 10))
+    assert lately == pytest.approx(20.0, rel=0.05)  # and, kept up, it is that rate
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("batches_as_the_governor_sizes_them")
+def test_each_batch_records_the_steps_recent_rate(settings):
+    settings.BALLAST_GOVERNOR = {"batch_size": 40}
+    run = sync_here(TenantFactory(provider_config={"users": 100, "apps": 5, "seed": 1}), steps="users")
+    assert run.step_records.get(name="users").recent_rate > 0
