@@ -133,11 +133,23 @@ def test_changes_runs_alone():
 
 
 def test_a_provider_without_a_feed_is_refused_in_one_line(db):
+    from django.core.exceptions import ValidationError
+
+    from syncapp.runs import start_run
+    from syncapp.tasks import run_in_process
+
     from ...factories import TenantFactory
 
     tenant = TenantFactory(provider_config={"users": 5})
     Tenant.objects.filter(pk=tenant.pk).update(changes_cursor=timezone.now())
-    run, step = changes_run(tenant)
+    with pytest.raises(ValidationError, match="the demo provider has no changes step"):  # never started
+        changes_run(tenant)
+    # A run queued while the tenant had a provider with a feed, carried out after it changed:
+    Tenant.objects.filter(pk=tenant.pk).update(provider="google")
+    run = start_run(tenant=Tenant.objects.get(pk=tenant.pk), trigger="command", steps="changes", enqueue=False)
+    Tenant.objects.filter(pk=tenant.pk).update(provider="demo")
+    run_in_process(run.pk)
+    step = run.step_records.get()
     assert step.status == Status.FAILED and step.error == "the demo provider has no feed of token changes: full syncs keep its tokens"
 
 
