@@ -32,7 +32,7 @@ from .inventory import application_record, export_lines, holding_scope, token_re
 from .models import (COUNTERS, Alert, AlertDelivery, AlertRule, ApiKey, Application, DirectoryUser, GrantEvent, RiskOverride, Status, SyncRun, SyncStep, Tenant, Token,
                      UserAppRelation)
 from .governance import run_policy
-from .progress import step_estimate, work_words
+from .progress import run_eta_words, step_estimate, work_words
 from .runs import RunRefused, cancel_run, run_owner, slot_wait, start_run, waiting_for
 from .schedules import schedule_words
 from .steps.confirm import NothingHeld, confirm_held
@@ -167,45 +167,26 @@ def status_bar(fraction: float, status: str, caption: str, title: str = ""):
     )
 
 
-class SyncStepInline(admin.TabularInline):
-    """A step per row, narrow enough for a 1,280-pixel screen: the counts in one cell, the
-    checkpoint and task id on the step's own record, resources in the run's chart."""
-
-    model = SyncStep
-    extra = 0
-    can_delete = False
-    fields = ["name", "state", "work", "counts", "notes"]
-    readonly_fields = fields
-
-    @admin.display(description="status")
-    def state(self, step):
-        reason = step.get_stop_reason_display() if step.stop_reason else ""
-        return format_html("{}<br><small>{}</small>", step.get_status_display(), reason) if reason else step.get_status_display()
-
-    @admin.display(description="progress")
-    def work(self, step):
-        guess = step_estimate(step)
-        if step.ended:
-            when = f"{duration_words(step.duration_s)}" if step.duration_s is not None else ""
-        else:
-            when = f"ETA {duration_words(guess.eta_s)}" if guess.eta_s is not None else ""
-        fraction = 1.0 if step.ended else (guess.done / guess.expected if guess.expected else 0.0)
-        return status_bar(fraction, step.status, " · ".join(p for p in (work_words(step, guess), when) if p))
-
-    @admin.display(description="records")
-    def counts(self, step):
-        shown = [f"{step.received:,} read"] + [f"{getattr(step, c):,} {c}" for c in COUNTERS[1:] if getattr(step, c)]
-        return " · ".join(shown)
-
-    @admin.display(description="error, or invalid records")
-    def notes(self, step):
-        if step.error:
-            return format_html('<span title="{}">{}</span>', step.error, Truncator(step.error).chars(160))
+def step_cells(step: SyncStep) -> dict:
+    """One step's row on its run's page, narrow enough for a 1,024-pixel screen: its status (and
+    why it stopped), its progress bar with the work and the ETA or how long it took, its counts
+    in one cell, its error or invalid records; the checkpoint and task id stay on its record."""
+    reason = step.get_stop_reason_display() if step.stop_reason else ""
+    state = format_html("{}<br><small>{}</small>", step.get_status_display(), reason) if reason else step.get_status_display()
+    guess = step_estimate(step)
+    if step.ended:
+        when = f"{duration_words(step.duration_s)}" if step.duration_s is not None else ""
+    else:
+        when = f"ETA {duration_words(guess.eta_s)}" if guess.eta_s is not None else ""
+    fraction = 1.0 if step.ended else (guess.done / guess.expected if guess.expected else 0.0)
+    work = status_bar(fraction, step.status, " · ".join(p for p in (work_words(step, guess), when) if p))
+    counts = " · ".join([f"{step.received:,} read"] + [f"{getattr(step, c):,} {c}" for c in COUNTERS[1:] if getattr(step, c)])
+    if step.error:
+        notes = format_html('<span title="{}">{}</span>', step.error, Truncator(step.error).chars(160))
+    else:
         samples = "; ".join(f"{s.get('key') or '?'}: {s.get('reason')}" for s in step.invalid_samples or [])
-        return Truncator(samples).chars(160) if samples else "—"
-
-    def has_add_permission(self, request, obj=None):
-        return False
+        notes = Truncator(samples).chars(160) if samples else "—"
+    return {"name": step.name, "state": state, "work": work, "counts": counts, "notes": notes}
 
 
 def _progress_bar(run: SyncRun, steps: list[SyncStep]):
@@ -223,7 +204,6 @@ class SyncRunAdmin(ReadOnlyAdmin):
     list_filter = ["status", "trigger", "tenant"]
     search_fields = ["tenant__slug", "error"]
     date_hierarchy = "queued_at"
-    inlines = [SyncStepInline]
     actions = ["cancel", "confirm_deletes"]
     fields = ["tenant", "trigger", "reads", "steps", "profile", "parallel", "status", "stop_reason", "held_by", "waiting_reason", "queued_at", "started_at", "finished_at", "duration", "error", "task_id"]
     readonly_fields = fields
@@ -279,27 +259,45 @@ class SyncRunAdmin(ReadOnlyAdmin):
 
     EVENTS_SHOWN = 200
 
+    def live(self, run: SyncRun) -> dict:
+        """What the run's page shows first and refreshes in place while the run goes on: how it
+        stands, its steps, the resources over it, the governor's events."""
+        owner = run_owner(run.pk)
+        try:
+            policy = run_policy(run, "run")
+        except ValueError:
+            policy = route_policy("run")
+        events = ThrottleEvent.objects.filter(owner=owner).order_by("id")
+        total = events.count()
+        shown = list(events[: self.EVENTS_SHOWN])
+        for event in shown:
+            event.rss_mb = event.rss_bytes / 2**20
+        final = run.finished_at is not None
+        stands = [run.get_status_display()]
+        if run.duration_s is not None:
+            stands.append(f"{'in' if final else 'for'} {duration_words(run.duration_s)}")
+        if run.status == Status.RUNNING and (eta := run_eta_words(run)):
+            stands.append(f"ETA {eta}")
+        if not final and (waits := waiting_for(run)):
+            stands.append(f"waiting for {waits}")
+        return {
+            "run": run, "final": final, "stands": " · ".join(stands),
+            "step_rows": [step_cells(step) for step in run.step_records.all()],
+            "resource_lines": self.resource_lines(run),
+            "resource_chart": owner_chart(owner, cpu_ceiling=policy.max_cpu_percent, memory_ceiling=policy.max_memory_percent),
+            "governor_events": shown,
+            "governor_events_total": total,
+            "governor_events_more": total > len(shown),
+        }
+
     def change_view(self, request, object_id, form_url="", extra_context=None):
         run = self.get_object(request, object_id)
+        if run is not None and request.GET.get("fragment"):  # the page's script, refreshing it in place
+            if not self.has_view_permission(request, run):
+                raise PermissionDenied
+            return TemplateResponse(request, "admin/syncapp/syncrun/live.html", self.live(run))
         if run is not None:
-            owner = run_owner(run.pk)
-            try:
-                policy = run_policy(run, "run")
-            except ValueError:
-                policy = route_policy("run")
-            events = ThrottleEvent.objects.filter(owner=owner).order_by("id")
-            total = events.count()
-            shown = list(events[: self.EVENTS_SHOWN])
-            for event in shown:
-                event.rss_mb = event.rss_bytes / 2**20
-            extra_context = {
-                **(extra_context or {}),
-                "resource_lines": self.resource_lines(run),
-                "resource_chart": owner_chart(owner, cpu_ceiling=policy.max_cpu_percent, memory_ceiling=policy.max_memory_percent),
-                "governor_events": shown,
-                "governor_events_total": total,
-                "governor_events_more": total > len(shown),
-            }
+            extra_context = {**(extra_context or {}), **self.live(run)}
         return super().change_view(request, object_id, form_url, extra_context)
 
     @admin.display(description="duration (s)")

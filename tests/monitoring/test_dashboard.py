@@ -24,7 +24,7 @@ def test_staff_see_the_machine_runs_events_ledger_and_tenants(admin_client):
     page = admin_client.get("/admin/dashboard/")
     text = page.content.decode()
     assert page.status_code == 200
-    assert "<svg" in text and 'id="ballast-dashboard"' in text and "monitoring/dashboard.js" in text
+    assert "<svg" in text and 'id="ballast-dashboard"' in text and "monitoring/refresh.js" in text
     assert "RSS % of ceiling" in text  # CPU, memory and RSS over the last minutes
     assert f"#{run.pk}</a>" in text and 'class="progress-bar"' in text  # the active run, with its bar
     assert "emergency brake #1" in text

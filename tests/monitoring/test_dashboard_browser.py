@@ -106,3 +106,49 @@ def test_every_admin_page_fits_1280_by_800_without_scrolling_sideways(live_serve
                 wide[name] = (width, cut)
         browser.close()
     assert wide == {}, f"pages wider than the screen, or lists whose columns are cut (page px, px cut): {wide}"
+
+
+def test_a_running_runs_page_refreshes_in_place_until_it_ends(live_server):
+    import threading
+    from datetime import timedelta
+
+    from django.db import connections
+    from django.utils import timezone
+    from playwright.sync_api import sync_playwright
+
+    from syncapp.models import SyncRun
+
+    User.objects.create_superuser("staff", "staff@example.org", "browser-pass-1")
+    run = start_run(tenant=TenantFactory(slug="acme", provider_config={"users": 40}), trigger="admin", enqueue=False)
+    started = timezone.now() - timedelta(seconds=5)
+    SyncRun.objects.filter(pk=run.pk).update(status="running", started_at=started)
+    run.step_records.filter(name="users").update(status="running", started_at=started, done=10, expected=40)
+
+    def finish():  # as the run's own process would, from elsewhere
+        try:
+            now = timezone.now()
+            run.step_records.update(status="completed", started_at=started, finished_at=now, done=40, expected=40, received=40)
+            SyncRun.objects.filter(pk=run.pk).update(status="completed", finished_at=now)
+        finally:
+            connections.close_all()
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(f"{live_server.url}/admin/login/?next=/admin/syncapp/syncrun/{run.pk}/change/")
+        page.fill("#id_username", "staff")
+        page.fill("#id_password", "browser-pass-1")
+        page.click("input[type=submit]")
+        page.wait_for_selector("#ballast-run-live .run-steps")
+        assert "10 of 40 users" in page.inner_text("#ballast-run-live")
+        page.wait_for_function("Number(document.getElementById('ballast-run-live').dataset.refreshed || 0) >= 1", timeout=20000)
+        finisher = threading.Thread(target=finish)
+        finisher.start()
+        finisher.join()
+        page.wait_for_selector("#ballast-run-live [data-final]", timeout=20000)  # no reload: the page's script brought it
+        text = page.inner_text("#ballast-run-live")
+        assert text.startswith("Completed") and "40 of 40 users" in text
+        refreshes = page.evaluate("Number(document.getElementById('ballast-run-live').dataset.refreshed)")
+        page.wait_for_timeout(4000)
+        assert page.evaluate("Number(document.getElementById('ballast-run-live').dataset.refreshed)") == refreshes  # and stops there
+        browser.close()

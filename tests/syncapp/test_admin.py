@@ -437,3 +437,22 @@ def test_runs_and_the_inventory_cannot_be_deleted_in_the_admin(admin_client):
         assert reverse(f"admin:syncapp_{model}_delete", args=[row.pk]) not in page
         assert admin_client.post(reverse(f"admin:syncapp_{model}_delete", args=[row.pk]), {"post": "yes"}).status_code == 403
         assert type(row).objects.filter(pk=row.pk).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_runs_page_shows_its_steps_and_chart_first_and_refreshes_while_it_runs(admin_client):
+    tenant = TenantFactory(slug="acme", provider_config={"users": 25, "apps": 4})
+    ended = sync_here(tenant)
+    page = admin_client.get(reverse("admin:syncapp_syncrun_change", args=[ended.pk])).content.decode()
+    assert page.index('class="run-steps"') < page.index("Resources over the run") < page.index("field-tenant")  # steps, chart, then fields
+    assert "data-refresh-url" not in page and "data-final" in page  # an ended run's page is what it is
+    assert page.count('class="run-steps"') == 1 and "step_records-group" not in page  # one table of steps, no inline beside it
+
+    running = start_run(tenant=tenant, trigger="admin", enqueue=False)
+    SyncRun.objects.filter(pk=running.pk).update(status="running", started_at=ended.finished_at)
+    running.step_records.filter(name="users").update(status="running", started_at=ended.finished_at, done=10, expected=25)
+    page = admin_client.get(reverse("admin:syncapp_syncrun_change", args=[running.pk])).content.decode()
+    assert 'data-refresh-url="?fragment=1"' in page and "monitoring/refresh.js" in page
+    fragment = admin_client.get(reverse("admin:syncapp_syncrun_change", args=[running.pk]), {"fragment": 1}).content.decode()
+    assert "<html" not in fragment and "10 of 25 users" in fragment and "data-final" not in fragment
+    assert "<h2>Running · for " in fragment
