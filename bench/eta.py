@@ -3,7 +3,10 @@ that was really left, for the run's ETA as shown now (recent rates, and the step
 as long as they took last time) and as it was (each running step's average rate since it began,
 the steps to come left out), on the same run.
 
-    DATABASE_URL=postgres://postgres@127.0.0.1:5432/ballast .venv/bin/python bench/eta.py [--users 20000]
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/ballast .venv/bin/python bench/eta.py [--users 20000] [--hog-core 1]
+
+With --hog-core, a CPU hog pinned to that core runs beside the sync (as in bench/neighbour.py):
+the governor holds the sync, and its steps' rates change as the hold does.
 
 The tenant syncs once for the history its next run's ETA reckons with; its directory is emptied
 and it syncs again, followed: the same work twice.
@@ -11,6 +14,8 @@ and it syncs again, followed: the same work twice.
 
 import argparse
 import statistics
+import subprocess
+import sys
 import threading
 import time
 
@@ -62,15 +67,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=20_000)
     parser.add_argument("--latency-ms", type=int, default=5, help="per provider call, as in make demo")
+    parser.add_argument("--hog-core", type=int, default=None, help="a CPU hog pinned to this core beside the sync")
     args = parser.parse_args()
     call_command("migrate", verbosity=0)
-    tenant = fresh_tenant("bench-eta", provider="demo", provider_config={"users": args.users, "apps": 30, "seed": 7, "latency_ms": args.latency_ms})
-    followed_run(tenant, 1.0)  # the history
-    for model in (GrantEvent, UserAppRelation, Token, Application, DirectoryUser):
-        model.objects.filter(tenant=tenant).delete()
-    seen, total = followed_run(tenant, 0.5)
-    drop_tenant(tenant)
-    print(f"demo sync of {args.users:,} users ({args.latency_ms} ms per call), {total:.1f} s; the ETA said at each moment against the time left")
+    hog = None
+    if args.hog_core is not None:
+        hog = subprocess.Popen(["taskset", "-c", str(args.hog_core), sys.executable, "-c", "while True: pass"])
+    try:
+        tenant = fresh_tenant("bench-eta", provider="demo", provider_config={"users": args.users, "apps": 30, "seed": 7, "latency_ms": args.latency_ms})
+        followed_run(tenant, 1.0)  # the history
+        for model in (GrantEvent, UserAppRelation, Token, Application, DirectoryUser):
+            model.objects.filter(tenant=tenant).delete()
+        seen, total = followed_run(tenant, 0.5)
+        drop_tenant(tenant)
+    finally:
+        if hog is not None:
+            hog.kill()
+            hog.wait()
+    beside = f", beside a CPU hog on core {args.hog_core}" if hog is not None else ""
+    print(f"demo sync of {args.users:,} users ({args.latency_ms} ms per call){beside}, {total:.1f} s; the ETA said at each moment against the time left")
     print(f"{'moment':>8}{'left':>8}{'ETA now':>10}{'ratio':>8}{'ETA as it was':>15}{'ratio':>8}")
     for fraction in (0.1, 0.25, 0.5, 0.75, 0.9):
         at, now, was = min(seen, key=lambda row: abs(row[0] - fraction * total))

@@ -390,7 +390,7 @@ class SyncStep(models.Model):
     )
     # The rate of a step changes as it goes (a governor that holds it, a table that grows): its ETA
     # reckons with the last seconds, not the average since it started.
-    recent_rate = models.FloatField(null=True, blank=True, help_text="Work done per second lately: an average over about the last 10 s.")
+    recent_rate = models.FloatField(null=True, blank=True, help_text="Work done per second lately: an average over about the last 3 s.")
     peak_rss_bytes = models.BigIntegerField(null=True, blank=True)
     mean_cpu_percent = models.FloatField(null=True, blank=True)
     peak_cpu_percent = models.FloatField(null=True, blank=True)

@@ -13,6 +13,6 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='syncstep',
             name='recent_rate',
-            field=models.FloatField(blank=True, help_text='Work done per second lately: an average over about the last 10 s.', null=True),
+            field=models.FloatField(blank=True, help_text='Work done per second lately: an average over about the last 3 s.', null=True),
         ),
     ]

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 # Rows per governor batch-size unit: COPY's per-statement cost is small next to its per-row cost.
 BATCH_SCALE = {"copy": 10, "orm": 1}
-RECENT_RATE_TAU_S = 10.0  # what "lately" means for a step's rate, and so its ETA
+RECENT_RATE_TAU_S = 3.0  # what "lately" means for a step's rate, and so its ETA
 
 
 class RecentRate:
