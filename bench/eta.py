@@ -25,7 +25,7 @@ from django.db import connections
 
 from monitoring.eta import estimate, remaining_s
 from syncapp.models import Application, DirectoryUser, GrantEvent, SyncRun, Token, UserAppRelation
-from syncapp.progress import run_eta_words, step_estimate
+from syncapp.progress import run_eta_words
 from syncapp.runs import start_run
 from syncapp.tasks import run_in_process
 

@@ -1,15 +1,22 @@
 """Server-rendered SVG charts of resource use: no JavaScript, no CDN.
 
-One picture from the same readings as the numbers beside it: the machine's CPU, this run's own
-CPU and memory against their ceilings (left axis, percent), concurrency as a step line (right
-axis), throttle episodes as shaded bands from their start to their end, and point events as
-ticks along the time axis. Every element carries its figures on hover.
+One picture from the same samples as the numbers beside it: the machine's CPU, this run's own
+CPU (never above the machine's) and memory against their ceilings (left axis, percent),
+concurrency as a step line (right axis: what resources allow, the figure of the concurrency
+events, and under it the provider calls allowed in flight), throttle episodes as shaded bands
+from their start to their end, and point events as ticks along the time axis, which covers the
+whole run in clock time. Each pixel column keeps the lowest and the highest of its samples (a
+sample keeps the highest reading since the one before), so no peak is lost between two points.
+Every element carries its figures on hover.
 """
 
 import math
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
+from django.utils import timezone
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
@@ -29,6 +36,8 @@ class Point:
     concurrency: int | None = None  # None: no concurrency line
     rss: float | None = None  # resident memory, percent of its ceiling; None: no RSS line
     own: float | None = None  # this run's own CPU, percent of the machine; None: no line
+    cpu_peak: float | None = None  # the machine's highest reading since the point before (None: cpu)
+    calls: int | None = None  # provider calls allowed in flight; None: no such line
 
 
 @dataclass(frozen=True)
@@ -54,19 +63,56 @@ def _y(percent: float) -> float:
     return TOP + (HEIGHT - TOP - BOTTOM) * (1 - min(max(percent, 0), 100) / 100)
 
 
-def time_ticks(span: float) -> list[float]:
-    """Five to ten round steps (1, 2, 5 × 10^n seconds) from 0 to span."""
+def time_ticks(span: float, start: datetime | None = None) -> list[float]:
+    """Five to ten round steps (1, 2, 5 × 10^n seconds, or 15 s, 30 s, minutes) across the span: from
+    0, or, with a start in clock time, at round clock times."""
     raw = span / 6 if span > 0 else 1
     magnitude = 10 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
-    return [n * step for n in range(int(span / step + 1e-9) + 1)]
+    if start is None:
+        return [n * step for n in range(int(span / step + 1e-9) + 1)]
+    if step >= 1:
+        step = next(s for s in (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 86400) if s >= raw)
+    first = (-start.timestamp()) % step  # seconds from the start to the first round clock time
+    return [first + n * step for n in range(int((span - first) / step + 1e-9) + 1)]
 
 
-def time_label(seconds: float) -> str:
+def time_label(seconds: float, start: datetime | None = None, tenths: bool = False) -> str:
+    """A tick's label: clock time (with tenths of a second on an axis of less than a few seconds),
+    else the seconds since the start."""
+    if start is not None:
+        moment = start + timedelta(seconds=seconds)
+        return moment.strftime("%H:%M:%S") + (f".{moment.microsecond // 100_000}" if tenths else "")
     if seconds < 60:
         return f"{seconds:g} s"
     minutes, rest = divmod(round(seconds), 60)
     return f"{minutes}:{rest:02d}"
+
+
+def columns(points: Sequence[Point], span: float, value, peak=None) -> list[tuple[float, float, float, float]]:
+    """(x, mean, lowest, highest) of the points in each pixel column, left to right: a column keeps
+    its extremes whatever the number of points (`peak`: the highest a point saw, when it says)."""
+    grouped: dict[int, list[Point]] = defaultdict(list)
+    for p in points:
+        grouped[round(_x(p.t, span))].append(p)
+    out = []
+    for x in sorted(grouped):
+        values = [value(p) for p in grouped[x]]
+        highs = [max(v, peak(p)) if peak and peak(p) is not None else v for v, p in zip(values, grouped[x])]
+        out.append((float(x), sum(values) / len(values), min(values), max(highs)))
+    return out
+
+
+def _range(cols, colour: str, title: str) -> str:
+    """A column's lowest to highest as a shaded range, for a series whose points may hide peaks."""
+    if not any(high > low for _, _, low, high in cols):
+        return ""
+    top = " ".join(f"{x:.1f},{_y(high):.1f}" for x, _, _, high in cols)
+    bottom = " ".join(f"{x:.1f},{_y(low):.1f}" for x, _, low, _ in reversed(cols))
+    if len(cols) == 1:  # one column: a vertical stroke
+        x, _, low, high = cols[0]
+        return f'<line class="range" x1="{x:.1f}" x2="{x:.1f}" y1="{_y(low):.1f}" y2="{_y(high):.1f}" stroke="{colour}" stroke-width="3" stroke-opacity="0.35"><title>{escape(title)}</title></line>'
+    return f'<polygon class="range" fill="{colour}" fill-opacity="0.2" stroke="none" points="{top} {bottom}"><title>{escape(title)}</title></polygon>'
 
 
 def _line(values, colour: str, title: str, dash: str = "", width: float = 1.6) -> str:
@@ -76,13 +122,15 @@ def _line(values, colour: str, title: str, dash: str = "", width: float = 1.6) -
 
 def resource_chart(
     points: Sequence[Point], marks: Sequence[Mark], *, cpu_ceiling: float, memory_ceiling: float, bands: Sequence[Band] = (),
-    label: str = "Resources over the run",
+    label: str = "Resources over the run", start: datetime | None = None, span: float | None = None,
 ) -> SafeString:
+    """`start`: the clock time of t = 0 (the axis then reads clock time); `span`: the seconds the
+    axis covers (the whole run), else as far as the points, marks and bands go."""
     if not points:
         return mark_safe('<p class="help">No resource samples for this run.</p>')
-    span = max(max(p.t for p in points), max((m.t for m in marks), default=0), max((b.end for b in bands), default=0), 1e-3)
+    span = max(span or 0.0, max(p.t for p in points), max((m.t for m in marks), default=0), max((b.end for b in bands), default=0), 1e-3)
     with_concurrency = any(p.concurrency is not None for p in points)
-    top_concurrency = max(max((p.concurrency or 0) for p in points), 1)
+    top_concurrency = max(max((p.concurrency or 0) for p in points), max((p.calls or 0) for p in points), 1)
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="ballast-chart" viewBox="0 0 {WIDTH} {HEIGHT}" width="100%" '
@@ -112,30 +160,36 @@ def resource_chart(
             f'<text class="axis-title" x="{WIDTH - 10}" y="{TOP + plot_h / 2:.1f}" font-size="10" text-anchor="middle" '
             f'transform="rotate(90 {WIDTH - 10} {TOP + plot_h / 2:.1f})">concurrency</text>'
         )
-    for t in time_ticks(span):  # time axis
+    ticks = time_ticks(span, start)
+    tenths = len(ticks) > 1 and ticks[1] - ticks[0] < 1
+    for t in ticks:  # time axis
         x = _x(t, span)
         parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{HEIGHT - BOTTOM}" y2="{HEIGHT - BOTTOM + 4}" stroke="#999"/>')
-        parts.append(f'<text class="tick" x="{x:.1f}" y="{HEIGHT - BOTTOM + 14}" font-size="10" text-anchor="middle">{time_label(t)}</text>')
-    parts.append(f'<text class="axis-title" x="{LEFT + plot_w / 2:.1f}" y="{HEIGHT - BOTTOM + 27}" font-size="10" text-anchor="middle">time since the start</text>')
+        parts.append(f'<text class="tick" x="{x:.1f}" y="{HEIGHT - BOTTOM + 14}" font-size="10" text-anchor="middle">{time_label(t, start, tenths)}</text>')
+    axis = "time" if start is not None else "time since the start"
+    parts.append(f'<text class="axis-title" x="{LEFT + plot_w / 2:.1f}" y="{HEIGHT - BOTTOM + 27}" font-size="10" text-anchor="middle">{axis}</text>')
     for ceiling, name in ((cpu_ceiling, "cpu"), (memory_ceiling, "memory")):
         parts.append(
             f'<line class="ceiling" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{_y(ceiling):.1f}" y2="{_y(ceiling):.1f}" '
             f'stroke="{COLOURS[name]}" stroke-dasharray="5,4" stroke-width="1"><title>{name} ceiling {ceiling:.0f}%</title></line>'
         )
-    xs = [_x(p.t, span) for p in points]
-    parts.append(_line(zip(xs, (_y(p.cpu) for p in points)), COLOURS["cpu"], "machine CPU %"))
+    cpu = columns(points, span, lambda p: p.cpu, lambda p: p.cpu_peak)
+    parts.append(_range(cpu, COLOURS["cpu"], f"machine CPU, lowest to highest reading: peak {max(c[3] for c in cpu):.0f}%"))
+    parts.append(_line(((x, _y(mean)) for x, mean, _, _ in cpu), COLOURS["cpu"], "machine CPU %"))
     if any(p.own is not None for p in points):
-        parts.append(_line(zip(xs, (_y(p.own or 0) for p in points)), COLOURS["own"], "this run's CPU %", 'stroke-dasharray="4,2"'))
-    parts.append(_line(zip(xs, (_y(p.memory) for p in points)), COLOURS["memory"], "memory %"))
+        own = columns(points, span, lambda p: p.own or 0.0)
+        parts.append(_line(((x, _y(mean)) for x, mean, _, _ in own), COLOURS["own"], "this run's CPU %", 'stroke-dasharray="4,2"'))
+    memory = columns(points, span, lambda p: p.memory)
+    parts.append(_line(((x, _y(mean)) for x, mean, _, _ in memory), COLOURS["memory"], "memory %"))
     if any(p.rss is not None for p in points):
-        parts.append(_line(zip(xs, (_y(p.rss or 0) for p in points)), COLOURS["rss"], "RSS % of its ceiling", 'stroke-dasharray="2,2"'))
+        rss = columns(points, span, lambda p: p.rss or 0.0)
+        parts.append(_line(((x, _y(mean)) for x, mean, _, _ in rss), COLOURS["rss"], "RSS % of its ceiling", 'stroke-dasharray="2,2"'))
     if with_concurrency:
-        steps = []
-        for previous, point in zip(points, points[1:]):
-            level = _y(100 * (previous.concurrency or 0) / top_concurrency)
-            steps += [(_x(previous.t, span), level), (_x(point.t, span), level)]
-        steps.append((xs[-1], _y(100 * (points[-1].concurrency or 0) / top_concurrency)))
-        parts.append(_line(steps, COLOURS["concurrency"], "concurrency", width=1.4))
+        parts.append(_line(_steps(points, span, lambda p: p.concurrency or 0, top_concurrency), COLOURS["concurrency"],
+                           "concurrency: what resources allow", width=1.4))
+        if any(p.calls is not None for p in points):
+            parts.append(_line(_steps(points, span, lambda p: p.calls or 0, top_concurrency), COLOURS["concurrency"],
+                               "provider calls allowed in flight", 'stroke-dasharray="1,2"', width=1.4))
     for mark in marks:
         x = _x(mark.t, span)
         parts.append(
@@ -147,6 +201,7 @@ def resource_chart(
     legend += [("memory", "memory", "line")]
     legend += [("RSS % of ceiling", "rss", "line")] if any(p.rss is not None for p in points) else []
     legend += [("concurrency", "concurrency", "line")] if with_concurrency else []
+    legend += [("calls in flight", "concurrency", "dot")] if any(p.calls is not None for p in points) else []
     legend += [("ceilings", "cpu", "dash"), ("throttled", "band", "box")]
     legend += [("provider pushing back", "rate", "box")] if any(b.kind == "rate" for b in bands) else []
     x = LEFT
@@ -155,7 +210,7 @@ def resource_chart(
         if shape == "box":
             parts.append(f'<rect x="{x}" y="{y - 8}" width="10" height="10" fill="{COLOURS[key]}" fill-opacity="0.35"/>')
         else:
-            dash = ' stroke-dasharray="3,2"' if shape == "dash" else ""
+            dash = {"dash": ' stroke-dasharray="3,2"', "dot": ' stroke-dasharray="1,2"'}.get(shape, "")
             parts.append(f'<line x1="{x}" x2="{x + 12}" y1="{y - 3}" y2="{y - 3}" stroke="{COLOURS[key]}" stroke-width="2"{dash}/>')
         parts.append(f'<text x="{x + 15}" y="{y}" font-size="10">{text}</text>')
         x += 26 + 6.2 * len(text)
@@ -163,31 +218,48 @@ def resource_chart(
     return mark_safe("".join(parts))
 
 
+def _steps(points: Sequence[Point], span: float, value, top: int) -> list[tuple[float, float]]:
+    """A step line: each value held until the next point."""
+    steps = []
+    for previous, point in zip(points, points[1:]):
+        level = _y(100 * value(previous) / top)
+        steps += [(_x(previous.t, span), level), (_x(point.t, span), level)]
+    steps.append((_x(points[-1].t, span), _y(100 * value(points[-1]) / top)))
+    return steps
+
+
 def _recent_sum(latest: dict, now: float, fresh_s: float = 2.5) -> float:
     """Add up the latest figure of each step (or process) still sampling: samples come every second."""
     return sum(value for at, value in latest.values() if now - at <= fresh_s)
 
 
-def owner_chart(owner: str, *, cpu_ceiling: float, memory_ceiling: float) -> SafeString:
-    """The chart of everything recorded for one owner (a run): its samples, episodes and events."""
+def owner_chart(owner: str, *, cpu_ceiling: float, memory_ceiling: float, started_at: datetime | None = None,
+                ended_at: datetime | None = None) -> SafeString:
+    """The chart of everything recorded for one owner (a run): its samples, episodes and events,
+    from its start to its end (else its first and last sample)."""
     from .models import ResourceSample, ThrottleEvent
 
     samples = list(ResourceSample.objects.filter(owner=owner).order_by("at").values(
-        "at", "route", "pid", "cpu_percent", "process_cpu_percent", "memory_percent", "concurrency",
+        "at", "route", "pid", "cpu_percent", "cpu_peak_percent", "process_cpu_percent", "memory_percent", "concurrency", "calls_allowed",
     ))
     events = list(ThrottleEvent.objects.filter(owner=owner).order_by("created_at"))
     if not samples:
         return resource_chart([], [], cpu_ceiling=cpu_ceiling, memory_ceiling=memory_ceiling)
-    start = samples[0]["at"]
+    start = min(started_at or samples[0]["at"], samples[0]["at"])
     concurrency: dict[str, tuple] = {}  # steps run side by side: their concurrency adds up,
+    calls: dict[str, tuple] = {}
     own: dict = {}  # and so does their CPU, but steps in one process share one figure
     points = []
     for s in samples:
         t = (s["at"] - start).total_seconds()
         concurrency[s["route"]] = (t, s["concurrency"])
+        if s["calls_allowed"] is not None:
+            calls[s["route"]] = (t, s["calls_allowed"])
         own[s["pid"] or s["route"]] = (t, s["process_cpu_percent"])
         points.append(Point(
-            t, s["cpu_percent"], s["memory_percent"], int(_recent_sum(concurrency, t)), own=min(_recent_sum(own, t), 100.0),
+            t, s["cpu_percent"], s["memory_percent"], int(_recent_sum(concurrency, t)),
+            own=min(_recent_sum(own, t), s["cpu_percent"]),  # processes read a moment apart: never more than the machine
+            cpu_peak=s["cpu_peak_percent"], calls=int(_recent_sum(calls, t)) if calls else None,
         ))
     bands, marks = [], []
     for e in events:
@@ -196,4 +268,7 @@ def owner_chart(owner: str, *, cpu_ceiling: float, memory_ceiling: float) -> Saf
             bands.append(Band(t, t + e.duration_s, e.kind, f"{e.route}: {e.detail}"))
         else:
             marks.append(Mark(t, e.kind, f"{e.route}: {e.detail}"))
-    return resource_chart(points, marks, bands=bands, cpu_ceiling=cpu_ceiling, memory_ceiling=memory_ceiling)
+    end = ended_at or (timezone.now() if started_at else samples[-1]["at"])  # a running run: up to now
+    span = (end - start).total_seconds()
+    return resource_chart(points, marks, bands=bands, cpu_ceiling=cpu_ceiling, memory_ceiling=memory_ceiling,
+                          start=timezone.localtime(start), span=span)

@@ -11,12 +11,13 @@ from django.db.models import Q
 from django.shortcuts import render
 from django.utils import timezone
 from django.utils.module_loading import import_string
+from django.utils.safestring import mark_safe
 
 from .charts import Band, Mark, Point, resource_chart
 from .eta import duration_words, estimate, remaining_s
 from .health import resource_status
 from .memory import CPU_AVERAGE_S
-from .models import Allocation, RateLimitDenial, ThrottleEvent
+from .models import Allocation, RateLimitDenial, ResourceSample, ThrottleEvent
 from .policy import Ewma
 from .profiles import route_policy
 from .quotas import limits_for
@@ -35,16 +36,29 @@ def averaged_cpu(history: list) -> list[float]:
     return [average.add(r.cpu_percent, r.window_s) for r in history]
 
 
+CHART_MINUTES = 10
+
+
 def _machine_chart(history: list, cpu: list[float]):
-    start = history[0].at
+    """The machine over the last minutes: this process's own readings, and before them (after a
+    restart, say) what the runs' samples recorded of it."""
+    now, latest = timezone.now(), history[-1].at
     policy = route_policy("run")
     rss_ceiling = (policy.rss_limit_mb or 0) * 2**20 or history[-1].memory_limit_bytes  # its own, else the memory limit
-    points = [Point(r.at - start, c, r.memory_percent, rss=100 * r.rss_bytes / rss_ceiling) for r, c in zip(history, cpu)]
-    since = timezone.now() - timedelta(seconds=history[-1].at - start)
-    events = ThrottleEvent.objects.filter(Q(created_at__gte=since) | Q(ended_at__isnull=True, duration_s__isnull=False, updated_at__gte=since))
+    read_since = now - timedelta(seconds=latest - history[0].at)  # readings carry monotonic times
+    window = now - timedelta(minutes=CHART_MINUTES)
+    recorded = ResourceSample.objects.filter(at__gte=window, at__lt=read_since).order_by("at").values_list("at", "cpu_percent", "cpu_peak_percent", "memory_percent")
+    start = min([read_since] + [at for at, *_ in recorded[:1]])
+    points = [Point((at - start).total_seconds(), c, m, cpu_peak=peak) for at, c, peak, m in recorded]
+    points += [Point((read_since - start).total_seconds() + r.at - history[0].at, c, r.memory_percent, rss=100 * r.rss_bytes / rss_ceiling)
+               for r, c in zip(history, cpu)]
+    if (now - start).total_seconds() < 1.0:
+        return mark_safe(f'<p class="help">No readings before this moment: the chart fills in as the machine is read (every '
+                         f'{get_sampler().interval:g} s) and as runs record their samples.</p>')
+    events = ThrottleEvent.objects.filter(Q(created_at__gte=start) | Q(ended_at__isnull=True, duration_s__isnull=False, updated_at__gte=start))
     marks, bands = [], []
     for e in events.order_by("created_at")[:200]:
-        t, text = (e.created_at - since).total_seconds(), f"{e.owner} {e.route}: {e.detail}"
+        t, text = (e.created_at - start).total_seconds(), f"{e.owner} {e.route}: {e.detail}"
         if e.is_episode:
             bands.append(Band(max(t, 0), t + e.duration_s, e.kind, text))
         else:
@@ -52,6 +66,7 @@ def _machine_chart(history: list, cpu: list[float]):
     return resource_chart(
         points, marks, bands=bands, cpu_ceiling=policy.max_cpu_percent, memory_ceiling=policy.max_memory_percent,
         label=f"The machine over the last minutes (CPU averaged over {CPU_AVERAGE_S:.0f} s)",
+        start=timezone.localtime(start), span=(now - start).total_seconds(),
     )
 
 

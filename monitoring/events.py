@@ -26,6 +26,18 @@ log = logging.getLogger("monitoring.governor")
 UPDATE_EVERY_S = 2.0  # an episode's row is rewritten at most this often while it goes on
 
 
+@dataclass(frozen=True)
+class Sample:
+    """How a route stood at one moment, for its run's chart and figures."""
+
+    reading: Reading
+    memory: float  # percent of the memory budget (its pressure: the RSS ceiling counts)
+    concurrency: int  # what resources allow at once (the figure of the concurrency events)
+    calls_allowed: int | None  # provider calls allowed in flight now, under that (I/O-bound routes)
+    batch_size: int
+    cpu_peak: float  # the machine's highest reading since the route's last sample
+
+
 @dataclass
 class Event:
     kind: str
@@ -178,16 +190,18 @@ class DatabaseRecorder:
         except DatabaseError:
             log.warning("%s could not update its %s event", self.label, event.kind)
 
-    def sample(self, reading: Reading, pressure: Pressure, concurrency: int, batch_size: int) -> None:
-        metrics.observe_reading(reading, pressure.memory)
-        metrics.concurrency.labels(route=self.route).set(concurrency)
-        metrics.batch_size.labels(route=self.route).set(batch_size)
+    def sample(self, sample: Sample) -> None:
+        reading = sample.reading
+        metrics.observe_reading(reading, sample.memory)
+        metrics.concurrency.labels(route=self.route).set(sample.concurrency if sample.calls_allowed is None else sample.calls_allowed)
+        metrics.batch_size.labels(route=self.route).set(sample.batch_size)
         try:
             ResourceSample.objects.create(
                 owner=self.owner, route=self.route, at=timezone.now(), pid=os.getpid(),
-                cpu_percent=round(reading.cpu_percent, 1), process_cpu_percent=round(reading.process_cpu_percent, 1),
-                memory_percent=round(pressure.memory, 1), rss_bytes=reading.rss_bytes,
-                concurrency=concurrency, batch_size=batch_size,
+                cpu_percent=round(reading.cpu_percent, 1), cpu_peak_percent=round(sample.cpu_peak, 1),
+                process_cpu_percent=round(reading.process_cpu_percent, 1),
+                memory_percent=round(sample.memory, 1), rss_bytes=reading.rss_bytes,
+                concurrency=sample.concurrency, calls_allowed=sample.calls_allowed, batch_size=sample.batch_size,
             )
         except DatabaseError:
             log.warning("%s could not record a resource sample", self.label)
@@ -209,8 +223,8 @@ class ListRecorder:
     def update(self, handle: int, event: Event, condition: str | None = None) -> None:
         self.updates += 1  # the event itself is the object the episode changes
 
-    def sample(self, reading: Reading, pressure: Pressure, concurrency: int, batch_size: int) -> None:
-        self.samples.append((reading, pressure, concurrency, batch_size))
+    def sample(self, sample: Sample) -> None:
+        self.samples.append(sample)
 
     def kinds(self) -> list[str]:
         return [e.kind for e in self.events]

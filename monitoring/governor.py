@@ -22,7 +22,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
-from .events import Episodes, Event, describe_rss
+from .events import Episodes, Event, Sample, describe_rss
 from .limiter import Limiter
 from .limits import AdaptiveLimit, Call, Pacer
 from .memory import malloc_trim
@@ -180,6 +180,10 @@ class CpuHold:
 
 @dataclass
 class RunStats:
+    """A route's figures, from exactly the samples its run's chart draws: the mean of their
+    machine CPU and the highest of their peaks (each sample keeps the highest reading since the
+    one before), so the picture and the numbers beside it agree. RSS: every reading's."""
+
     peak_rss_bytes: int = 0
     cpu_total: float = 0.0
     cpu_samples: int = 0
@@ -189,11 +193,13 @@ class RunStats:
     def mean_cpu_percent(self) -> float:
         return self.cpu_total / self.cpu_samples if self.cpu_samples else 0.0
 
-    def add(self, reading: Reading) -> None:
+    def watch(self, reading: Reading) -> None:
         self.peak_rss_bytes = max(self.peak_rss_bytes, reading.rss_bytes)
-        self.cpu_total += reading.cpu_percent
+
+    def add(self, sample: Sample) -> None:
+        self.cpu_total += sample.reading.cpu_percent
         self.cpu_samples += 1
-        self.peak_cpu_percent = max(self.peak_cpu_percent, reading.cpu_percent)
+        self.peak_cpu_percent = max(self.peak_cpu_percent, sample.cpu_peak)
 
 
 def _figures(p) -> str:
@@ -235,6 +241,7 @@ class Governor:
         self._lock = threading.RLock()  # the state below is shared with the threads that call()
         self.started_at = clock()  # the route's start, on its own clock
         self._last_sample_at = self._last_collect_at = self._last_pushback_at = float("-inf")
+        self._cpu_peak = 0.0  # the machine's highest reading since the last sample
         first = self.reading = self.read()
         self.cpu = CpuHold(
             policy, policy.io_max_concurrency if io_bound else policy.max_concurrency, first, clock=clock, cpu_clock=cpu_clock,
@@ -264,7 +271,8 @@ class Governor:
         with self._lock:
             reading, now = self.read(), self.clock()
             self.reading = reading  # the events of this decision carry the reading it came from
-            self.stats.add(reading)
+            self.stats.watch(reading)
+            self._cpu_peak = max(self._cpu_peak, reading.cpu_percent)
             self.cpu.update(reading, now)
             decision = self._decide(reading)
             self.decision = decision
@@ -281,9 +289,20 @@ class Governor:
                 self.batch_size = decision.batch_size
             self._follow_episodes(now, reading)
             if now - self._last_sample_at >= self.sample_every_s:
-                self._last_sample_at = now
-                self.recorder.sample(reading, decision.pressure, self.concurrency, decision.batch_size)
+                self._sample(now)
             return decision
+
+    def _sample(self, now: float) -> None:
+        """Record how the route stands: the chart's point and its figures' (RunStats) alike."""
+        self._last_sample_at = now
+        reading = self.reading
+        sample = Sample(
+            reading, self.decision.pressure.memory, self.resource_cap, self.io_limit() if self.io_bound else None,
+            self.decision.batch_size, max(self._cpu_peak, reading.cpu_percent),
+        )
+        self._cpu_peak = 0.0
+        self.stats.add(sample)
+        self.recorder.sample(sample)
 
     def io_limit(self) -> int:
         """Calls allowed in flight now (for I/O-bound work), else the concurrency resources allow."""
@@ -307,8 +326,10 @@ class Governor:
             self.episodes.carry("rate", "rate", now - self._last_pushback_at < RATE_QUIET_S, now, reading, pressure, None)
 
     def close(self) -> None:
-        """The step ended: close what is still going on."""
+        """The step ended: a last sample (its chart and figures reach its end), and what is
+        still going on closed."""
         with self._lock:
+            self._sample(self.clock())
             self.episodes.end_all(self.clock())
 
     # --- waiting -------------------------------------------------------------

@@ -80,10 +80,12 @@ class ResourceSample(models.Model):
     at = models.DateTimeField(db_index=True)
     pid = models.PositiveIntegerField(null=True, blank=True)  # steps of one process share its CPU figure
     cpu_percent = models.FloatField()
+    cpu_peak_percent = models.FloatField(null=True, blank=True, help_text="The machine's highest reading since the route's last sample.")
     process_cpu_percent = models.FloatField()
     memory_percent = models.FloatField()
     rss_bytes = models.BigIntegerField()
-    concurrency = models.PositiveIntegerField()
+    concurrency = models.PositiveIntegerField(help_text="What resources allow at once: the figure of the concurrency events.")
+    calls_allowed = models.PositiveIntegerField(null=True, blank=True, help_text="Provider calls allowed in flight then, under that.")
     batch_size = models.PositiveIntegerField()
 
     class Meta:

@@ -6,7 +6,7 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 
 from monitoring.ledger import allocate
-from monitoring.models import RateLimitDenial, ThrottleEvent
+from monitoring.models import RateLimitDenial, ResourceSample, ThrottleEvent
 from syncapp.models import SyncRun
 from syncapp.runs import start_run
 
@@ -21,6 +21,8 @@ def test_staff_see_the_machine_runs_events_ledger_and_tenants(admin_client):
     allocate("run_slot", owner=f"run-{run.pk}", tenant_id=tenant.pk)
     ThrottleEvent.objects.create(owner=f"run-{run.pk}", route="tokens", kind="brake", cpu_percent=91, memory_percent=20, rss_bytes=1, detail="emergency brake #1")
     RateLimitDenial.objects.create(tenant=tenant, day=timezone.localdate(), count=4)
+    ResourceSample.objects.create(owner=f"run-{run.pk}", route="users", at=timezone.now() - timedelta(minutes=5), cpu_percent=40,
+                                  process_cpu_percent=20, memory_percent=30, rss_bytes=10**8, concurrency=2, batch_size=100)
     page = admin_client.get("/admin/dashboard/")
     text = page.content.decode()
     assert page.status_code == 200
@@ -73,3 +75,22 @@ def test_the_dashboard_keeps_the_admins_header_and_user_links(admin_client):
     text = admin_client.get("/admin/dashboard/").content.decode()
     assert 'id="user-tools"' in text and 'id="logout-form"' in text and "Change password" in text
     assert 'id="nav-sidebar"' in text  # the admin's navigation, as on every admin page
+
+
+def test_after_a_restart_the_chart_shows_what_the_samples_table_holds(admin_client, monkeypatch):
+    """A web process that just started has one reading of its own; the runs' samples of the last
+    minutes fill the chart before it, and with neither it says so rather than drawing an empty axis."""
+    from monitoring import dashboard
+    from monitoring.readings.fake import CalmReader
+    from monitoring.sampler import Sampler
+
+    monkeypatch.setattr(dashboard, "get_sampler", lambda: Sampler(CalmReader(), 0.5))  # fresh: one reading
+    empty = admin_client.get("/admin/dashboard/").content.decode()
+    assert "ballast-chart" not in empty and "No readings before this moment" in empty
+    run = start_run(tenant=TenantFactory(), trigger="api", enqueue=False)
+    for minutes, cpu in ((6, 35.0), (4, 72.0)):
+        ResourceSample.objects.create(owner=f"run-{run.pk}", route="tokens", at=timezone.now() - timedelta(minutes=minutes), cpu_percent=cpu,
+                                      cpu_peak_percent=cpu + 10, process_cpu_percent=20, memory_percent=30, rss_bytes=10**8,
+                                      concurrency=4, batch_size=100)
+    drawn = admin_client.get("/admin/dashboard/").content.decode()
+    assert "ballast-chart" in drawn and "peak 82%" in drawn  # the samples' readings, the peak kept

@@ -176,37 +176,54 @@ def test_a_run_page_draws_its_resources_and_lists_governor_events(admin_client, 
 
     from django.utils import timezone
 
-    from monitoring.charts import _x
+    from monitoring.charts import _x, _y
     from monitoring.models import ResourceSample, ThrottleEvent
 
     run = start_run(tenant=TenantFactory(), trigger="admin", enqueue=False)
-    start = timezone.now()
-    for i, (cpu, own, concurrency) in enumerate([(20, 15, 3), (85, 8, 1), (80, 10, 1), (40, 30, 2)]):
+    first = timezone.now().replace(microsecond=0)
+    # The run starts 5 s before its first sample and ends 5 s after its last: its chart covers all of it.
+    SyncRun.objects.filter(pk=run.pk).update(status="completed", started_at=first - timedelta(seconds=5), finished_at=first + timedelta(seconds=35))
+    samples = [(20, None, 15, 3, None), (81, 93, 8, 1, None), (80, None, 10, 1, None), (40, None, 50, 32, 7)]  # cpu, peak, own, cap, calls
+    for i, (cpu, peak, own, concurrency, calls) in enumerate(samples):
         ResourceSample.objects.create(
-            owner=f"run-{run.pk}", route="users", pid=7, at=start + timedelta(seconds=10 * i), cpu_percent=cpu,
-            process_cpu_percent=own, memory_percent=30, rss_bytes=10**8, concurrency=concurrency, batch_size=100,
+            owner=f"run-{run.pk}", route="users", pid=7, at=first + timedelta(seconds=10 * i), cpu_percent=cpu, cpu_peak_percent=peak,
+            process_cpu_percent=own, memory_percent=30, rss_bytes=10**8, concurrency=concurrency, calls_allowed=calls, batch_size=100,
         )
     hold = ThrottleEvent.objects.create(
         owner=f"run-{run.pk}", route="users", kind="throttle", cpu_percent=85, memory_percent=30, rss_bytes=10**8,
-        detail="held at 8% CPU: neighbours use 77% of the 80% ceiling", duration_s=20.0, ended_at=start + timedelta(seconds=30),
+        detail="held at 8% CPU: neighbours use 77% of the 80% ceiling", duration_s=20.0, ended_at=first + timedelta(seconds=30),
         cpu_min=80, cpu_mean=82, cpu_max=85, own_cpu_mean=9,
     )
-    ThrottleEvent.objects.filter(pk=hold.pk).update(created_at=start + timedelta(seconds=10))
+    ThrottleEvent.objects.filter(pk=hold.pk).update(created_at=first + timedelta(seconds=10))
     ThrottleEvent.objects.create(
         owner=f"run-{run.pk}", route="users", kind="collect", cpu_percent=40, memory_percent=30, rss_bytes=10**8, detail="RSS 90 MB -> 80 MB",
     )
     page = admin_client.get(reverse("admin:syncapp_syncrun_change", args=[run.pk])).content.decode()
     svg = ET.fromstring(page[page.index('<svg xmlns="http://www.w3.org/2000/svg" class="ballast-chart"'):page.index("</svg>", page.index("ballast-chart")) + 6])
     ns = "{http://www.w3.org/2000/svg}"
-    titles = [line.find(f"{ns}title").text for line in svg.iter(f"{ns}polyline")]
-    assert titles == ["machine CPU %", "this run's CPU %", "memory %", "concurrency"]
+    lines = {line.find(f"{ns}title").text: line for line in svg.iter(f"{ns}polyline")}
+    assert list(lines) == ["machine CPU %", "this run's CPU %", "memory %", "concurrency: what resources allow", "provider calls allowed in flight"]
     texts = [t.text for t in svg.iter(f"{ns}text")]
-    assert {"% of the machine", "concurrency", "time since the start"} <= set(texts)  # both y axes and time titled
-    assert {"0 s", "10 s", "20 s", "30 s"} <= set(texts)  # time ticks
+    assert {"% of the machine", "concurrency", "time"} <= set(texts)  # both y axes and time titled
+    span, start = 40.0, timezone.localtime(first - timedelta(seconds=5))
+    ticks = [t.text for t in svg.iter(f"{ns}text") if t.get("class") == "tick"]
+    moments = [start.replace(hour=int(h), minute=int(m), second=int(sec)) for h, m, sec in (t.split(":") for t in ticks)]
+    step = moments[1] - moments[0]
+    assert all(m.second % step.seconds == 0 for m in moments)  # round clock times…
+    assert start <= moments[0] < start + step and start + timedelta(seconds=40) - step < moments[-1] <= start + timedelta(seconds=40)  # …over the whole run
+
+    def ys(line):
+        return [float(point.split(",")[1]) for point in line.get("points").split()]
+
+    own, machine = ys(lines["this run's CPU %"]), ys(lines["machine CPU %"])
+    assert all(o >= m - 0.01 for o, m in zip(own, machine))  # this run's CPU is never drawn above the machine's (y grows downwards)
+    [peak] = [p for p in svg.iter(f"{ns}polygon") if p.get("class") == "range"]
+    assert "peak 93%" in peak.find(f"{ns}title").text and min(float(xy.split(",")[1]) for xy in peak.get("points").split()) == pytest.approx(_y(93), abs=0.1)
+    assert max(ys(lines["concurrency: what resources allow"])) > min(ys(lines["concurrency: what resources allow"]))
+    assert min(ys(lines["concurrency: what resources allow"])) == pytest.approx(_y(100), abs=0.1)  # it reaches 32, the right axis's top
     [band] = [r for r in svg.iter(f"{ns}rect") if r.get("class") == "episode"]
-    span = 30.0  # the last sample's time, and the episode's end
-    assert float(band.get("x")) == pytest.approx(_x(10, span), abs=3)  # the band starts with the episode…
-    assert float(band.get("width")) == pytest.approx(_x(30, span) - _x(10, span), abs=3)  # …and lasts as long
+    assert float(band.get("x")) == pytest.approx(_x(15, span), abs=3)  # the band starts with the episode…
+    assert float(band.get("width")) == pytest.approx(_x(35, span) - _x(15, span), abs=3)  # …and lasts as long
     assert "held at 8% CPU: neighbours use 77% of the 80% ceiling" in band.find(f"{ns}title").text
     [tick] = [line for line in svg.iter(f"{ns}line") if line.get("class") == "event"]
     assert "RSS 90 MB -> 80 MB" in tick.find(f"{ns}title").text
