@@ -246,20 +246,25 @@ def owner_chart(owner: str, *, cpu_ceiling: float, memory_ceiling: float, starte
     if not samples:
         return resource_chart([], [], cpu_ceiling=cpu_ceiling, memory_ceiling=memory_ceiling)
     start = min(started_at or samples[0]["at"], samples[0]["at"])
-    concurrency: dict[str, tuple] = {}  # steps run side by side: their concurrency adds up,
-    calls: dict[str, tuple] = {}
-    own: dict = {}  # and so does their CPU, but steps in one process share one figure
+    # Steps run side by side: their concurrency adds up, each step's holding from its sample to its
+    # next, until its last (its end: a route's governor samples as it closes), and so does their
+    # CPU, but steps in one process share one figure, and a CPU figure is of its moment.
+    ends = {s["route"]: (s["at"] - start).total_seconds() for s in samples}
+    concurrency: dict[str, int] = {}
+    calls: dict[str, int] = {}
+    own: dict = {}
     points = []
     for s in samples:
         t = (s["at"] - start).total_seconds()
-        concurrency[s["route"]] = (t, s["concurrency"])
+        concurrency[s["route"]] = s["concurrency"]
         if s["calls_allowed"] is not None:
-            calls[s["route"]] = (t, s["calls_allowed"])
+            calls[s["route"]] = s["calls_allowed"]
         own[s["pid"] or s["route"]] = (t, s["process_cpu_percent"])
+        going = [route for route, end in ends.items() if end >= t and route in concurrency]
         points.append(Point(
-            t, s["cpu_percent"], s["memory_percent"], int(_recent_sum(concurrency, t)),
+            t, s["cpu_percent"], s["memory_percent"], sum(concurrency[r] for r in going),
             own=min(_recent_sum(own, t), s["cpu_percent"]),  # processes read a moment apart: never more than the machine
-            cpu_peak=s["cpu_peak_percent"], calls=int(_recent_sum(calls, t)) if calls else None,
+            cpu_peak=s["cpu_peak_percent"], calls=sum(calls.get(r, 0) for r in going) if calls else None,
         ))
     bands, marks = [], []
     for e in events:
