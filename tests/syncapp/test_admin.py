@@ -207,10 +207,12 @@ def test_a_run_page_draws_its_resources_and_lists_governor_events(admin_client, 
     assert {"% of the machine", "concurrency", "time"} <= set(texts)  # both y axes and time titled
     span, start = 40.0, timezone.localtime(first - timedelta(seconds=5))
     ticks = [t.text for t in svg.iter(f"{ns}text") if t.get("class") == "tick"]
-    moments = [start.replace(hour=int(h), minute=int(m), second=int(sec)) for h, m, sec in (t.split(":") for t in ticks)]
-    step = moments[1] - moments[0]
-    assert all(m.second % step.seconds == 0 for m in moments)  # round clock times…
-    assert start <= moments[0] < start + step and start + timedelta(seconds=40) - step < moments[-1] <= start + timedelta(seconds=40)  # …over the whole run
+    day = 86_400
+    offsets = [(int(h) * 3600 + int(m) * 60 + int(sec) - (start.hour * 3600 + start.minute * 60 + start.second)) % day
+               for h, m, sec in (t.split(":") for t in ticks)]  # seconds after the run's start, across midnight too
+    step = offsets[1] - offsets[0]
+    assert all((start.second + o) % step == 0 for o in offsets)  # round clock times…
+    assert 0 <= offsets[0] < step and 40 - step < offsets[-1] <= 40  # …over the whole run
 
     def ys(line):
         return [float(point.split(",")[1]) for point in line.get("points").split()]
