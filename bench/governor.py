@@ -53,68 +53,51 @@ def latency_case(users: int) -> None:
         print(f"{name:<32}{seconds:>9.1f}{step.received / seconds:>10,.0f}{single / seconds:>9.1f}×{step.peak_cpu_percent:>12.0f}{step.peak_rss_bytes / 2**20:>13.0f}")
 
 
-def _errors_case(users: int, flaky_every: int | None) -> tuple[float, str, int, int]:
-    with directory_in_child(users, 0.02, flaky_every) as (url, counts):
-        tenant = fresh_tenant("bench-errors", provider="google", provider_config={"base_url": url, "access_token": "static-test-token"})
+def _loopback_case(users: int, **faults) -> tuple[float, str, dict]:
+    """The tokens step against Google's API on loopback (a server in its own process, 20 ms per
+    call) with these faults: (seconds, status, the server's counts)."""
+    with directory_in_child(users, 0.02, **faults) as (url, counts):
+        tenant = fresh_tenant("bench-faults", provider="google", provider_config={"base_url": url, "access_token": "static-test-token"})
         try:
             run, seconds = timed_run(tenant, "tokens")
         finally:
             tenant.delete()
-    return seconds, run.status, counts["tokens_calls"], counts["flaky_answers"]
+    return seconds, run.status, counts
+
+
+def _fault_free_against(args, faulty: str, faults: dict, counted: str, heading: str, words: str, goal: str = "") -> None:
+    """The same tokens step without and with `faults`, in interleaved rounds (the machine's own
+    noise is as large as what is measured), after an untimed warm-up step (the process's first
+    starts its sampler and connections); `counted`: the server's count of the faulty answers."""
+    settings.BALLAST_GOVERNOR = {}
+    cases = (("no faults", {}), (faulty, faults))
+    _loopback_case(100)
+    for users in args.users:
+        print(f"tokens step, {users:,} users, Google loopback server (own process), 20 ms per call, {args.rounds} rounds each, interleaved")
+        print(f"{'case':<30}{'status':<12}{'seconds, each round':>26}{'mean':>8}{'tokens.list calls':>19}{heading:>6}")
+        results = {name: [] for name, _ in cases}
+        for _ in range(args.rounds):
+            for name, case in cases:
+                results[name].append(_loopback_case(users, **case))
+        means = {}
+        for name, rounds in results.items():
+            means[name] = sum(r[0] for r in rounds) / len(rounds)
+            status = ",".join(sorted({r[1] for r in rounds}))
+            print(f"{name:<30}{status:<12}{' '.join(f'{r[0]:.2f}' for r in rounds):>26}{means[name]:>8.2f}"
+                  f"{rounds[-1][2]['tokens_calls']:>19,}{rounds[-1][2][counted]:>6}")
+        print(f"{words} cost {means[faulty] / means['no faults'] - 1:+.0%} of the fault-free time{goal}")
 
 
 def errors(args) -> None:
-    """The same tokens step against Google's API on loopback, without and with a 503 every 37th
-    call, in interleaved rounds (the machine's own noise is as large as what is measured)."""
-    settings.BALLAST_GOVERNOR = {}
-    cases = (("no faults", None), ("a 503 every 37th call", 37))
-    for users in args.users:
-        print(f"tokens step, {users:,} users, Google loopback server (own process), 20 ms per call, {args.rounds} rounds each, interleaved")
-        print(f"{'case':<24}{'status':<12}{'seconds, each round':>24}{'mean':>8}{'tokens.list calls':>19}{'503s':>6}")
-        results = {name: [] for name, _ in cases}
-        for _ in range(args.rounds):
-            for name, flaky_every in cases:
-                results[name].append(_errors_case(users, flaky_every))
-        means = {}
-        for name, rounds in results.items():
-            means[name] = sum(r[0] for r in rounds) / len(rounds)
-            status = ",".join(sorted({r[1] for r in rounds}))
-            print(f"{name:<24}{status:<12}{' '.join(f'{r[0]:.2f}' for r in rounds):>24}{means[name]:>8.2f}{rounds[-1][2]:>19,}{rounds[-1][3]:>6}")
-        print(f"the 503s cost {means['a 503 every 37th call'] / means['no faults'] - 1:+.0%} of the fault-free time")
-
-
-def _sporadic_case(users: int, share: float) -> tuple[float, str, int, int]:
-    with directory_in_child(users, 0.02, rate_limited_share=share) as (url, counts):
-        tenant = fresh_tenant("bench-sporadic", provider="google", provider_config={"base_url": url, "access_token": "static-test-token"})
-        try:
-            run, seconds = timed_run(tenant, "tokens")
-        finally:
-            tenant.delete()
-    return seconds, run.status, counts["tokens_calls"], counts["rate_limited"]
+    """A 503 every 37th call against none."""
+    _fault_free_against(args, "a 503 every 37th call", {"flaky_every": 37}, "flaky_answers", "503s", "the 503s")
 
 
 def sporadic(args) -> None:
-    """Google's sporadic 403 rateLimitExceeded, well under any quota: the tokens step against the
-    loopback Directory API with 1% of its answers refused at random, beside the same step with
-    none, in interleaved rounds."""
-    settings.BALLAST_GOVERNOR = {}
-    cases = (("no push-back", 0.0), (f"{args.share:.0%} 403 rateLimitExceeded", args.share))
-    _sporadic_case(100, 0.0)  # warm-up: the process's first step starts its sampler and connections, untimed
-    for users in args.users:
-        print(f"tokens step, {users:,} users, Google loopback server (own process), 20 ms per call, {args.rounds} rounds each, interleaved")
-        print(f"{'case':<30}{'status':<12}{'seconds, each round':>26}{'mean':>8}{'tokens.list calls':>19}{'403s':>6}")
-        results = {name: [] for name, _ in cases}
-        for _ in range(args.rounds):
-            for name, share in cases:
-                results[name].append(_sporadic_case(users, share))
-        means = {}
-        for name, rounds in results.items():
-            means[name] = sum(r[0] for r in rounds) / len(rounds)
-            status = ",".join(sorted({r[1] for r in rounds}))
-            print(f"{name:<30}{status:<12}{' '.join(f'{r[0]:.2f}' for r in rounds):>26}{means[name]:>8.2f}{rounds[-1][2]:>19,}"
-                  f"{rounds[-1][3]:>6}")
-        faulty, clean = means[cases[1][0]], means[cases[0][0]]
-        print(f"the push-backs cost {faulty / clean - 1:+.0%} of the fault-free time (goal <= +30%)")
+    """Google's sporadic 403 rateLimitExceeded, well under any quota: 1% of the answers refused at
+    random against none."""
+    _fault_free_against(args, f"{args.share:.0%} 403 rateLimitExceeded", {"rate_limited_share": args.share}, "rate_limited", "403s",
+                        "the push-backs", " (goal <= +30%)")
 
 
 def quota(args) -> None:
