@@ -152,13 +152,12 @@ class AdaptiveLimit:
         if self.limit >= self.maximum:
             self._end_slow_start(self.limit)
 
-    def _cut(self, now: float) -> bool:
-        """×backoff, once per round trip; whether it cut (rather than counting the same congestion)."""
+    def _cut(self, now: float) -> None:
+        """×backoff, once per round trip."""
         if now - self._last_cut_at < (self._mean or 0.0):
-            return False  # answers to calls sent before the last cut: the same congestion
+            return  # answers to calls sent before the last cut: the same congestion
         self._last_cut_at = now
         self.limit = max(self.minimum, self.limit * self.backoff)
-        return True
 
     def _end_slow_start(self, limit: float) -> None:
         self.slow_start, self._round = False, []
@@ -220,7 +219,8 @@ class Pacer:
         return at - now
 
     def on_sent(self, now: float) -> None:
-        """A call went out now."""
+        """A call went out now (only the last second's are kept: unpaced, nothing else prunes them)."""
+        self._prune(self._sent, now)
         self._sent.append(now)
 
     def on_result(self, now: float, outcome: Outcome, *, sent_at: float, persisting: bool) -> None:

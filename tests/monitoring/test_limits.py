@@ -154,3 +154,11 @@ def test_a_known_quota_is_never_exceeded():
     pacer = Pacer(maximum=5.0)
     delays = [pacer.next_delay(0.0) for _ in range(6)]
     assert delays == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+
+
+def test_unpaced_calls_are_remembered_for_a_second_only():
+    """A million calls of an unpaced step must not pile up (nor a refusal search them all)."""
+    pacer = Pacer()
+    for n in range(100_000):
+        pacer.on_sent(n * 0.001)
+    assert len(pacer._sent) <= 1000
