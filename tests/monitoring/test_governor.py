@@ -44,6 +44,21 @@ class Clocked:
         return reading(self.cpu, self.memory, process_cpu=self.own, at=self.t.now)
 
 
+def clocked(t: FakeTime, read, policy=RoutePolicy(), *, recorder=None, **kwargs) -> Governor:
+    """A governor on the fake clock, its CPU clock the fake one too (and a budget and view of the
+    neighbours of its own unless given)."""
+    return Governor(policy, read=read, recorder=recorder if recorder is not None else ListRecorder(), clock=t.clock, sleep=t.sleep,
+                    cpu_clock=lambda: t.cpu, collect=lambda: None, **{"cpu_budget": CpuBudget(), "cpu_share": CpuShare(), **kwargs})
+
+
+def work_flat_out(g: Governor, t: FakeTime, batches: int, seconds: float) -> None:
+    """Batches that each keep a whole core busy for `seconds`, as a CPU-bound step's do."""
+    for _ in range(batches):
+        t.cpu += seconds
+        t.now += seconds
+        g.before_batch()
+
+
 def test_calm_readings_change_nothing():
     g, t, recorder = governor(reading(10, 10), RoutePolicy(max_concurrency=3))
     for _ in range(5):
@@ -139,14 +154,8 @@ def test_busy_neighbours_shrink_the_share_never_stop_the_sync():
     t = FakeTime()
     machine = Clocked(t, cpu=95, own=0)  # the neighbours alone are over the 80% ceiling
     recorder = ListRecorder()
-    g = Governor(
-        RoutePolicy(brake_after=2, max_wait_s=1), read=machine.read, recorder=recorder, clock=t.clock, sleep=t.sleep,
-        cpu_clock=lambda: t.cpu, collect=lambda: None, cpu_budget=CpuBudget(), cpu_share=CpuShare(),
-    )
-    for _ in range(50):  # a CPU-bound step: 50 ms of CPU per batch
-        t.cpu += 0.05
-        t.now += 0.05
-        g.before_batch()
+    g = clocked(t, machine.read, RoutePolicy(brake_after=2, max_wait_s=1), recorder=recorder)
+    work_flat_out(g, t, 50, 0.05)  # a CPU-bound step: 50 ms of CPU per batch
     assert g.cpu.allowance.cores == pytest.approx(0.1)  # the floor: 10% of a core
     assert t.cpu / t.now == pytest.approx(0.1, rel=0.1)  # and it got that
     assert g.brakes == 0 and not any(e.kind in ("brake", "stop") for e in recorder.events)
@@ -156,14 +165,8 @@ def test_a_cpu_hold_is_one_episode_that_says_why_and_ends_with_its_figures():
     t = FakeTime()
     machine = Clocked(t, cpu=70, own=0)  # neighbours at 70% of one core: 10% left under the ceiling
     recorder = ListRecorder()
-    g = Governor(
-        RoutePolicy(), read=machine.read, recorder=recorder, clock=t.clock, sleep=t.sleep,
-        cpu_clock=lambda: t.cpu, collect=lambda: None, cpu_budget=CpuBudget(), cpu_share=CpuShare(),
-    )
-    for _ in range(100):
-        t.cpu += 0.02
-        t.now += 0.02
-        g.before_batch()
+    g = clocked(t, machine.read, recorder=recorder)
+    work_flat_out(g, t, 100, 0.02)
     [episode] = [e for e in recorder.events if e.kind == "throttle"]
     assert episode.detail == "held at 10% CPU: neighbours use 70% of the 80% ceiling"
     assert g.episodes.going["cpu"].event is episode and not episode.ended
@@ -180,14 +183,8 @@ def test_a_cpu_hold_says_when_the_databases_cpu_is_elsewhere(tmp_path):
     remote = DatabaseCpu(tmp_path)
     remote.connected("postgresql", 4242, "db.internal")
     recorder = ListRecorder()
-    g = Governor(
-        RoutePolicy(), read=Clocked(t, cpu=70, own=0).read, recorder=recorder, clock=t.clock, sleep=t.sleep,
-        cpu_clock=lambda: t.cpu, collect=lambda: None, cpu_budget=CpuBudget(), cpu_share=CpuShare(), database=remote,
-    )
-    for _ in range(20):
-        t.cpu += 0.02
-        t.now += 0.02
-        g.before_batch()
+    g = clocked(t, Clocked(t, cpu=70, own=0).read, recorder=recorder, database=remote)
+    work_flat_out(g, t, 20, 0.02)
     [episode] = [e for e in recorder.events if e.kind == "throttle"]
     assert episode.detail == "held at 10% CPU: neighbours use 70% of the 80% ceiling; the database's CPU is elsewhere, not counted"
 
@@ -195,15 +192,9 @@ def test_a_cpu_hold_says_when_the_databases_cpu_is_elsewhere(tmp_path):
 def test_the_time_held_shrinks_concurrency_in_proportion_and_it_grows_back():
     t = FakeTime()
     machine = Clocked(t, cpu=40, own=0)
-    g = Governor(
-        RoutePolicy(max_concurrency=2, io_max_concurrency=32), read=machine.read, recorder=ListRecorder(), clock=t.clock,
-        sleep=t.sleep, cpu_clock=lambda: t.cpu, collect=lambda: None, cpu_budget=CpuBudget(), cpu_share=CpuShare(), io_bound=True,
-    )
+    g = clocked(t, machine.read, RoutePolicy(max_concurrency=2, io_max_concurrency=32), io_bound=True)
     assert g.resource_cap == 32
-    for _ in range(800):  # wants a whole core; 40% is left under the ceiling
-        t.cpu += 0.01
-        t.now += 0.01
-        g.before_batch()
+    work_flat_out(g, t, 800, 0.01)  # wants a whole core; 40% is left under the ceiling
     assert g.cpu.held_share == pytest.approx(0.6, abs=0.1)
     assert 13 <= g.resource_cap <= 16  # shrunk in steps, down to 32 × 0.4 at most
     machine.cpu = 0
@@ -218,17 +209,11 @@ def test_a_step_that_starts_while_the_duty_cycle_holds_its_process_starts_in_pro
     read = Clocked(t, cpu=40, own=0).read
 
     def make(recorder):
-        return Governor(
-            RoutePolicy(io_max_concurrency=32), read=read, recorder=recorder, clock=t.clock, sleep=t.sleep,
-            cpu_clock=lambda: t.cpu, collect=lambda: None, cpu_budget=budget, cpu_share=share, io_bound=True,
-        )
+        return clocked(t, read, RoutePolicy(io_max_concurrency=32), recorder=recorder, cpu_budget=budget, cpu_share=share, io_bound=True)
 
     first = make(ListRecorder())
     assert first.resource_cap == 32  # nothing held this process yet
-    for _ in range(10):  # it works flat out: the duty cycle holds it at 40% of the core
-        t.cpu += 0.1
-        t.now += 0.1
-        first.before_batch()
+    work_flat_out(first, t, 10, 0.1)  # the duty cycle holds it at 40% of the core
     second = make(recorder := ListRecorder())  # a step beside it, in the same process
     assert second.resource_cap == 13  # 40% of one core left: 32 × 0.4, rounded up
     second.tick()
