@@ -103,6 +103,11 @@ def columns(points: Sequence[Point], span: float, value, peak=None) -> list[tupl
     return out
 
 
+def _means(cols, colour: str, title: str, dash: str = "") -> str:
+    """A line through each pixel column's mean."""
+    return _line(((x, _y(mean)) for x, mean, _, _ in cols), colour, title, dash)
+
+
 def _range(cols, colour: str, title: str) -> str:
     """A column's lowest to highest as a shaded range, for a series whose points may hide peaks."""
     if not any(high > low for _, _, low, high in cols):
@@ -175,15 +180,12 @@ def resource_chart(
         )
     cpu = columns(points, span, lambda p: p.cpu, lambda p: p.cpu_peak)
     parts.append(_range(cpu, COLOURS["cpu"], f"machine CPU, lowest to highest reading: peak {max(c[3] for c in cpu):.0f}%"))
-    parts.append(_line(((x, _y(mean)) for x, mean, _, _ in cpu), COLOURS["cpu"], "machine CPU %"))
+    parts.append(_means(cpu, COLOURS["cpu"], "machine CPU %"))
     if any(p.own is not None for p in points):
-        own = columns(points, span, lambda p: p.own or 0.0)
-        parts.append(_line(((x, _y(mean)) for x, mean, _, _ in own), COLOURS["own"], "this run's CPU %", 'stroke-dasharray="4,2"'))
-    memory = columns(points, span, lambda p: p.memory)
-    parts.append(_line(((x, _y(mean)) for x, mean, _, _ in memory), COLOURS["memory"], "memory %"))
+        parts.append(_means(columns(points, span, lambda p: p.own or 0.0), COLOURS["own"], "this run's CPU %", 'stroke-dasharray="4,2"'))
+    parts.append(_means(columns(points, span, lambda p: p.memory), COLOURS["memory"], "memory %"))
     if any(p.rss is not None for p in points):
-        rss = columns(points, span, lambda p: p.rss or 0.0)
-        parts.append(_line(((x, _y(mean)) for x, mean, _, _ in rss), COLOURS["rss"], "RSS % of its ceiling", 'stroke-dasharray="2,2"'))
+        parts.append(_means(columns(points, span, lambda p: p.rss or 0.0), COLOURS["rss"], "RSS % of its ceiling", 'stroke-dasharray="2,2"'))
     if with_concurrency:
         parts.append(_line(_steps(points, span, lambda p: p.concurrency or 0, top_concurrency), COLOURS["concurrency"],
                            "concurrency: what resources allow", width=1.4))
