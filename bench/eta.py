@@ -23,7 +23,7 @@ from common import drop_tenant, fresh_tenant  # noqa: I001 (sets Django up first
 from django.core.management import call_command
 from django.db import connections
 
-from monitoring.eta import estimate, remaining_s
+from monitoring.observability.eta import estimate, remaining_s
 from syncapp.models import Application, DirectoryUser, GrantEvent, SyncRun, Token, UserAppRelation
 from syncapp.progress import run_eta_words
 from syncapp.runs import start_run

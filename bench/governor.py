@@ -16,12 +16,12 @@ import threading
 import time
 from pathlib import Path
 
-from common import directory_in_child, fresh_tenant, timed_run  # noqa: I001 (sets Django up first)
 import psutil
+from common import directory_in_child, fresh_tenant, timed_run  # noqa: I001 (sets Django up first)
 from django.conf import settings
 from django.core.management import call_command
 
-from monitoring.readings.cpu import busy_seconds
+from monitoring.governor.readings.cpu import busy_seconds
 from syncapp.models import DirectoryUser, Token, UserAppRelation
 from tests.conftest import demo_org
 

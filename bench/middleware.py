@@ -25,8 +25,8 @@ from django.core.management import call_command  # noqa: E402
 from django.http import HttpResponse  # noqa: E402
 from django.test import RequestFactory  # noqa: E402
 
-from monitoring.middleware import RateLimitMiddleware  # noqa: E402
 from monitoring.models import TenantQuota  # noqa: E402
+from monitoring.ratelimit.middleware import RateLimitMiddleware  # noqa: E402
 from syncapp.apikeys import create_key  # noqa: E402
 from syncapp.models import Tenant  # noqa: E402
 

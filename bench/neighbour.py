@@ -27,9 +27,9 @@ from common import MachineCpu, fresh_tenant, timed_run  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
-from monitoring.charts import owner_chart  # noqa: E402
+from monitoring.governor.profiles import route_policy  # noqa: E402
 from monitoring.models import ThrottleEvent  # noqa: E402
-from monitoring.profiles import route_policy  # noqa: E402
+from monitoring.observability.charts import owner_chart  # noqa: E402
 from syncapp.runs import run_owner  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"

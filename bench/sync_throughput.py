@@ -24,7 +24,7 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
-from monitoring.profiles import route_policy  # noqa: E402
+from monitoring.governor.profiles import route_policy  # noqa: E402
 from syncapp.models import Application, DirectoryUser, SyncRun, Tenant, Token, UserAppRelation  # noqa: E402
 from syncapp.providers.demo import DemoProvider  # noqa: E402
 from syncapp.records import parse_token, parse_user  # noqa: E402

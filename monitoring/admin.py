@@ -1,8 +1,8 @@
 from django.contrib import admin, messages
 
 from .forms import QuotaForm
-from .ledger import amount_of, release
-from .owners import owner_link
+from .ledger.allocations import amount_of, release
+from .ledger.owners import owner_link
 from .models import Allocation, AllocationEvent, RateLimitDenial, ResourceSample, TenantQuota, ThrottleEvent
 
 

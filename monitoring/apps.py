@@ -25,8 +25,8 @@ def worker_started(sender, proc_name="", **kwargs) -> None:
     watch heartbeats, reclaims what dead processes left, and notices a lost supervisor."""
     import signal
 
-    from .ledger import watch
-    from .process import request_stop_on_signals, stop_if_orphaned
+    from .ledger.allocations import watch
+    from .ledger.processes import request_stop_on_signals, stop_if_orphaned
 
     request_stop_on_signals(signal.SIGTERM, exit_when_idle=True)
     parent = os.getppid()
@@ -45,17 +45,19 @@ class MonitoringConfig(AppConfig):
         from django.db.models.signals import post_migrate
         from django_q.signals import post_spawn
 
-        from . import checks  # noqa: F401  (registers the system checks)
-        from . import metrics
-        from .memory import memory_manager
+        from . import (
+            checks,  # noqa: F401  (registers the system checks)
+            metrics,
+        )
+        from .governor.profiles import ROUTES
+        from .governor.readings import database
         from .models import ThrottleEvent
-        from .profiles import ROUTES
-        from .readings import database
+        from .observability.alerts import resource_alerts
         from .signals import reading_taken
         from .tasks import sync_leak_check_schedule
 
         post_migrate.connect(sync_leak_check_schedule, sender=self, dispatch_uid="ballast-leak-check")
-        reading_taken.connect(memory_manager.on_reading, dispatch_uid="ballast-memory-manager")
+        reading_taken.connect(resource_alerts.on_reading, dispatch_uid="ballast-resource-alerts")
         post_spawn.connect(worker_started, dispatch_uid="ballast-worker-started")
         metrics.start_at_zero(metrics.throttle_events, kind=ThrottleEvent.Kind.values, route=ROUTES)
         # The database backends serving this process count as its own CPU (readings.database).

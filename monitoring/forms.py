@@ -3,8 +3,8 @@
 from django import forms
 from django.core.validators import MinValueValidator
 
+from .ledger.quotas import QUOTA_FIELDS, default_limits
 from .models import TenantQuota
-from .quotas import QUOTA_FIELDS, default_limits
 
 
 def minimum(name: str):

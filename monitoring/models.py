@@ -7,7 +7,7 @@ from django.core.validators import MinValueValidator
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
-from .process import ProcessId
+from .ledger.processes import ProcessId
 
 
 class ThrottleEventQuerySet(models.QuerySet):

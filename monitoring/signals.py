@@ -11,9 +11,9 @@ allocation_reclaimed = Signal()
 allocation_released = Signal()
 # sender=Sampler, reading=<Reading>: the process's sampler took a reading (every SAMPLE_INTERVAL_S).
 reading_taken = Signal()
-# sender=MemoryManager, level="ok"|"warning"|"critical", reading=<Reading>: the level changed.
+# sender=ResourceAlerts, level="ok"|"warning"|"critical", reading=<Reading>: the level changed.
 memory_pressure = Signal()
-# sender=MemoryManager, alerts=[str], reading=<Reading>: CPU (averaged) or memory has stayed over its ceiling for a while.
+# sender=ResourceAlerts, alerts=[str], reading=<Reading>: CPU (averaged) or memory has stayed over its ceiling for a while.
 resource_alert = Signal()
 # sender=LeakWatch, site={"site", "grew_bytes", "rounds"}: an allocation site grew at every check.
 leak_detected = Signal()

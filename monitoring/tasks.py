@@ -1,6 +1,6 @@
 """django-q2 entry points of monitoring."""
 
-from .ledger import reclaim_dead
+from .ledger.allocations import reclaim_dead
 
 
 def reclaim_task() -> int:
@@ -10,7 +10,7 @@ def reclaim_task() -> int:
 
 def leak_check_task() -> int:
     """Run by the leak-check schedule (LEAK_CHECK_MINUTES) in whichever worker takes it."""
-    from .memory import leak_watch
+    from .observability.leaks import leak_watch
 
     return len(leak_watch.check())
 

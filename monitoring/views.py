@@ -10,9 +10,9 @@ from django.views.decorators.cache import never_cache
 from django_prometheus.exports import ExportToDjangoView
 
 from . import metrics
-from .health import readiness
+from .governor.sampler import get_sampler
 from .models import Allocation
-from .sampler import get_sampler
+from .observability.health import readiness
 from .tenants import tenant_model
 
 

@@ -138,7 +138,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
-    "monitoring.middleware.RateLimitMiddleware",
+    "monitoring.ratelimit.middleware.RateLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files from STATIC_ROOT (after `collectstatic`) by the web process itself: no
     # separate file server needed behind gunicorn or uvicorn.
@@ -253,7 +253,7 @@ BALLAST_HEARTBEAT_S = _float("HEARTBEAT_S", 10.0, minimum=0.5)
 BALLAST_METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 BALLAST_HOLDER_TIMEOUT_S = _float("HOLDER_TIMEOUT_S", 300.0, minimum=1.0)
 BALLAST_PRIORITY_AGING_S = _float("PRIORITY_AGING_S", 60.0, minimum=1.0)
-# Request rate limits (monitoring.middleware): who the tenant of a request is, and what is exempt.
+# Request rate limits (monitoring.ratelimit.middleware): who the tenant of a request is, and what is exempt.
 BALLAST_TENANT_RESOLVER = "syncapp.apikeys.resolve_tenant"
 BALLAST_RATELIMIT_EXEMPT = env.list("RATELIMIT_EXEMPT", default=["/admin/", "/static/", "/healthz", "/readyz", "/metrics"])
 BALLAST_RATELIMIT_FAIL_OPEN = _bool("RATELIMIT_FAIL_OPEN", True)

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from monitoring.dashboard import dashboard_view
+from monitoring.observability.dashboard import dashboard_view
 from monitoring.views import healthz, metrics_view, readyz
 
 urlpatterns = [

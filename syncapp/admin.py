@@ -17,22 +17,21 @@ from django_q.admin import ScheduleAdmin as QScheduleAdmin
 from django_q.models import Schedule
 
 from monitoring.admin import ReadOnlyAdmin, TenantQuotaInline
-from monitoring.charts import owner_chart
-from monitoring.eta import duration_words
-from monitoring.health import cluster_is_running
+from monitoring.governor.profiles import route_policy
 from monitoring.models import RateLimitDenial, ThrottleEvent
-from monitoring.profiles import route_policy
-from monitoring.ratelimit import reset as reset_window
+from monitoring.observability.charts import owner_chart
+from monitoring.observability.eta import duration_words
+from monitoring.observability.health import cluster_is_running
+from monitoring.ratelimit.sliding_window import reset as reset_window
 
 from .apikeys import new_key, revoke
-from .connections import check_tenant_connection
 from .forms import ImportFilesForm, StartRunForm, TenantForm
+from .governance import run_policy
 from .imports import import_uploads
 from .inventory import application_record, export_lines, holding_scope, token_record
-from .models import (COUNTERS, Alert, AlertDelivery, AlertRule, ApiKey, Application, DirectoryUser, GrantEvent, RiskOverride, Status, SyncRun, SyncStep, Tenant, Token,
-                     UserAppRelation)
-from .governance import run_policy
+from .models import COUNTERS, Alert, AlertDelivery, AlertRule, ApiKey, Application, DirectoryUser, GrantEvent, RiskOverride, Status, SyncRun, SyncStep, Tenant, Token, UserAppRelation
 from .progress import run_eta_words, step_estimate, work_words
+from .provider_check import check_tenant_connection
 from .runs import RunRefused, cancel_run, run_owner, slot_wait, start_run, waiting_for
 from .schedules import schedule_words
 from .steps.confirm import NothingHeld, confirm_held

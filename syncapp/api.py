@@ -19,11 +19,11 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from django.views.decorators.csrf import csrf_exempt
 
-from monitoring.ledger import shortfall_now
+from monitoring.ledger.allocations import shortfall_now
 
 from .apikeys import resolve_tenant
 from .forms import run_request
-from .inventory import RISKS, application_record, iso, applications_of, changed_since, holding_scope, token_record, tokens_of
+from .inventory import RISKS, application_record, applications_of, changed_since, holding_scope, iso, token_record, tokens_of
 from .models import DirectoryUser, Status, SyncRun, UserAppRelation
 from .runs import QuotaReached, RunRefused, run_summary, start_run
 

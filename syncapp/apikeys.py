@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from monitoring.ttl import ttl_cache
+from monitoring.ratelimit.ttl import ttl_cache
 
 from .models import ApiKey, Tenant
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from django import forms
 from django.core.exceptions import ValidationError
 
-from monitoring.profiles import profile_names, route_policy
+from monitoring.governor.profiles import profile_names, route_policy
 
 from .exportfiles import GAM_COMMANDS
 from .models import CHANGES, FULL_SYNC, STEP_NAMES, Tenant

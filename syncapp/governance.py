@@ -2,12 +2,12 @@
 tenant's, and the tenant's overrides) and the governor a step runs under. Below both runs and
 steps, so neither imports the other for it."""
 
-from monitoring.events import DatabaseRecorder
-from monitoring.governor import Governor
-from monitoring.profiles import route_policy
-from monitoring.quotas import limits_for
-from monitoring.readings.database import database_cpu
-from monitoring.sampler import get_sampler
+from monitoring.governor.events import DatabaseRecorder
+from monitoring.governor.profiles import route_policy
+from monitoring.governor.readings.database import database_cpu
+from monitoring.governor.route import Governor
+from monitoring.governor.sampler import get_sampler
+from monitoring.ledger.quotas import limits_for
 
 from .models import SyncRun, SyncStep, Tenant, run_owner
 

@@ -4,9 +4,8 @@ from django.core.validators import MinValueValidator, RegexValidator, validate_e
 from django.db import models
 from django.utils import timezone
 
-from monitoring.owners import run_owner
-from monitoring.profiles import profile_names
-
+from monitoring.governor.profiles import profile_names
+from monitoring.ledger.owners import run_owner
 
 WINDOW = r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$"  # HH:MM-HH:MM
 

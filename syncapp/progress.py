@@ -3,7 +3,7 @@
 On a terminal: a line for the run and one per step, kept within the terminal's width by rich
 (bars, counts, rate, ETA), with log lines printed above them, never into them. Elsewhere (a
 file, a pipe, CI): a plain line whenever something changed, at most every PLAIN_EVERY_S. Quiet:
-nothing. The ETA comes from monitoring.eta, as the dashboard's does.
+nothing. The ETA comes from monitoring.observability.eta, as the dashboard's does.
 """
 
 import logging
@@ -20,8 +20,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Column
 from rich.text import Text
 
-from monitoring.eta import Estimate, duration_words, estimate, remaining_s
-from monitoring.process import request_stop_on_signals, restore_signals, stop_request
+from monitoring.ledger.processes import request_stop_on_signals, restore_signals, stop_request
+from monitoring.observability.eta import Estimate, duration_words, estimate, remaining_s
 
 from .models import Status, SyncRun, SyncStep
 from .providers import provider_class

@@ -14,13 +14,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from monitoring import metrics
-from monitoring.governor import allowance_now
-from monitoring.health import cluster_is_running
-from monitoring.ledger import Shortfall, allocate, reclaim_dead, release, release_owner, shortfall_now
+from monitoring.governor.policy import State, cpu_concurrency, decide
+from monitoring.governor.route import allowance_now
+from monitoring.governor.sampler import get_sampler
+from monitoring.ledger.allocations import Shortfall, allocate, reclaim_dead, release, release_owner, shortfall_now
+from monitoring.ledger.quotas import limits_for
 from monitoring.models import Allocation, Holder, ThrottleEvent
-from monitoring.policy import State, cpu_concurrency, decide
-from monitoring.quotas import limits_for
-from monitoring.sampler import get_sampler
+from monitoring.observability.health import cluster_is_running
 
 from .enqueue import enqueue_run
 from .forms import run_request
@@ -236,7 +236,7 @@ def interrupt_run(run_id: int, reason: str, stop_reason: str = StopReason.WORKER
 
 
 def stop_run(run_id: int, request, *, where: str = "") -> bool:
-    """This process was asked to stop (monitoring.process.StopRequest): a person's Ctrl-C cancels
+    """This process was asked to stop (monitoring.ledger.processes.StopRequest): a person's Ctrl-C cancels
     the run; anything else interrupts it, to resume later. `where` names the step that saw it."""
     if request.by_person:
         return cancel_run(SyncRun.objects.get(pk=run_id))

@@ -8,7 +8,7 @@ from django.utils import timezone
 from django_q.models import Schedule
 
 from monitoring import metrics
-from monitoring.eta import duration_words
+from monitoring.observability.eta import duration_words
 
 from .models import Tenant
 

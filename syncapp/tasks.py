@@ -9,7 +9,7 @@ import threading
 from django.db import connections
 from django.utils import timezone
 
-from monitoring.process import stop_request
+from monitoring.ledger.processes import stop_request
 
 from .enqueue import enqueue_steps
 from .models import CHANGES, Status, SyncRun, SyncStep, Tenant

@@ -10,10 +10,10 @@ import pytest
 from django.db import connection
 from django_q.brokers import get_broker
 
+from monitoring.observability.health import cluster_is_running
 from syncapp.models import SyncRun
 from syncapp.providers.demo import DemoProvider
 from syncapp.runs import start_run
-from monitoring.health import cluster_is_running
 from syncapp.tasks import run_in_process
 
 from .factories import TenantFactory
@@ -34,8 +34,8 @@ def forget_rate_limits():
     """Windows outlive a test's database (the cache table is not flushed; Redis keeps them),
     and tenant ids are reused: start every test with none."""
     yield
-    from monitoring import ratelimit
-    from monitoring.middleware import request_limits
+    from monitoring.ratelimit import sliding_window as ratelimit
+    from monitoring.ratelimit.middleware import request_limits
     from syncapp.apikeys import tenant_for_key
 
     ratelimit.store_keys_clear()
@@ -46,8 +46,8 @@ def forget_rate_limits():
 @pytest.fixture(autouse=True)
 def fresh_process_cpu(monkeypatch):
     """What one test's syncs did to this process's CPU budget and view of its neighbours is not the next one's."""
-    from monitoring import governor
-    from monitoring.policy import CpuShare
+    from monitoring.governor import route as governor
+    from monitoring.governor.policy import CpuShare
 
     monkeypatch.setattr(governor, "PROCESS_CPU_BUDGET", governor.CpuBudget())
     monkeypatch.setattr(governor, "PROCESS_CPU_SHARE", CpuShare())

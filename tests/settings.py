@@ -25,4 +25,4 @@ else:
 
 # A quiet machine for every test: the governor's decisions must not depend on the load of the
 # machine running the suite (tests of the real readers build them themselves).
-BALLAST_READER = "monitoring.readings.fake.CalmReader"
+BALLAST_READER = "monitoring.governor.readings.fake.CalmReader"

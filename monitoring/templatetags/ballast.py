@@ -1,7 +1,7 @@
 from django import template
 
-from monitoring.ledger import amount_of
-from monitoring.owners import owner_link
+from monitoring.ledger.allocations import amount_of
+from monitoring.ledger.owners import owner_link
 
 register = template.Library()
 

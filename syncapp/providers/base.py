@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
-from monitoring.limits import Call
+from monitoring.governor.call_limits import Call
 from monitoring.metrics import provider_calls
 
 
@@ -77,7 +77,7 @@ class Provider:
     """Base class: subclasses implement every method below.
 
     Every call to the provider runs inside `with self.guard() as call:` and sets call.outcome
-    (a monitoring.limits.Call) to Outcome.PUSHBACK when the provider pushed back (a rate or quota
+    (a monitoring.governor.call_limits.Call) to Outcome.PUSHBACK when the provider pushed back (a rate or quota
     answer) or ERROR when the call failed (5xx, lost connection); a running step sets guard to
     its governor's call(), which paces calls, adapts how many run at once and, when the block
     ends, says in call.persisting whether push-back persists.

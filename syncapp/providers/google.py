@@ -16,7 +16,7 @@ import urllib3
 from google.auth.transport.urllib3 import Request as AuthRequest
 from google.oauth2 import service_account
 
-from monitoring.limits import Outcome
+from monitoring.governor.call_limits import Outcome
 
 from .base import Check, ConfigError, Page, ProviderError, require_str
 from .http import HTTP_CONFIG_KEYS, HttpProvider, clean_http_config

@@ -16,7 +16,7 @@ from email.utils import parsedate_to_datetime
 
 import urllib3
 
-from monitoring.limits import Call, Outcome
+from monitoring.governor.call_limits import Call, Outcome
 
 from .base import ConfigError, PageTokenRefused, Provider, ProviderError, require_int, require_str
 

@@ -11,11 +11,11 @@ from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
-from monitoring.governor import Governor
-from monitoring.policy import Ewma
-from monitoring.process import stop_request
+from monitoring.governor.policy import Ewma
+from monitoring.governor.route import Governor
+from monitoring.ledger.processes import stop_request
+from syncapp.database_retry import with_retries
 
-from ..database import with_retries
 from ..governance import step_label
 from ..models import COUNTERS, DirectoryUser, Status, SyncStep, Tenant
 from ..providers import Page, Provider
@@ -33,7 +33,7 @@ RECENT_RATE_TAU_S = 3.0  # what "lately" means for a step's rate, and so its ETA
 
 class RecentRate:
     """Work done per second lately: an exponential average over about RECENT_RATE_TAU_S, each
-    batch's rate weighed by the time it took (monitoring.policy.Ewma)."""
+    batch's rate weighed by the time it took (monitoring.governor.policy.Ewma)."""
 
     def __init__(self, now: float, done: int):
         self.average = Ewma(RECENT_RATE_TAU_S)

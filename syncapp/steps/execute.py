@@ -13,21 +13,21 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from monitoring import metrics
-from monitoring.governor import Governor, GovernorStop
-from monitoring.ledger import drop, hold, watch
+from monitoring.governor.route import Governor, GovernorStop
+from monitoring.ledger.allocations import drop, hold, watch
+from monitoring.ledger.processes import stop_request, working
 from monitoring.models import Allocation
-from monitoring.process import stop_request, working
+from syncapp.database_retry import DatabaseLost, fresh_connection, with_retries
 
-from ..database import DatabaseLost, fresh_connection, with_retries
+from ..alerts import raise_alerts
 from ..governance import governor_for, step_label
 from ..models import COUNTERS, Status, StopReason, SyncRun, SyncStep, run_owner
 from ..providers import ConfigError, PageTokenRefused, ProviderError, get_provider
-from ..alerts import raise_alerts
 from ..risk import refresh_risk
 from ..runs import stop_run
 from ..secrets import scrub
-from .context import StepCancelled, StepContext, StepStopped
 from .changes import sync_changes
+from .context import StepCancelled, StepContext, StepStopped
 from .delta import sync_delta
 from .relations import sync_relations
 from .tokenlist import sync_token_list
@@ -136,7 +136,7 @@ def _resume(ctx: StepContext) -> None:
 
 def _paced(governor: Governor):
     """A database execute wrapper: before each statement outside a transaction, the governor's
-    duty cycle. The database backends' CPU is the sync's (monitoring.readings.database), and a
+    duty cycle. The database backends' CPU is the sync's (monitoring.governor.readings.database), and a
     step's set-based statements (guard counts, revocations, relations, risk) would otherwise
     run back to back over the ceiling. A transaction is never held open by a pause (nor
     SQLite's write lock, taken by the BEGIN it pauses before): a batch's is paid for by the

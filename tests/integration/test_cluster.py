@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from monitoring.ledger import allocate, release
+from monitoring.ledger.allocations import allocate, release
 from monitoring.models import AllocationEvent
 from syncapp.models import Application, DirectoryUser, Status, SyncRun, Token, UserAppRelation
 from syncapp.runs import start_run

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 CONTENDER = """
 import os, sys, time, django
 django.setup()
-from monitoring.ledger import allocation
+from monitoring.ledger.allocations import allocation
 from monitoring.models import Allocation
 tenant_id, rounds = int(sys.argv[1]), int(sys.argv[2])
 most = 0
@@ -33,7 +33,7 @@ print(most)
 HOLDER = """
 import sys, time, django
 django.setup()
-from monitoring.ledger import held
+from monitoring.ledger.allocations import held
 from monitoring.models import Allocation
 from syncapp.runs import begin_run
 begin_run(int(sys.argv[1]))

@@ -8,12 +8,12 @@ import heapq
 import random
 from dataclasses import dataclass, field
 
-from monitoring.events import ListRecorder
-from monitoring.governor import CpuBudget, Governor
-from monitoring.limiter import Limiter
-from monitoring.limits import AdaptiveLimit, Outcome, Pacer
-from monitoring.policy import CpuShare, RoutePolicy
-from monitoring.readings import Reading
+from monitoring.governor.call_limiter import Limiter
+from monitoring.governor.call_limits import AdaptiveLimit, Outcome, Pacer
+from monitoring.governor.events import ListRecorder
+from monitoring.governor.policy import CpuShare, RoutePolicy
+from monitoring.governor.readings import Reading
+from monitoring.governor.route import CpuBudget, Governor
 
 GB = 1024**3
 

@@ -7,7 +7,7 @@ import time
 import pytest
 from django.db import connection
 
-from monitoring.readings.database import DatabaseCpu, Where, database_cpu, own_cpu_seconds
+from monitoring.governor.readings.database import DatabaseCpu, Where, database_cpu, own_cpu_seconds
 
 TICKS = os.sysconf("SC_CLK_TCK")
 

@@ -1,6 +1,6 @@
 import pytest
 
-from monitoring.eta import Estimate, duration_words, estimate, remaining_s, run_remaining_s
+from monitoring.observability.eta import Estimate, duration_words, estimate, remaining_s, run_remaining_s
 
 
 @pytest.mark.parametrize("done, expected, elapsed, ended, rate, eta, percent", [

@@ -3,10 +3,10 @@ for the same condition at most once per LOG_REPEAT_S."""
 
 import pytest
 
-from monitoring.events import DatabaseRecorder, Episode, Event
+from monitoring.governor.events import DatabaseRecorder, Episode, Event
+from monitoring.governor.policy import Pressure
+from monitoring.governor.readings.fake import reading
 from monitoring.models import ThrottleEvent
-from monitoring.policy import Pressure
-from monitoring.readings.fake import reading
 
 pytestmark = pytest.mark.django_db
 

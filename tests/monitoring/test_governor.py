@@ -4,12 +4,12 @@ from contextlib import ExitStack
 
 import pytest
 
-from monitoring.events import ListRecorder
-from monitoring.governor import CpuBudget, Governor, GovernorStop, WaitClock
-from monitoring.limits import Outcome
-from monitoring.policy import CpuShare, RoutePolicy
-from monitoring.readings.database import DatabaseCpu
-from monitoring.readings.fake import FixedReader, reading
+from monitoring.governor.call_limits import Outcome
+from monitoring.governor.events import ListRecorder
+from monitoring.governor.policy import CpuShare, RoutePolicy
+from monitoring.governor.readings.database import DatabaseCpu
+from monitoring.governor.readings.fake import FixedReader, reading
+from monitoring.governor.route import CpuBudget, Governor, GovernorStop, WaitClock
 
 
 class FakeTime:

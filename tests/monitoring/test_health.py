@@ -5,11 +5,10 @@ import sys
 import httpx
 import pytest
 
-from monitoring.health import resource_status
-from monitoring.readings.fake import reading
-
-from ..conftest import ROOT, child_env, wait_for
-from ..factories import TenantFactory
+from monitoring.governor.readings.fake import reading
+from monitoring.observability.health import resource_status
+from tests.conftest import ROOT, child_env, wait_for
+from tests.factories import TenantFactory
 
 
 @pytest.mark.django_db
@@ -32,13 +31,13 @@ def test_resource_status_levels(memory, status):
 
 @pytest.mark.django_db
 def test_readiness_judges_cpu_averaged_as_the_alerts_do_not_by_one_reading(monkeypatch):
-    from monitoring import health
-    from monitoring.memory import memory_manager
-    from monitoring.policy import Ewma
+    from monitoring.observability import health
+    from monitoring.governor.policy import Ewma
+    from monitoring.observability.alerts import resource_alerts
 
-    monkeypatch.setattr(memory_manager, "cpu", Ewma(5.0))
+    monkeypatch.setattr(resource_alerts, "cpu", Ewma(5.0))
     for n in range(40):  # a machine held at its 80% ceiling: single readings up to 88%
-        memory_manager.cpu.add((72, 88)[n % 2], 0.5)
+        resource_alerts.cpu.add((72, 88)[n % 2], 0.5)
     latest = reading(88, 10)
     monkeypatch.setattr(health, "get_sampler", lambda: type("Sampler", (), {"latest": staticmethod(lambda: latest)}))
     assert resource_status(latest)["status"] == "critical"  # that one reading alone would say so

@@ -5,9 +5,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from monitoring.ledger import Denied, allocate, held, reclaim_dead, release, watch
+from monitoring.ledger.allocations import Denied, allocate, held, reclaim_dead, release, watch
+from monitoring.ledger.processes import this_process
 from monitoring.models import Allocation, AllocationEvent, Holder, TenantQuota
-from monitoring.process import this_process
 from monitoring.signals import allocation_granted, allocation_reclaimed
 
 from ..factories import TenantFactory
@@ -206,7 +206,7 @@ def test_grants_and_releases_are_signals(tenant, django_capture_on_commit_callba
 def test_the_watch_thread_runs_while_something_is_held_or_for_good_in_a_worker(monkeypatch):
     import threading
 
-    from monitoring import ledger
+    from monitoring.ledger import allocations as ledger
 
     beats = threading.Semaphore(0)
     monkeypatch.setattr(ledger, "beat", lambda ids: beats.release())

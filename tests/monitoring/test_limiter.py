@@ -4,8 +4,8 @@ import threading
 
 import pytest
 
-from monitoring.limiter import Limiter
-from monitoring.limits import AdaptiveLimit, Outcome, Pacer
+from monitoring.governor.call_limiter import Limiter
+from monitoring.governor.call_limits import AdaptiveLimit, Outcome, Pacer
 
 
 def fixed(n: int) -> AdaptiveLimit:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from monitoring.limits import AdaptiveLimit, Outcome, Pacer, error_share, pushback_share
+from monitoring.governor.call_limits import AdaptiveLimit, Outcome, Pacer, error_share, pushback_share
 
 
 def rounds(limit: AdaptiveLimit, n: int, latency: float = 0.02, start: float = 0.0) -> float:

@@ -2,8 +2,9 @@ import re
 
 import pytest
 
-from monitoring.memory import LeakWatch, MemoryManager
-from monitoring.readings.fake import reading
+from monitoring.governor.readings.fake import reading
+from monitoring.observability.alerts import ResourceAlerts
+from monitoring.observability.leaks import LeakWatch
 from monitoring.signals import leak_detected, memory_pressure, resource_alert
 
 LEAKED: list = []
@@ -27,7 +28,7 @@ def received():
 
 
 def test_levels_signal_changes(received):
-    manager = MemoryManager()
+    manager = ResourceAlerts()
     assert manager.check(reading(10, 50)) == "ok"
     assert manager.check(reading(10, 72)) == "warning"
     assert manager.check(reading(10, 90)) == "critical"
@@ -37,7 +38,7 @@ def test_levels_signal_changes(received):
 
 
 def test_an_alert_is_a_condition_that_lasts_one_line_to_start_one_to_end(received, caplog):
-    manager = MemoryManager()
+    manager = ResourceAlerts()
     at = 0.0
     for n in range(120):  # a minute of CPU at the 80% ceiling, where the governor holds it, every half second
         at += 0.5
@@ -55,7 +56,7 @@ def test_an_alert_is_a_condition_that_lasts_one_line_to_start_one_to_end(receive
     for _ in range(40):  # back under: the alert ends with a summary
         at += 0.5
         manager.check(reading(30, 10, at=at))
-    lines = [r.getMessage() for r in caplog.records if r.name == "monitoring.memory"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "monitoring.alerts"]
     assert len(lines) == 2
     assert lines[0].startswith(f"resource alert: {alert[0]} (syncs slow down until it falls; ")
     assert lines[1].startswith("resource alert over: CPU back under its 80% ceiling after") and "peak 95%" in lines[1]

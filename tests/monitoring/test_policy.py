@@ -4,10 +4,8 @@ import math
 
 import pytest
 
-from monitoring.policy import (
-    CpuShare, RoutePolicy, State, SteadyValue, batch_plan, cpu_concurrency, decide, memory_cap, optimal_concurrency, pressure,
-)
-from monitoring.readings.fake import reading
+from monitoring.governor.policy import CpuShare, RoutePolicy, State, SteadyValue, batch_plan, cpu_concurrency, decide, memory_cap, optimal_concurrency, pressure
+from monitoring.governor.readings.fake import reading
 
 USERS = RoutePolicy(max_concurrency=3, sequential_above=75, brake_after=5)
 TOKENS = RoutePolicy(max_concurrency=2, io_max_concurrency=32, sequential_above=70, brake_after=3)

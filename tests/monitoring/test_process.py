@@ -5,8 +5,8 @@ import signal
 
 import pytest
 
-from monitoring import process
-from monitoring.process import ProcessId, gone, request_stop_on_signals, restore_signals, stop_if_orphaned, stop_request, this_process, working
+from monitoring.ledger import processes as process
+from monitoring.ledger.processes import ProcessId, gone, request_stop_on_signals, restore_signals, stop_if_orphaned, stop_request, this_process, working
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ import redis
 from django.core.checks import run_checks
 from django.test import RequestFactory
 
-from monitoring.middleware import client_ip
 from monitoring.models import RateLimitDenial, TenantQuota
-from monitoring.ratelimit import CacheStore, RedisStore, Usage, headers
+from monitoring.ratelimit.middleware import client_ip
+from monitoring.ratelimit.sliding_window import CacheStore, RedisStore, Usage, headers
 from syncapp.apikeys import create_key
 
 from ..factories import TenantFactory
@@ -64,7 +64,7 @@ def test_a_store_outage_fails_open_by_default_or_closed_when_set(settings, monke
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = f"redis://127.0.0.1:{s.getsockname()[1]}/0"
-    import monitoring.ratelimit as rl
+    import monitoring.ratelimit.sliding_window as rl
 
     monkeypatch.setattr(rl, "_store", RedisStore(dead))
     assert rl.hit("tenant:1", 5) is None

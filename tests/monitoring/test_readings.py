@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from monitoring.readings import SystemReader
-from monitoring.readings.cgroup import CgroupV1, CgroupV2, find_container
-from monitoring.readings.psi import some_avg10
+from monitoring.governor.readings import SystemReader
+from monitoring.governor.readings.cgroup import CgroupV1, CgroupV2, find_container
+from monitoring.governor.readings.psi import some_avg10
 
 GB = 1024**3
 

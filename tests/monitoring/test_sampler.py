@@ -1,7 +1,7 @@
 import threading
 
-from monitoring.readings.fake import FixedReader, reading
-from monitoring.sampler import Sampler, get_sampler
+from monitoring.governor.readings.fake import FixedReader, reading
+from monitoring.governor.sampler import Sampler, get_sampler
 
 
 class SignallingReader(FixedReader):
@@ -39,6 +39,6 @@ def test_the_thread_samples_every_interval_until_stopped():
 
 def test_one_sampler_per_process_reading_through_the_configured_reader(settings):
     assert get_sampler() is get_sampler()
-    assert settings.BALLAST_READER == "monitoring.readings.fake.CalmReader"
+    assert settings.BALLAST_READER == "monitoring.governor.readings.fake.CalmReader"
     latest = get_sampler().latest()
     assert (latest.cpu_scope, latest.cpu_capacity, latest.cpu_percent) == ("calm (tests), 2 CPUs", 2.0, 10.0)

@@ -3,7 +3,7 @@ clock: ranges, not exact figures (as Vector tests its adaptive concurrency)."""
 
 import pytest
 
-from monitoring.policy import RoutePolicy
+from monitoring.governor.policy import RoutePolicy
 
 from .simulation import Machine, Provider, run_calls, run_cpu_bound_sync, run_statement_sync
 

@@ -4,9 +4,9 @@ import pytest
 from django.urls import reverse
 from django_q.brokers import get_broker
 
-from syncapp.models import Application, DirectoryUser, Status, SyncRun, Tenant, Token
-from monitoring.ledger import allocate
+from monitoring.ledger.allocations import allocate
 from syncapp.admin import STATUS_COLOURS
+from syncapp.models import Application, DirectoryUser, Status, SyncRun, Tenant, Token
 from syncapp.runs import cancel_run, start_run
 from syncapp.secrets import MASK
 
@@ -81,7 +81,7 @@ def test_start_sync_action_queues_a_run_on_the_broker(admin_client, db, django_c
 
 
 def test_start_sync_says_what_the_run_will_wait_for(admin_client, db):
-    from monitoring.ledger import allocate
+    from monitoring.ledger.allocations import allocate
 
     tenant = TenantFactory(slug="busy")
     allocate("run_slot", owner="run-999", tenant_id=tenant.pk)  # its one slot, held by a live run
@@ -176,8 +176,8 @@ def test_a_run_page_draws_its_resources_and_lists_governor_events(admin_client, 
 
     from django.utils import timezone
 
-    from monitoring.charts import _x, _y
     from monitoring.models import ResourceSample, ThrottleEvent
+    from monitoring.observability.charts import _x, _y
 
     run = start_run(tenant=TenantFactory(), trigger="admin", enqueue=False)
     first = timezone.now().replace(microsecond=0)
@@ -264,7 +264,7 @@ def test_quotas_are_edited_inline_and_checked(admin_client, db):
 
 
 def test_allocations_show_live_state_and_can_be_reclaimed(admin_client, db):
-    from monitoring.ledger import allocate
+    from monitoring.ledger.allocations import allocate
     from monitoring.models import Allocation, AllocationEvent
 
     tenant = TenantFactory()
@@ -296,9 +296,10 @@ def test_api_keys_are_shown_once_and_revocable_in_the_admin(admin_client, db):
 
 
 def test_denied_counts_and_resetting_the_window(admin_client, db):
-    from monitoring.models import RateLimitDenial, TenantQuota
-    from monitoring.ratelimit import hit
     from django.utils import timezone
+
+    from monitoring.models import RateLimitDenial, TenantQuota
+    from monitoring.ratelimit.sliding_window import hit
 
     tenant = TenantFactory(slug="acme")
     TenantQuota.objects.create(tenant=tenant, requests_per_minute=1)

@@ -7,7 +7,7 @@ import sys
 import pytest
 from django.core.management import call_command
 
-from monitoring.ledger import allocate
+from monitoring.ledger.allocations import allocate
 from monitoring.models import TenantQuota
 from syncapp.apikeys import create_key, revoke
 from syncapp.models import ApiKey, SyncRun

@@ -7,7 +7,7 @@ from django.contrib.auth.models import Permission
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
-from syncapp.connections import check_tenant_connection
+from syncapp.provider_check import check_tenant_connection
 from syncapp.providers.google import REPORTS_SCOPE, TOKENS_SCOPE, USERS_SCOPE
 
 from ..factories import TenantFactory

@@ -7,7 +7,7 @@ import psycopg
 import pytest
 from django.db import IntegrityError, InterfaceError, OperationalError
 
-from syncapp.database import DatabaseLost, retryable, with_retries
+from syncapp.database_retry import DatabaseLost, retryable, with_retries
 
 log = logging.getLogger("test")
 

@@ -3,7 +3,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from monitoring.limits import Call, Outcome
+from monitoring.governor.call_limits import Call, Outcome
 from syncapp.providers import ConfigError, ProviderError
 from syncapp.providers.google import ACTIVITY_FIELDS, SCOPES, TOKEN_FIELDS, USER_FIELDS, GoogleProvider
 from syncapp.records import parse_token, parse_user

@@ -5,8 +5,8 @@ from dataclasses import replace
 
 import pytest
 
+from monitoring.governor.readings.fake import reading
 from monitoring.models import ResourceSample, ThrottleEvent
-from monitoring.readings.fake import reading
 from syncapp.models import DirectoryUser, Status
 
 from ..conftest import demo_org, sync_here

@@ -8,7 +8,8 @@ import pytest
 
 from syncapp.models import Application, DirectoryUser, StagedToken, Status, Token, UserAppRelation
 
-from ..conftest import demo_org, step_counters as counters, sync_here
+from ..conftest import demo_org, sync_here
+from ..conftest import step_counters as counters
 from ..factories import TenantFactory
 from ..fakegraph import GRAPH_RESOURCE, FakeGraph, graph_error
 
@@ -237,7 +238,7 @@ def test_consents_show_in_tenant_show_and_in_the_admin(graph, tenant, admin_clie
 
 
 def test_tenant_test_checks_users_and_grants(graph, tenant):
-    from syncapp.connections import check_tenant_connection
+    from syncapp.provider_check import check_tenant_connection
 
     graph.load(*demo_org(3, apps=2))
     report = check_tenant_connection(tenant)

@@ -5,8 +5,8 @@ import threading
 import pytest
 from django.db import connections
 
+from monitoring.ledger.processes import this_process
 from monitoring.models import Allocation, TenantQuota
-from monitoring.process import this_process
 from syncapp.models import Status, SyncRun
 from syncapp.providers.demo import DemoProvider
 from syncapp.runs import RunRefused, cancel_run, start_run
@@ -66,7 +66,7 @@ def test_another_tenant_is_not_held_up():
     busy = TenantFactory(provider_config={"users": 50})
     TenantQuota.objects.create(tenant=busy, max_concurrent_runs=1)
     start_run(tenant=busy, trigger="command", enqueue=False)
-    from monitoring.ledger import allocate
+    from monitoring.ledger.allocations import allocate
 
     allocate("run_slot", owner="someone-else", tenant_id=busy.pk)  # the busy tenant's only slot is taken
     other = start_run(tenant=TenantFactory(provider_config={"users": 20}), trigger="command", enqueue=False)
@@ -78,7 +78,7 @@ def test_another_tenant_is_not_held_up():
 def test_cancelling_a_waiting_run_withdraws_it_from_the_queue():
     tenant = TenantFactory()
     TenantQuota.objects.create(tenant=tenant, max_concurrent_runs=1)
-    from monitoring.ledger import allocate
+    from monitoring.ledger.allocations import allocate
     from syncapp.runs import begin_run
 
     allocate("run_slot", owner="holder", tenant_id=tenant.pk)
@@ -125,7 +125,7 @@ def test_sync_of_a_busy_tenant_says_it_waits_and_behind_which_run():
 
     from django.core.management import call_command
 
-    from monitoring.ledger import allocate
+    from monitoring.ledger.allocations import allocate
 
     tenant = TenantFactory(slug="busy")
     TenantQuota.objects.create(tenant=tenant, max_concurrent_runs=1)

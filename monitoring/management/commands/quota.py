@@ -3,8 +3,8 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from monitoring.forms import QuotaForm, errors_in_words
+from monitoring.ledger.quotas import QUOTA_FIELDS, limits_for
 from monitoring.models import TenantQuota
-from monitoring.quotas import QUOTA_FIELDS, limits_for
 from monitoring.tenants import get_tenant, tenant_model
 
 

@@ -5,12 +5,12 @@ import tracemalloc
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.module_loading import import_string
 
-from monitoring.health import readiness, resource_status
-from monitoring.ledger import amount_of, reclaim_dead
-from monitoring.readings import SystemReader
-from monitoring.memory import growing_sites, take_snapshot
-from monitoring.profiles import route_policy
-from monitoring.reports import collect_garbage, connection_report, usage_report
+from monitoring.governor.profiles import route_policy
+from monitoring.governor.readings import SystemReader
+from monitoring.ledger.allocations import amount_of, reclaim_dead
+from monitoring.observability.health import readiness, resource_status
+from monitoring.observability.leaks import growing_sites, take_snapshot
+from monitoring.observability.reports import collect_garbage, connection_report, usage_report
 
 MB = 2**20
 
@@ -31,10 +31,10 @@ class Command(BaseCommand):
         actions.add_parser("gc", help="Collect garbage and trim the heap; RSS before and after.")
         snapshot = actions.add_parser("snapshot", help="A tracemalloc snapshot of what a piece of work keeps allocated.")
         snapshot.add_argument("-o", "--output", help="Write the snapshot here (load it with tracemalloc.Snapshot.load).")
-        snapshot.add_argument("--work", default="monitoring.reports.usage_report", help="Dotted path of the callable to trace.")
+        snapshot.add_argument("--work", default="monitoring.observability.reports.usage_report", help="Dotted path of the callable to trace.")
         leaks = actions.add_parser("leaks", help="Snapshots over repeated work; the allocation sites that keep growing.")
         leaks.add_argument("--rounds", type=int, default=4)
-        leaks.add_argument("--work", default="monitoring.reports.usage_report", help="Dotted path of the callable to repeat.")
+        leaks.add_argument("--work", default="monitoring.observability.reports.usage_report", help="Dotted path of the callable to repeat.")
         connections = actions.add_parser("connections", help="Database pool and Redis pool state.")
         connections.add_argument("--json", action="store_true")
         profile = actions.add_parser("profile", help="Sample resources for a while into a JSON file.")

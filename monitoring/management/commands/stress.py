@@ -2,7 +2,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from monitoring.stress import run_stress
+from monitoring.governor.stress import run_stress
 
 
 class Command(BaseCommand):

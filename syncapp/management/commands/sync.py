@@ -7,12 +7,12 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from monitoring.forms import errors_in_words
+from monitoring.observability.health import cluster_is_running
 from syncapp.forms import run_request
 from syncapp.models import Status, SyncRun
 from syncapp.progress import follow, run_here_and_follow
 from syncapp.runs import RunRefused, run_summary, slot_wait, start_run
 from syncapp.steps.confirm import NothingHeld, confirm_held
-from monitoring.health import cluster_is_running
 
 from .tenant import _tenant
 

@@ -2,11 +2,11 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from syncapp.connections import check_tenant_connection
-from syncapp.directory import directory_counts
 from monitoring.forms import errors_in_words
+from syncapp.directory import directory_counts
 from syncapp.forms import TenantForm
 from syncapp.models import Tenant
+from syncapp.provider_check import check_tenant_connection
 
 # The form's fields as this command's arguments call them.
 ADD_FLAGS = {"slug": "slug", "name": "--name", "provider": "--provider", "provider_config": "--config",

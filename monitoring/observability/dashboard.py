@@ -5,26 +5,27 @@ script of the project's own refreshes the fragment (no CDN, works offline)."""
 from datetime import timedelta
 
 from django.apps import apps
-from django.contrib import admin
 from django.conf import settings
+from django.contrib import admin
 from django.db.models import Q
 from django.shortcuts import render
 from django.utils import timezone
 from django.utils.module_loading import import_string
 from django.utils.safestring import mark_safe
 
+from monitoring.governor.policy import Ewma
+from monitoring.governor.profiles import route_policy
+from monitoring.governor.sampler import get_sampler
+from monitoring.ledger.quotas import limits_for
+from monitoring.models import Allocation, RateLimitDenial, ResourceSample, ThrottleEvent
+from monitoring.ratelimit.sliding_window import requests_in_window
+from monitoring.tenants import tenant_model
+
+from .alerts import CPU_AVERAGE_S
 from .charts import Band, Mark, Point, resource_chart
 from .eta import duration_words, estimate, remaining_s
 from .health import resource_status
-from .memory import CPU_AVERAGE_S
-from .models import Allocation, RateLimitDenial, ResourceSample, ThrottleEvent
-from .policy import Ewma
-from .profiles import route_policy
-from .quotas import limits_for
-from .ratelimit import requests_in_window
 from .reports import connection_report
-from .sampler import get_sampler
-from .tenants import tenant_model
 
 EVENT_MINUTES = 30
 
@@ -72,7 +73,7 @@ def _machine_chart(history: list, cpu: list[float]):
 
 def _eta_words(run, steps) -> str:
     """The run's ETA in the host project's words (BALLAST_RUN_ETA_WORDS: a dotted path, given the
-    run), else its running steps' from their recent rates (monitoring.eta, as on the terminal)."""
+    run), else its running steps' from their recent rates (monitoring.observability.eta, as on the terminal)."""
     if getattr(settings, "BALLAST_RUN_ETA_WORDS", ""):
         return import_string(settings.BALLAST_RUN_ETA_WORDS)(run)
     running = [estimate(done=s.done, expected=s.expected, elapsed_s=s.duration_s, ended=False, recent_rate=getattr(s, "recent_rate", None))

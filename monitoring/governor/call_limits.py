@@ -1,7 +1,7 @@
 """Limits of provider calls: pure objects fed outcomes, no threads, no clock of their own.
 
 As in Netflix's concurrency-limits, the algorithm (how many calls may be in flight, how fast
-they may start) is apart from the limiter that enforces it (monitoring.limiter), which feeds
+they may start) is apart from the limiter that enforces it (monitoring.governor.call_limiter), which feeds
 these objects under its one lock.
 """
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field, replace
 import psutil
 
 from .events import ListRecorder
-from .governor import Governor
 from .policy import MB, State, memory_headroom, pressure
 from .profiles import route_policy
 from .readings import Reading, SystemReader
+from .route import Governor
 
 CHUNK = b"\x5a" * MB  # hashing a megabyte releases the GIL: threads really use several cores
 HOLD_STEP_MB = 16

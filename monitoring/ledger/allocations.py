@@ -27,10 +27,11 @@ from django.db import connections, transaction
 from django.db.models import Q, Sum
 from django.utils import timezone
 
-from .models import Allocation, AllocationEvent, Holder, LedgerLock
-from .process import gone, this_process
+from monitoring.models import Allocation, AllocationEvent, Holder, LedgerLock
+from monitoring.signals import allocation_granted, allocation_reclaimed, allocation_released
+
+from .processes import gone, this_process
 from .quotas import limits_for
-from .signals import allocation_granted, allocation_reclaimed, allocation_released
 
 log = logging.getLogger("monitoring.ledger")
 State = Allocation.State

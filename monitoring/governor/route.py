@@ -6,7 +6,7 @@ the ceiling: policy.CpuShare) and the concurrency, steadied against flapping; th
 goes into the samples and the events. before_batch() adds the waits: memory throttles with
 waits for recovery, emergency brakes with progressive pauses, the stop after too many brakes,
 the CPU duty cycle and the batch delay. call() wraps one provider call in the limiter
-(monitoring.limiter). The reading, clock, sleep and CPU clock are injected: tests
+(monitoring.governor.call_limiter). The reading, clock, sleep and CPU clock are injected: tests
 drive tick() with fixed readings and a fake clock, and nothing really sleeps.
 
 CPU never throttles, brakes or stops a sync: it is held at its allowance by duty-cycling, and
@@ -22,9 +22,9 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
+from .call_limiter import Limiter
+from .call_limits import AdaptiveLimit, Call, Pacer
 from .events import Episodes, Event, Sample, describe_rss
-from .limiter import Limiter
-from .limits import AdaptiveLimit, Call, Pacer
 from .memory import malloc_trim
 from .policy import CpuAllowance, CpuShare, Decision, Ewma, RoutePolicy, State, SteadyValue, cpu_concurrency, decide
 from .readings import Reading
@@ -309,7 +309,7 @@ class Governor:
         return self.limiter.allowed() if self.io_bound else self.resource_cap
 
     def calls_under_way(self) -> int:
-        """How many provider calls a step should keep under way (monitoring.limiter.Limiter.under_way)."""
+        """How many provider calls a step should keep under way (monitoring.governor.call_limiter.Limiter.under_way)."""
         return self.limiter.under_way()
 
     # --- episodes ----------------------------------------------------------------

@@ -239,7 +239,7 @@ def owner_chart(owner: str, *, cpu_ceiling: float, memory_ceiling: float, starte
                 ended_at: datetime | None = None) -> SafeString:
     """The chart of everything recorded for one owner (a run): its samples, episodes and events,
     from its start to its end (else its first and last sample)."""
-    from .models import ResourceSample, ThrottleEvent
+    from monitoring.models import ResourceSample, ThrottleEvent
 
     samples = list(ResourceSample.objects.filter(owner=owner).order_by("at").values(
         "at", "route", "pid", "cpu_percent", "cpu_peak_percent", "process_cpu_percent", "memory_percent", "concurrency", "calls_allowed",

@@ -4,9 +4,10 @@ import time
 
 from django.db import connections
 
-from .memory import memory_manager, pressure_level
-from .sampler import get_sampler
+from monitoring.governor.memory import pressure_level
+from monitoring.governor.sampler import get_sampler
 
+from .alerts import resource_alerts
 
 
 def _timed(check) -> dict:
@@ -72,6 +73,6 @@ def readiness() -> tuple[bool, dict]:
     The cluster is reported (a web process can serve without one)."""
     checks = {"database": _timed(_database), "broker": _timed(_broker), "cluster": _timed(_cluster)}
     checks["cluster"]["ok"] = checks["cluster"]["ok"] and checks["cluster"].get("clusters", 0) > 0
-    resources = resource_status(cpu=memory_manager.cpu.value)  # averaged as the alerts see it
+    resources = resource_status(cpu=resource_alerts.cpu.value)  # averaged as the alerts see it
     ready = checks["database"]["ok"] and checks["broker"]["ok"] and resources["status"] != "critical"
     return ready, {"status": "ready" if ready else "not ready", "checks": checks, "resources": resources}

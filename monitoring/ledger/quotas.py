@@ -26,7 +26,7 @@ def default_limits() -> Limits:
 
 
 def limits_for(tenant_id) -> Limits:
-    from .models import TenantQuota
+    from monitoring.models import TenantQuota
 
     defaults = default_limits()
     row = TenantQuota.objects.filter(tenant_id=tenant_id).values(*QUOTA_FIELDS).first() or {}

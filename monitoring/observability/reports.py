@@ -10,9 +10,9 @@ from django.db import DatabaseError, connections
 from django.db.models import Avg, Count, Max
 from django.utils import timezone
 
-from .memory import malloc_trim
-from .models import Allocation, AllocationEvent, RateLimitDenial, ResourceSample, ThrottleEvent
-from .readings import SystemReader
+from monitoring.governor.memory import malloc_trim
+from monitoring.governor.readings import SystemReader
+from monitoring.models import Allocation, AllocationEvent, RateLimitDenial, ResourceSample, ThrottleEvent
 
 
 def usage_report(hours: float = 24.0) -> dict:

@@ -1,4 +1,4 @@
-"""The limiter of provider calls: enforces the limits of monitoring.limits behind one lock.
+"""The limiter of provider calls: enforces the limits of monitoring.governor.call_limits behind one lock.
 
 A call waits for its slot in the pace, then for room in flight, and says how it went. The
 limit in force is the smallest of the adaptive limit and the cap the governor sets from
@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .limits import AdaptiveLimit, Outcome, Pacer, RecentShare, error_share, pushback_share
+from .call_limits import AdaptiveLimit, Outcome, Pacer, RecentShare, error_share, pushback_share
 
 
 @dataclass(frozen=True)

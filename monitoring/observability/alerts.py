@@ -1,52 +1,29 @@
-"""The memory manager: pressure levels, alerts and leak checks.
+"""Resource alerts: memory pressure levels, and CPU or memory over its ceiling for a while.
 
 Each reading of the process's sampler goes through check() (it listens to reading_taken): on
 a change of level (ok, warning 70%, critical 85% by default) it sends `memory_pressure` (the
 governor itself shrinks batches and collects under pressure). An alert is a condition
 that lasts: CPU (averaged over a few seconds) more than CPU_MARGIN points over its ceiling, or
-memory over its ceiling, for ALERT_AFTER_S starts one (`resource_alert`, one warning line); it ends, with a summary line, once it has been
-gone as long. Readings that hover around a ceiling do not make a line each. Leak checks compare
-tracemalloc snapshots between runs of the periodic task in a worker and send `leak_detected`
-for allocation sites that grew every time.
+memory over its ceiling, for ALERT_AFTER_S starts one (`resource_alert`, one warning line); it
+ends, with a summary line, once it has been gone as long. Readings that hover around a ceiling
+do not make a line each.
 """
 
-import ctypes
-import ctypes.util
-import gc
 import logging
-import tracemalloc
 
 from django.conf import settings
 
-from .logs import Repeats
-from .policy import Ewma
-from .signals import leak_detected, memory_pressure, resource_alert
+from monitoring.governor.memory import pressure_level
+from monitoring.governor.policy import Ewma
+from monitoring.governor.profiles import route_policy
+from monitoring.logs import Repeats
+from monitoring.signals import memory_pressure, resource_alert
 
-log = logging.getLogger("monitoring.memory")
-
-
-def malloc_trim() -> bool:
-    """Give free heap pages back to the OS (glibc only; gc.collect alone returns nothing)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.malloc_trim(0))
-    except (OSError, AttributeError):
-        return False
-
-
-def pressure_level(percent: float) -> str:
-    """ok | warning | critical for a percentage (MEMORY_WARNING_THRESHOLD, MEMORY_CRITICAL_THRESHOLD)."""
-    if percent >= getattr(settings, "BALLAST_MEMORY_CRITICAL_PERCENT", 85.0):
-        return "critical"
-    if percent >= getattr(settings, "BALLAST_MEMORY_WARNING_PERCENT", 70.0):
-        return "warning"
-    return "ok"
+log = logging.getLogger("monitoring.alerts")
 
 
 def ceilings() -> tuple[float, float]:
     """The site's CPU and memory ceilings, percent: the run route's policy (profile and environment)."""
-    from .profiles import route_policy
-
     policy = route_policy("run")
     return policy.max_cpu_percent, policy.max_memory_percent
 
@@ -84,7 +61,9 @@ CPU_AVERAGE_S = 5.0
 CPU_MARGIN = 5.0  # the governor keeps the machine at its CPU ceiling: an alert is for more than that
 
 
-class MemoryManager:
+class ResourceAlerts:
+    """Follows the sampler's readings: memory pressure levels, and alerts for a ceiling exceeded for a while."""
+
     def __init__(self):
         self.level = "ok"
         self.alerts = {"CPU": Lasting(ALERT_AFTER_S), "memory": Lasting(ALERT_AFTER_S)}
@@ -103,7 +82,7 @@ class MemoryManager:
                 "memory pressure %s -> %s: %.0f%%", self.level, level, reading.memory_percent,
             )
             self.level = level
-            memory_pressure.send(MemoryManager, level=level, reading=reading)
+            memory_pressure.send(ResourceAlerts, level=level, reading=reading)
         self._alert(reading)
         return level
 
@@ -115,7 +94,7 @@ class MemoryManager:
             change = alert.update(reading.at, value > ceiling + margin, value)
             if change == "started":
                 text = f"{name} {value:.0f}% over its {ceiling:.0f}% ceiling for {ALERT_AFTER_S:.0f} s"
-                resource_alert.send(MemoryManager, alerts=[text], reading=reading)
+                resource_alert.send(ResourceAlerts, alerts=[text], reading=reading)
                 # What it means and what to do, on the line itself: the governor slows syncs down by itself.
                 self._log(name, logging.WARNING, reading.at, "resource alert: %s (syncs slow down until it falls; "
                           "if it lasts, the machine is busier than the ceiling allows: see Troubleshooting in the README)", text)
@@ -131,46 +110,4 @@ class MemoryManager:
             log.log(level, message + (f" (and {held} more like it)" if held else ""), *args)
 
 
-memory_manager = MemoryManager()
-
-
-class LeakWatch:
-    """Snapshots kept between checks in one process; sites that grew at every check are reported."""
-
-    def __init__(self, keep: int = 3):
-        self.keep = keep
-        self.snapshots: list = []
-
-    def check(self) -> list[dict]:
-        self.snapshots = (self.snapshots + [take_snapshot()])[-self.keep:]
-        sites = growing_sites(self.snapshots) if len(self.snapshots) == self.keep else []
-        for site in sites:
-            log.warning("possible leak: %s grew %d bytes over %d checks", site["site"], site["grew_bytes"], site["rounds"])
-            leak_detected.send(LeakWatch, site=site)
-        return sites
-
-
-leak_watch = LeakWatch()
-
-
-def take_snapshot():
-    """A tracemalloc snapshot of this process (tracing starts on first use), tracemalloc itself left out."""
-    if not tracemalloc.is_tracing():
-        tracemalloc.start(10)
-    gc.collect()
-    return tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
-
-
-def growing_sites(snapshots: list, top: int = 10) -> list[dict]:
-    """Allocation sites whose size grew between every pair of snapshots: the likely leaks."""
-    if len(snapshots) < 2:
-        return []
-    growth: dict = {}
-    for older, newer in zip(snapshots, snapshots[1:]):
-        for stat in newer.compare_to(older, "lineno"):
-            site = str(stat.traceback[0]) if stat.traceback else "?"
-            growth.setdefault(site, []).append(stat.size_diff)
-    rounds = len(snapshots) - 1
-    steady = [(site, diffs) for site, diffs in growth.items() if len(diffs) == rounds and all(d > 0 for d in diffs)]
-    steady.sort(key=lambda item: -sum(item[1]))
-    return [{"site": site, "grew_bytes": sum(diffs), "rounds": rounds} for site, diffs in steady[:top]]
+resource_alerts = ResourceAlerts()

@@ -3,7 +3,7 @@
 Memory follows the seeds' tables (000/001). CPU is shared with the neighbours: the ceiling caps
 the machine's total, and a sync may use the headroom the rest of the machine leaves under it
 (CpuShare), held by duty-cycling and by concurrency in proportion, never by an on/off switch.
-Provider calls have their own limits (monitoring.limits).
+Provider calls have their own limits (monitoring.governor.call_limits).
 """
 
 import math
@@ -319,7 +319,7 @@ def decide(
     bytes_per_record: float | None = None,
 ) -> Decision:
     """The next concurrency, batch size and delay. `cpu_cap` is the concurrency the CPU allows
-    (the governor steadies it); provider calls have their own limit besides (monitoring.limiter)."""
+    (the governor steadies it); provider calls have their own limit besides (monitoring.governor.call_limiter)."""
     p = pressure(reading, policy)
     state = state_of(p, policy)
     maximum = policy.io_max_concurrency if io_bound else policy.max_concurrency

@@ -1,4 +1,4 @@
-"""Per-tenant request rate limits. An adapter: every decision is in monitoring.ratelimit."""
+"""Per-tenant request rate limits. An adapter: every decision is in monitoring.ratelimit.sliding_window."""
 
 import ipaddress
 
@@ -6,10 +6,11 @@ from django.conf import settings
 from django.http import JsonResponse
 from django.utils.module_loading import import_string
 
-from . import metrics
-from .models import record_denial
-from .quotas import limits_for
-from .ratelimit import headers, hit
+from monitoring import metrics
+from monitoring.ledger.quotas import limits_for
+from monitoring.models import record_denial
+
+from .sliding_window import headers, hit
 from .ttl import ttl_cache
 
 request_limits = ttl_cache(seconds=10)(limits_for)  # quota edits reach the hot path within 10 s

@@ -16,9 +16,10 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
 
-from . import metrics
-from .logs import Repeats
-from .models import ResourceSample, ThrottleEvent
+from monitoring import metrics
+from monitoring.logs import Repeats
+from monitoring.models import ResourceSample, ThrottleEvent
+
 from .policy import MB, Pressure
 from .readings import Reading
 

@@ -13,8 +13,9 @@ from collections import deque
 from django.conf import settings
 from django.utils.module_loading import import_string
 
+from monitoring.signals import reading_taken
+
 from .readings import Reading
-from .signals import reading_taken
 
 log = logging.getLogger(__name__)
 HISTORY = 1200  # readings kept in memory: ten minutes at the default interval
@@ -77,7 +78,7 @@ def get_sampler() -> Sampler:
     global _sampler, _pid
     with _lock:
         if _sampler is None or _pid != os.getpid():
-            reader = import_string(getattr(settings, "BALLAST_READER", "monitoring.readings.SystemReader"))(
+            reader = import_string(getattr(settings, "BALLAST_READER", "monitoring.governor.readings.SystemReader"))(
                 cgroup_root=getattr(settings, "BALLAST_CGROUP_ROOT", "/sys/fs/cgroup")
             )
             time.sleep(FIRST_WINDOW_S)
