@@ -1,6 +1,7 @@
 """Decisions from readings: pure functions and small objects, no I/O, no clock, no ORM.
 
-Memory follows the seeds' tables (000/001). CPU is shared with the neighbours: the ceiling caps
+Memory lowers concurrency and batch sizes in steps below its ceiling (memory_cap, batch_plan),
+and stops new work over it. CPU is shared with the neighbours: the ceiling caps
 the machine's total, and a sync may use the headroom the rest of the machine leaves under it
 (CpuShare), held by duty-cycling and by concurrency in proportion, never by an on/off switch.
 Provider calls have their own limits (monitoring.governor.call_limits).
@@ -114,29 +115,41 @@ def state_of(p: Pressure, policy: RoutePolicy) -> State:
     return State.OK
 
 
-def memory_cap(memory: float, maximum: int) -> int:
-    """Concurrency allowed by memory: above 80% one, 60–80% at most two, below 60% the maximum."""
-    if memory > 80:
+# Where memory starts to count, as shares of the thresholds they follow: the ceiling (80% by
+# default: two at once from 60%, smaller batches from 50%, half batches from 70%), and the
+# sequential threshold (75% by default: the maximum below 45%). A site that moves a ceiling
+# moves the steps under it; at the defaults these are the figures above.
+TWO_AT_ONCE_FROM = 0.75  # of the memory ceiling
+SMALLER_BATCHES_FROM = 0.625  # of the memory ceiling: 3/4 size, twice the delay
+HALF_BATCHES_ABOVE = 0.875  # of the memory ceiling: half size, three times the delay
+ALL_AT_ONCE_BELOW = 0.6  # of the sequential threshold
+
+
+def memory_cap(memory: float, maximum: int, ceiling: float = 80.0) -> int:
+    """Concurrency allowed by memory: over the ceiling one, from 3/4 of it at most two, else the maximum."""
+    if memory > ceiling:
         return 1
-    if memory >= 60:
+    if memory >= ceiling * TWO_AT_ONCE_FROM:
         return min(2, maximum)
     return maximum
 
 
-def optimal_concurrency(usage: float, maximum: int) -> int:
-    """The seeds' table by usage (memory here): above 75 one, below 45 the maximum, between them the middle."""
-    if usage > 75:
+def optimal_concurrency(usage: float, maximum: int, sequential_above: float = 75.0) -> int:
+    """Concurrency by usage (memory here): one over the sequential threshold, the maximum below
+    60% of it, between them the middle, so that concurrency falls before the ceiling is reached."""
+    if usage > sequential_above:
         return 1
-    if usage < 45:
+    if usage < sequential_above * ALL_AT_ONCE_BELOW:
         return maximum
     return max(1, (maximum + 2) // 2)
 
 
-def batch_plan(memory: float, size: int, delay_s: float) -> tuple[int, float]:
-    """Batch size and delay by memory: above 70% half size, 3× delay; 50–70% 75%, 2×; else standard."""
-    if memory > 70:
+def batch_plan(memory: float, size: int, delay_s: float, ceiling: float = 80.0) -> tuple[int, float]:
+    """Batch size and delay by memory: near the ceiling half size and 3× delay, a little lower
+    3/4 size and 2× delay, else as configured: smaller batches hold less at once."""
+    if memory > ceiling * HALF_BATCHES_ABOVE:
         return max(1, size // 2), delay_s * 3
-    if memory >= 50:
+    if memory >= ceiling * SMALLER_BATCHES_FROM:
         return max(1, size * 3 // 4), delay_s * 2
     return size, delay_s
 
@@ -323,13 +336,14 @@ def decide(
     p = pressure(reading, policy)
     state = state_of(p, policy)
     maximum = policy.io_max_concurrency if io_bound else policy.max_concurrency
-    concurrency = min(memory_cap(p.memory, maximum), optimal_concurrency(p.memory, maximum))
+    ceiling = policy.max_memory_percent
+    concurrency = min(memory_cap(p.memory, maximum, ceiling), optimal_concurrency(p.memory, maximum, policy.sequential_above))
     if state != State.OK:
         concurrency = 1
     limited_by = "memory" if concurrency < maximum else ""
     if cpu_cap is not None and cpu_cap < concurrency:
         concurrency, limited_by = cpu_cap, "cpu"
-    size, delay = batch_plan(p.memory, policy.batch_size, policy.batch_delay_s)
+    size, delay = batch_plan(p.memory, policy.batch_size, policy.batch_delay_s, ceiling)
     fitted = headroom_batch(reading, policy, bytes_per_record, concurrency)
     if fitted is not None:
         size = min(size, fitted)

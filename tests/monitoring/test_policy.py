@@ -26,6 +26,14 @@ def test_batch_size_and_delay_by_memory(memory, plan):
     assert batch_plan(memory, 100, 1.0) == plan
 
 
+def test_the_memory_steps_follow_the_configured_ceiling_and_sequential_threshold():
+    assert [memory_cap(m, 3, ceiling=90) for m in (91, 85, 67, 60)] == [1, 2, 3, 3]  # 1 over 90, 2 from 67.5
+    assert [batch_plan(m, 100, 1.0, ceiling=90) for m in (79, 78, 57, 56)] == [(50, 3.0), (75, 2.0), (75, 2.0), (100, 1.0)]
+    assert [optimal_concurrency(u, 3, sequential_above=85) for u in (86, 85, 51, 50)] == [1, 2, 2, 3]
+    lenient = RoutePolicy(max_concurrency=3, max_memory_percent=90, sequential_above=85)
+    assert (decide(reading(10, 82), USERS).concurrency, decide(reading(10, 82), lenient).concurrency) == (1, 2)
+
+
 @pytest.mark.parametrize("cpu, memory, state", [
     (10, 10, State.OK), (10, 76, State.BUSY), (10, 81, State.OVERLOADED), (10, 90, State.EMERGENCY),
     (99, 10, State.OK),  # CPU never throttles: the CpuShare shrinks the sync's share instead
