@@ -4,8 +4,8 @@ from pathlib import Path
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import CharField, F, OuterRef, Q, Subquery, Sum, Value
-from django.db.models.functions import Cast, Concat
+from django.db.models import F, OuterRef, Q, Subquery, Sum, Value
+from django.db.models.functions import Concat
 from django.http import HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -18,11 +18,13 @@ from django_q.models import Schedule
 
 from monitoring.admin import ReadOnlyAdmin, TenantQuotaInline
 from monitoring.governor.profiles import route_policy
+from monitoring.ledger.owners import run_owner, run_owner_of
 from monitoring.models import RateLimitDenial, ThrottleEvent
 from monitoring.observability.charts import owner_chart
 from monitoring.observability.eta import duration_words
 from monitoring.observability.health import cluster_is_running
 from monitoring.ratelimit.sliding_window import reset as reset_window
+from monitoring.ratelimit.sliding_window import tenant_scope
 
 from .apikeys import new_key, revoke
 from .forms import ImportFilesForm, StartRunForm, TenantForm
@@ -32,7 +34,7 @@ from .inventory import application_record, export_lines, holding_scope, token_re
 from .models import COUNTERS, Alert, AlertDelivery, AlertRule, ApiKey, Application, DirectoryUser, GrantEvent, RiskOverride, Status, SyncRun, SyncStep, Tenant, Token, UserAppRelation
 from .progress import run_eta_words, step_estimate, work_words
 from .provider_check import check_tenant_connection
-from .runs import RunRefused, cancel_run, run_owner, slot_wait, start_run, waiting_for
+from .runs import RunRefused, cancel_run, slot_wait, start_run, waiting_for
 from .schedules import schedule_words
 from .steps.confirm import NothingHeld, confirm_held
 
@@ -66,7 +68,7 @@ class TenantAdmin(admin.ModelAdmin):
     @admin.action(description="Reset the API rate-limit window", permissions=["change"])
     def reset_rate_limit(self, request, queryset):
         for tenant in queryset:
-            reset_window(f"tenant:{tenant.pk}")
+            reset_window(tenant_scope(tenant.pk))
         self.message_user(request, f"Rate-limit window reset for {', '.join(t.slug for t in queryset)}.", messages.SUCCESS)
 
     @admin.display(description="users")
@@ -241,7 +243,7 @@ class SyncRunAdmin(ReadOnlyAdmin):
 
     def get_queryset(self, request):
         # What holds a running run now (one of its ongoing episodes), for the changelist: one query.
-        ongoing = ThrottleEvent.objects.ongoing().filter(owner=Concat(Value("run-"), Cast(OuterRef("pk"), CharField())))
+        ongoing = ThrottleEvent.objects.ongoing().filter(owner=run_owner_of(OuterRef("pk")))
         return (
             super()
             .get_queryset(request)

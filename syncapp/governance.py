@@ -7,9 +7,10 @@ from monitoring.governor.profiles import route_policy
 from monitoring.governor.readings.database import database_cpu
 from monitoring.governor.route import Governor
 from monitoring.governor.sampler import get_sampler
+from monitoring.ledger.owners import run_owner
 from monitoring.ledger.quotas import limits_for
 
-from .models import SyncRun, SyncStep, Tenant, run_owner
+from .models import SyncRun, SyncStep, Tenant
 
 
 def run_policy(run: SyncRun, route: str):

@@ -18,6 +18,7 @@ from monitoring.governor.policy import State, cpu_concurrency, decide
 from monitoring.governor.route import allowance_now
 from monitoring.governor.sampler import get_sampler
 from monitoring.ledger.allocations import Shortfall, allocate, reclaim_dead, release, release_owner, shortfall_now
+from monitoring.ledger.owners import run_id_of, run_owner
 from monitoring.ledger.quotas import limits_for
 from monitoring.models import Allocation, Holder, ThrottleEvent
 from monitoring.observability.health import cluster_is_running
@@ -25,7 +26,7 @@ from monitoring.observability.health import cluster_is_running
 from .enqueue import enqueue_run
 from .forms import run_request
 from .governance import run_policy
-from .models import COUNTERS, ENDED, Status, StopReason, SyncRun, SyncStep, Tenant, run_owner
+from .models import COUNTERS, ENDED, Status, StopReason, SyncRun, SyncStep, Tenant
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +257,7 @@ def _slot_wait(tenant_id: int, shortfall: Shortfall) -> str:
     others = Allocation.objects.filter(resource="run_slot", state="granted")
     if shortfall.scope != "cluster":  # the tenant's own runs hold it
         others = others.filter(tenant_id=tenant_id)
-    held = [f"run {a.owner.removeprefix('run-')} ({_slot_holders(a)})" for a in others.order_by("id")[:3]]
+    held = [f"run {run_id_of(a.owner)} ({_slot_holders(a)})" for a in others.order_by("id")[:3]]
     return f"a run slot: {shortfall.reason}" + (f"; held by {', '.join(held)}" if held else "")
 
 

@@ -1,6 +1,8 @@
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
+from monitoring.ledger.owners import run_id_of
+from monitoring.models import Allocation
 from monitoring.signals import allocation_granted, allocation_reclaimed
 
 from .enqueue import enqueue_run
@@ -45,5 +47,4 @@ def run_slot_reclaimed(sender, allocation, **kwargs):
 
 
 def _run_id(allocation) -> int | None:
-    prefix, _, number = allocation.owner.partition("-")
-    return int(number) if allocation.resource == "run_slot" and prefix == "run" and number.isdigit() else None
+    return run_id_of(allocation.owner) if allocation.resource == Allocation.Resource.RUN_SLOT else None

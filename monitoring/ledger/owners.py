@@ -3,6 +3,8 @@ A run's is "run-<id>"; with settings.BALLAST_RUN_MODEL, the admin links it to th
 
 from django.apps import apps
 from django.conf import settings
+from django.db.models import CharField, Value
+from django.db.models.functions import Cast, Concat
 from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
 
@@ -11,6 +13,11 @@ RUN_PREFIX = "run-"
 
 def run_owner(run_id: int) -> str:
     return f"{RUN_PREFIX}{run_id}"
+
+
+def run_owner_of(run_pk) -> Concat:
+    """A run's owner key in SQL, from an expression of its id (OuterRef("pk"), say)."""
+    return Concat(Value(RUN_PREFIX), Cast(run_pk, CharField()))
 
 
 def run_id_of(owner: str) -> int | None:

@@ -18,7 +18,7 @@ from monitoring.governor.profiles import route_policy
 from monitoring.governor.sampler import get_sampler
 from monitoring.ledger.quotas import limits_for
 from monitoring.models import Allocation, RateLimitDenial, ResourceSample, ThrottleEvent
-from monitoring.ratelimit.sliding_window import requests_in_window
+from monitoring.ratelimit.sliding_window import requests_in_window, tenant_scope
 from monitoring.tenants import tenant_model
 
 from .alerts import CPU_AVERAGE_S
@@ -112,7 +112,7 @@ def _tenants() -> list[dict]:
     rows = []
     for tenant in tenant_model().objects.all()[:100]:
         limit = limits_for(tenant.pk).requests_per_minute
-        rows.append({"slug": getattr(tenant, slug), "last_minute": requests_in_window(f"tenant:{tenant.pk}"), "limit": limit,
+        rows.append({"slug": getattr(tenant, slug), "last_minute": requests_in_window(tenant_scope(tenant.pk)), "limit": limit,
                      "denied_today": denials.get(tenant.pk, 0), "schedule": words(tenant) if words else ""})
     return rows
 

@@ -10,7 +10,7 @@ from monitoring import metrics
 from monitoring.ledger.quotas import limits_for
 from monitoring.models import record_denial
 
-from .sliding_window import headers, hit
+from .sliding_window import client_scope, headers, hit, tenant_scope
 from .ttl import ttl_cache
 
 request_limits = ttl_cache(seconds=10)(limits_for)  # quota edits reach the hot path within 10 s
@@ -50,9 +50,9 @@ class RateLimitMiddleware:
         tenant = request.tenant = self.resolve(request)
         if tenant is not None:
             limits = request_limits(tenant.pk)
-            usage = hit(f"tenant:{tenant.pk}", limits.requests_per_minute + (limits.burst or 0))
+            usage = hit(tenant_scope(tenant.pk), limits.requests_per_minute + (limits.burst or 0))
         else:
-            usage = hit(f"ip:{client_ip(request)}", getattr(settings, "BALLAST_ANON_REQUESTS_PER_MINUTE", 60))
+            usage = hit(client_scope(client_ip(request)), getattr(settings, "BALLAST_ANON_REQUESTS_PER_MINUTE", 60))
         if usage is not None and not usage.allowed:
             if tenant is not None:
                 record_denial(tenant.pk)

@@ -125,6 +125,16 @@ def key_for(scope: str) -> str:
     return f"ballast:rl:{scope}"
 
 
+def tenant_scope(tenant_pk) -> str:
+    """A tenant's window: the requests of all its API keys count in one."""
+    return f"tenant:{tenant_pk}"
+
+
+def client_scope(address: str) -> str:
+    """An anonymous client's window, by its address."""
+    return f"ip:{address}"
+
+
 def hit(scope: str, limit: int, window: float = WINDOW_S) -> Usage | None:
     """Count one request against scope; None when the store failed and limits fail open."""
     try:
@@ -154,7 +164,7 @@ def requests_in_window(scope: str, window: float = WINDOW_S) -> int | None:
     """Requests counted in the scope's current window (None when the store does not answer)."""
     try:
         return store().count(key_for(scope), window, time.time())
-    except Exception:
+    except Exception:  # whatever the store's failure, the dashboard shows no figure rather than fail
         return None
 
 

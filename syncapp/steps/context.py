@@ -14,8 +14,8 @@ from django.utils import timezone
 from monitoring.governor.policy import Ewma
 from monitoring.governor.route import Governor
 from monitoring.ledger.processes import stop_request
-from syncapp.database_retry import with_retries
 
+from ..database_retry import with_retries
 from ..governance import step_label
 from ..models import COUNTERS, DirectoryUser, Status, SyncStep, Tenant
 from ..providers import Page, Provider

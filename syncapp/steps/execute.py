@@ -15,13 +15,14 @@ from django.utils import timezone
 from monitoring import metrics
 from monitoring.governor.route import Governor, GovernorStop
 from monitoring.ledger.allocations import drop, hold, watch
+from monitoring.ledger.owners import run_owner
 from monitoring.ledger.processes import stop_request, working
 from monitoring.models import Allocation
-from syncapp.database_retry import DatabaseLost, fresh_connection, with_retries
 
 from ..alerts import raise_alerts
+from ..database_retry import DatabaseLost, fresh_connection, with_retries
 from ..governance import governor_for, step_label
-from ..models import COUNTERS, Status, StopReason, SyncRun, SyncStep, run_owner
+from ..models import COUNTERS, Status, StopReason, SyncRun, SyncStep
 from ..providers import ConfigError, PageTokenRefused, ProviderError, get_provider
 from ..risk import refresh_risk
 from ..runs import stop_run

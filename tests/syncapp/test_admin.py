@@ -299,15 +299,15 @@ def test_denied_counts_and_resetting_the_window(admin_client, db):
     from django.utils import timezone
 
     from monitoring.models import RateLimitDenial, TenantQuota
-    from monitoring.ratelimit.sliding_window import hit
+    from monitoring.ratelimit.sliding_window import hit, tenant_scope
 
     tenant = TenantFactory(slug="acme")
     TenantQuota.objects.create(tenant=tenant, requests_per_minute=1)
     RateLimitDenial.objects.create(tenant=tenant, day=timezone.localdate(), count=7)
     assert ">7<" in admin_client.get(reverse("admin:syncapp_tenant_changelist")).content.decode()
-    assert hit(f"tenant:{tenant.pk}", 1).allowed and not hit(f"tenant:{tenant.pk}", 1).allowed
+    assert hit(tenant_scope(tenant.pk), 1).allowed and not hit(tenant_scope(tenant.pk), 1).allowed
     admin_client.post(reverse("admin:syncapp_tenant_changelist"), {"action": "reset_rate_limit", "_selected_action": [tenant.pk]})
-    assert hit(f"tenant:{tenant.pk}", 1).allowed
+    assert hit(tenant_scope(tenant.pk), 1).allowed
 
 
 def test_bars_take_the_status_colour_and_owners_link_to_their_runs(admin_client):
