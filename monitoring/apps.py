@@ -49,7 +49,6 @@ class MonitoringConfig(AppConfig):
             checks,  # noqa: F401  (registers the system checks)
             metrics,
         )
-        from .governor.profiles import ROUTES
         from .governor.readings import database
         from .models import ThrottleEvent
         from .observability.alerts import resource_alerts
@@ -59,7 +58,7 @@ class MonitoringConfig(AppConfig):
         post_migrate.connect(sync_leak_check_schedule, sender=self, dispatch_uid="ballast-leak-check")
         reading_taken.connect(resource_alerts.on_reading, dispatch_uid="ballast-resource-alerts")
         post_spawn.connect(worker_started, dispatch_uid="ballast-worker-started")
-        metrics.start_at_zero(metrics.throttle_events, kind=ThrottleEvent.Kind.values, route=ROUTES)
+        metrics.start_at_zero(metrics.throttle_events, kind=ThrottleEvent.Kind.values, route=["run"])  # the steps' routes: syncapp
         # The database backends serving this process count as its own CPU (readings.database).
         connection_created.connect(database.connection_created, dispatch_uid="ballast-database-cpu")
 

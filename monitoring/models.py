@@ -7,8 +7,6 @@ from django.core.validators import MinValueValidator
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
-from .ledger.processes import ProcessId
-
 
 class ThrottleEventQuerySet(models.QuerySet):
     def ongoing(self, fresh_s: float = 30.0):
@@ -124,6 +122,12 @@ class LedgerLock(models.Model):
     resource = models.CharField(max_length=20, primary_key=True)
 
 
+class AllocationQuerySet(models.QuerySet):
+    def live(self):
+        """Waiting or granted: what the ledger still counts."""
+        return self.filter(state__in=[Allocation.State.WAITING, Allocation.State.GRANTED])
+
+
 class Allocation(models.Model):
     class Resource(models.TextChoices):
         RUN_SLOT = "run_slot", "run slot"
@@ -135,6 +139,13 @@ class Allocation(models.Model):
         DENIED = "denied"
         RECLAIMED = "reclaimed"
 
+    class BlockedBy(models.TextChoices):
+        """What a waiting request waits on."""
+
+        CLUSTER = "cluster", "cluster limit"
+        TENANT = "tenant", "tenant quota"
+        QUEUE = "queue", "earlier requests"
+
     resource = models.CharField(max_length=20, choices=Resource.choices)
     amount = models.PositiveIntegerField(default=1)
     owner = models.CharField(max_length=100, db_index=True)
@@ -142,12 +153,13 @@ class Allocation(models.Model):
     priority = models.SmallIntegerField(default=0)
     state = models.CharField(max_length=10, choices=State.choices, db_index=True)
     reason = models.CharField(max_length=300, blank=True)
-    # What a waiting request waits on: the cluster's limit, its tenant's quota, or earlier requests.
-    blocked_by = models.CharField(max_length=10, blank=True, choices=[("cluster", "cluster limit"), ("tenant", "tenant quota"), ("queue", "earlier requests")])
+    blocked_by = models.CharField(max_length=10, blank=True, choices=BlockedBy.choices)
     requested_at = models.DateTimeField(auto_now_add=True)
     granted_at = models.DateTimeField(null=True, blank=True)
     released_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    objects = AllocationQuerySet.as_manager()
 
     class Meta:
         ordering = ["-id"]
@@ -175,12 +187,8 @@ class Holder(models.Model):
     def __str__(self):
         return f"{self.name or 'holder'} of {self.allocation.owner}: {self.describe()}"
 
-    @property
-    def process(self) -> ProcessId:
-        return ProcessId(self.host, self.pid, self.process_started)
-
     def describe(self) -> str:
-        return self.process.describe()
+        return f"process {self.pid} on {self.host}"  # as ledger.processes.ProcessId says it
 
     @property
     def heartbeat_age_s(self) -> float:

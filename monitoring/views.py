@@ -37,7 +37,7 @@ def refresh_metrics() -> None:
     for path in getattr(settings, "BALLAST_METRICS_REFRESH", []):
         import_string(path)()
     live = {(r, s): 0 for r in Allocation.Resource.values for s in (Allocation.State.WAITING, Allocation.State.GRANTED)}
-    for row in Allocation.objects.filter(state__in=["waiting", "granted"]).values_list("resource", "state"):
+    for row in Allocation.objects.live().values_list("resource", "state"):
         live[row] = live.get(row, 0) + 1
     for (resource, state), count in live.items():
         metrics.allocations.labels(resource=resource, state=state).set(count)

@@ -36,6 +36,7 @@ from .progress import run_eta_words, step_estimate, work_words
 from .provider_check import check_tenant_connection
 from .runs import RunRefused, cancel_run, slot_wait, start_run, waiting_for
 from .schedules import schedule_words
+from .step_registry import FULL_SYNC
 from .steps.confirm import NothingHeld, confirm_held
 
 
@@ -80,7 +81,7 @@ class TenantAdmin(admin.ModelAdmin):
         run = tenant.runs.first()
         return f"#{run.pk} {run.get_status_display()}" if run else "—"
 
-    @admin.action(description="Start sync (users, tokens, relations)", permissions=["change"])
+    @admin.action(description=f"Start sync ({', '.join(FULL_SYNC)})", permissions=["change"])
     def start_sync(self, request, queryset):
         for tenant in queryset:
             self._start(request, tenant, _sync(tenant, {}))

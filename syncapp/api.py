@@ -20,6 +20,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 from django.views.decorators.csrf import csrf_exempt
 
 from monitoring.ledger.allocations import shortfall_now
+from monitoring.models import Allocation
 
 from .apikeys import resolve_tenant
 from .forms import run_request
@@ -174,7 +175,7 @@ def runs(request, tenant):
     if not isinstance(queue, bool):
         raise BadParameter("queue", "must be true or false")
     if not queue:
-        shortfall = shortfall_now("run_slot", tenant_id=tenant.pk)
+        shortfall = shortfall_now(Allocation.Resource.RUN_SLOT, tenant_id=tenant.pk)
         if shortfall:
             return error(429, "concurrent_runs", f"{shortfall.reason}; send \"queue\": true to queue the run", Retry_After="30")
     try:

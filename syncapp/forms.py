@@ -11,9 +11,10 @@ from django.core.exceptions import ValidationError
 from monitoring.governor.profiles import profile_names, route_policy
 
 from .exportfiles import GAM_COMMANDS
-from .models import CHANGES, FULL_SYNC, STEP_NAMES, Tenant
+from .models import Tenant
 from .providers import ConfigError, provider_class
 from .secrets import masked, unmasked
+from .step_registry import FULL_SYNC, STEP_NAMES, STEPS, supported_steps
 
 
 def clean_steps(steps: str | Iterable[str] | None) -> list[str]:
@@ -24,12 +25,13 @@ def clean_steps(steps: str | Iterable[str] | None) -> list[str]:
     if not isinstance(steps, str) and not (isinstance(steps, list | tuple) and all(isinstance(s, str) for s in steps)):
         raise ValidationError('must be a list of step names or a comma-separated string, e.g. "users,tokens"', code="invalid")
     names = [s.strip() for s in (steps.split(",") if isinstance(steps, str) else steps) if s.strip()]
-    unknown = [n for n in names if n not in STEP_NAMES]
+    unknown = [n for n in names if n not in STEPS]
     if unknown or not names:
-        raise ValidationError(f"unknown steps {', '.join(unknown) or '(none)'}; choose from {', '.join(STEP_NAMES)}", code="invalid")
-    if CHANGES in names and len(set(names)) > 1:
-        raise ValidationError(f"{CHANGES} runs alone: it applies the feed of grants and revocations to tokens and relations itself", code="invalid")
-    return [n for n in STEP_NAMES if n in names]
+        raise ValidationError(f"unknown steps {', '.join(unknown) or '(none)'}; choose from {', '.join(STEPS)}", code="invalid")
+    alone = next((STEPS[n] for n in names if STEPS[n].alone), None)
+    if alone and len(set(names)) > 1:
+        raise ValidationError(f"{alone.name} runs alone: {alone.alone}", code="invalid")
+    return [n for n in STEPS if n in names]
 
 
 def clean_profile(profile) -> str:
@@ -58,35 +60,34 @@ class ProfileField(forms.Field):
         return clean_profile(value)
 
 
-def supported_steps(provider: str) -> list[str]:
-    """The steps a run of this provider may take: changes only where it has a feed of token
-    changes or delta queries (the demo has neither)."""
-    changes = provider_class(provider).has_changes_feed
-    return [s for s in STEP_NAMES if s != CHANGES or changes]
+def steps_help(supported: list[str], nothing_named: str = "None ticked") -> str:
+    """What a run does when no step is named, then what each other step does, and whether it runs alone."""
+    others = [STEPS[n] for n in supported if not STEPS[n].full_sync]
+    return " ".join([f"{nothing_named}: a full sync ({', '.join(FULL_SYNC)})."]
+                    + [f"{s.name.capitalize()} ({s.does}){' runs alone' if s.alone else ''}." for s in others])
 
 
 class StartRunForm(forms.Form):
     """What a run may be started with: which steps (none named: all; only those the tenant's
     provider supports), under which resource profile."""
 
-    steps = StepsField(required=False, help_text="None ticked: a full sync (users, tokens, relations). Changes (the feed of grants and revocations since the last sync) runs alone.")
+    steps = StepsField(required=False)
     profile = ProfileField(required=False, blank_label="the tenant's", help_text="Empty: the tenant's profile, else the site's.")
 
     def __init__(self, *args, provider: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.supported = supported_steps(provider) if provider else list(STEP_NAMES)
+        self.supported = supported_steps(provider_class(provider)) if provider else list(STEPS)
         self.provider = provider
         self.fields["steps"].widget = forms.CheckboxSelectMultiple(choices=[(s, s) for s in self.supported])
-        if CHANGES not in self.supported:
-            self.fields["steps"].help_text = "None ticked: a full sync (users, tokens, relations)."
+        self.fields["steps"].help_text = steps_help(self.supported)
 
     def clean_steps(self):
         steps = self.cleaned_data["steps"]
         unsupported = [s for s in steps if s not in self.supported]
         if unsupported:
             raise ValidationError(
-                f"the {self.provider} provider has no {', '.join(unsupported)} step (no feed of token changes: full syncs keep its "
-                f"tokens); choose from {', '.join(self.supported)}", code="invalid",
+                f"the {self.provider} provider has no {', '.join(unsupported)} step ({'; '.join(STEPS[s].unsupported for s in unsupported)}); "
+                f"choose from {', '.join(self.supported)}", code="invalid",
             )
         return steps
 

@@ -11,6 +11,7 @@ from monitoring.ledger.owners import run_owner
 from monitoring.ledger.quotas import limits_for
 
 from .models import SyncRun, SyncStep, Tenant
+from .step_registry import STEPS
 
 
 def run_policy(run: SyncRun, route: str):
@@ -40,7 +41,7 @@ def governor_for(step: SyncStep, tenant: Tenant) -> Governor:
             owner=run_owner(step.run_id), route=step.name, label=step_label(step),
             context={"run": step.run_id, "step": step.name, "tenant": tenant.slug},
         ),
-        io_bound=step.name == "tokens",
+        io_bound=STEPS[step.name].io_bound,
         calls_per_second=quota.provider_calls_per_second,
         usable_cores=database_cpu.usable_cores(),
     )

@@ -77,7 +77,7 @@ def import_uploads(tenant: Tenant, form_data: dict) -> SyncRun:
     try:
         source = import_source(**paths, format=form_data.get("format") or None, complete=form_data.get("complete", False), uploaded=True)
         return start_import(tenant, source)
-    except Exception:
+    except Exception:  # refused or failed however it was: the uploads go, and the error goes on to the caller
         for path in paths.values():
             path.unlink(missing_ok=True)
         raise

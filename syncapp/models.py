@@ -7,6 +7,8 @@ from django.utils import timezone
 from monitoring.governor.profiles import profile_names
 from monitoring.ledger.owners import run_owner
 
+from .step_registry import STEP_NAMES
+
 WINDOW = r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$"  # HH:MM-HH:MM
 
 
@@ -282,11 +284,6 @@ ENDED = frozenset(
         Status.SKIPPED,
     }
 )
-STEP_NAMES = ("users", "tokens", "relations", "changes")
-FULL_SYNC = ("users", "tokens", "relations")  # what a run does when no step is named
-# The changes step reads the provider's feed of token grants and revocations since the tenant's
-# cursor; it runs alone (it keeps tokens and relations itself).
-CHANGES = "changes"
 
 
 class StopReason(models.TextChoices):
@@ -317,7 +314,7 @@ class SyncRun(models.Model):
     trigger = models.CharField(max_length=10, choices=Trigger.choices)
     steps = models.CharField(
         max_length=40,
-        validators=[RegexValidator(r"^(users|tokens|relations|changes)(,(users|tokens|relations|changes))*$")],
+        validators=[RegexValidator(rf"^({'|'.join(STEP_NAMES)})(,({'|'.join(STEP_NAMES)}))*$")],
         help_text="Comma-separated steps asked for.",
     )
     status = models.CharField(max_length=24, choices=Status.choices, default=Status.QUEUED, db_index=True)

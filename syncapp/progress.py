@@ -26,19 +26,19 @@ from monitoring.observability.eta import Estimate, duration_words, estimate, rem
 from .models import Status, SyncRun, SyncStep
 from .providers import provider_class
 from .runs import cancel_run, waiting_for
+from .step_registry import STEPS
 from .tasks import run_in_process
 
 PLAIN_EVERY_S = 5.0
-UNITS = {"users": "users", "tokens": "users asked", "relations": "tokens", "changes": "events"}
-LISTED_TOKENS_UNIT = "token records (read, then written)"  # a source that lists every token at once
 
 
 def _unit(step: SyncStep) -> str:
-    if step.name == "tokens":
-        run = step.run
-        if run.source or provider_class(run.tenant.provider).lists_tokens:
-            return LISTED_TOKENS_UNIT
-    return UNITS[step.name]
+    """What the step's progress counts: a source that lists every record at once (a file, Graph's
+    grants) is counted in records, not in the users asked."""
+    kind = STEPS[step.name]
+    if kind.listed_unit and (step.run.source or provider_class(step.run.tenant.provider).lists_tokens):
+        return kind.listed_unit
+    return kind.unit
 
 
 def step_estimate(step: SyncStep) -> Estimate:

@@ -27,6 +27,7 @@ from .enqueue import enqueue_run
 from .forms import run_request
 from .governance import run_policy
 from .models import COUNTERS, ENDED, Status, StopReason, SyncRun, SyncStep, Tenant
+from .step_registry import STEPS
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ def begin_run(run_id: int) -> list[SyncStep]:
     if run.status != Status.QUEUED:
         return []
     reclaim_dead()
-    slot = allocate("run_slot", owner=run_owner(run.pk), tenant_id=run.tenant_id, priority=PRIORITY.get(run.trigger, 0))
+    slot = allocate(Allocation.Resource.RUN_SLOT, owner=run_owner(run.pk), tenant_id=run.tenant_id, priority=PRIORITY.get(run.trigger, 0))
     if slot.state == slot.State.WAITING:
         if run.waiting_reason != slot.reason:
             SyncRun.objects.filter(pk=run_id, status=Status.QUEUED).update(waiting_reason=slot.reason)
@@ -147,20 +148,18 @@ def advance_run(run_id: int) -> list[SyncStep]:
                 step.status = Status.CANCELLED
             elif overloaded:  # circuit breaker: no new step on a machine that stopped one
                 step.status, step.error, step.stop_reason = Status.SKIPPED, f"circuit open: {OVERLOADED}", StopReason.CIRCUIT_OPEN
-            elif step.name == "tokens" and not run.parallel and "users" in steps and not steps["users"].ended:
-                continue  # one after the other
-            elif step.name == "relations" and "tokens" in steps:
-                tokens = steps["tokens"]
-                if not tokens.ended:
-                    continue
-                if tokens.status in (Status.FAILED, Status.CANCELLED, Status.INTERRUPTED):
-                    step.status, step.error, step.stop_reason = Status.SKIPPED, f"tokens step {tokens.status}", StopReason.UPSTREAM
+            else:
+                kind = STEPS[step.name]
+                needed = [steps[name] for name in kind.needs if name in steps]
+                before = needed + ([] if run.parallel else [steps[name] for name in kind.follows if name in steps])
+                if not all(s.ended for s in before):
+                    continue  # one after the other
+                failed = next((s for s in needed if s.status in (Status.FAILED, Status.CANCELLED, Status.INTERRUPTED)), None)
+                if failed:
+                    step.status, step.error, step.stop_reason = Status.SKIPPED, f"{failed.name} step {failed.status}", StopReason.UPSTREAM
                 else:
                     step.status = Status.QUEUED
                     ready.append(step)
-            else:
-                step.status = Status.QUEUED
-                ready.append(step)
             if step.ended:
                 step.finished_at = timezone.now()
             step.save(update_fields=["status", "error", "stop_reason", "finished_at"])
@@ -254,8 +253,8 @@ def _slot_holders(allocation: Allocation) -> str:
 
 def _slot_wait(tenant_id: int, shortfall: Shortfall) -> str:
     """A run slot, why, and the runs that hold it: the tenant's own, or the cluster's."""
-    others = Allocation.objects.filter(resource="run_slot", state="granted")
-    if shortfall.scope != "cluster":  # the tenant's own runs hold it
+    others = Allocation.objects.filter(resource=Allocation.Resource.RUN_SLOT, state=Allocation.State.GRANTED)
+    if shortfall.scope != Allocation.BlockedBy.CLUSTER:  # the tenant's own runs hold it
         others = others.filter(tenant_id=tenant_id)
     held = [f"run {run_id_of(a.owner)} ({_slot_holders(a)})" for a in others.order_by("id")[:3]]
     return f"a run slot: {shortfall.reason}" + (f"; held by {', '.join(held)}" if held else "")
@@ -264,17 +263,17 @@ def _slot_wait(tenant_id: int, shortfall: Shortfall) -> str:
 def slot_wait(run: SyncRun) -> str:
     """What a run just queued waits for before it can start: a run slot and the runs that hold
     it ("" when it has one, or one is free for it)."""
-    mine = Allocation.objects.filter(owner=run.owner, resource="run_slot", state__in=["waiting", "granted"]).first()
+    mine = Allocation.objects.live().filter(owner=run.owner, resource=Allocation.Resource.RUN_SLOT).first()
     if mine is not None:  # the cluster asked for it already
         return _slot_wait(run.tenant_id, Shortfall(mine.blocked_by, mine.reason)) if mine.state == "waiting" else ""
-    shortfall = shortfall_now("run_slot", tenant_id=run.tenant_id)
+    shortfall = shortfall_now(Allocation.Resource.RUN_SLOT, tenant_id=run.tenant_id)
     return _slot_wait(run.tenant_id, shortfall) if shortfall else ""
 
 
 def waiting_for(run: SyncRun) -> str:
     """What a run that is not running yet, or not working now, waits for, in words ("" when nothing)."""
     if run.status == Status.QUEUED:
-        mine = Allocation.objects.filter(owner=run.owner, resource="run_slot", state__in=["waiting", "granted"]).first()
+        mine = Allocation.objects.live().filter(owner=run.owner, resource=Allocation.Resource.RUN_SLOT).first()
         if mine is not None and mine.state == "waiting":
             return _slot_wait(run.tenant_id, Shortfall(mine.blocked_by, mine.reason))
         return _worker_wait(run)

@@ -12,10 +12,11 @@ from django.utils import timezone
 from monitoring.ledger.processes import stop_request
 
 from .enqueue import enqueue_steps
-from .models import CHANGES, Status, SyncRun, SyncStep, Tenant
+from .models import Status, SyncRun, SyncStep, Tenant
 from .runs import RunRefused, advance_run, begin_run, start_run, stop_run
 from .schedules import scheduled_profile
-from .steps import execute_step
+from .step_registry import CHANGES
+from .steps.execute import execute_step
 
 log = logging.getLogger(__name__)
 

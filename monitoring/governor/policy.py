@@ -8,6 +8,7 @@ Provider calls have their own limits (monitoring.governor.call_limits).
 """
 
 import math
+import threading
 from dataclasses import dataclass, fields, replace
 from enum import StrEnum
 
@@ -29,7 +30,7 @@ class State(StrEnum):
 class RoutePolicy:
     """Limits for one route (users, tokens, relations, run). Checked once when made."""
 
-    max_concurrency: int = 2  # for CPU-bound work (the seeds' table)
+    max_concurrency: int = 2  # for CPU-bound work: one interpreter gains little from more
     io_max_concurrency: int = 2  # how far AIMD may climb for I/O-bound calls
     sequential_above: float = 75.0
     brake_after: int = 5  # consecutive throttles before an emergency brake
@@ -85,6 +86,7 @@ class Pressure:
     cpu: float  # percent of CPU capacity
     memory: float  # percent of the memory budget; the process's own RSS ceiling counts too
     reason: str  # the figure that dominates, for log lines
+    rss_bound: bool = False  # the process's own RSS ceiling is that figure, not the machine's memory
 
 
 def pressure(reading: Reading, policy: RoutePolicy) -> Pressure:
@@ -93,16 +95,16 @@ def pressure(reading: Reading, policy: RoutePolicy) -> Pressure:
     With an RSS ceiling, RSS at the ceiling reads as max_memory_percent: every threshold then
     applies to the process's own memory the same way as to the container's.
     """
-    memory, reason = reading.memory_percent, f"memory {reading.memory_percent:.0f}%"
+    memory, reason, rss_bound = reading.memory_percent, f"memory {reading.memory_percent:.0f}%", False
     if policy.rss_limit_mb:
         rss_percent = reading.rss_bytes / (policy.rss_limit_mb * MB) * policy.max_memory_percent
         if rss_percent > memory:
-            memory, reason = rss_percent, f"RSS {reading.rss_bytes / MB:.0f} MB of {policy.rss_limit_mb:.0f} MB"
+            memory, reason, rss_bound = rss_percent, f"RSS {reading.rss_bytes / MB:.0f} MB of {policy.rss_limit_mb:.0f} MB", True
     if policy.emergency_rss_mb and reading.rss_bytes >= policy.emergency_rss_mb * MB:
         memory = max(memory, policy.emergency_percent)
-        reason = f"RSS {reading.rss_bytes / MB:.0f} MB >= emergency {policy.emergency_rss_mb:.0f} MB"
+        reason, rss_bound = f"RSS {reading.rss_bytes / MB:.0f} MB >= emergency {policy.emergency_rss_mb:.0f} MB", True
     # The machine's CPU is recorded beside memory; what it allows is the CpuShare's business.
-    return Pressure(cpu=reading.cpu_percent, memory=memory, reason=reason)
+    return Pressure(cpu=reading.cpu_percent, memory=memory, reason=reason, rss_bound=rss_bound)
 
 
 def state_of(p: Pressure, policy: RoutePolicy) -> State:
@@ -241,17 +243,20 @@ class CpuShare:
     def __init__(self, tau_s: float = 3.0, rise_tau_s: float = 0.3, jump: float = 5.0, fall_tau_s: float = 1.0):
         self.neighbours = Ewma(tau_s, rise_tau_s, jump, fall_tau_s)  # percent of the capacity
         self._last_at: float | None = None
+        self._lock = threading.Lock()  # the governors of a process's threads share it: a reading counts once
 
     def observe(self, reading: Reading) -> None:
-        if reading.at != self._last_at:
-            self._last_at = reading.at
-            self.neighbours.add(reading.neighbours_cpu_percent, reading.window_s)
+        with self._lock:
+            if reading.at != self._last_at:
+                self._last_at = reading.at
+                self.neighbours.add(reading.neighbours_cpu_percent, reading.window_s)
 
     def allowance(self, policy: RoutePolicy, capacity: float, usable: float) -> CpuAllowance:
         """The ceiling less the neighbours, never below the floor nor above what the process can
         use. A ceiling of 100% is no ceiling: whatever the neighbours use, nothing is held."""
         usable = min(usable, capacity)
-        neighbours = self.neighbours.value or 0.0
+        with self._lock:
+            neighbours = self.neighbours.value or 0.0
         if policy.max_cpu_percent >= 100:
             return CpuAllowance(cores=usable, usable=usable, capacity=capacity, ceiling=policy.max_cpu_percent, neighbours=neighbours)
         headroom = (policy.max_cpu_percent - neighbours) / 100.0 * capacity

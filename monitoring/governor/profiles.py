@@ -2,8 +2,8 @@
 environment (the operator's word is last).
 
 Profiles, one word each:
-  production   the seeds' production preset: 80% ceilings, brakes, 45 s max wait (the default)
-  development  the seeds' development preset: 90% ceilings, more parallelism, more tolerance
+  production   80% ceilings, brakes after a few throttles, 45 s max wait (the default)
+  development  90% ceilings (95% emergency), up to 4 at once, brakes after 5 throttles
   background   5-record batches, 2 s delays, at most 2 at once, 512 MB: no visible impact
   moderate     small batches with short delays: gentle but steady
   fast         a machine given to the sync: big batches, no delays, many calls in flight
@@ -13,12 +13,11 @@ from django.conf import settings
 
 from .policy import RoutePolicy
 
+# A route's defaults. The host project adds one per kind of work it governs (add_routes: Ballast's
+# steps, from syncapp's step registry); monitoring's own are the run's and the stress load's.
 ROUTES: dict[str, dict] = {
-    "users": {"max_concurrency": 3, "io_max_concurrency": 3, "sequential_above": 75.0, "brake_after": 5},
-    "tokens": {"max_concurrency": 2, "io_max_concurrency": 32, "sequential_above": 70.0, "brake_after": 3},
-    "relations": {"max_concurrency": 2, "io_max_concurrency": 2, "sequential_above": 70.0, "brake_after": 4},
-    "changes": {"max_concurrency": 1, "io_max_concurrency": 1, "sequential_above": 70.0, "brake_after": 4},  # one feed, read in order
     "run": {"max_concurrency": 2, "io_max_concurrency": 2, "sequential_above": 75.0, "brake_after": 3},
+    "stress": {"max_concurrency": 3, "io_max_concurrency": 3, "sequential_above": 75.0, "brake_after": 5},
 }
 
 PROFILES: dict[str, dict] = {
@@ -31,6 +30,13 @@ PROFILES: dict[str, dict] = {
 DEFAULT_PROFILE = "production"
 
 
+def add_routes(routes: dict[str, dict]) -> None:
+    """Routes of the host project's work, each with its defaults; checked now, so a bad one fails at start-up."""
+    for name, defaults in routes.items():
+        RoutePolicy(**defaults)
+        ROUTES[name] = dict(defaults)
+
+
 def profile_names() -> list[str]:
     return list(PROFILES)
 
@@ -40,6 +46,8 @@ def route_policy(route: str, *, profile: str | None = None, overrides: dict | No
     profile = profile or getattr(settings, "BALLAST_SYNC_PROFILE", DEFAULT_PROFILE)
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
+    if route not in ROUTES:
+        raise ValueError(f"unknown route {route!r}; the routes are {', '.join(ROUTES)}")
     policy = RoutePolicy(**ROUTES[route]).with_overrides(**PROFILES[profile]).with_overrides(**(overrides or {}))
     environment = dict(getattr(settings, "BALLAST_GOVERNOR", {}))
     cap = environment.pop("max_concurrency", None)

@@ -1,7 +1,7 @@
 """The governor: holds one route of one run under its policy.
 
 tick() takes one reading and decides everything from it: memory's state and the batch size
-(the seeds' tables), the CPU this process may use now (the headroom its neighbours leave under
+(smaller in steps as memory nears its ceiling: policy.decide), the CPU this process may use now (the headroom its neighbours leave under
 the ceiling: policy.CpuShare) and the concurrency, steadied against flapping; the same reading
 goes into the samples and the events. before_batch() adds the waits: memory throttles with
 waits for recovery, emergency brakes with progressive pauses, the stop after too many brakes,
@@ -204,7 +204,7 @@ class RunStats:
 
 def _figures(p) -> str:
     """Memory for an event's detail, and the RSS ceiling's figure when that is what bit."""
-    return f"memory {p.memory:.0f}%" + (f" ({p.reason})" if p.reason.startswith("RSS") else "")
+    return f"memory {p.memory:.0f}%" + (f" ({p.reason})" if p.rss_bound else "")
 
 
 class Governor:

@@ -71,6 +71,12 @@ _lock = threading.Lock()
 _pid: int | None = None
 
 
+def configured_reader():
+    """The site's reader (BALLAST_READER: a dotted path; the system's by default)."""
+    reader_class = import_string(getattr(settings, "BALLAST_READER", "monitoring.governor.readings.SystemReader"))
+    return reader_class(cgroup_root=getattr(settings, "BALLAST_CGROUP_ROOT", "/sys/fs/cgroup"))
+
+
 def get_sampler() -> Sampler:
     """This process's running sampler, made on first use (and again in a forked child)."""
     import os
@@ -78,9 +84,7 @@ def get_sampler() -> Sampler:
     global _sampler, _pid
     with _lock:
         if _sampler is None or _pid != os.getpid():
-            reader = import_string(getattr(settings, "BALLAST_READER", "monitoring.governor.readings.SystemReader"))(
-                cgroup_root=getattr(settings, "BALLAST_CGROUP_ROOT", "/sys/fs/cgroup")
-            )
+            reader = configured_reader()
             time.sleep(FIRST_WINDOW_S)
             _sampler = Sampler(reader, getattr(settings, "BALLAST_SAMPLE_INTERVAL_S", 0.5), announce=True).start()
             _pid = os.getpid()

@@ -13,8 +13,9 @@ import psutil
 from .events import ListRecorder
 from .policy import MB, State, memory_headroom, pressure
 from .profiles import route_policy
-from .readings import Reading, SystemReader
+from .readings import Reading
 from .route import Governor
+from .sampler import configured_reader
 
 CHUNK = b"\x5a" * MB  # hashing a megabyte releases the GIL: threads really use several cores
 HOLD_STEP_MB = 16
@@ -53,10 +54,10 @@ class StressReport:
         }
 
 
-def run_stress(*, cpu: bool, memory_mb: int, seconds: float, reader: SystemReader | None = None, progress=None) -> StressReport:
-    reader = reader or SystemReader()
+def run_stress(*, cpu: bool, memory_mb: int, seconds: float, reader=None, progress=None) -> StressReport:
+    reader = reader or configured_reader()
     # Waits are short so the load keeps to its duration; brakes are off: this checks the ceilings.
-    policy = route_policy("users").with_overrides(max_wait_s=0.5, brake_after=10**6, batch_size=1)
+    policy = route_policy("stress").with_overrides(max_wait_s=0.5, brake_after=10**6, batch_size=1)
     latest: list[Reading] = [reader.read()]
     # Hashing releases the interpreter lock: this load can use every core of the scope.
     governor = Governor(policy, read=lambda: latest[0], recorder=ListRecorder(label="[stress]"), usable_cores=latest[0].cpu_capacity)

@@ -30,19 +30,19 @@ from django.utils import timezone
 from monitoring.models import Allocation, AllocationEvent, Holder, LedgerLock
 from monitoring.signals import allocation_granted, allocation_reclaimed, allocation_released
 
-from .processes import gone, this_process
+from .processes import ProcessId, gone, this_process
 from .quotas import limits_for
 
 log = logging.getLogger("monitoring.ledger")
-State = Allocation.State
-TENANT_LIMITS = {"run_slot": "max_concurrent_runs"}
+State, Scope = Allocation.State, Allocation.BlockedBy
+TENANT_LIMITS = {Allocation.Resource.RUN_SLOT: "max_concurrent_runs"}  # the quota field that bounds each resource per tenant
 
 
 class Denied(Exception):
     """The ledger refused (and was asked not to queue): the message says why."""
 
 
-def _record(allocation: Allocation, kind: str, detail: str = "") -> None:
+def _record(allocation: Allocation, kind: State, detail: str = "") -> None:
     AllocationEvent.objects.create(
         allocation=allocation, kind=kind, tenant_id=allocation.tenant_id, resource=allocation.resource,
         owner=allocation.owner, detail=detail[:300],
@@ -65,17 +65,29 @@ def _in_use(resource: str, **filters) -> int:
     return used or 0
 
 
-def _shortfall(allocation: Allocation) -> tuple[str, str] | None:
-    """Why the allocation does not fit now, as (scope, reason); None when it fits."""
+@dataclass(frozen=True)
+class Shortfall:
+    """Why a request would wait: its scope (the cluster's limit, its tenant's quota, or behind
+    earlier requests) and the reason in words."""
+
+    scope: Scope
+    reason: str
+
+
+BEHIND_EARLIER = Shortfall(Scope.QUEUE, "waiting behind earlier requests")
+
+
+def _shortfall(allocation: Allocation) -> Shortfall | None:
+    """Why the allocation does not fit now; None when it fits."""
     resource, amount = allocation.resource, allocation.amount
     cluster = getattr(settings, "BALLAST_LEDGER_LIMITS", {}).get(resource)
     if cluster is not None and _in_use(resource) + amount > cluster:
-        return "cluster", f"cluster limit: {_in_use(resource)} of {amount_of(cluster, resource)} in use"
+        return Shortfall(Scope.CLUSTER, f"cluster limit: {_in_use(resource)} of {amount_of(cluster, resource)} in use")
     if allocation.tenant_id is not None and resource in TENANT_LIMITS:
         limit = getattr(limits_for(allocation.tenant_id), TENANT_LIMITS[resource])
         used = _in_use(resource, tenant_id=allocation.tenant_id)
         if limit is not None and used + amount > limit:
-            return "tenant", f"tenant quota: {used} of {amount_of(limit, resource)} in use"
+            return Shortfall(Scope.TENANT, f"tenant quota: {used} of {amount_of(limit, resource)} in use")
     return None
 
 
@@ -90,7 +102,7 @@ def _grant(allocation: Allocation, detail: str = "") -> None:
     allocation.state, allocation.reason, allocation.blocked_by = State.GRANTED, "", ""
     allocation.granted_at = allocation.heartbeat_at = now
     allocation.save(update_fields=["state", "reason", "blocked_by", "granted_at", "heartbeat_at"])
-    _record(allocation, "granted", detail)
+    _record(allocation, State.GRANTED, detail)
 
 
 def _grant_waiters(resource: str) -> list[Allocation]:
@@ -103,12 +115,12 @@ def _grant_waiters(resource: str) -> list[Allocation]:
         if shortfall is None:
             _grant(waiter, "a slot freed")
             granted.append(waiter)
-        elif shortfall[0] == "cluster":
+        elif shortfall.scope == Scope.CLUSTER:
             break  # nothing smaller passes a larger request that waits for the cluster
         else:
             blocked_tenants.add(waiter.tenant_id)
-            if (waiter.blocked_by, waiter.reason) != shortfall:
-                waiter.blocked_by, waiter.reason = shortfall
+            if (waiter.blocked_by, waiter.reason) != (shortfall.scope, shortfall.reason):
+                waiter.blocked_by, waiter.reason = shortfall.scope, shortfall.reason
                 waiter.save(update_fields=["blocked_by", "reason"])
     return granted
 
@@ -118,22 +130,13 @@ def _announce(granted: list[Allocation], waited: bool = True) -> None:
         transaction.on_commit(lambda a=allocation: allocation_granted.send(Allocation, allocation=a, waited=waited))
 
 
-@dataclass(frozen=True)
-class Shortfall:
-    """Why a request would wait: its scope ("cluster": the cluster's limit; "tenant": its tenant's
-    quota; "queue": behind earlier requests) and the reason in words."""
-
-    scope: str
-    reason: str
-
-
 def shortfall_now(resource: str, amount: int = 1, *, tenant_id=None) -> Shortfall | None:
     """Why a request would have to wait if it asked now (no lock: advice, not a grant)."""
     probe = Allocation(resource=resource, amount=amount, tenant_id=tenant_id)
     shortfall = _shortfall(probe)
     if shortfall is None and Allocation.objects.filter(resource=resource, state=State.WAITING, tenant_id=tenant_id).exists():
-        return Shortfall("queue", "waiting behind earlier requests")
-    return Shortfall(*shortfall) if shortfall else None
+        return BEHIND_EARLIER
+    return shortfall
 
 
 def allocate(resource: str, amount: int = 1, *, owner: str, tenant_id=None, priority: int = 0, wait: bool = True) -> Allocation:
@@ -149,16 +152,16 @@ def allocate(resource: str, amount: int = 1, *, owner: str, tenant_id=None, prio
             resource=resource, amount=amount, owner=owner, tenant_id=tenant_id, priority=priority)
         shortfall = _shortfall(allocation)
         ahead = Allocation.objects.filter(resource=resource, state=State.WAITING)
-        if shortfall is None and (ahead.filter(tenant_id=tenant_id).exists() or ahead.filter(blocked_by="cluster").exists()):
-            shortfall = ("queue", "waiting behind earlier requests")
+        if shortfall is None and (ahead.filter(tenant_id=tenant_id).exists() or ahead.filter(blocked_by=Scope.CLUSTER).exists()):
+            shortfall = BEHIND_EARLIER
         if shortfall is None:
             allocation.save()
             _grant(allocation)
             _announce([allocation], waited=False)
         else:
-            allocation.state, (allocation.blocked_by, allocation.reason) = (State.WAITING if wait else State.DENIED), shortfall
+            allocation.state, allocation.blocked_by, allocation.reason = (State.WAITING if wait else State.DENIED), shortfall.scope, shortfall.reason
             allocation.save()
-            _record(allocation, allocation.state, shortfall[1])
+            _record(allocation, allocation.state, shortfall.reason)
     if allocation.state == State.DENIED:
         raise Denied(allocation.reason)
     return allocation
@@ -173,7 +176,7 @@ def release(allocation: Allocation) -> list[Allocation]:
             return []
         current.state, current.released_at = State.RELEASED, timezone.now()
         current.save(update_fields=["state", "released_at"])
-        _record(current, "released")
+        _record(current, State.RELEASED)
         transaction.on_commit(lambda: allocation_released.send(Allocation, allocation=current))
         granted = _grant_waiters(current.resource)
         _announce(granted)
@@ -191,7 +194,7 @@ def _holder_dead(holder: Holder, silent_before) -> str:
     """Why a holder is dead ("" when it may live): its process ended on this host, or it went
     silent (its host may be another machine, or the process hangs)."""
     whose = f"{holder.name}: " if holder.name else ""
-    if gone(holder.process):
+    if gone(ProcessId(holder.host, holder.pid, holder.process_started)):
         return f"{whose}{holder.describe()} gone"
     if holder.heartbeat_at < silent_before:
         return f"{whose}no heartbeat from {holder.describe()} for {(timezone.now() - holder.heartbeat_at).total_seconds():.0f} s"
@@ -234,7 +237,7 @@ def reclaim_dead(timeout_s: float | None = None) -> list[Allocation]:
                 allocation.state, allocation.released_at, allocation.reason = State.RECLAIMED, timezone.now(), dead[allocation.pk][:300]
                 allocation.save(update_fields=["state", "released_at", "reason"])
                 allocation.holders.all().delete()
-                _record(allocation, "reclaimed", allocation.reason)
+                _record(allocation, State.RECLAIMED, allocation.reason)
                 reclaimed.append(allocation)
                 transaction.on_commit(lambda a=allocation: allocation_reclaimed.send(Allocation, allocation=a))
                 transaction.on_commit(lambda a=allocation: allocation_released.send(Allocation, allocation=a))
@@ -247,6 +250,13 @@ def beat(holder_ids) -> int:
     ids, now = list(holder_ids), timezone.now()
     Allocation.objects.filter(holders__pk__in=ids, state=State.GRANTED).update(heartbeat_at=now)
     return Holder.objects.filter(pk__in=ids).update(heartbeat_at=now)
+
+
+def beat_holder(holder_id: int) -> None:
+    """Mark one holder alive now, inside its own work's transaction. A holder that commits work is
+    alive, and on SQLite the watch's beat can wait behind that work's writes for longer than the
+    silence that counts as dead."""
+    Holder.objects.filter(pk=holder_id).update(heartbeat_at=timezone.now())
 
 
 class Watch:
@@ -308,14 +318,16 @@ class Watch:
 
 
 _watches: dict[int, Watch] = {}
+_watches_lock = threading.Lock()  # two steps' threads asking at once get the one watch
 
 
 def watch() -> Watch:
     """This process's watch (a forked child gets its own)."""
     pid = os.getpid()
-    if pid not in _watches:
-        _watches[pid] = Watch(getattr(settings, "BALLAST_HEARTBEAT_S", 10.0))
-    return _watches[pid]
+    with _watches_lock:
+        if pid not in _watches:
+            _watches[pid] = Watch(getattr(settings, "BALLAST_HEARTBEAT_S", 10.0))
+        return _watches[pid]
 
 
 def hold(allocation: Allocation, name: str = "") -> Holder:

@@ -130,7 +130,7 @@ def dashboard_view(request):
         "chart": _machine_chart(history, cpu),
         "runs": _active_runs(),
         "events": ThrottleEvent.objects.filter(created_at__gte=timezone.now() - timedelta(minutes=EVENT_MINUTES)).order_by("-id")[:30],
-        "allocations": Allocation.objects.filter(state__in=["waiting", "granted"]).select_related("tenant").prefetch_related("holders").order_by("state", "requested_at")[:50],
+        "allocations": Allocation.objects.live().select_related("tenant").prefetch_related("holders").order_by("state", "requested_at")[:50],
         "tenants": _tenants(),
         "pool": connection_report()["database"],
         "event_minutes": EVENT_MINUTES,

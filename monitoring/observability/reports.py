@@ -31,7 +31,7 @@ def usage_report(hours: float = 24.0) -> dict:
         "runs": runs,
         "throttle_events": dict(ThrottleEvent.objects.filter(created_at__gte=since).values_list("kind").annotate(n=Count("id"))),
         "ledger_events": dict(AllocationEvent.objects.filter(at__gte=since).values_list("kind").annotate(n=Count("id"))),
-        "allocations_now": dict(Allocation.objects.filter(state__in=["waiting", "granted"]).values_list("state").annotate(n=Count("id"))),
+        "allocations_now": dict(Allocation.objects.live().values_list("state").annotate(n=Count("id"))),
         "rate_limit_denials": sum(RateLimitDenial.objects.filter(day__gte=since.date()).values_list("count", flat=True)),
     }
 

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from monitoring.governor.policy import Ewma
 from monitoring.governor.route import Governor
+from monitoring.ledger.allocations import beat_holder
 from monitoring.ledger.processes import stop_request
 
 from ..database_retry import with_retries
@@ -95,6 +96,7 @@ class StepContext:
     tally: Tally = field(default_factory=Tally)
     resume: dict = field(default_factory=dict)  # the checkpoint this step continues from
     seen_since: datetime | None = None  # rows stamped since then were seen by this read
+    holder_id: int | None = None  # this process's hold on the run's slot, beaten with each batch
 
     def __post_init__(self):
         self.seen_since = self.seen_since or self.started_at
@@ -173,6 +175,8 @@ class StepContext:
                 )
                 if not saved:  # cancelled or interrupted meanwhile: this batch is rolled back, unsaved
                     raise StepCancelled
+                if self.holder_id is not None:
+                    beat_holder(self.holder_id)
             return outcome
 
         try:

@@ -6,7 +6,6 @@ and only marks rows (deleted, revoked, inactive): nothing is ever hard-deleted.
 """
 
 import logging
-from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from django.db import connection, transaction
@@ -27,18 +26,17 @@ from ..providers import ConfigError, PageTokenRefused, ProviderError, get_provid
 from ..risk import refresh_risk
 from ..runs import stop_run
 from ..secrets import scrub
+from ..step_registry import STEPS
 from .changes import sync_changes
 from .context import StepCancelled, StepContext, StepStopped
 from .delta import sync_delta
-from .relations import sync_relations
 from .tokenlist import sync_token_list
 from .tokens import sync_tokens
-from .users import sync_users
 
 log = logging.getLogger(__name__)
 
 
-def _tokens(ctx: StepContext) -> None:
+def sync_grants(ctx: StepContext) -> None:
     """Per user where the source answers per user (Google), else from its list of every token;
     then every application's risk (a new risk table takes effect at a full sync)."""
     (sync_token_list if ctx.provider.lists_tokens else sync_tokens)(ctx)
@@ -46,7 +44,7 @@ def _tokens(ctx: StepContext) -> None:
     _raise_alerts(ctx)
 
 
-def _changes(ctx: StepContext) -> None:
+def apply_changes(ctx: StepContext) -> None:
     """Delta queries of the directory's state where the source has them (Microsoft), else its
     feed of token events (Google); then the risk of the applications whose grants changed."""
     (sync_delta if ctx.provider.tracks_deltas else sync_changes)(ctx)
@@ -61,14 +59,6 @@ def _raise_alerts(ctx: StepContext) -> None:
         raise_alerts(ctx.step.run)
     except Exception:  # whatever broke: the grants are written and stay so; this run's alerts are lost, said in the log
         log.exception("%s: alerts not raised", ctx.label())
-
-
-STEPS: dict[str, Callable[[StepContext], None]] = {
-    "users": sync_users,
-    "tokens": _tokens,
-    "relations": sync_relations,
-    "changes": _changes,
-}
 
 
 MAX_RESUMES = 3  # a checkpoint that keeps failing is dropped for a full read
@@ -116,7 +106,7 @@ def _claim(step_id: int, started_at: datetime):
     Returns the holder, or None when the step is not this process's to run."""
     step = SyncStep.objects.only("run_id", "name").get(pk=step_id)
     with transaction.atomic():
-        slot = Allocation.objects.filter(owner=run_owner(step.run_id), resource="run_slot", state="granted").first()
+        slot = Allocation.objects.filter(owner=run_owner(step.run_id), resource=Allocation.Resource.RUN_SLOT, state=Allocation.State.GRANTED).first()
         if slot is None:  # delivered twice, cancelled while queued, or the run lost its slot
             return None
         claimed = SyncStep.objects.filter(pk=step_id, status=Status.QUEUED, run__status=Status.RUNNING).update(
@@ -160,18 +150,19 @@ def _run_step(ctx: StepContext) -> tuple[str, str, str]:
         except ValueError as exc:  # a bad profile or override: the step fails, saying which
             return Status.FAILED, StopReason.CONFIG, f"governor settings: {exc}"
         _resume(ctx)
-        if step.name != "relations":
+        kind = STEPS[step.name]
+        if kind.reads_provider:
             ctx.provider = get_provider(tenant, step.run.source)
             ctx.provider.guard = ctx.governor.call
         with connection.execute_wrapper(_paced(ctx.governor)):
             try:
-                STEPS[step.name](ctx)
+                kind.function()(ctx)
             except PageTokenRefused as exc:
                 if not ctx.resume:
                     raise
                 log.warning("%s %s: reading from the start", ctx.label(), exc)
                 ctx.resume, ctx.seen_since = {}, ctx.started_at
-                STEPS[step.name](ctx)
+                kind.function()(ctx)
         ctx.governor.settle()
     except StepCancelled:  # the run was cancelled or interrupted: the step ends as the run did
         status, reason = SyncRun.objects.values_list("status", "stop_reason").get(pk=step.run_id)
@@ -215,10 +206,10 @@ def execute_step(step_id: int) -> int:
         step = SyncStep.objects.select_related("run__tenant").get(pk=step_id)
         if holder is None:
             return step.run_id
-        ctx = StepContext(step=step, tenant=step.run.tenant, provider=None, started_at=started_at, governor=None)
+        ctx = StepContext(step=step, tenant=step.run.tenant, provider=None, started_at=started_at, governor=None, holder_id=holder.pk)
         try:
             _record_end(ctx, *_run_step(ctx))
-        except BaseException:
+        except BaseException:  # KeyboardInterrupt and SystemExit too: the step must not be left "running"
             # The end could not be recorded (the database stayed away): stop beating, so that in
             # three heartbeats others see this step dead and interrupt its run; never "running".
             watch().discard(holder.pk)

@@ -94,11 +94,28 @@ def write_tokens(tenant_id: int, grants: list[tuple[int, dict]], app_ids: dict[s
     return write
 
 
-def _fetch_tokens(provider: Provider, user_key: str) -> tuple[str, list[dict] | None, str | None]:
+@dataclass(frozen=True)
+class PageOpened:
+    """A page of users was read: its users' answers follow."""
+
+    page: Page
+    users: list
+
+
+@dataclass(frozen=True)
+class TokensAnswered:
+    """One user's tokens.list answered: the items, or the error that stood for them."""
+
+    user_key: str
+    items: list[dict] | None
+    error: str | None
+
+
+def _fetch_tokens(provider: Provider, user_key: str) -> TokensAnswered:
     try:
-        return user_key, provider.user_tokens(user_key), None
+        return TokensAnswered(user_key, provider.user_tokens(user_key), None)
     except ProviderError as exc:
-        return user_key, None, str(exc)
+        return TokensAnswered(user_key, None, str(exc))
 
 
 def _merge_grants(tally: Tally, user_key: str, items: list) -> list[tuple[str, dict]]:
@@ -132,11 +149,11 @@ def _page_users(page: Page) -> list[tuple[str, str]]:
 RESULTS_QUEUED = 256  # answers waiting for the batch writer before the issuer stops asking for more
 
 
-def _tokens_as_they_arrive(ctx: StepContext, callers: int) -> Iterator[tuple]:
+def _tokens_as_they_arrive(ctx: StepContext, callers: int) -> Iterator[PageOpened | TokensAnswered]:
     """Read the user pages and call tokens.list for their users, with as many calls in flight as
     the governor allows at each moment, across page boundaries (a slow call at the end of one
-    page never idles the next). Yields ("page", page, users) before the answers for that page's
-    users, then (user_key, items, error) as they come.
+    page never idles the next). Yields a PageOpened before the answers for that page's users,
+    then a TokensAnswered for each as it comes.
 
     Pages and calls are issued from a thread of their own, so committing a batch never leaves the
     provider idle (under a quota, every idle moment is throughput lost for good); `callers`
@@ -181,7 +198,7 @@ def _tokens_as_they_arrive(ctx: StepContext, callers: int) -> Iterator[tuple]:
                         more = False
                     else:
                         users = _page_users(page)
-                        put(("page", page, users))
+                        put(PageOpened(page, users))
                         waiting.extend(uid for uid, _ in users)
                     continue
                 while in_flight < room and waiting:
@@ -276,11 +293,10 @@ def sync_tokens(ctx: StepContext) -> None:
 
     calls = governor.policy.io_max_concurrency
     for item in _tokens_as_they_arrive(ctx, callers=calls + max(4, calls // 4)):
-        if item[0] == "page":
-            _, page, users = item
-            pages.opened(page, users, user_ids(tenant_id, users))
+        if isinstance(item, PageOpened):
+            pages.opened(item.page, item.users, user_ids(tenant_id, item.users))
             continue
-        user_key, items, error = item
+        user_key, items, error = item.user_key, item.items, item.error
         work = pages.answered(user_key)
         tally.done += 1
         if error is not None:

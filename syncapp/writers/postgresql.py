@@ -7,6 +7,7 @@ index on (tenant, key): no statement whose plan depends on the table's size or s
 """
 
 import json
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from operator import itemgetter
@@ -49,20 +50,24 @@ ANALYZE_EVERY_ROWS = 20_000
 ANALYZE_FIRST_ROWS = 1_000  # a table that starts empty is analysed at 1,000 rows gained, then at each doubling
 _created_since_analyze: dict[str, int] = {}
 _created_by_last_analyze: dict[str, int] = {}
+_analyze_counts_lock = threading.Lock()  # steps running side by side in one process count into the same tables
 
 
 def _analyze_if_grown(table: str, created: int) -> None:
     """ANALYZE once the table gained as many rows as it had gained by its last ANALYZE here
     (at least ANALYZE_FIRST_ROWS, at most ANALYZE_EVERY_ROWS): early and often while it is
     small, when a plan made for an empty table costs most, then every ANALYZE_EVERY_ROWS."""
-    grown = _created_since_analyze.get(table, 0) + created
-    before = _created_by_last_analyze.get(table, 0)
-    if grown >= min(ANALYZE_EVERY_ROWS, max(ANALYZE_FIRST_ROWS, before)):
+    with _analyze_counts_lock:
+        grown = _created_since_analyze.get(table, 0) + created
+        before = _created_by_last_analyze.get(table, 0)
+        due = grown >= min(ANALYZE_EVERY_ROWS, max(ANALYZE_FIRST_ROWS, before))
+        if due:  # counted as done now, so that another thread does not analyse the same growth
+            _created_by_last_analyze[table] = before + grown
+            grown = 0
+        _created_since_analyze[table] = grown
+    if due:
         with connection.cursor() as cursor:
             cursor.execute(f"ANALYZE {connection.ops.quote_name(table)}")
-        _created_by_last_analyze[table] = before + grown
-        grown = 0
-    _created_since_analyze[table] = grown
 
 
 # Per connection, the stage tables known to exist and be empty: a temporary table lives as long

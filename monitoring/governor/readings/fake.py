@@ -57,3 +57,25 @@ class CalmReader:
         window, self._last = max(now - self._last, 1e-3), now
         rss_mb = self.process.memory_info().rss / 1024**2
         return reading(self.cpu, self.memory, rss_mb=rss_mb, at=now, window_s=window, cpu_capacity=2.0, cpu_scope="calm (tests), 2 CPUs")
+
+
+class OwnCpuReader(CalmReader):
+    """A quiet two-core machine on which this process's own CPU use is real: a load under the
+    governor is held against the same capacity on any machine, and a busy machine only slows it."""
+
+    def __init__(self, cgroup_root=None, proc=None):
+        super().__init__(cgroup_root, proc)
+        self._cpu_seconds = self._own_cpu_seconds()
+
+    def _own_cpu_seconds(self) -> float:
+        times = self.process.cpu_times()
+        return times.user + times.system
+
+    def read(self) -> Reading:
+        now = time.monotonic()
+        window, self._last = max(now - self._last, 1e-3), now
+        cpu_seconds = self._own_cpu_seconds()
+        own = 100.0 * (cpu_seconds - self._cpu_seconds) / window / 2.0
+        self._cpu_seconds = cpu_seconds
+        rss_mb = self.process.memory_info().rss / 1024**2
+        return reading(own, self.memory, rss_mb=rss_mb, at=now, window_s=window, cpu_capacity=2.0, cpu_scope="own CPU (tests), 2 CPUs")

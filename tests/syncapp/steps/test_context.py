@@ -14,6 +14,7 @@ from syncapp.writers import writer
 from ...conftest import sync_here
 from ...factories import TenantFactory
 
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("batches_as_the_governor_sizes_them")
 def test_each_batch_leaves_a_checkpoint(settings):
@@ -55,3 +56,25 @@ def test_each_batch_records_the_steps_recent_rate(settings):
     settings.BALLAST_GOVERNOR = {"batch_size": 40}
     run = sync_here(TenantFactory(provider_config={"users": 100, "apps": 5, "seed": 1}), steps="users")
     assert run.step_records.get(name="users").recent_rate > 0
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("batches_as_the_governor_sizes_them")
+def test_each_batch_beats_for_its_holder_in_its_own_transaction(settings, monkeypatch):
+    """A step that commits is alive: on SQLite the watch's own beat can wait behind the step's
+    writes for longer than the silence that counts as dead."""
+    from monitoring.models import Holder
+    from syncapp.steps import context
+
+    settings.BALLAST_GOVERNOR = {"batch_size": 40}
+    settings.BALLAST_HEARTBEAT_S = 3600.0  # the watch never beats within the test: only the batches do
+    real, beats = context.beat_holder, []
+
+    def beat_and_see(holder_id):
+        before = Holder.objects.get(pk=holder_id).heartbeat_at
+        real(holder_id)
+        beats.append(Holder.objects.get(pk=holder_id).heartbeat_at > before)
+
+    monkeypatch.setattr(context, "beat_holder", beat_and_see)
+    sync_here(TenantFactory(provider_config={"users": 100, "apps": 5, "seed": 1}), steps="users")
+    assert beats == [True, True, True]  # 40, 40 and 20 users

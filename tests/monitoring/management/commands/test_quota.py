@@ -6,7 +6,7 @@ from django.core.management import CommandError, call_command
 
 from monitoring.models import TenantQuota
 
-from ..factories import TenantFactory
+from ....factories import TenantFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -43,9 +43,3 @@ def test_bad_quota_values_are_refused_and_nothing_changes(args, message):
 def test_unknown_tenant():
     with pytest.raises(CommandError, match="no tenant 'nope'"):
         quota("nope")
-
-
-def test_resources_cleanup_reports_what_it_reclaimed():
-    out = StringIO()
-    call_command("resources", "cleanup", stdout=out)
-    assert "0 allocation(s) reclaimed." in out.getvalue()

@@ -8,9 +8,9 @@ from syncapp.providers import ConfigError, ProviderError
 from syncapp.providers.google import ACTIVITY_FIELDS, SCOPES, TOKEN_FIELDS, USER_FIELDS, GoogleProvider
 from syncapp.records import parse_token, parse_user
 
-from ..conftest import demo_org
-from ..fakegoogle import USERS_PATH, google_error
-from ..googleshapes import ACTIVITIES_LIST, TOKENS_LIST, USERS_LIST, check_fields, parse_fields
+from ...conftest import demo_org
+from ...fakegoogle import USERS_PATH, google_error
+from ...googleshapes import ACTIVITIES_LIST, TOKENS_LIST, USERS_LIST, check_fields, parse_fields
 
 
 def make_users(n: int) -> list[dict]:
@@ -163,7 +163,7 @@ def test_the_token_feed_is_paged_newest_first_from_a_start_time_with_a_token_of_
 
     from syncapp.providers.google import REPORTS_SCOPE
 
-    from ..fakegoogle import ACTIVITY_PATH
+    from ...fakegoogle import ACTIVITY_PATH
 
     credentials = fake_google.service_account_file(tmp_path)
     fake_google.load(make_users(2), {})

@@ -10,7 +10,7 @@ from monitoring.ledger.processes import this_process
 from monitoring.models import Allocation, AllocationEvent, Holder, TenantQuota
 from monitoring.signals import allocation_granted, allocation_reclaimed
 
-from ..factories import TenantFactory
+from ...factories import TenantFactory
 
 pytestmark = pytest.mark.django_db
 State = Allocation.State

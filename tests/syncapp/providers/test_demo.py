@@ -6,7 +6,7 @@ from syncapp.providers import ConfigError
 from syncapp.providers.demo import DemoProvider
 from syncapp.records import parse_token, parse_user
 
-from ..conftest import demo_org
+from ...conftest import demo_org
 
 
 def test_the_organisation_is_deterministic_and_paged():

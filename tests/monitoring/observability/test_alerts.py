@@ -4,10 +4,7 @@ import pytest
 
 from monitoring.governor.readings.fake import reading
 from monitoring.observability.alerts import ResourceAlerts
-from monitoring.observability.leaks import LeakWatch
-from monitoring.signals import leak_detected, memory_pressure, resource_alert
-
-LEAKED: list = []
+from monitoring.signals import memory_pressure, resource_alert
 
 
 @pytest.fixture
@@ -19,7 +16,7 @@ def received():
             seen.append((signal_name, kwargs.get("level") or kwargs.get("alerts") or kwargs.get("site")))
         return receiver
 
-    receivers = {memory_pressure: on("pressure"), resource_alert: on("alert"), leak_detected: on("leak")}
+    receivers = {memory_pressure: on("pressure"), resource_alert: on("alert")}
     for signal, receiver in receivers.items():
         signal.connect(receiver)
     yield seen
@@ -60,32 +57,3 @@ def test_an_alert_is_a_condition_that_lasts_one_line_to_start_one_to_end(receive
     assert len(lines) == 2
     assert lines[0].startswith(f"resource alert: {alert[0]} (syncs slow down until it falls; ")
     assert lines[1].startswith("resource alert over: CPU back under its 80% ceiling after") and "peak 95%" in lines[1]
-
-
-def test_leak_watch_reports_sites_that_grow_at_every_check(received):
-    import tracemalloc
-
-    watch = LeakWatch(keep=3)
-    try:
-        for _ in range(3):
-            LEAKED.append(bytearray(256 * 1024))
-            sites = watch.check()
-    finally:
-        tracemalloc.stop()
-    # Ours is among them (others may grow too: linecache, when a file changed on disk meanwhile).
-    assert any("test_memory.py" in site["site"] for site in sites)
-    assert any(name == "leak" for name, _ in received)
-
-
-@pytest.mark.django_db
-def test_the_leak_check_schedule_follows_its_setting(settings):
-    from django_q.models import Schedule
-
-    from monitoring.tasks import LEAK_CHECK, sync_leak_check_schedule
-
-    settings.BALLAST_LEAK_CHECK_MINUTES = 15
-    sync_leak_check_schedule()
-    assert Schedule.objects.get(name=LEAK_CHECK).minutes == 15
-    settings.BALLAST_LEAK_CHECK_MINUTES = 0
-    sync_leak_check_schedule()
-    assert not Schedule.objects.filter(name=LEAK_CHECK).exists()

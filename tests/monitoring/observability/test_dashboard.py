@@ -10,7 +10,7 @@ from monitoring.models import RateLimitDenial, ResourceSample, ThrottleEvent
 from syncapp.models import SyncRun
 from syncapp.runs import start_run
 
-from ..factories import TenantFactory
+from ...factories import TenantFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -80,9 +80,9 @@ def test_the_dashboard_keeps_the_admins_header_and_user_links(admin_client):
 def test_after_a_restart_the_chart_shows_what_the_samples_table_holds(admin_client, monkeypatch):
     """A web process that just started has one reading of its own; the runs' samples of the last
     minutes fill the chart before it, and with neither it says so rather than drawing an empty axis."""
-    from monitoring.observability import dashboard
     from monitoring.governor.readings.fake import CalmReader
     from monitoring.governor.sampler import Sampler
+    from monitoring.observability import dashboard
 
     monkeypatch.setattr(dashboard, "get_sampler", lambda: Sampler(CalmReader(), 0.5))  # fresh: one reading
     empty = admin_client.get("/admin/dashboard/").content.decode()

@@ -9,7 +9,7 @@ from syncapp.providers import ConfigError, ProviderError
 from syncapp.providers.microsoft import MicrosoftProvider
 from syncapp.records import InvalidRecord, parse_token, parse_user
 
-from ..fakegraph import CLIENT_SECRET, FakeGraph, graph_error
+from ...fakegraph import CLIENT_SECRET, FakeGraph, graph_error
 
 
 @pytest.fixture

@@ -40,10 +40,10 @@ def test_health_gc_connections():
 
 
 def test_snapshot_and_leaks(tmp_path):
-    resources("snapshot", "-o", str(tmp_path / "heap.snap"), "--work", "tests.monitoring.test_resources_command.leaky_work")
+    resources("snapshot", "-o", str(tmp_path / "heap.snap"), "--work", "tests.monitoring.management.commands.test_resources.leaky_work")
     assert tracemalloc.Snapshot.load(str(tmp_path / "heap.snap")).statistics("lineno")
-    found = resources("leaks", "--rounds", "3", "--work", "tests.monitoring.test_resources_command.leaky_work")
-    assert "test_resources_command.py" in found.splitlines()[0]  # the site that grew every round comes first
+    found = resources("leaks", "--rounds", "3", "--work", "tests.monitoring.management.commands.test_resources.leaky_work")
+    assert "test_resources.py" in found.splitlines()[0]  # the site that grew every round comes first
     with pytest.raises(CommandError, match="--work"):
         resources("leaks", "--work", "no.such.thing")
 
@@ -72,3 +72,9 @@ def test_monitor_names_each_ceiling(settings):
     settings.BALLAST_GOVERNOR = {"max_cpu_percent": 60.0, "max_memory_percent": 70.0}
     screen = resources("monitor", "--interval", "0.01", "--frames", "1")
     assert re.search(r"  CPU     \[[#.|]{30}\] +[\d.]+% of 60%", screen) and re.search(r"  memory  \[[#.|]{30}\] +[\d.]+% of 70%", screen)
+
+
+def test_resources_cleanup_reports_what_it_reclaimed():
+    out = StringIO()
+    call_command("resources", "cleanup", stdout=out)
+    assert "0 allocation(s) reclaimed." in out.getvalue()

@@ -13,7 +13,7 @@ from syncapp.models import DirectoryUser, StagedToken, Token, UserAppRelation
 from syncapp.writers import OrmWriter, PostgresCopyWriter
 from syncapp.writers.base import Outcome
 
-from ..factories import ApplicationFactory, DirectoryUserFactory, TenantFactory
+from ...factories import ApplicationFactory, DirectoryUserFactory, TenantFactory
 
 TABLES = ("syncapp_directoryuser", "syncapp_application", "syncapp_token", "syncapp_userapprelation")
 USER_FIELDS = ("primary_email", "full_name", "is_suspended", "last_login_at")

@@ -31,8 +31,8 @@ def test_resource_status_levels(memory, status):
 
 @pytest.mark.django_db
 def test_readiness_judges_cpu_averaged_as_the_alerts_do_not_by_one_reading(monkeypatch):
-    from monitoring.observability import health
     from monitoring.governor.policy import Ewma
+    from monitoring.observability import health
     from monitoring.observability.alerts import resource_alerts
 
     monkeypatch.setattr(resource_alerts, "cpu", Ewma(5.0))

@@ -15,7 +15,7 @@ from monitoring.ratelimit.middleware import client_ip
 from monitoring.ratelimit.sliding_window import CacheStore, RedisStore, Usage, headers
 from syncapp.apikeys import create_key
 
-from ..factories import TenantFactory
+from ...factories import TenantFactory
 
 REDIS = "redis://127.0.0.1:6379/15"
 

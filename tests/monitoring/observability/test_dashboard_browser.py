@@ -10,8 +10,8 @@ from django.contrib.auth.models import User
 from syncapp.runs import start_run
 from syncapp.tasks import run_in_process
 
-from ..conftest import ROOT
-from ..factories import TenantFactory
+from ...conftest import ROOT
+from ...factories import TenantFactory
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = [
