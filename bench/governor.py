@@ -1,6 +1,6 @@
 """Governor benchmarks: each prints figures measured side by side in one run (not timed tests).
 
-    .venv/bin/python bench/governor.py latency [--users 1000 5000]       20 ms calls: default vs MAX_CONCURRENCY=1 vs the seeds' table
+    .venv/bin/python bench/governor.py latency [--users 1000 5000]       20 ms calls: default vs MAX_CONCURRENCY=1 vs a fixed two in flight
     .venv/bin/python bench/governor.py errors [--users 1000 2000 5000]   Google loopback, 20 ms calls: a 503 every 37th call vs none
     .venv/bin/python bench/governor.py sporadic [--users 1000 5000]      Google loopback: 1% of answers 403 rateLimitExceeded vs none
     .venv/bin/python bench/governor.py quota [--users 800 5000]          from cold, a provider that answers 429 above 40 calls/s
@@ -36,7 +36,7 @@ def latency_case(users: int) -> None:
     cases = [
         ("default profile", {}, {}),
         ("MAX_CONCURRENCY=1", {"max_concurrency": 1}, {}),
-        ("seeds' fixed table (tokens: 2)", {}, {"io_max_concurrency": 2}),
+        ("a fixed two in flight (tokens: 2)", {}, {"io_max_concurrency": 2}),
     ]
     print(f"tokens step, {users:,} users, 20 ms per provider call")
     print(f"{'case':<32}{'seconds':>9}{'tokens/s':>10}{'speed-up':>10}{'peak CPU %':>12}{'peak RSS MB':>13}")
