@@ -272,6 +272,8 @@ BALLAST_FILE_CHUNK_BYTES = _int("FILE_CHUNK_BYTES", 2**20, minimum=4096)
 # users deleted or tokens revoked, and at least DELETE_GUARD_MIN_ROWS, holds them for a person.
 BALLAST_DELETE_GUARD_PERCENT = _float("DELETE_GUARD_PERCENT", 10.0, minimum=0.0)
 BALLAST_DELETE_GUARD_MIN_ROWS = _int("DELETE_GUARD_MIN_ROWS", 50, minimum=1)
+# A revocation request needs another person's approval than its requester's (a second pair of eyes).
+BALLAST_REVOCATION_SECOND_APPROVER = _bool("REVOCATION_SECOND_APPROVER", False)
 # An application held by this many users or more has its risk raised a level (syncapp/risk.py).
 BALLAST_RISK_MANY_USERS = _int("RISK_MANY_USERS", 100, minimum=1)
 # Where files uploaded for an import wait for their run (which the cluster carries out: keep it

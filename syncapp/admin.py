@@ -31,7 +31,25 @@ from .forms import ImportFilesForm, StartRunForm, TenantForm
 from .governance import run_policy
 from .imports import import_uploads
 from .inventory import application_record, export_lines, holding_scope, token_record
-from .models import COUNTERS, Alert, AlertDelivery, AlertRule, ApiKey, Application, DirectoryUser, GrantEvent, RiskOverride, Status, SyncRun, SyncStep, Tenant, Token, UserAppRelation
+from .models import (
+    COUNTERS,
+    Alert,
+    AlertDelivery,
+    AlertRule,
+    ApiKey,
+    Application,
+    DirectoryUser,
+    GrantEvent,
+    Revocation,
+    RevocationItem,
+    RiskOverride,
+    Status,
+    SyncRun,
+    SyncStep,
+    Tenant,
+    Token,
+    UserAppRelation,
+)
 from .progress import run_eta_words, step_estimate, work_words
 from .provider_check import check_tenant_connection
 from .runs import RunRefused, cancel_run, slot_wait, start_run, waiting_for
@@ -626,14 +644,19 @@ class AlertRuleAdmin(admin.ModelAdmin):
     search_fields = ["name", "webhook_url", "emails"]
 
 
-class AlertDeliveryInline(admin.TabularInline):
-    model = AlertDelivery
-    fields = readonly_fields = ["channel", "target", "status", "attempts", "last_result", "next_attempt_at", "delivered_at"]
+class ReadOnlyInline(admin.TabularInline):
+    """Rows written by code, shown under their parent: never added or deleted here."""
+
     extra = 0
     can_delete = False
 
     def has_add_permission(self, request, obj=None):
         return False
+
+
+class AlertDeliveryInline(ReadOnlyInline):
+    model = AlertDelivery
+    fields = readonly_fields = ["channel", "target", "status", "attempts", "last_result", "next_attempt_at", "delivered_at"]
 
 
 @admin.register(Alert)
@@ -659,3 +682,19 @@ class AlertDeliveryAdmin(ReadOnlyAdmin):
     list_filter = ["status", "channel"]
     search_fields = ["target", "alert__subject"]
     list_select_related = ["alert"]
+
+
+class RevocationItemInline(ReadOnlyInline):
+    model = RevocationItem
+    fields = readonly_fields = ["user_key", "token", "scopes", "outcome", "answer", "done_at"]
+
+
+@admin.register(Revocation)
+class RevocationAdmin(ReadOnlyAdmin):
+    """The revocation audit: who asked, who approved, when, what, and each grant's answer. Kept: never deleted here."""
+
+    list_display = ["__str__", "tenant", "state", "requested_by", "requested_at", "approved_by", "approved_at", "run"]
+    list_filter = ["tenant", "state"]
+    search_fields = ["client_id", "user_email", "requested_by", "approved_by"]
+    list_select_related = ["tenant", "run"]
+    inlines = [RevocationItemInline]

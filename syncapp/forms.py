@@ -14,7 +14,7 @@ from .exportfiles import GAM_COMMANDS
 from .models import Tenant
 from .providers import ConfigError, provider_class
 from .secrets import masked, unmasked
-from .step_registry import FULL_SYNC, STEP_NAMES, STEPS, supported_steps
+from .step_registry import FULL_SYNC, STEP_NAMES, STEPS, offered_steps, supported_steps
 
 
 def clean_steps(steps: str | Iterable[str] | None) -> list[str]:
@@ -25,9 +25,10 @@ def clean_steps(steps: str | Iterable[str] | None) -> list[str]:
     if not isinstance(steps, str) and not (isinstance(steps, list | tuple) and all(isinstance(s, str) for s in steps)):
         raise ValidationError('must be a list of step names or a comma-separated string, e.g. "users,tokens"', code="invalid")
     names = [s.strip() for s in (steps.split(",") if isinstance(steps, str) else steps) if s.strip()]
-    unknown = [n for n in names if n not in STEPS]
+    offered = offered_steps()
+    unknown = [n for n in names if n not in offered]
     if unknown or not names:
-        raise ValidationError(f"unknown steps {', '.join(unknown) or '(none)'}; choose from {', '.join(STEPS)}", code="invalid")
+        raise ValidationError(f"unknown steps {', '.join(unknown) or '(none)'}; choose from {', '.join(offered)}", code="invalid")
     alone = next((STEPS[n] for n in names if STEPS[n].alone), None)
     if alone and len(set(names)) > 1:
         raise ValidationError(f"{alone.name} runs alone: {alone.alone}", code="invalid")
@@ -46,7 +47,7 @@ def clean_profile(profile) -> str:
 class StepsField(forms.Field):
     """Ticked boxes in the admin; "users,tokens" or a list from the API and the commands."""
 
-    widget = forms.CheckboxSelectMultiple(choices=[(s, s) for s in STEP_NAMES])
+    widget = forms.CheckboxSelectMultiple(choices=[(s, s) for s in STEP_NAMES if STEPS[s].offered])
 
     def to_python(self, value):
         return clean_steps(value)
@@ -76,7 +77,7 @@ class StartRunForm(forms.Form):
 
     def __init__(self, *args, provider: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.supported = supported_steps(provider_class(provider)) if provider else list(STEPS)
+        self.supported = supported_steps(provider_class(provider)) if provider else offered_steps()
         self.provider = provider
         self.fields["steps"].widget = forms.CheckboxSelectMultiple(choices=[(s, s) for s in self.supported])
         self.fields["steps"].help_text = steps_help(self.supported)

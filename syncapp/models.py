@@ -157,6 +157,7 @@ class Token(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["tenant", "user", "application"], name="token_unique_per_user_app")
         ]
+        permissions = [("revoke_token", "Can request and approve the revocation of grants")]
 
     def __str__(self):
         return f"{self.user} → {self.application}"
@@ -199,6 +200,7 @@ class GrantEvent(models.Model):
         SYNC = "sync", "full sync"
         CHANGES = "changes", "changes feed"
         IMPORT = "import", "import"
+        REVOKE = "revoke", "revoked from Ballast"
         BEFORE = "before", "held before the timeline began"
         OTHER = "", "other"
 
@@ -309,6 +311,7 @@ class SyncRun(models.Model):
         SCHEDULE = "schedule"
         API = "api"
         IMPORT = "import"
+        REVOKE = "revoke"  # an approved revocation request
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="runs")
     trigger = models.CharField(max_length=10, choices=Trigger.choices)
@@ -571,3 +574,61 @@ class AlertDelivery(models.Model):
 
     def __str__(self):
         return f"{self.get_channel_display()} of alert {self.alert_id}"
+
+
+class Revocation(models.Model):
+    """A request to revoke grants at the provider: what (an application's grants, of one user or
+    all), who asked and who approved, the run that revoked them, and how it went. Its items say
+    each grant's outcome and the provider's answer. Kept for the audit: never deleted in the admin."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "waiting for approval"
+        APPROVED = "approved", "approved: revoking"
+        DONE = "done", "revoked, and checked gone"
+        INCOMPLETE = "incomplete", "some grants failed or are still listed"
+        FAILED = "failed", "failed"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="revocations")
+    client_id = models.CharField(max_length=255, help_text="The application whose grants are revoked.")
+    user_email = models.CharField(max_length=320, blank=True, help_text="One user's grant only. Empty: every user's.")
+    unused_days = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Only grants not used for this many days (by the provider's feed). Empty: every grant.",
+    )
+    requested_by = models.CharField(max_length=150, help_text="Who asked: a user name, or an API key's prefix.")
+    requested_at = models.DateTimeField(auto_now_add=True)
+    approved_by = models.CharField(max_length=150, blank=True)
+    approved_at = models.DateTimeField(null=True, blank=True)
+    state = models.CharField(max_length=12, choices=State.choices, default=State.PENDING, db_index=True)
+    run = models.OneToOneField(SyncRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="revocation")
+    outcome = models.TextField(blank=True, help_text="How it went, in words: counts, and the grants still listed or failed.")
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self):
+        return f"revocation {self.pk}: {self.client_id}" + (f" for {self.user_email}" if self.user_email else " for every user")
+
+
+class RevocationItem(models.Model):
+    """One grant a revocation names, as it stood when asked for, and what became of it."""
+
+    class Outcome(models.TextChoices):
+        PENDING = "pending", "not tried yet"
+        REVOKED = "revoked", "revoked"
+        GONE = "gone", "already gone (404)"
+        FAILED = "failed", "failed"
+        STILL_LISTED = "still_listed", "still listed after revoking"
+
+    revocation = models.ForeignKey(Revocation, on_delete=models.CASCADE, related_name="items")
+    token = models.ForeignKey(Token, on_delete=models.CASCADE, related_name="revocation_items")
+    user_key = models.CharField(max_length=320, help_text="The user as the provider's call names them.")
+    scopes = models.JSONField(default=list, help_text="What the grant held when the revocation was asked for.")
+    outcome = models.CharField(max_length=12, choices=Outcome.choices, default=Outcome.PENDING, db_index=True)
+    answer = models.CharField(max_length=300, blank=True, help_text="The provider's answer.")
+    done_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self):
+        return f"{self.user_key}: {self.get_outcome_display()}"

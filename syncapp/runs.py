@@ -27,7 +27,7 @@ from .enqueue import enqueue_run
 from .forms import run_request
 from .governance import run_policy
 from .models import COUNTERS, ENDED, Status, StopReason, SyncRun, SyncStep, Tenant
-from .step_registry import STEPS
+from .step_registry import REVOKE, STEPS
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,15 @@ def start_run(*, tenant: Tenant, trigger: str, steps=None, profile: str = "", en
     ValidationError keyed by field; a tenant that may not run now: RunRefused. source: the files
     an import reads instead of the provider (syncapp.imports)."""
     request = run_request(steps=steps, profile=profile, provider=None if source else tenant.provider)  # an import is files, not the provider
-    names, profile = request["steps"], request["profile"]
+    return _queue_run(tenant=tenant, trigger=trigger, names=request["steps"], profile=request["profile"], enqueue=enqueue, source=source)
+
+
+def start_revocation_run(*, tenant: Tenant, enqueue: bool = True) -> SyncRun:
+    """The run that carries out an approved revocation: its one step, under the tenant's quotas."""
+    return _queue_run(tenant=tenant, trigger=SyncRun.Trigger.REVOKE, names=[REVOKE], profile="", enqueue=enqueue, source=None)
+
+
+def _queue_run(*, tenant: Tenant, trigger: str, names: list[str], profile: str, enqueue: bool, source: dict | None) -> SyncRun:
     if not tenant.active:
         raise RunRefused(f"tenant {tenant.slug} is not active")
     per_day = limits_for(tenant.pk).runs_per_day

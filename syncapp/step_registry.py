@@ -25,6 +25,8 @@ class Step:
     listed_unit: str = ""  # what progress counts where the source lists every record at once
     provider_feature: str = ""  # the provider class's flag it needs ("": every provider has it)
     unsupported: str = ""  # why a provider without that flag has no such step
+    offered: bool = True  # a person may ask for it by name (revoke: only an approved revocation starts it)
+    timeline_via: str = "sync"  # how the grant timeline names the changes it writes (GrantEvent.Via)
 
     def function(self):
         return import_string(self.carry_out)
@@ -55,14 +57,28 @@ STEPS: dict[str, Step] = {
             governor={"max_concurrency": 1, "io_max_concurrency": 1, "sequential_above": 70.0, "brake_after": 4},  # one feed, read in order
             alone="it applies the feed of grants and revocations to tokens and relations itself",
             full_sync=False, provider_feature="has_changes_feed", unsupported="no feed of token changes: full syncs keep its tokens",
+            timeline_via="changes",
+        ),
+        Step(
+            "revoke", "the grants an approved revocation names, revoked at the provider, then checked gone", unit="grants",
+            carry_out="syncapp.steps.revoke.revoke_grants",
+            governor={"max_concurrency": 2, "io_max_concurrency": 16, "sequential_above": 70.0, "brake_after": 3},
+            alone="it carries out one approved revocation", full_sync=False, io_bound=True, offered=False,
+            provider_feature="revocable", unsupported="its grants cannot be revoked from Ballast", timeline_via="revoke",
         ),
     )
 }
 STEP_NAMES = tuple(STEPS)
 CHANGES = "changes"  # the step a tenant's changes schedule starts
+REVOKE = "revoke"  # the step an approved revocation's run takes
 FULL_SYNC = tuple(name for name, step in STEPS.items() if step.full_sync)  # what a run does when no step is named
 
 
 def supported_steps(provider_class) -> list[str]:
-    """The steps a run of this provider may take."""
-    return [name for name, step in STEPS.items() if step.supported_by(provider_class)]
+    """The steps a person may ask a run of this provider to take."""
+    return [name for name, step in STEPS.items() if step.offered and step.supported_by(provider_class)]
+
+
+def offered_steps() -> list[str]:
+    """The steps a person may ask for by name, whatever the provider."""
+    return [name for name, step in STEPS.items() if step.offered]

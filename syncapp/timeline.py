@@ -15,6 +15,7 @@ from django.db import connection
 from django.db.backends.signals import connection_created
 
 from .models import GrantEvent, SyncRun, SyncStep
+from .step_registry import STEPS
 
 SETTING = "ballast.seen_by"  # PostgreSQL: "<run id>:<via>" for the current transaction
 _seen = threading.local()
@@ -41,7 +42,7 @@ def seen_via(step: SyncStep) -> str:
     """How a step sees the changes it writes: an import's, the changes feed's, or a full sync's."""
     if step.run.trigger == SyncRun.Trigger.IMPORT:
         return GrantEvent.Via.IMPORT
-    return GrantEvent.Via.CHANGES if step.name == "changes" else GrantEvent.Via.SYNC
+    return GrantEvent.Via(STEPS[step.name].timeline_via)
 
 
 def _seen_run():

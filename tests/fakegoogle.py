@@ -51,6 +51,8 @@ class FakeDirectory(LoopbackJsonServer):
         self.accepted_at: list[float] = []  # monotonic times of calls let through (under a quota)
         self.rejected = 0
         self.activities: list[dict] = []  # Reports API token activities, any order: served newest first
+        self.may_revoke = True  # False: tokens.delete answers 403, as for a delegation without the security scope
+        self.revoked: list[tuple[str, str]] = []  # (userKey, clientId) of every tokens.delete that removed a grant
         self._count = 0
         self._lock = threading.Lock()
         super().__init__()
@@ -168,6 +170,8 @@ class FakeDirectory(LoopbackJsonServer):
         if self.flaky_every and count % self.flaky_every == 0:
             self.flaky_answers += 1
             return 503, google_error(503, "The service is currently unavailable.", "backendError"), {}
+        if method == "DELETE":
+            return self._delete_token(path)
         schema = USERS_LIST if path == USERS_PATH else ACTIVITIES_LIST if path == ACTIVITY_PATH else TOKENS_LIST
         if query.get("fields"):
             try:
@@ -233,6 +237,26 @@ class FakeDirectory(LoopbackJsonServer):
         if items:  # Google leaves "items" out when the user granted nothing
             body["items"] = [served_token(t, ids.get(user_key, user_key)) for t in items]
         return 200, body, {}
+
+    def _delete_token(self, path: str) -> tuple[int, dict | None, dict]:
+        """tokens.delete: 204 and the grant gone (logged as a revoke activity, as Google does);
+        404 for an unknown user or a grant the user no longer has."""
+        user_part, _, client_id = path[len(USERS_PATH) + 1:].partition("/tokens/")
+        if not path.startswith(USERS_PATH + "/") or not client_id:
+            return 404, google_error(404, "Not Found", "notFound"), {}
+        if not self.may_revoke:
+            return 403, google_error(403, "Request had insufficient authentication scopes.", "insufficientPermissions"), {}
+        user_key, client_id = unquote(user_part), unquote(client_id)
+        ids = {u.get("primaryEmail"): u.get("id") for u in self.users}
+        user_id = ids.get(user_key, user_key)
+        with self._lock:
+            held = any(t["clientId"] == client_id for t in self.tokens.get(user_id, []))
+            if not held:
+                return 404, google_error(404, "Resource Not Found: clientId", "notFound"), {}
+            self.tokens[user_id] = [t for t in self.tokens[user_id] if t["clientId"] != client_id]
+            self.revoked.append((user_key, client_id))
+        self._log("revoke", user_id, client_id, "", [], datetime.now(timezone.utc))
+        return 204, None, {}
 
     def _token(self, body: bytes) -> tuple[int, dict, dict]:
         form = {k: v[0] for k, v in parse_qs(body.decode()).items()}

@@ -91,10 +91,10 @@ class LoopbackJsonServer:
                 query = {k: v[0] for k, v in parse_qs(parts.query).items()}
                 length = int(self.headers.get("Content-Length") or 0)
                 status, body, headers = server._answer(method, parts.path, query, self.headers, self.rfile.read(length))
-                data = json.dumps(server.shaped(status, body, query)).encode()
+                data = b"" if body is None else json.dumps(server.shaped(status, body, query)).encode()  # None: no content (204)
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json; charset=UTF-8")
-                if server.compresses(self.headers):
+                if data and server.compresses(self.headers):
                     data = gzip.compress(data, compresslevel=6)
                     self.send_header("Content-Encoding", "gzip")
                 server.sent.append((parts.path, len(data)))
@@ -109,6 +109,9 @@ class LoopbackJsonServer:
 
             def do_POST(self):
                 self._serve("POST")
+
+            def do_DELETE(self):
+                self._serve("DELETE")
 
             def log_message(self, *args):
                 pass

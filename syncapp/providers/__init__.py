@@ -1,6 +1,6 @@
 """Identity providers, picked by Tenant.provider."""
 
-from .base import Check, ConfigError, DeltaExpired, IncompleteExport, Page, PageTokenRefused, Provider, ProviderError
+from .base import Check, ConfigError, DeltaExpired, IncompleteExport, Page, PageTokenRefused, Provider, ProviderError, RevocationRefused, Revoked
 
 
 def provider_class(name: str) -> type[Provider]:
@@ -24,4 +24,4 @@ def get_provider(tenant, source: dict | None = None) -> Provider:
     return provider_class(tenant.provider)(tenant.provider_config)
 
 
-__all__ = ["Check", "ConfigError", "DeltaExpired", "IncompleteExport", "Page", "PageTokenRefused", "Provider", "ProviderError", "get_provider", "provider_class"]
+__all__ = ["Check", "ConfigError", "DeltaExpired", "IncompleteExport", "Page", "PageTokenRefused", "Provider", "ProviderError", "RevocationRefused", "Revoked", "get_provider", "provider_class"]

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 from monitoring.governor.call_limits import Call
 from monitoring.metrics import provider_calls
@@ -36,6 +37,17 @@ class IncompleteExport(ProviderError):
 class DeltaExpired(ProviderError):
     """The provider no longer knows a stored delta link (Graph's 410 Gone): the changes must be
     read again from the whole state."""
+
+
+class RevocationRefused(ProviderError):
+    """The provider refused to revoke for want of a write permission; the message names it."""
+
+
+class Revoked(StrEnum):
+    """What a revocation call found: the grant revoked now, or already gone (a 404 counts as done)."""
+
+    REVOKED = "revoked"
+    GONE = "gone"
 
 
 class ConfigError(ValueError):
@@ -99,6 +111,9 @@ class Provider:
     # True: a token list that claims to be whole may still leave users out (GAM's `all users`
     # leaves out the suspended): the tokens step checks its users before revoking what it lacks.
     may_leave_out_users = False
+    # True: revoke_token revokes a grant at the source (a revocation request's run calls it).
+    revocable = False
+    not_revocable = "its grants cannot be revoked from Ballast"  # why, in one line, where they cannot
     # Every key its config may hold: any other is a typing mistake (`{"usres": 200}`), refused by
     # checked_config with the known ones named, never silently ignored.
     config_keys: tuple[str, ...] = ()
@@ -152,6 +167,12 @@ class Provider:
         """For a source that lists_tokens: every token, page by page from page_token, as
         tokens.list items with their user ("userKey": the user's id, "user": the email), or with
         "orgScopes" and no user for an administrator's consent to the whole organisation."""
+        raise NotImplementedError
+
+    def revoke_token(self, user_key: str, client_id: str) -> Revoked:
+        """For a revocable source: revoke the grant of one user (key as tokens.list takes it) to one
+        application. A grant the source no longer has is Revoked.GONE; a refusal for want of a
+        write permission raises RevocationRefused naming it."""
         raise NotImplementedError
 
     def token_changes(self, since: datetime, page_token: str | None = None) -> Iterator[Page]:

@@ -62,6 +62,7 @@ def _timestamp(moment: datetime) -> str:
 class DemoProvider(Provider):
     name = "demo"
     config_keys = ("users", "apps", "seed", "latency_ms", "domain")
+    not_revocable = "the demo's grants are made up from its seed: there is nothing to revoke"
 
     @classmethod
     def clean_config(cls, config: dict) -> dict:

@@ -33,6 +33,7 @@ class FileProvider(Provider):
     config_keys = ("users", "tokens", "format", "complete")
     lists_tokens = True  # a token export lists every token at once
     may_leave_out_users = True  # `gam all users print tokens` leaves out the suspended
+    not_revocable = "an import is files, which cannot revoke: revoke the grants at the provider (GAM's `delete token`) and import again"
 
     @classmethod
     def clean_config(cls, config: dict) -> dict:

@@ -18,7 +18,7 @@ from google.oauth2 import service_account
 
 from monitoring.governor.call_limits import Outcome
 
-from .base import Check, ConfigError, Page, ProviderError, require_str
+from .base import Check, ConfigError, Page, ProviderError, RevocationRefused, Revoked, require_str
 from .http import HTTP_CONFIG_KEYS, HttpProvider, clean_http_config
 
 USERS_SCOPE = "https://www.googleapis.com/auth/admin.directory.user.readonly"
@@ -44,6 +44,7 @@ ACTIVITY_FIELDS = "nextPageToken,items(id(time,uniqueQualifier),actor(email,prof
 class GoogleProvider(HttpProvider):
     name = "google"
     has_changes_feed = True
+    revocable = True  # tokens.delete, with the scope tokens.list already needs
     config_keys = ("customer", "access_token", "credentials_file", "subject", *HTTP_CONFIG_KEYS)
 
     def __init__(self, config: dict, *, sleep: Callable[[float], None] = time.sleep):
@@ -139,6 +140,23 @@ class GoogleProvider(HttpProvider):
         if not isinstance(items, list):
             raise ProviderError("tokens.list: 'items' is not a list")
         return items
+
+    def revoke_token(self, user_key: str, client_id: str) -> Revoked:
+        """tokens.delete: DELETE users/{userKey}/tokens/{clientId}. Google answers 404 for a grant
+        it no longer has (revoked meanwhile, by the user or another admin): done all the same."""
+        path = f"{USERS_PATH}/{quote(user_key, safe='@')}/tokens/{quote(client_id, safe='')}"
+        try:
+            self._delete(self.config["base_url"] + path, label=path)
+        except ProviderError as exc:
+            if exc.status == 404:
+                return Revoked.GONE
+            if exc.status == 403:  # a rate or quota 403 was retried as push-back: this one is a refusal
+                raise RevocationRefused(
+                    f"Google refused to revoke ({exc}): revoking needs the {TOKENS_SCOPE.rsplit('/', 1)[1]} scope in the "
+                    "domain-wide delegation and an admin allowed to manage users' security settings", status=403, reason=exc.reason,
+                ) from None
+            raise
+        return Revoked.REVOKED
 
     def targets(self) -> dict[str, str]:
         base = self.config["base_url"] + USERS_PATH

@@ -126,16 +126,24 @@ class HttpProvider(Provider):
         return min(self.config["retry_cap_s"], self.config["error_retry_base_s"] * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
 
     def _get(self, url: str, params: dict | None = None, *, label: str, authorization: Callable[[], str] | None = None) -> dict:
-        """GET a JSON object, retried as the module says. `label` names the call in errors (no
-        secrets: a path, or a URL without its query); `authorization` gives the header when the
-        call needs other credentials than the provider's usual ones."""
+        """GET a JSON object, retried as the module says."""
+        return self._request("GET", url, params, label=label, authorization=authorization)
+
+    def _delete(self, url: str, *, label: str) -> None:
+        """DELETE, retried as the module says; an answer without a body (204) is the usual one."""
+        self._request("DELETE", url, None, label=label)
+
+    def _request(self, method: str, url: str, params: dict | None = None, *, label: str, authorization: Callable[[], str] | None = None) -> dict:
+        """Call and read the JSON object answered ({} for an empty body), retried as the module
+        says. `label` names the call in errors (no secrets: a path, or a URL without its query);
+        `authorization` gives the header when the call needs other credentials than the provider's usual ones."""
         authorization = authorization or self._authorization
         attempts = self.config["max_attempts"]
         for attempt in range(1, attempts + 1):
             wait, response = None, None
             with self.guard() as call:
                 try:
-                    response = self._http.request("GET", url, fields=params, headers={**self._http.headers, "Authorization": authorization()})
+                    response = self._http.request(method, url, fields=params, headers={**self._http.headers, "Authorization": authorization()})
                 except urllib3.exceptions.HTTPError as exc:
                     problem = f"connection error: {connection_problem(exc)} {self.config['base_url']} ({exc.__class__.__name__})"
                     self.count_call("error")
@@ -148,23 +156,25 @@ class HttpProvider(Provider):
                 where = url.split("?", 1)[0]
                 if 300 <= response.status < 400:  # not followed: the APIs never redirect, a wrong base_url (a login page) does
                     raise ProviderError(
-                        f"GET {where}: the answer is a redirect ({response.status} {response.reason}) "
+                        f"{method} {where}: the answer is a redirect ({response.status} {response.reason}) "
                         f"to {response.headers.get('Location', '?')}; is base_url right?", status=response.status,
                     )
                 if response.status < 400:
+                    if not response.data:
+                        return {}
                     try:
                         return json.loads(response.data)
                     except ValueError:  # not JSON, or not text
-                        raise ProviderError(f"GET {where}: the answer ({response.status} {response.reason}) is not JSON", status=response.status) from None
+                        raise ProviderError(f"{method} {where}: the answer ({response.status} {response.reason}) is not JSON", status=response.status) from None
                 problem = f"{response.status} {message}"
                 if self.page_token_refused(response.status, params):
-                    raise PageTokenRefused(f"GET {label}: page token refused: {problem}", status=response.status, reason=reason)
+                    raise PageTokenRefused(f"{method} {label}: page token refused: {problem}", status=response.status, reason=reason)
                 if call.outcome is Outcome.OK:  # any other 4xx: retrying will not help
-                    raise ProviderError(f"GET {label}: {problem}", status=response.status, reason=reason)
+                    raise ProviderError(f"{method} {label}: {problem}", status=response.status, reason=reason)
                 wait = retry_after(response)
             if attempt == attempts:
                 raise ProviderError(
-                    f"GET {label}: gave up after {attempts} attempts: {problem}",
+                    f"{method} {label}: gave up after {attempts} attempts: {problem}",
                     status=None if response is None else response.status, reason=None if response is None else reason,
                 )
             self._sleep(self._backoff(attempt, call) if wait is None else wait)

@@ -79,6 +79,7 @@ class MicrosoftProvider(HttpProvider):
     lists_tokens = True  # one list of grants for the organisation, not a call per user
     has_changes_feed = tracks_deltas = True
     config_keys = ("tenant_id", "client_id", "client_secret", *HTTP_CONFIG_KEYS, "login_url")
+    not_revocable = "revoking Microsoft grants is not built yet (oauth2PermissionGrants DELETE comes next)"
 
     def __init__(self, config: dict, *, sleep: Callable[[float], None] = time.sleep):
         super().__init__(config, sleep=sleep)

@@ -12,7 +12,7 @@ from syncapp.forms import run_request, steps_help
 from syncapp.models import Status, SyncRun
 from syncapp.progress import follow, run_here_and_follow
 from syncapp.runs import RunRefused, run_summary, slot_wait, start_run
-from syncapp.step_registry import FULL_SYNC, STEPS
+from syncapp.step_registry import FULL_SYNC, offered_steps
 from syncapp.steps.confirm import NothingHeld, confirm_held
 
 from .tenant import _tenant
@@ -29,7 +29,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("slug")
-        parser.add_argument("--steps", default=",".join(FULL_SYNC), help=f"Comma-separated, from {','.join(STEPS)}. {steps_help(list(STEPS), 'By default')}")
+        parser.add_argument("--steps", default=",".join(FULL_SYNC), help=f"Comma-separated, from {','.join(offered_steps())}. {steps_help(offered_steps(), 'By default')}")
         parser.add_argument("--profile", default="", help="Resource profile for this run (default: the tenant's).")
         parser.add_argument("--confirm-deletes", type=int, metavar="RUN",
                             help="Apply the deletions and revocations the accidental-delete guard held in run RUN, and start no run.")

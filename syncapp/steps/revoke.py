@@ -1,0 +1,109 @@
+"""The revoke step: carries out one approved revocation (syncapp.revocations).
+
+Each grant still pending is revoked at the provider inside the governor's guard: paced,
+retried on 429/503 as a sync's calls are, as many at once as the governor allows. A batch's
+outcomes are committed together with the tokens they revoke, so the timeline records each
+revocation once, as "revoked from Ballast". A run started again after a crash carries on with
+the grants still pending. A call whose answer was lost with its batch is made again; the
+provider then answers 404 (already gone), which counts as done, so no grant is revoked twice.
+
+Then each user's tokens are listed again: a grant that is still there is marked so, by name.
+"""
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+
+from ..models import Revocation, RevocationItem, Token
+from ..providers import ProviderError, RevocationRefused, Revoked
+from ..writers import Outcome
+from .context import StepContext
+
+log = logging.getLogger(__name__)
+ANSWER_CHARS = 300
+
+Done = RevocationItem.Outcome
+
+
+def _revoke_one(ctx: StepContext, item: RevocationItem) -> tuple[RevocationItem, str, str]:
+    """Revoke one grant: (item, outcome, the provider's answer)."""
+    client_id = item.token.application.client_id
+    try:
+        revoked = ctx.provider.revoke_token(item.user_key, client_id)
+    except RevocationRefused:
+        raise  # no grant of this revocation can be revoked: the step fails, naming the permission
+    except ProviderError as exc:
+        return item, Done.FAILED, str(exc)[:ANSWER_CHARS]
+    if revoked is Revoked.GONE:
+        return item, Done.GONE, "404: the provider no longer had it"
+    return item, Done.REVOKED, "revoked"
+
+
+def _write(results: list[tuple[RevocationItem, str, str]]):
+    """The batch's outcomes, and its revoked tokens marked so (the timeline's trigger records them)."""
+
+    def write(now: datetime) -> Outcome:
+        for item, outcome, answer in results:
+            RevocationItem.objects.filter(pk=item.pk).update(outcome=outcome, answer=answer, done_at=now)
+        gone = [item.token_id for item, outcome, _ in results if outcome in (Done.REVOKED, Done.GONE)]
+        deactivated = Token.objects.filter(pk__in=gone, revoked_at__isnull=True).update(revoked_at=now)
+        return Outcome(deactivated=deactivated)
+
+    return write
+
+
+def revoke_grants(ctx: StepContext) -> None:
+    revocation = Revocation.objects.get(run_id=ctx.step.run_id)
+    try:
+        pending = list(revocation.items.filter(outcome=Done.PENDING).select_related("token__application").order_by("pk"))
+        ctx.expect(len(pending))
+        for batch in ctx.batches(pending):
+            with ThreadPoolExecutor(max_workers=max(1, min(len(batch), ctx.governor.calls_under_way()))) as pool:
+                results = list(pool.map(lambda item: _revoke_one(ctx, item), batch))
+            ctx.tally.received += len(batch)
+            ctx.tally.done += len(batch)
+            ctx.tally.failed += sum(1 for _, outcome, _ in results if outcome == Done.FAILED)
+            ctx.commit(_write(results), len(batch), {"revocation": revocation.pk, "last_item": batch[-1].pk})
+        _check_gone(ctx, revocation)
+    except RevocationRefused as exc:
+        settle(revocation, refused=str(exc))
+        raise
+    except BaseException:  # stopped, cancelled or crashed: what is left stays pending, for the next run of it
+        settle(revocation)
+        raise
+    settle(revocation)
+
+
+def _check_gone(ctx: StepContext, revocation: Revocation) -> None:
+    """List each user's tokens again: a grant revoked (or gone) that is still listed is said so."""
+    done = revocation.items.filter(outcome__in=[Done.REVOKED, Done.GONE]).select_related("token__application")
+    by_user: dict[str, list[RevocationItem]] = {}
+    for item in done:
+        by_user.setdefault(item.user_key, []).append(item)
+    still = []
+    for user_key, items in by_user.items():
+        try:
+            listed = {t.get("clientId") for t in ctx.provider.user_tokens(user_key)}
+        except ProviderError as exc:
+            log.warning("%s tokens of %s not listed again: %s", ctx.label(), user_key, exc)
+            continue
+        still += [item.pk for item in items if item.token.application.client_id in listed]
+    if still:
+        RevocationItem.objects.filter(pk__in=still).update(outcome=Done.STILL_LISTED, answer="listed again after revoking")
+        log.warning("%s %d grant(s) still listed after revoking", ctx.label(), len(still))
+
+
+def settle(revocation: Revocation, refused: str = "") -> None:
+    """The revocation's state and outcome in words, from its items; `refused`: the provider's
+    refusal for want of a permission, which fails it."""
+    counts = {o: revocation.items.filter(outcome=o).count() for o in Done.values}
+    words = [f"{counts[Done.REVOKED]} revoked", f"{counts[Done.GONE]} already gone"]
+    for outcome in (Done.FAILED, Done.STILL_LISTED, Done.PENDING):
+        if counts[outcome]:
+            names = list(revocation.items.filter(outcome=outcome).values_list("user_key", flat=True)[:10])
+            words.append(f"{counts[outcome]} {Done(outcome).label}: {', '.join(names)}{' …' if counts[outcome] > 10 else ''}")
+    complete = not (counts[Done.FAILED] or counts[Done.STILL_LISTED] or counts[Done.PENDING])
+    revocation.state = Revocation.State.FAILED if refused else Revocation.State.DONE if complete else Revocation.State.INCOMPLETE
+    revocation.outcome = "; ".join(([refused] if refused else []) + words)
+    revocation.save(update_fields=["state", "outcome"])
+    log.info("revocation %s of %s: %s", revocation.pk, revocation.client_id, revocation.outcome)

@@ -1,0 +1,144 @@
+"""Revocation (syncapp.revocations, syncapp.steps.revoke, `manage.py revoke`) against a loopback
+Google that really deletes: a dry run changes nothing; an approved revocation leaves no grant
+listed, and the inventory and timeline agree with a full sync afterwards."""
+
+from collections import Counter
+from io import StringIO
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.management import CommandError, call_command
+
+from syncapp.models import GrantEvent, Revocation, RevocationItem, Status, SyncRun, Token
+from syncapp.revocations import approve_revocation, may_revoke, plan_revocation, request_revocation
+from syncapp.tasks import run_in_process
+
+from ..conftest import demo_org, step_counters, sync_here
+from ..factories import TenantFactory
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+USERS = 1000
+
+
+@pytest.fixture
+def synced(google_tenant, fake_google):
+    """The fake directory's organisation, synced: (tenant, the application held by the most users)."""
+    users, tokens = demo_org(USERS)
+    fake_google.load(users, tokens)
+    assert sync_here(google_tenant).status == Status.COMPLETED
+    held = Counter(t["clientId"] for items in tokens.values() for t in items)
+    return google_tenant, held.most_common(1)[0][0]
+
+
+def revoke(*args) -> str:
+    out = StringIO()
+    call_command("revoke", *args, stdout=out)
+    return out.getvalue()
+
+
+def listed(fake_google, client_id: str) -> int:
+    return sum(1 for items in fake_google.tokens.values() for t in items if t["clientId"] == client_id)
+
+
+def test_a_dry_run_says_exactly_what_would_go_and_changes_nothing(synced, fake_google):
+    tenant, app = synced
+    live = Token.objects.filter(tenant=tenant, application__client_id=app, revoked_at__isnull=True)
+    count, first = live.count(), live.order_by("user__primary_email").first()
+    said = revoke(tenant.slug, "--app", app, "--dry-run")
+    assert said.startswith(f"{count} grant(s) of {app} would be revoked, of {first.user.primary_email}")
+    assert f"scopes: {', '.join(sorted({s for t in live for s in t.scopes}))}" in said
+    assert (fake_google.revoked, live.count(), Revocation.objects.count()) == ([], count, 0)
+    assert listed(fake_google, app) == count
+
+
+def test_an_approved_revocation_of_an_app_leaves_none_listed_and_a_full_sync_agrees(synced, fake_google):
+    tenant, app = synced
+    count = Token.objects.filter(tenant=tenant, application__client_id=app, revoked_at__isnull=True).count()
+    said = revoke(tenant.slug, "--app", app, "--yes")
+    revocation = Revocation.objects.get()
+    assert (revocation.state, revocation.run.trigger, revocation.run.status) == (Revocation.State.DONE, SyncRun.Trigger.REVOKE, Status.COMPLETED)
+    assert f"Revocation {revocation.pk} revoked, and checked gone: {count} revoked; 0 already gone." in said
+    assert listed(fake_google, app) == 0 and len(fake_google.revoked) == count  # each grant once
+    assert Counter(RevocationItem.objects.values_list("outcome", flat=True)) == {RevocationItem.Outcome.REVOKED: count}
+    assert not Token.objects.filter(tenant=tenant, application__client_id=app, revoked_at__isnull=True).exists()
+    events = GrantEvent.objects.filter(tenant=tenant, application__client_id=app, kind=GrantEvent.Kind.REVOKED)
+    assert (events.count(), set(events.values_list("via", flat=True))) == (count, {GrantEvent.Via.REVOKE})
+    after = sync_here(tenant)  # the provider and the inventory agree: nothing to change, nothing revoked twice
+    assert step_counters(after, "tokens")["deactivated"] == 0 and step_counters(after, "tokens")["created"] == 0
+    assert events.count() == count
+
+
+def test_one_users_grant_and_one_already_gone(synced, fake_google):
+    tenant, app = synced
+    grants = list(Token.objects.filter(tenant=tenant, application__client_id=app).select_related("user").order_by("pk")[:2])
+    mine, theirs = grants
+    plan = plan_revocation(tenant=tenant, client_id=app, user_email=mine.user.primary_email.upper())  # e-mail case does not matter
+    assert [t.pk for t in plan.tokens] == [mine.pk]
+    revocation = request_revocation(plan, requested_by="alice")
+    fake_google.tokens[mine.user.external_id] = [t for t in fake_google.tokens[mine.user.external_id] if t["clientId"] != app]  # revoked meanwhile
+    run_in_process(approve_revocation(revocation, approved_by="bob", enqueue=False).pk)
+    revocation.refresh_from_db()
+    item = revocation.items.get()
+    assert (revocation.state, item.outcome, item.answer) == (Revocation.State.DONE, RevocationItem.Outcome.GONE, "404: the provider no longer had it")
+    assert Token.objects.get(pk=theirs.pk).revoked_at is None and listed(fake_google, app) > 0
+
+
+def test_a_provider_refusal_for_want_of_the_write_permission_fails_naming_it(synced, fake_google):
+    tenant, app = synced
+    fake_google.may_revoke = False
+    with pytest.raises(CommandError, match="admin.directory.user.security scope"):
+        revoke(tenant.slug, "--app", app, "--yes")
+    revocation = Revocation.objects.get()
+    assert revocation.state == Revocation.State.FAILED and "revoking needs the admin.directory.user.security scope" in revocation.outcome
+    assert revocation.run.status == Status.FAILED
+    assert not RevocationItem.objects.exclude(outcome=RevocationItem.Outcome.PENDING).exists()  # none taken for revoked
+
+
+def test_bad_input_is_refused_with_the_field_named(synced):
+    tenant, app = synced
+    with pytest.raises(CommandError, match="--app: acme has no application 'no.such.app'"):
+        revoke(tenant.slug, "--app", "no.such.app", "--dry-run")
+    with pytest.raises(CommandError, match="--user: acme has no user 'nobody@example.org'"):
+        revoke(tenant.slug, "--app", app, "--user", "nobody@example.org", "--dry-run")
+    with pytest.raises(ValidationError, match="unused_days"):
+        plan_revocation(tenant=tenant, client_id=app, unused_days=0)
+    demo = TenantFactory(slug="demo-org")
+    with pytest.raises(CommandError, match="the demo's grants are made up from its seed"):
+        revoke(demo.slug, "--app", app, "--dry-run")
+
+
+def test_without_yes_and_no_terminal_nothing_is_revoked(synced, fake_google):
+    tenant, app = synced
+    with pytest.raises(CommandError, match="nothing revoked: confirm at the prompt, or give --yes"):
+        revoke(tenant.slug, "--app", app)
+    assert (fake_google.revoked, Revocation.objects.count()) == ([], 0)
+
+
+def test_revoking_needs_a_permission_of_its_own():
+    staff = User.objects.create_user("staff", is_staff=True)
+    assert not may_revoke(staff)
+    staff.user_permissions.add(Permission.objects.get(codename="revoke_token", content_type__app_label="syncapp"))
+    assert may_revoke(User.objects.get(pk=staff.pk))
+
+
+def test_a_second_approver_must_be_another_person(synced, settings):
+    tenant, app = synced
+    settings.BALLAST_REVOCATION_SECOND_APPROVER = True
+    revocation = request_revocation(plan_revocation(tenant=tenant, client_id=app), requested_by="alice")
+    with pytest.raises(PermissionDenied, match="needs another person's approval than its requester's"):
+        approve_revocation(revocation, approved_by="alice", enqueue=False)
+    run = approve_revocation(revocation, approved_by="bob", enqueue=False)
+    revocation.refresh_from_db()
+    assert (revocation.state, revocation.approved_by, revocation.run_id) == (Revocation.State.APPROVED, "bob", run.pk)
+    with pytest.raises(ValidationError, match="not waiting for approval"):
+        approve_revocation(revocation, approved_by="carol", enqueue=False)
+
+
+def test_the_audit_is_listed_in_the_admin_and_never_deleted_there(synced, client):
+    tenant, app = synced
+    revocation = request_revocation(plan_revocation(tenant=tenant, client_id=app), requested_by="alice")
+    client.force_login(User.objects.create_superuser("root"))
+    page = client.get(f"/admin/syncapp/revocation/{revocation.pk}/change/")
+    assert page.status_code == 200 and "alice" in page.content.decode() and b"deletelink" not in page.content
+    assert client.get(f"/admin/syncapp/revocation/{revocation.pk}/delete/").status_code == 403
