@@ -52,6 +52,7 @@ from .models import (
 )
 from .progress import run_eta_words, step_estimate, work_words
 from .provider_check import check_tenant_connection
+from .revocations import approve_revocation, may_revoke, plan_revocation, request_revocation, resume_revocation
 from .runs import RunRefused, cancel_run, slot_wait, start_run, waiting_for
 from .schedules import schedule_words
 from .step_registry import FULL_SYNC
@@ -502,11 +503,27 @@ class ApplicationAdmin(DirectoryAdmin):
     ordering = ["-risk", "-users", "display_name"]
     readonly_fields = ["held_scopes", "holders", "timeline"]
     exclude = ["scopes", "risk_stale"]
-    actions = ["export_csv"]
+    actions = ["export_csv", "ask_to_revoke"]
 
     @admin.action(description="Export selected applications as CSV")
     def export_csv(self, request, queryset):
         return csv_download(queryset.order_by("display_name", "client_id"), application_record, "applications")
+
+    def has_revoke_permission(self, request):
+        return may_revoke(request.user)
+
+    @admin.action(description="Ask to revoke every user's grant (a request to review and approve)", permissions=["revoke"])
+    def ask_to_revoke(self, request, queryset):
+        """One request per application: its page lists exactly what would go, and waits for approval."""
+        for app in queryset.select_related("tenant"):
+            try:
+                revocation = request_revocation(plan_revocation(tenant=app.tenant, client_id=app.client_id), requested_by=request.user.get_username())
+            except ValidationError as exc:
+                self.message_user(request, f"{app}: {' '.join(m for ms in exc.message_dict.values() for m in ms)}", messages.ERROR)
+                continue
+            url = reverse("admin:syncapp_revocation_change", args=[revocation.pk])
+            self.message_user(request, format_html('Revocation <a href="{}">{}</a> asked: {} grant(s) of {}; it waits for approval.',
+                                                   url, revocation.pk, revocation.items.count(), app), messages.SUCCESS)
 
     @admin.display(description="scopes")
     def held_scopes(self, app):
@@ -693,8 +710,28 @@ class RevocationItemInline(ReadOnlyInline):
 class RevocationAdmin(ReadOnlyAdmin):
     """The revocation audit: who asked, who approved, when, what, and each grant's answer. Kept: never deleted here."""
 
-    list_display = ["__str__", "tenant", "state", "requested_by", "requested_at", "approved_by", "approved_at", "run"]
+    list_display = ["__str__", "tenant", "state", "requested_by", "requested_at", "approved_by", "approved_at", "run", "outcome"]
     list_filter = ["tenant", "state"]
     search_fields = ["client_id", "user_email", "requested_by", "approved_by"]
     list_select_related = ["tenant", "run"]
     inlines = [RevocationItemInline]
+    actions = ["approve"]
+
+    def has_revoke_permission(self, request):
+        return may_revoke(request.user)
+
+    @admin.action(description="Approve and revoke (or carry on a stopped one)", permissions=["revoke"])
+    def approve(self, request, queryset):
+        for revocation in queryset.select_related("tenant", "run"):
+            who = request.user.get_username()
+            try:
+                if revocation.state == Revocation.State.PENDING:
+                    run = approve_revocation(revocation, approved_by=who)
+                else:
+                    run = resume_revocation(revocation, resumed_by=who)
+            except (ValidationError, PermissionDenied, RunRefused) as exc:
+                text = " ".join(m for ms in exc.message_dict.values() for m in ms) if isinstance(exc, ValidationError) else str(exc)
+                self.message_user(request, f"{revocation}: {text}", messages.ERROR)
+                continue
+            self.message_user(request, format_html('{}: run <a href="{}">#{}</a> queued.', revocation,
+                                                   reverse("admin:syncapp_syncrun_change", args=[run.pk]), run.pk), messages.SUCCESS)

@@ -10,9 +10,9 @@ from datetime import datetime, time
 from datetime import timezone as dt_timezone
 from functools import wraps
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import EmptyPage, Paginator
-from django.db.models import Q
+from django.db.models import Count, Q
 from django.http import JsonResponse
 from django.urls import path, re_path, reverse
 from django.utils import timezone
@@ -22,10 +22,11 @@ from django.views.decorators.csrf import csrf_exempt
 from monitoring.ledger.allocations import shortfall_now
 from monitoring.models import Allocation
 
-from .apikeys import resolve_tenant
+from .apikeys import request_key, resolve_tenant
 from .forms import run_request
 from .inventory import RISKS, application_record, applications_of, changed_since, holding_scope, iso, token_record, tokens_of
-from .models import DirectoryUser, Status, SyncRun, UserAppRelation
+from .models import DirectoryUser, Revocation, RevocationItem, Status, SyncRun, UserAppRelation
+from .revocations import approve_revocation, plan_revocation, request_revocation
 from .runs import QuotaReached, RunRefused, run_summary, start_run
 
 log = logging.getLogger(__name__)
@@ -160,12 +161,7 @@ def runs(request, tenant):
         if status := choice(request, "status", RUN_STATUSES):
             queryset = queryset.filter(status=status)
         return paged(request, queryset, run_json)
-    try:
-        body = json.loads(request.body or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return error(400, "bad_request", f"the body is not JSON: {getattr(exc, 'msg', exc)}")
-    if not isinstance(body, dict):
-        return error(400, "bad_request", "the body must be a JSON object")
+    body = json_body(request)
     queue = body.get("queue", False)
     try:
         request_made = run_request(steps=body.get("steps"), profile=body.get("profile"), provider=tenant.provider)
@@ -187,6 +183,75 @@ def runs(request, tenant):
     response = JsonResponse(run_json(run), status=202)
     response["Location"] = request.build_absolute_uri(reverse("api-run", args=[run.pk]))
     return response
+
+
+def json_body(request) -> dict:
+    """The request's body as a JSON object, or BadParameter."""
+    try:
+        body = json.loads(request.body or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadParameter("body", f"the body is not JSON: {getattr(exc, 'msg', exc)}") from None
+    if not isinstance(body, dict):
+        raise BadParameter("body", "the body must be a JSON object")
+    return body
+
+
+def revocation_json(revocation: Revocation) -> dict:
+    outcomes = dict(revocation.items.values_list("outcome").annotate(n=Count("id")))
+    return {
+        "id": revocation.pk, "application": revocation.client_id, "user": revocation.user_email or None, "unused_days": revocation.unused_days,
+        "state": revocation.state, "requested_by": revocation.requested_by, "requested_at": iso(revocation.requested_at),
+        "approved_by": revocation.approved_by or None, "approved_at": iso(revocation.approved_at), "run": revocation.run_id,
+        "grants": {outcome: outcomes.get(outcome, 0) for outcome in RevocationItem.Outcome.values}, "outcome": revocation.outcome,
+    }
+
+
+@api_view("POST")
+def revocations(request, tenant):
+    """A dry run by default: what would be revoked. With "dry_run": false and a key that may
+    revoke, the request is recorded and approved (or left for a second person, when the site
+    asks for one), and its run queued."""
+    body = json_body(request)
+    dry_run, unused_days = body.get("dry_run", True), body.get("unused_days")
+    if not isinstance(dry_run, bool):
+        raise BadParameter("dry_run", "must be true or false")
+    for field in ("app", "user"):
+        if body.get(field) is not None and not isinstance(body[field], str):
+            raise BadParameter(field, "must be a string")
+    if not body.get("app"):
+        raise BadParameter("app", "give the application's client id")
+    if unused_days is not None and (isinstance(unused_days, bool) or not isinstance(unused_days, int)):
+        raise BadParameter("unused_days", "must be a whole number of days")
+    try:
+        plan = plan_revocation(tenant=tenant, client_id=body["app"], user_email=body.get("user") or "", unused_days=unused_days)
+    except ValidationError as exc:
+        field, messages = next(iter(exc.message_dict.items()))
+        raise BadParameter(field, " ".join(messages)) from None
+    if dry_run:
+        return JsonResponse({"dry_run": True, **plan.as_dict()})
+    key = request_key(request)
+    if key is None or not key.may_revoke:
+        return error(403, "forbidden", "this API key may not revoke grants: make one that may (manage.py apikey create SLUG --may-revoke)")
+    if not plan.tokens:
+        raise BadParameter("app", plan.words())
+    who = f"API key {key.prefix}"
+    revocation = request_revocation(plan, requested_by=who)
+    try:
+        approve_revocation(revocation, approved_by=who)
+    except PermissionDenied:  # the site asks for a second person: the request waits for them in the admin
+        pass
+    except RunRefused as exc:
+        return error(429 if isinstance(exc, QuotaReached) else 400, "quota_exceeded" if isinstance(exc, QuotaReached) else "bad_request", str(exc))
+    revocation.refresh_from_db()
+    response = JsonResponse(revocation_json(revocation), status=202)
+    response["Location"] = request.build_absolute_uri(reverse("api-revocation", args=[revocation.pk]))
+    return response
+
+
+@api_view("GET")
+def revocation_detail(request, tenant, revocation_id: int):
+    revocation = Revocation.objects.filter(tenant=tenant, pk=revocation_id).first()
+    return JsonResponse(revocation_json(revocation)) if revocation else error(404, "not_found", f"no revocation {revocation_id}")
 
 
 @api_view("GET")
@@ -282,6 +347,8 @@ def relations(request, tenant):
 urlpatterns = [
     path("runs/", runs, name="api-runs"),
     path("runs/<int:run_id>/", run_detail, name="api-run"),
+    path("revocations/", revocations, name="api-revocations"),
+    path("revocations/<int:revocation_id>/", revocation_detail, name="api-revocation"),
     path("users/", users, name="api-users"),
     path("tokens/", tokens, name="api-tokens"),
     path("applications/", applications, name="api-applications"),

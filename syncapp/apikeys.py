@@ -27,21 +27,35 @@ def new_key() -> tuple[str, str, str]:
     return prefix, _hash(key), key
 
 
-def create_key(tenant: Tenant, name: str = "") -> tuple[ApiKey, str]:
+def create_key(tenant: Tenant, name: str = "", *, may_revoke: bool = False) -> tuple[ApiKey, str]:
     """Make a key; return the row and the key itself."""
     prefix, key_hash, key = new_key()
-    return ApiKey.objects.create(tenant=tenant, name=name, prefix=prefix, key_hash=key_hash), key
+    return ApiKey.objects.create(tenant=tenant, name=name, prefix=prefix, key_hash=key_hash, may_revoke=may_revoke), key
+
+
+def _live_key(key: str) -> ApiKey | None:
+    parts = key.split("_")
+    if len(parts) < 3 or parts[0] != "bk":
+        return None
+    row = ApiKey.objects.select_related("tenant").filter(prefix=parts[1], revoked_at__isnull=True).first()
+    if row is None or not hmac.compare_digest(row.key_hash, _hash(key)) or not row.tenant.active:
+        return None
+    return row
+
+
+def request_key(request) -> ApiKey | None:
+    """The live key of an `Authorization: Bearer <key>` request, read now (not cached: for the
+    rights a key holds, such as revoking, which must not outlive the key's revocation)."""
+    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    return _live_key(key.strip()) if scheme.lower() == "bearer" and key else None
 
 
 @ttl_cache(seconds=10)
 def tenant_for_key(key: str) -> Tenant | None:
     """The active tenant a live key belongs to, or None (cached 10 s per process: a revocation
     elsewhere takes effect within that; here at once)."""
-    parts = key.split("_")
-    if len(parts) < 3 or parts[0] != "bk":
-        return None
-    row = ApiKey.objects.select_related("tenant").filter(prefix=parts[1], revoked_at__isnull=True).first()
-    if row is None or not hmac.compare_digest(row.key_hash, _hash(key)) or not row.tenant.active:
+    row = _live_key(key)
+    if row is None:
         return None
     now = timezone.now()
     if row.last_used_at is None or now - row.last_used_at > LAST_USED_EVERY:

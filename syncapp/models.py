@@ -487,6 +487,7 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    may_revoke = models.BooleanField(default=False, help_text="May ask for and approve the revocation of grants (POST /api/v1/revocations/).")
 
     class Meta:
         verbose_name = "API key"

@@ -2,6 +2,7 @@
 and the run that carries it out (syncapp.steps.revoke). The admin, `manage.py revoke` and the
 API are shells over these functions; each checks its caller's right (syncapp.revoke_token)."""
 
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -11,10 +12,11 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from .models import Application, DirectoryUser, Revocation, RevocationItem, SyncRun, Tenant, Token
+from .models import Application, DirectoryUser, Revocation, RevocationItem, Status, SyncRun, Tenant, Token
 from .providers import provider_class
 from .runs import start_revocation_run
 
+log = logging.getLogger(__name__)
 PERMISSION = "syncapp.revoke_token"
 SHOWN_USERS = 20  # a dry run names this many users, then counts the rest
 
@@ -90,6 +92,32 @@ def request_revocation(plan: Plan, *, requested_by: str) -> Revocation:
             RevocationItem(revocation=revocation, token=token, user_key=token.user.primary_email, scopes=token.scopes) for token in plan.tokens
         )
     return revocation
+
+
+def unfinished_revocation(plan: Plan) -> Revocation | None:
+    """An approved revocation of the same grants whose run ended with some still pending (the run
+    was stopped, or its process died): asking again carries it on rather than asking anew."""
+    candidates = Revocation.objects.filter(
+        tenant=plan.tenant, client_id=plan.client_id, user_email=plan.user_email, unused_days=plan.unused_days,
+        state__in=[Revocation.State.APPROVED, Revocation.State.INCOMPLETE], items__outcome=RevocationItem.Outcome.PENDING,
+    ).exclude(run__status__in=[Status.QUEUED, Status.RUNNING])
+    return candidates.order_by("-pk").first()
+
+
+def resume_revocation(revocation: Revocation, *, resumed_by: str, enqueue: bool = True) -> SyncRun:
+    """Carry on an approved revocation whose run ended with grants still pending: a new run takes
+    the pending ones. A grant whose answer was lost with its batch is asked again and found gone."""
+    if revocation.state not in (Revocation.State.APPROVED, Revocation.State.INCOMPLETE) or not revocation.items.filter(
+            outcome=RevocationItem.Outcome.PENDING).exists():
+        raise ValidationError({"state": f"revocation {revocation.pk} is {revocation.get_state_display()}, with nothing left to revoke"})
+    if revocation.run is not None and revocation.run.status in (Status.QUEUED, Status.RUNNING):
+        raise ValidationError({"state": f"revocation {revocation.pk}'s run {revocation.run_id} is still {revocation.run.status}"})
+    with transaction.atomic():
+        run = start_revocation_run(tenant=revocation.tenant, enqueue=enqueue)
+        revocation.run, revocation.state = run, Revocation.State.APPROVED
+        revocation.save(update_fields=["run", "state"])
+    log.info("revocation %s carried on by %s in run %s", revocation.pk, resumed_by, run.pk)
+    return run
 
 
 def approve_revocation(revocation: Revocation, *, approved_by: str, enqueue: bool = True) -> SyncRun:

@@ -142,3 +142,107 @@ def test_the_audit_is_listed_in_the_admin_and_never_deleted_there(synced, client
     page = client.get(f"/admin/syncapp/revocation/{revocation.pk}/change/")
     assert page.status_code == 200 and "alice" in page.content.decode() and b"deletelink" not in page.content
     assert client.get(f"/admin/syncapp/revocation/{revocation.pk}/delete/").status_code == 403
+
+
+@pytest.mark.usefixtures("batches_as_the_governor_sizes_them")
+def test_a_run_that_dies_half_way_is_carried_on_and_revokes_each_grant_once(synced, fake_google, monkeypatch, settings):
+    from syncapp.steps import revoke as revoke_step
+
+    tenant, app = synced
+    settings.BALLAST_GOVERNOR = {"batch_size": 20}
+    count = Token.objects.filter(tenant=tenant, application__client_id=app, revoked_at__isnull=True).count()
+    real_write, batches = revoke_step._write, []
+
+    def dies_at_the_third_batch(results):
+        batches.append(len(results))
+        if len(batches) == 3:  # its grants are revoked at the provider, but the answers die with the process
+            raise RuntimeError("the process died")
+        return real_write(results)
+
+    monkeypatch.setattr(revoke_step, "_write", dies_at_the_third_batch)
+    with pytest.raises(CommandError, match="the process died"):
+        revoke(tenant.slug, "--app", app, "--yes")
+    revocation = Revocation.objects.get()
+    assert revocation.state == Revocation.State.INCOMPLETE and f"{count - 40} not tried yet" in revocation.outcome
+    assert len(fake_google.revoked) == 60  # two batches recorded, the third revoked unrecorded
+
+    monkeypatch.setattr(revoke_step, "_write", real_write)
+    said = revoke(tenant.slug, "--app", app, "--yes")
+    assert f"Revocation {revocation.pk} of these grants stopped with {count - 40} still to revoke: carrying it on." in said
+    revocation.refresh_from_db()
+    assert revocation.state == Revocation.State.DONE and Revocation.objects.count() == 1
+    assert len(fake_google.revoked) == len(set(fake_google.revoked)) == count  # each grant once, none skipped
+    outcomes = Counter(revocation.items.values_list("outcome", flat=True))
+    assert outcomes == {RevocationItem.Outcome.REVOKED: count - 20, RevocationItem.Outcome.GONE: 20}
+    assert GrantEvent.objects.filter(tenant=tenant, application__client_id=app, kind=GrantEvent.Kind.REVOKED).count() == count
+
+
+def test_the_api_answers_a_dry_run_by_default_and_revokes_only_with_a_key_that_may(synced, fake_google, client):
+    from syncapp.apikeys import create_key
+
+    tenant, app = synced
+    count = Token.objects.filter(tenant=tenant, application__client_id=app, revoked_at__isnull=True).count()
+    _, plain = create_key(tenant)
+    _, revoker = create_key(tenant, may_revoke=True)
+
+    def post(key, body):
+        return client.post("/api/v1/revocations/", body, content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {key}")
+
+    dry = post(plain, {"app": app})
+    assert dry.status_code == 200 and (dry.json()["dry_run"], dry.json()["count"]) == (True, count)
+    refused = post(plain, {"app": app, "dry_run": False})
+    assert refused.status_code == 403 and "may not revoke" in refused.json()["error"]["message"]
+    assert post(revoker, {"app": app, "dry_run": "no"}).json()["error"]["field"] == "dry_run"
+    assert post(revoker, {"app": "no.such.app"}).json()["error"]["field"] == "app"
+    assert (fake_google.revoked, Revocation.objects.count()) == ([], 0)
+
+    accepted = post(revoker, {"app": app, "dry_run": False})
+    body = accepted.json()
+    assert accepted.status_code == 202 and body["state"] == Revocation.State.APPROVED and body["requested_by"].startswith("API key ")
+    run_in_process(body["run"])  # no cluster here: carried out as the cluster would
+    detail = client.get(accepted["Location"], HTTP_AUTHORIZATION=f"Bearer {plain}").json()
+    assert (detail["state"], detail["grants"]["revoked"], detail["grants"]["pending"]) == (Revocation.State.DONE, count, 0)
+    assert listed(fake_google, app) == 0
+
+
+def test_in_the_admin_a_person_with_the_permission_asks_another_approves_and_staff_without_it_can_do_neither(synced, fake_google, client, settings):
+    from django.contrib.auth.models import Group
+
+    from syncapp.models import Application
+
+    tenant, app = synced
+    settings.BALLAST_REVOCATION_SECOND_APPROVER = True
+    application = Application.objects.get(tenant=tenant, client_id=app)
+    staff = Group.objects.create(name="staff")
+    staff.permissions.set(Permission.objects.filter(content_type__app_label="syncapp").exclude(codename="revoke_token"))
+    security = Group.objects.create(name="security")
+    security.permissions.set(Permission.objects.filter(content_type__app_label="syncapp"))
+
+    def person(name, group):
+        user = User.objects.create_user(name, is_staff=True)
+        user.groups.add(group)
+        return user
+
+    def act(user, model, action, pk):
+        client.force_login(user)
+        return client.post(f"/admin/syncapp/{model}/", {"action": action, "_selected_action": [pk]}, follow=True)
+
+    bystander, alice, bob = person("bystander", staff), person("alice", security), person("bob", security)
+    act(bystander, "application", "ask_to_revoke", application.pk)
+    assert not Revocation.objects.exists()
+    assert "ask_to_revoke" not in client.get("/admin/syncapp/application/").content.decode()
+
+    act(alice, "application", "ask_to_revoke", application.pk)
+    revocation = Revocation.objects.get()
+    assert (revocation.state, revocation.requested_by, revocation.items.count()) == (Revocation.State.PENDING, "alice", len(plan_revocation(tenant=tenant, client_id=app).tokens))
+    page = act(alice, "revocation", "approve", revocation.pk).content.decode()
+    assert "needs another person&#x27;s approval" in page and Revocation.objects.get().state == Revocation.State.PENDING
+    act(bystander, "revocation", "approve", revocation.pk)
+    assert Revocation.objects.get().state == Revocation.State.PENDING
+
+    act(bob, "revocation", "approve", revocation.pk)
+    revocation.refresh_from_db()
+    assert (revocation.state, revocation.approved_by) == (Revocation.State.APPROVED, "bob")
+    run_in_process(revocation.run_id)
+    revocation.refresh_from_db()
+    assert revocation.state == Revocation.State.DONE and listed(fake_google, app) == 0

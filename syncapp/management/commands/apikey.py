@@ -14,6 +14,7 @@ class Command(BaseCommand):
         create = actions.add_parser("create", help="Make a key; it is printed once, alone on the last line.")
         create.add_argument("slug")
         create.add_argument("--name", default="")
+        create.add_argument("--may-revoke", action="store_true", help="The key may ask for and approve revocations (POST /api/v1/revocations/).")
         listing = actions.add_parser("list", help="A tenant's keys (prefixes only).")
         listing.add_argument("slug")
         revoking = actions.add_parser("revoke", help="Revoke a key by its prefix.")
@@ -22,7 +23,7 @@ class Command(BaseCommand):
     def handle(self, *args, action, **options):
         if action == "create":
             tenant = _tenant(options["slug"])
-            row, key = create_key(tenant, options["name"])
+            row, key = create_key(tenant, options["name"], may_revoke=options["may_revoke"])
             self.stderr.write(f"API key {row.prefix}… for {tenant.slug}. Keep it now: it is not shown again.")
             self.stdout.write(key)
         elif action == "list":

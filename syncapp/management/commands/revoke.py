@@ -5,7 +5,8 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from monitoring.forms import errors_in_words
-from syncapp.revocations import approve_revocation, plan_revocation, request_revocation
+from syncapp.models import RevocationItem
+from syncapp.revocations import approve_revocation, plan_revocation, request_revocation, resume_revocation, unfinished_revocation
 
 from .sync import carry_out
 from .tenant import _tenant
@@ -34,15 +35,22 @@ class Command(BaseCommand):
         except ValidationError as exc:
             raise CommandError(errors_in_words(exc.message_dict, FLAGS)) from None
         self.stdout.write(plan.words() + ("." if plan.tokens else ""))
-        if dry_run or not plan.tokens:
+        unfinished = unfinished_revocation(plan)
+        if unfinished is not None:
+            left = unfinished.items.filter(outcome=RevocationItem.Outcome.PENDING).count()
+            self.stdout.write(f"Revocation {unfinished.pk} of these grants stopped with {left} still to revoke: {'it would carry on' if dry_run else 'carrying it on'}.")
+        if dry_run or not (plan.tokens or unfinished):
             return
         if not yes and not self._confirmed(len(plan.tokens)):
             raise CommandError("nothing revoked: confirm at the prompt, or give --yes (--dry-run only says what would go)")
         who = f"{getpass.getuser()} (manage.py revoke)"
-        revocation = request_revocation(plan, requested_by=who)
+        if unfinished is not None:
+            revocation, start = unfinished, lambda enqueue: resume_revocation(unfinished, resumed_by=who, enqueue=enqueue)
+        else:
+            revocation = request_revocation(plan, requested_by=who)
+            start = lambda enqueue: approve_revocation(revocation, approved_by=who, enqueue=enqueue)  # noqa: E731
         try:
-            carry_out(self, lambda enqueue: approve_revocation(revocation, approved_by=who, enqueue=enqueue),
-                      wait=True, in_process=False, quiet=False, as_json=False)
+            carry_out(self, start, wait=True, in_process=False, quiet=False, as_json=False)
         except PermissionDenied as exc:
             self.stdout.write(f"Revocation {revocation.pk} is recorded and waits for approval: {exc}. Approve it in the admin.")
             return
