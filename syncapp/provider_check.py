@@ -13,6 +13,7 @@ class ConnectionReport:
     tenant: str
     provider: str
     checks: list[Check]
+    revocation: Check | None = None  # whether revoking would be allowed: told apart, never failing the connection
 
     @property
     def ok(self) -> bool:
@@ -32,6 +33,7 @@ class ConnectionReport:
             "tenant": self.tenant, "provider": self.provider, "ok": self.ok,
             "checks": [asdict(check) for check in self.checks],
             "missing_scopes": self.missing_scopes, "first_error": self.first_error,
+            "revocation": asdict(self.revocation) if self.revocation else None,
         }
 
 
@@ -40,14 +42,20 @@ def check_tenant_connection(tenant: Tenant) -> ConnectionReport:
     try:
         provider = provider_class(tenant.provider)(config)
     except ConfigError as exc:
-        checks = [Check("config", "the tenant's provider_config", False, str(exc))]
-    else:
+        checks, provider = [Check("config", "the tenant's provider_config", False, str(exc))], None
+    revocation = None
+    if provider is not None:
         try:
             checks = provider.check_connection()
         except ProviderError as exc:  # a call before the endpoints (a credentials refresh) failed
             checks = [Check("credentials", "the provider's credentials", False, str(exc))]
+        else:
+            revocation = provider.revocation_check(checks)
         finally:
             provider.close()
-    # A provider's message may quote what it was sent: never show a secret of the config.
-    checks = [Check(c.name, scrub(c.target, config), c.ok, scrub(c.detail, config), c.missing_scope) for c in checks]
-    return ConnectionReport(tenant=tenant.slug, provider=tenant.get_provider_display(), checks=checks)
+
+    def shown(c: Check) -> Check:  # a provider's message may quote what it was sent: never show a secret of the config
+        return Check(c.name, scrub(c.target, config), c.ok, scrub(c.detail, config), c.missing_scope)
+
+    return ConnectionReport(tenant=tenant.slug, provider=tenant.get_provider_display(), checks=[shown(c) for c in checks],
+                            revocation=shown(revocation) if revocation else None)

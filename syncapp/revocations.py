@@ -84,12 +84,14 @@ def request_revocation(plan: Plan, *, requested_by: str) -> Revocation:
     """Record the request with the grants the plan names, as they stand now; it waits for approval."""
     if not plan.tokens:
         raise ValidationError({"app": plan.words()})
+    key = provider_class(plan.tenant.provider).revocation_key
     with transaction.atomic():
         revocation = Revocation.objects.create(
             tenant=plan.tenant, client_id=plan.client_id, user_email=plan.user_email, unused_days=plan.unused_days, requested_by=requested_by,
         )
         RevocationItem.objects.bulk_create(
-            RevocationItem(revocation=revocation, token=token, user_key=token.user.primary_email, scopes=token.scopes) for token in plan.tokens
+            RevocationItem(revocation=revocation, token=token, user_key=key(token.user.primary_email, token.user.external_id), scopes=token.scopes)
+            for token in plan.tokens
         )
     return revocation
 

@@ -2,6 +2,8 @@
 oauth2PermissionGrants, paged by @odata.nextLink) and Entra ID's client-credentials token
 endpoint. Tests load its data and script its faults; it records every request it answers."""
 
+import base64
+import json
 import threading
 import time
 from urllib.parse import parse_qs
@@ -43,6 +45,9 @@ class FakeGraph(LoopbackJsonServer):
         self.version = 0  # of the data, for delta queries: each logged change adds one
         self.log: list[tuple[int, str, str, frozenset | None]] = []  # (version, "users" | "grants", id, properties changed)
         self.delta_expired_before = 0  # a delta token of an older version is refused (410 Gone)
+        self.may_revoke = True  # False: deleting a grant answers 403, as without DelegatedPermissionGrant.ReadWrite.All
+        self.roles = ["User.Read.All", "Directory.Read.All", "DelegatedPermissionGrant.ReadWrite.All"]  # the token's "roles" claim
+        self.deleted: list[str] = []  # ids of the grants deleted
         self._lock = threading.Lock()
         super().__init__()
 
@@ -94,14 +99,15 @@ class FakeGraph(LoopbackJsonServer):
             time.sleep(self.latency_s)
         if path in DELTAS:
             return self._delta(path, query, headers)
+        if method == "DELETE":
+            return self._delete_grant(path)
         if path not in LISTS:
             return 404, graph_error("Request_ResourceNotFound", f"Resource not found for the segment '{path}'."), {}
         rows = getattr(self, LISTS[path])
-        if "$filter" in query:  # only "id in ('a','b')", at most 15 values, as Graph allows
-            ids = [v.strip().strip("'") for v in query["$filter"].removeprefix("id in (").removesuffix(")").split(",")]
-            if not query["$filter"].startswith("id in (") or len(ids) > 15:
+        if "$filter" in query:
+            rows = self._filtered(rows, query["$filter"])
+            if rows is None:
                 return 400, graph_error("Request_UnsupportedQuery", "Unsupported or invalid query filter clause specified."), {}
-            rows = [row for row in rows if row["id"] in ids]
         start = int(query.get("$skiptoken", 0))
         size = min(int(query.get("$top", 100)), self.page_size)
         answer = {"@odata.context": f"{self.url}/v1.0/$metadata#{LISTS[path]}", "value": rows[start : start + size]}
@@ -110,6 +116,32 @@ class FakeGraph(LoopbackJsonServer):
             rest = "&".join(f"{k}={v}" for k, v in query.items() if k != "$skiptoken")
             answer["@odata.nextLink"] = f"{self.url}{path}?{rest}&$skiptoken={start + size}"
         return 200, answer, {}
+
+    @staticmethod
+    def _filtered(rows: list[dict], clause: str) -> list[dict] | None:
+        """The filters Ballast sends: "id in ('a','b')" (at most 15 values, as Graph allows), and
+        "prop eq 'value'" joined by "and"; None for anything else."""
+        if clause.startswith("id in ("):
+            ids = [v.strip().strip("'") for v in clause.removeprefix("id in (").removesuffix(")").split(",")]
+            return None if len(ids) > 15 else [row for row in rows if row["id"] in ids]
+        terms = [term.split(" eq ", 1) for term in clause.split(" and ")]
+        if not all(len(term) == 2 and term[1].startswith("'") and term[1].endswith("'") for term in terms):
+            return None
+        wanted = {name.strip(): value[1:-1].replace("''", "'") for name, value in terms}
+        return [row for row in rows if all(row.get(name) == value for name, value in wanted.items())]
+
+    def _delete_grant(self, path: str) -> tuple[int, dict | None, dict]:
+        ident = path.removeprefix("/v1.0/oauth2PermissionGrants/")
+        if ident == path or "/" in ident:
+            return 405, graph_error("Request_BadRequest", "Specified HTTP method is not allowed for the request target."), {}
+        if not self.may_revoke:
+            return 403, graph_error("Authorization_RequestDenied", "Insufficient privileges to complete the operation."), {}
+        with self._lock:
+            if not any(g["id"] == ident for g in self.grants):
+                return 404, graph_error("Request_ResourceNotFound", f"Resource '{ident}' does not exist."), {}
+        self.remove_grant(ident)
+        self.deleted.append(ident)
+        return 204, None, {}
 
     # --- delta queries: a log of what changed, by version --------------------------------
 
@@ -190,7 +222,9 @@ class FakeGraph(LoopbackJsonServer):
         if form.get("client_secret") != CLIENT_SECRET:
             return 401, entra_error("invalid_client", 7000215, "Invalid client secret provided. Ensure the secret being sent in the "
                                     f"request is the client secret value, not the client secret ID, for a secret added to app '{CLIENT_ID}'."), {}
-        token = f"graph-token-{len(self.token_requests)}"
+        # A JWT's shape, as Entra ID's: header.claims.signature, the claims naming the app's permissions.
+        claims = base64.urlsafe_b64encode(json.dumps({"n": len(self.token_requests), "roles": self.roles}).encode()).decode().rstrip("=")
+        token = f"eyJhbGciOiJub25lIn0.{claims}.fake"
         with self._lock:
             self.tokens[token] = 0
         return 200, {"token_type": "Bearer", "expires_in": self.expires_in, "ext_expires_in": self.expires_in, "access_token": token}, {}

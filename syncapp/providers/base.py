@@ -169,11 +169,26 @@ class Provider:
         "orgScopes" and no user for an administrator's consent to the whole organisation."""
         raise NotImplementedError
 
+    @staticmethod
+    def revocation_key(email: str, external_id: str) -> str:
+        """How revoke_token and still_granted name a user: the address, unless the source wants its id."""
+        return email
+
     def revoke_token(self, user_key: str, client_id: str) -> Revoked:
-        """For a revocable source: revoke the grant of one user (key as tokens.list takes it) to one
+        """For a revocable source: revoke the grant of one user (revocation_key) to one
         application. A grant the source no longer has is Revoked.GONE; a refusal for want of a
         write permission raises RevocationRefused naming it."""
         raise NotImplementedError
+
+    def revocation_check(self, checks: list[Check]) -> Check:
+        """Whether revoking would be allowed, told after the connection's own checks and without
+        revoking anything: an answer apart from theirs, so a read-only connection still works."""
+        return Check("revoke", "revoking grants", None, self.not_revocable)
+
+    def still_granted(self, user_key: str, client_id: str) -> bool:
+        """For a revocable source: whether the user still holds a grant to the application, as
+        the source lists it now (a revocation's check afterwards)."""
+        return any(token.get("clientId") == client_id for token in self.user_tokens(user_key))
 
     def token_changes(self, since: datetime, page_token: str | None = None) -> Iterator[Page]:
         """For a source with a changes feed: its token activities since `since`, page by page

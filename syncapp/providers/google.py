@@ -158,6 +158,14 @@ class GoogleProvider(HttpProvider):
             raise
         return Revoked.REVOKED
 
+    def revocation_check(self, checks: list[Check]) -> Check:
+        target = f"tokens.delete (DELETE {self.config['base_url']}{USERS_PATH}/USER/tokens/CLIENT_ID)"
+        tokens = next((c for c in checks if c.name == "tokens"), None)
+        if tokens is None or tokens.ok is not True:
+            return Check("revoke", target, None, "not known: the tokens call, whose scope revoking takes too, did not answer")
+        return Check("revoke", target, True, f"granted by the {TOKENS_SCOPE.rsplit('/', 1)[1]} scope the tokens call used, for an "
+                     "admin allowed to manage users' security settings")
+
     def targets(self) -> dict[str, str]:
         base = self.config["base_url"] + USERS_PATH
         return {"users": f"users.list (GET {base})", "tokens": f"tokens.list (GET {base}/USER/tokens)"}

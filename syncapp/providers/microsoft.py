@@ -11,14 +11,16 @@ so validation, writers and counters are the same for every provider. Lists are p
 bearer token never goes anywhere else. Retries as every HTTP provider (providers/http.py).
 """
 
+import base64
 import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from urllib.parse import quote
 
 import urllib3
 
-from .base import Check, DeltaExpired, Page, ProviderError, require_str
+from .base import Check, DeltaExpired, Page, ProviderError, RevocationRefused, Revoked, require_str
 from .http import HTTP_CONFIG_KEYS, HttpProvider, clean_http_config, connection_problem
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
@@ -26,6 +28,8 @@ GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 # with User.Read.All; the grants' delta query needs Directory.Read.All (Graph's least privilege
 # for it), which also covers the service principals.
 PERMISSIONS = {"users": "User.Read.All", "tokens": "Directory.Read.All"}
+REVOKE_PERMISSION = "DelegatedPermissionGrant.ReadWrite.All"
+GRANTS_PATH, PRINCIPALS_PATH = "/v1.0/oauth2PermissionGrants", "/v1.0/servicePrincipals"
 PAGE_SIZE = 999  # Graph's most per page for these lists
 USERS_DELTA, GRANTS_DELTA = "/v1.0/users/delta", "/v1.0/oauth2PermissionGrants/delta"
 FILTER_VALUES = 15  # Graph's most values for the `in` operator of a $filter
@@ -79,7 +83,7 @@ class MicrosoftProvider(HttpProvider):
     lists_tokens = True  # one list of grants for the organisation, not a call per user
     has_changes_feed = tracks_deltas = True
     config_keys = ("tenant_id", "client_id", "client_secret", *HTTP_CONFIG_KEYS, "login_url")
-    not_revocable = "revoking Microsoft grants is not built yet (oauth2PermissionGrants DELETE comes next)"
+    revocable = True  # DELETE oauth2PermissionGrants/{id}, with DelegatedPermissionGrant.ReadWrite.All
 
     def __init__(self, config: dict, *, sleep: Callable[[float], None] = time.sleep):
         super().__init__(config, sleep=sleep)
@@ -168,6 +172,54 @@ class MicrosoftProvider(HttpProvider):
             with self._token_lock:
                 self._token = None
             return self._get(url, params, label=label)
+
+    # --- revocation ---------------------------------------------------------------
+
+    def revocation_check(self, checks: list[Check]) -> Check:
+        """From the access token's roles (the application permissions it was consented), as Entra
+        ID writes them in the token: nothing is called, nothing deleted."""
+        target = f"DELETE {self.config['base_url']}{GRANTS_PATH}/ID ({REVOKE_PERMISSION})"
+        roles = token_roles(self._token[0]) if self._token else None
+        if roles is None:
+            return Check("revoke", target, None, "not known: the access token does not say which permissions it holds")
+        if REVOKE_PERMISSION in roles:
+            return Check("revoke", target, True, f"granted: the app holds {REVOKE_PERMISSION}")
+        return Check("revoke", target, False, f"not granted: to revoke from Ballast, grant the app the application permission "
+                     f"{REVOKE_PERMISSION} and an administrator's consent (syncs do not need it)")
+
+    @staticmethod
+    def revocation_key(email: str, external_id: str) -> str:
+        return external_id  # a grant names its user by object id (principalId)
+
+    def _user_grants(self, user_id: str, app_id: str) -> list[dict]:
+        """The user's own (Principal) grants to the application: its service principal found by appId."""
+        found = self._call(self.config["base_url"] + PRINCIPALS_PATH, {"$filter": f"appId eq '{_quoted(app_id)}'", "$select": "id"},
+                           label=PRINCIPALS_PATH).get("value") or []
+        if not found:
+            return []  # the application is gone from the tenant, and its grants with it
+        query = {"$filter": f"clientId eq '{_quoted(found[0]['id'])}' and principalId eq '{_quoted(user_id)}'"}
+        grants = self._call(self.config["base_url"] + GRANTS_PATH, query, label=GRANTS_PATH).get("value") or []
+        return [g for g in grants if g.get("consentType") == "Principal" and g.get("principalId") == user_id]
+
+    def revoke_token(self, user_key: str, client_id: str) -> Revoked:
+        """Each Principal grant of the user to the application, deleted. An administrator's consent
+        for everyone (AllPrincipals) is not the user's to lose, and stays."""
+        grants = self._user_grants(user_key, client_id)
+        for grant in grants:
+            path = f"{GRANTS_PATH}/{quote(str(grant['id']), safe='')}"
+            try:
+                self._delete(self.config["base_url"] + path, label=path)
+            except ProviderError as exc:
+                if exc.status == 404:
+                    continue  # removed meanwhile
+                if exc.status == 403:
+                    raise RevocationRefused(f"Graph refused to revoke ({exc}): grant the app the application permission "
+                                            f"{REVOKE_PERMISSION} and an administrator's consent", status=403, reason=exc.reason) from None
+                raise
+        return Revoked.REVOKED if grants else Revoked.GONE
+
+    def still_granted(self, user_key: str, client_id: str) -> bool:
+        return bool(self._user_grants(user_key, client_id))
 
     # --- lists -----------------------------------------------------------------
 
@@ -303,3 +355,20 @@ def grant_record(grant, applications: dict[str, tuple[str, str]]) -> tuple[tuple
 def resource_name(object_id, applications: dict[str, tuple[str, str]]) -> str:
     """An API's display name by its service principal's object id (the id itself when unknown)."""
     return applications.get(object_id, (None, ""))[1] or (object_id if isinstance(object_id, str) and object_id else "unknown API")
+
+
+def _quoted(value: str) -> str:
+    """A string inside an OData $filter's quotes (a quote doubled)."""
+    return value.replace("'", "''")
+
+
+def token_roles(access_token: str) -> list[str] | None:
+    """The "roles" claim of an Entra ID access token (a JWT), read without checking its signature:
+    it only says what the token claims, for a person to read. None when it is not a JWT."""
+    try:
+        payload = access_token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return None
+    roles = claims.get("roles") if isinstance(claims, dict) else None
+    return [r for r in roles if isinstance(r, str)] if isinstance(roles, list) else []

@@ -75,19 +75,18 @@ def revoke_grants(ctx: StepContext) -> None:
 
 
 def _check_gone(ctx: StepContext, revocation: Revocation) -> None:
-    """List each user's tokens again: a grant revoked (or gone) that is still listed is said so."""
-    done = revocation.items.filter(outcome__in=[Done.REVOKED, Done.GONE]).select_related("token__application")
-    by_user: dict[str, list[RevocationItem]] = {}
-    for item in done:
-        by_user.setdefault(item.user_key, []).append(item)
-    still = []
-    for user_key, items in by_user.items():
+    """Ask the provider again for each grant revoked (or found gone): one still there is said so."""
+    done = list(revocation.items.filter(outcome__in=[Done.REVOKED, Done.GONE]).select_related("token__application"))
+
+    def still_there(item: RevocationItem) -> int | None:
         try:
-            listed = {t.get("clientId") for t in ctx.provider.user_tokens(user_key)}
+            return item.pk if ctx.provider.still_granted(item.user_key, item.token.application.client_id) else None
         except ProviderError as exc:
-            log.warning("%s tokens of %s not listed again: %s", ctx.label(), user_key, exc)
-            continue
-        still += [item.pk for item in items if item.token.application.client_id in listed]
+            log.warning("%s grant of %s not checked: %s", ctx.label(), item.user_key, exc)
+            return None
+
+    with ThreadPoolExecutor(max_workers=max(1, min(len(done), ctx.governor.calls_under_way()))) as pool:
+        still = [pk for pk in pool.map(still_there, done) if pk is not None]
     if still:
         RevocationItem.objects.filter(pk__in=still).update(outcome=Done.STILL_LISTED, answer="listed again after revoking")
         log.warning("%s %d grant(s) still listed after revoking", ctx.label(), len(still))

@@ -246,3 +246,98 @@ def test_in_the_admin_a_person_with_the_permission_asks_another_approves_and_sta
     run_in_process(revocation.run_id)
     revocation.refresh_from_db()
     assert revocation.state == Revocation.State.DONE and listed(fake_google, app) == 0
+
+
+@pytest.fixture
+def graph_synced():
+    """A Microsoft tenant against a loopback Graph, synced: (tenant, graph, the app held by the most users)."""
+    from ..fakegraph import FakeGraph
+
+    graph = FakeGraph(page_size=50).start()
+    users, tokens = demo_org(60)
+    graph.load(users, tokens)
+    tenant = TenantFactory(slug="contoso", provider="microsoft", provider_config=graph.config(max_attempts=4))
+    assert sync_here(tenant).status == Status.COMPLETED
+    apps = {sp["appId"] for sp in graph.service_principals if sp["id"].startswith("sp-")}
+    # The app with the most grants split across resources: each of a token's grants must go.
+    split = max(apps, key=lambda app: (len(principal_grants(graph, app)) - len({g["principalId"] for g in principal_grants(graph, app)}), app))
+    yield tenant, graph, split
+    graph.stop()
+
+
+def principal_grants(graph, app: str) -> list[dict]:
+    principal = next(sp["id"] for sp in graph.service_principals if sp["appId"] == app)
+    return [g for g in graph.grants if g["clientId"] == principal and g["consentType"] == "Principal"]
+
+
+def test_microsoft_grants_are_deleted_each_of_them_and_a_full_sync_agrees(graph_synced):
+    tenant, graph, app = graph_synced
+    grants, users = principal_grants(graph, app), {g["principalId"] for g in principal_grants(graph, app)}
+    assert len(grants) > len(users)  # some tokens are two grants (one per resource): each must go
+    revocation = request_revocation(plan_revocation(tenant=tenant, client_id=app), requested_by="alice")
+    run_in_process(approve_revocation(revocation, approved_by="alice", enqueue=False).pk)
+    revocation.refresh_from_db()
+    assert revocation.state == Revocation.State.DONE, revocation.outcome
+    assert principal_grants(graph, app) == [] and sorted(graph.deleted) == sorted(g["id"] for g in grants)
+    assert set(revocation.items.values_list("user_key", flat=True)) == users  # the users' object ids
+    after = sync_here(tenant)
+    assert after.status == Status.COMPLETED and step_counters(after, "tokens")["deactivated"] == 0
+    assert not Token.objects.filter(tenant=tenant, application__client_id=app, revoked_at__isnull=True).exists()
+
+
+def test_a_graph_refusal_names_the_permission_revoking_needs(graph_synced):
+    tenant, graph, app = graph_synced
+    graph.may_revoke = False
+    revocation = request_revocation(plan_revocation(tenant=tenant, client_id=app), requested_by="alice")
+    run = approve_revocation(revocation, approved_by="alice", enqueue=False)
+    run_in_process(run.pk)
+    revocation.refresh_from_db()
+    assert revocation.state == Revocation.State.FAILED and "DelegatedPermissionGrant.ReadWrite.All" in revocation.outcome
+    assert SyncRun.objects.get(pk=run.pk).status == Status.FAILED and graph.deleted == []
+
+
+def test_tenant_test_says_whether_revoking_is_granted_without_failing_the_connection(graph_synced, synced):
+    from syncapp.provider_check import check_tenant_connection
+
+    tenant, graph, _ = graph_synced
+    report = check_tenant_connection(tenant)
+    assert report.ok and report.revocation.ok is True and "DelegatedPermissionGrant.ReadWrite.All" in report.revocation.detail
+    graph.roles = ["User.Read.All", "Directory.Read.All"]
+    out = StringIO()
+    call_command("tenant", "test", tenant.slug, stdout=out)  # exits 0: a read-only app syncs
+    assert "The connection works" in out.getvalue()
+    assert "Revoking grants: not granted: to revoke from Ballast, grant the app the application permission DelegatedPermissionGrant.ReadWrite.All" in out.getvalue()
+    google, _ = synced
+    assert check_tenant_connection(google).revocation.detail.startswith("granted by the admin.directory.user.security scope")
+    assert check_tenant_connection(TenantFactory(slug="demo-org")).revocation.detail == "the demo's grants are made up from its seed: there is nothing to revoke"
+
+
+def test_429_and_503_are_retried_as_a_syncs_calls_are_and_each_grant_goes_once(synced, fake_google):
+    from ..fakegoogle import USERS_PATH, google_error
+
+    tenant, app = synced
+    grants = Token.objects.filter(tenant=tenant, application__client_id=app, revoked_at__isnull=True).select_related("user")
+    count, first = grants.count(), grants.order_by("pk").first()
+    tenant.provider_config = {**tenant.provider_config, "max_attempts": 8}
+    tenant.save()
+    fake_google.flaky_every = 7  # every 7th call answers 503 backendError
+    fake_google.fail_next(f"{USERS_PATH}/{first.user.primary_email}/tokens/{app}", 429, google_error(429, "Rate Limit Exceeded", "rateLimitExceeded"),
+                          headers={"Retry-After": "0"}, times=2)
+    revoke(tenant.slug, "--app", app, "--yes")
+    assert Revocation.objects.get().state == Revocation.State.DONE and fake_google.flaky_answers > 0
+    assert len([p for m, p, _ in fake_google.requests if p.endswith(f"/{first.user.primary_email}/tokens/{app}")]) >= 3  # 429, 429, then revoked
+    assert listed(fake_google, app) == 0 and len(fake_google.revoked) == len(set(fake_google.revoked)) == count
+
+
+def test_a_filter_takes_only_the_grants_unused_for_so_many_days(synced):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    tenant, app = synced
+    grants = Token.objects.filter(tenant=tenant, application__client_id=app, revoked_at__isnull=True).order_by("pk")
+    recent, old = grants[0], grants[1]
+    Token.objects.filter(pk=recent.pk).update(last_used_at=timezone.now() - timedelta(days=3))
+    Token.objects.filter(pk=old.pk).update(last_used_at=timezone.now() - timedelta(days=200))
+    planned = {t.pk for t in plan_revocation(tenant=tenant, client_id=app, unused_days=90).tokens}
+    assert old.pk in planned and recent.pk not in planned and len(planned) == grants.count() - 1  # never used counts as unused

@@ -100,6 +100,8 @@ class Command(BaseCommand):
                 self.stdout.write(f"{mark} {check.name}: {check.detail}")
                 if check.target != check.name:
                     self.stdout.write(f"        {check.target}")
+            if report.revocation:
+                self.stdout.write(f"Revoking grants: {report.revocation.detail}")
             if report.missing_scopes:
                 self.stdout.write("Scopes missing: " + ", ".join(report.missing_scopes))
             if report.ok:
