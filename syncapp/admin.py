@@ -494,8 +494,27 @@ class NewApplicationFilter(admin.SimpleListFilter):
         return queryset
 
 
+class AsksToRevoke:
+    """Admin actions that record a revocation request (syncapp.revocations) for a person with the
+    revoke permission: its page lists exactly what would go, and it waits for approval."""
+
+    def has_revoke_permission(self, request):
+        return may_revoke(request.user)
+
+    def ask(self, request, tenant: Tenant, client_id: str, user_email: str, what: str) -> None:
+        try:
+            plan = plan_revocation(tenant=tenant, client_id=client_id, user_email=user_email)
+            revocation = request_revocation(plan, requested_by=request.user.get_username())
+        except ValidationError as exc:
+            self.message_user(request, f"{what}: {' '.join(m for ms in exc.message_dict.values() for m in ms)}", messages.ERROR)
+            return
+        url = reverse("admin:syncapp_revocation_change", args=[revocation.pk])
+        self.message_user(request, format_html('Revocation <a href="{}">{}</a> asked: {} grant(s) of {}; it waits for approval.',
+                                               url, revocation.pk, revocation.items.count(), what), messages.SUCCESS)
+
+
 @admin.register(Application)
-class ApplicationAdmin(DirectoryAdmin):
+class ApplicationAdmin(AsksToRevoke, DirectoryAdmin):
     # users, scopes and risk are kept by syncapp.risk when grants change: a list page reads them, never counts.
     list_display = ["display_name", "tenant", "users", "risk", "consent", "client_type", "first_seen"]
     list_filter = ["tenant", "risk", NewApplicationFilter, AdminConsentFilter, "native_app", "client_type"]
@@ -509,21 +528,11 @@ class ApplicationAdmin(DirectoryAdmin):
     def export_csv(self, request, queryset):
         return csv_download(queryset.order_by("display_name", "client_id"), application_record, "applications")
 
-    def has_revoke_permission(self, request):
-        return may_revoke(request.user)
-
     @admin.action(description="Ask to revoke every user's grant (a request to review and approve)", permissions=["revoke"])
     def ask_to_revoke(self, request, queryset):
         """One request per application: its page lists exactly what would go, and waits for approval."""
         for app in queryset.select_related("tenant"):
-            try:
-                revocation = request_revocation(plan_revocation(tenant=app.tenant, client_id=app.client_id), requested_by=request.user.get_username())
-            except ValidationError as exc:
-                self.message_user(request, f"{app}: {' '.join(m for ms in exc.message_dict.values() for m in ms)}", messages.ERROR)
-                continue
-            url = reverse("admin:syncapp_revocation_change", args=[revocation.pk])
-            self.message_user(request, format_html('Revocation <a href="{}">{}</a> asked: {} grant(s) of {}; it waits for approval.',
-                                                   url, revocation.pk, revocation.items.count(), app), messages.SUCCESS)
+            self.ask(request, app.tenant, app.client_id, "", str(app))
 
     @admin.display(description="scopes")
     def held_scopes(self, app):
@@ -578,17 +587,32 @@ class UnusedFilter(admin.SimpleListFilter):
 
 
 @admin.register(Token)
-class TokenAdmin(DirectoryAdmin):
+class TokenAdmin(AsksToRevoke, DirectoryAdmin):
     list_display = ["user", "application", "scopes_shown", "risk", "last_used_at", "revoked_at"]
     list_filter = ["tenant", "risk", UnusedFilter, ScopeFilter, ("revoked_at", admin.EmptyFieldListFilter), "anonymous", "native_app"]
     # A scope is found by any part of it: "drive" finds https://www.googleapis.com/auth/drive.readonly.
     search_fields = ["user__primary_email", "application__display_name", "application__client_id", "scopes"]
-    readonly_fields = ["timeline"]
-    actions = ["export_csv"]
+    readonly_fields = ["timeline", "revocations"]
+    actions = ["export_csv", "ask_to_revoke"]
 
     @admin.action(description="Export selected tokens as CSV")
     def export_csv(self, request, queryset):
         return csv_download(queryset.select_related("user", "application").order_by("id"), token_record, "tokens")
+
+    @admin.action(description="Ask to revoke these grants (a request each, to review and approve)", permissions=["revoke"])
+    def ask_to_revoke(self, request, queryset):
+        for token in queryset.filter(revoked_at__isnull=True).select_related("tenant", "user", "application"):
+            self.ask(request, token.tenant, token.application.client_id, token.user.primary_email, str(token))
+
+    @admin.display(description="revocations")
+    def revocations(self, token):
+        """The revocation requests that named this grant, with what became of it: the audit beside its timeline."""
+        items = token.revocation_items.select_related("revocation").order_by("-id")
+        return format_html_join(
+            format_html("<br>"), '<a href="{}">{}</a>: {} ({})',
+            ((reverse("admin:syncapp_revocation_change", args=[i.revocation_id]), i.revocation, i.get_outcome_display(),
+              i.revocation.get_state_display()) for i in items),
+        ) or "—"
 
     @admin.display(description="scopes")
     def scopes_shown(self, token):

@@ -214,3 +214,38 @@ def test_workers_whose_sentinel_was_killed_interrupt_their_run_and_exit(start_cl
     run.refresh_from_db()
     assert (run.status, run.stop_reason) == (Status.INTERRUPTED, StopReason.SIGNAL)
     assert "supervisor (process" in run.error and Allocation.objects.get(owner=run.owner).state == "released"
+
+
+def test_a_worker_killed_while_revoking_is_noticed_and_carrying_on_revokes_each_grant_once(start_cluster, google_tenant, fake_google):
+    from collections import Counter
+
+    from syncapp.models import Revocation, RevocationItem
+    from syncapp.revocations import approve_revocation, plan_revocation, request_revocation, resume_revocation
+
+    from ..conftest import sync_here
+
+    users, tokens = demo_org(300, seed=SEED, apps=APPS)
+    fake_google.load(users, tokens)
+    assert sync_here(google_tenant).status == Status.COMPLETED
+    app = Counter(t["clientId"] for items in tokens.values() for t in items).most_common(1)[0][0]
+    count = Token.objects.filter(tenant=google_tenant, application__client_id=app, revoked_at__isnull=True).count()
+    fake_google.latency_s = 0.05  # slow enough to be caught half-way
+    google_tenant.governor_settings = {"batch_size": 2, "io_max_concurrency": 4}  # many small batches (20 rows on PostgreSQL)
+    google_tenant.save()
+    start_cluster(**HEARTBEAT)
+    revocation = request_revocation(plan_revocation(tenant=google_tenant, client_id=app), requested_by="alice")
+    run = approve_revocation(revocation, approved_by="bob")
+    wait_for(lambda: RevocationItem.objects.filter(revocation=revocation, outcome=RevocationItem.Outcome.REVOKED).count() >= 10,
+             120, "some grants to be revoked")
+    holder = Holder.objects.get(allocation__owner=run.owner, name="revoke")
+    os.kill(holder.pid, signal.SIGKILL)
+    seconds_until(run_ended(run), DETECTED_WITHIN_S, "the dead worker's revocation run to be interrupted")
+    assert SyncRun.objects.get(pk=run.pk).status == Status.INTERRUPTED
+    assert RevocationItem.objects.filter(revocation=revocation, outcome=RevocationItem.Outcome.PENDING).exists()
+
+    again = resume_revocation(Revocation.objects.get(pk=revocation.pk), resumed_by="bob")
+    wait_for(run_ended(again), 240, "the revocation to be carried on")
+    revocation.refresh_from_db()
+    assert revocation.state == Revocation.State.DONE, revocation.outcome
+    assert len(fake_google.revoked) == len(set(fake_google.revoked)) == count  # each grant once, none skipped
+    assert not Token.objects.filter(tenant=google_tenant, application__client_id=app, revoked_at__isnull=True).exists()

@@ -341,3 +341,14 @@ def test_a_filter_takes_only_the_grants_unused_for_so_many_days(synced):
     Token.objects.filter(pk=old.pk).update(last_used_at=timezone.now() - timedelta(days=200))
     planned = {t.pk for t in plan_revocation(tenant=tenant, client_id=app, unused_days=90).tokens}
     assert old.pk in planned and recent.pk not in planned and len(planned) == grants.count() - 1  # never used counts as unused
+
+
+def test_one_grant_is_asked_for_from_its_token_and_its_page_shows_the_request(synced, client):
+    tenant, app = synced
+    token = Token.objects.filter(tenant=tenant, application__client_id=app).select_related("user").first()
+    client.force_login(User.objects.create_superuser("root"))
+    client.post("/admin/syncapp/token/", {"action": "ask_to_revoke", "_selected_action": [token.pk]}, follow=True)
+    revocation = Revocation.objects.get()
+    assert (revocation.user_email, [i.token_id for i in revocation.items.all()]) == (token.user.primary_email, [token.pk])
+    page = client.get(f"/admin/syncapp/token/{token.pk}/change/").content.decode()
+    assert f"/admin/syncapp/revocation/{revocation.pk}/change/" in page and "not tried yet (waiting for approval)" in page
