@@ -644,16 +644,19 @@ class UserAppRelationAdmin(DirectoryAdmin):
 class ApiKeyAdmin(admin.ModelAdmin):
     """Adding a key shows it once, in the confirmation message; only its hash is kept."""
 
-    list_display = ["prefix", "tenant", "name", "created_at", "last_used_at", "revoked_at"]
-    list_filter = ["tenant", ("revoked_at", admin.EmptyFieldListFilter)]
+    list_display = ["prefix", "tenant", "name", "may_revoke", "created_at", "last_used_at", "revoked_at"]
+    list_filter = ["tenant", "may_revoke", ("revoked_at", admin.EmptyFieldListFilter)]
     search_fields = ["prefix", "name", "tenant__slug"]
     actions = ["revoke_keys"]
 
     def get_fields(self, request, obj=None):
-        return ["tenant", "name"] if obj is None else ["tenant", "name", "prefix", "created_at", "last_used_at", "revoked_at"]
+        return ["tenant", "name", "may_revoke"] if obj is None else ["tenant", "name", "may_revoke", "prefix", "created_at", "last_used_at", "revoked_at"]
 
     def get_readonly_fields(self, request, obj=None):
-        return [] if obj is None else ["tenant", "prefix", "created_at", "last_used_at", "revoked_at"]
+        # A key's right to revoke is given when it is made, by a person who holds that right.
+        if obj is None:
+            return [] if may_revoke(request.user) else ["may_revoke"]
+        return ["tenant", "may_revoke", "prefix", "created_at", "last_used_at", "revoked_at"]
 
     def save_model(self, request, obj, form, change):
         if not change:

@@ -352,3 +352,15 @@ def test_one_grant_is_asked_for_from_its_token_and_its_page_shows_the_request(sy
     assert (revocation.user_email, [i.token_id for i in revocation.items.all()]) == (token.user.primary_email, [token.pk])
     page = client.get(f"/admin/syncapp/token/{token.pk}/change/").content.decode()
     assert f"/admin/syncapp/revocation/{revocation.pk}/change/" in page and "not tried yet (waiting for approval)" in page
+
+
+def test_only_a_person_who_may_revoke_makes_an_api_key_that_may(client):
+    from syncapp.models import ApiKey
+
+    tenant = TenantFactory(slug="keys")
+    staff = User.objects.create_user("staff", is_staff=True)
+    staff.user_permissions.set(Permission.objects.filter(codename__in=["add_apikey", "view_apikey", "change_apikey"]))
+    for user, name in ((staff, "staff's"), (User.objects.create_superuser("root"), "root's")):
+        client.force_login(user)
+        client.post("/admin/syncapp/apikey/add/", {"tenant": tenant.pk, "name": name, "may_revoke": "on"})
+    assert dict(ApiKey.objects.values_list("name", "may_revoke")) == {"staff's": False, "root's": True}
