@@ -96,6 +96,26 @@ if not SECRET_KEY:
             "python3 -c 'import secrets; print(secrets.token_urlsafe(50))' (`make demo` writes one to .env)."
         )
     SECRET_KEY = "django-insecure-ballast-development-key"
+
+
+def _fernet_keys(name: str) -> list[str]:
+    """Fernet keys, comma-separated: the first encrypts, all decrypt (syncapp/encryption.py)."""
+    from cryptography.fernet import Fernet
+
+    keys = [k.strip() for k in os.environ.get(name, "").split(",") if k.strip()]
+    for n, key in enumerate(keys, 1):
+        try:
+            Fernet(key)
+        except ValueError:
+            raise _bad(name, "Fernet keys separated by commas (make one with python3 -c 'from cryptography.fernet import Fernet; "
+                       f"print(Fernet.generate_key().decode())')", f"key {n} is not one") from None
+    return keys
+
+
+# Provider secrets at rest (a tenant's client_secret, access_token): encrypted under the first of
+# these keys, read with any of them. Empty: stored as they are (`check --deploy` warns).
+BALLAST_SECRETS_KEYS = _fernet_keys("SECRETS_KEYS")
+
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 

@@ -10,10 +10,9 @@ class SyncappConfig(AppConfig):
         from monitoring.governor.profiles import add_routes
         from monitoring.models import ThrottleEvent
 
-        from . import (
-            signals,  # noqa: F401  (keeps tenant schedules in step)
-            timeline,  # noqa: F401  (SQLite connections get the functions the timeline's trigger calls)
-        )
+        from . import checks  # noqa: F401  (registers the system checks)
+        from . import signals  # noqa: F401  (keeps tenant schedules in step)
+        from . import timeline  # noqa: F401  (SQLite connections get the functions the timeline's trigger calls)
         from .models import COUNTERS, ENDED, Status
         from .step_registry import STEP_NAMES, STEPS
 

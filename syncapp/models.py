@@ -7,6 +7,7 @@ from django.utils import timezone
 from monitoring.governor.profiles import profile_names
 from monitoring.ledger.owners import run_owner
 
+from .encryption import SecretsJSONField
 from .step_registry import STEP_NAMES
 
 WINDOW = r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$"  # HH:MM-HH:MM
@@ -21,8 +22,8 @@ class Tenant(models.Model):
     slug = models.SlugField(max_length=50, unique=True)
     name = models.CharField(max_length=200)
     provider = models.CharField(max_length=20, choices=Provider.choices, default=Provider.DEMO)
-    provider_config = models.JSONField(
-        default=dict, blank=True, help_text="Provider settings. Secret values are shown masked and kept when left masked."
+    provider_config = SecretsJSONField(
+        default=dict, blank=True, help_text="Provider settings. Secret values are shown masked and kept when left masked; stored encrypted (SECRETS_KEYS)."
     )
     active = models.BooleanField(default=True)
     sync_every_minutes = models.PositiveIntegerField(

@@ -100,7 +100,10 @@ def test_the_recipes_settings_pass_check_deploy_with_no_warning(tmp_path):
 
     recipe = (ROOT / "README.md").read_text()
     assert "secrets.token_urlsafe(50)" in recipe and "check --deploy --fail-level WARNING" in recipe
-    env = {**environment_file("ballast.env.example"), "SECRET_KEY": secrets.token_urlsafe(50)}
+    assert "SECRETS_KEYS=$(.venv/bin/python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')" in recipe
+    from cryptography.fernet import Fernet
+
+    env = {**environment_file("ballast.env.example"), "SECRET_KEY": secrets.token_urlsafe(50), "SECRETS_KEYS": Fernet.generate_key().decode()}
     env.update(value.split("=", 1) for value in unit("ballast-web.service")["Environment"])
     env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path)  # made by ballast-metrics-dir.service in production
     assert env["ENV_FILE"] == ""  # the clone's .env, if any, is never read

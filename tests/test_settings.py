@@ -39,6 +39,11 @@ def check(*args: str, **env: str) -> subprocess.CompletedProcess:
         ),
         ({"SECURE_SSL_REDIRECT": "sometimes"}, "SECURE_SSL_REDIRECT must be true or false (got 'sometimes')."),
         (
+            {"SECRETS_KEYS": "not-a-key"},
+            "SECRETS_KEYS must be Fernet keys separated by commas (make one with python3 -c 'from cryptography.fernet import Fernet; "
+            "print(Fernet.generate_key().decode())') (got 'key 1 is not one').",
+        ),
+        (
             {"SECURE_PROXY_SSL_HEADER": "X-Forwarded-Proto"},
             "SECURE_PROXY_SSL_HEADER must be a header and the value it has over HTTPS, such as 'X-Forwarded-Proto: https' "
             "(got 'X-Forwarded-Proto').",
