@@ -100,6 +100,7 @@ def test_responses_carry_the_fields_and_a_refusal_is_counted(client):
     assert "RateLimit" not in client.get("/admin/login/")  # exempt
 
 
+@pytest.mark.django_db  # every system check runs, syncapp's reading of stored secrets among them
 def test_a_process_local_cache_is_refused_by_a_system_check(settings):
     settings.REDIS_URL = None
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
