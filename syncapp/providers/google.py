@@ -18,7 +18,7 @@ from google.oauth2 import service_account
 
 from monitoring.governor.call_limits import Outcome
 
-from .base import Check, ConfigError, Page, ProviderError, RevocationRefused, Revoked, require_str
+from .base import Check, ConfigError, Page, ProviderError, Revoked, require_str
 from .http import HTTP_CONFIG_KEYS, HttpProvider, clean_http_config
 
 USERS_SCOPE = "https://www.googleapis.com/auth/admin.directory.user.readonly"
@@ -145,18 +145,8 @@ class GoogleProvider(HttpProvider):
         """tokens.delete: DELETE users/{userKey}/tokens/{clientId}. Google answers 404 for a grant
         it no longer has (revoked meanwhile, by the user or another admin): done all the same."""
         path = f"{USERS_PATH}/{quote(user_key, safe='@')}/tokens/{quote(client_id, safe='')}"
-        try:
-            self._delete(self.config["base_url"] + path, label=path)
-        except ProviderError as exc:
-            if exc.status == 404:
-                return Revoked.GONE
-            if exc.status == 403:  # a rate or quota 403 was retried as push-back: this one is a refusal
-                raise RevocationRefused(
-                    f"Google refused to revoke ({exc}): revoking needs the {TOKENS_SCOPE.rsplit('/', 1)[1]} scope in the "
-                    "domain-wide delegation and an admin allowed to manage users' security settings", status=403, reason=exc.reason,
-                ) from None
-            raise
-        return Revoked.REVOKED
+        return self._revoke(self.config["base_url"] + path, label=path, needs=f"the {TOKENS_SCOPE.rsplit('/', 1)[1]} scope in the "
+                            "domain-wide delegation and an admin allowed to manage users' security settings")
 
     def revocation_check(self, checks: list[Check]) -> Check:
         target = f"tokens.delete (DELETE {self.config['base_url']}{USERS_PATH}/USER/tokens/CLIENT_ID)"

@@ -18,7 +18,7 @@ import urllib3
 
 from monitoring.governor.call_limits import Call, Outcome
 
-from .base import ConfigError, PageTokenRefused, Provider, ProviderError, require_int, require_str
+from .base import ConfigError, PageTokenRefused, Provider, ProviderError, RevocationRefused, Revoked, require_int, require_str
 
 MAX_RETRY_AFTER_S = 300.0
 # Google compresses an answer only for a client that accepts gzip and says "gzip" in its
@@ -129,9 +129,19 @@ class HttpProvider(Provider):
         """GET a JSON object, retried as the module says."""
         return self._request("GET", url, params, label=label, authorization=authorization)
 
-    def _delete(self, url: str, *, label: str) -> None:
-        """DELETE, retried as the module says; an answer without a body (204) is the usual one."""
-        self._request("DELETE", url, None, label=label)
+    def _revoke(self, url: str, *, label: str, needs: str) -> Revoked:
+        """DELETE a grant, retried as the module says (204, no body, is the usual answer). A 404
+        is a grant already gone; a 403 that is not push-back (that was retried, and may have run
+        out of tries) is a refusal for want of `needs`, said in the message."""
+        try:
+            self._request("DELETE", url, None, label=label)
+        except ProviderError as exc:
+            if exc.status == 404:
+                return Revoked.GONE
+            if exc.status == 403 and self.outcome_of(403, exc.reason) is Outcome.OK:
+                raise RevocationRefused(f"the provider refused to revoke ({exc}): revoking needs {needs}", status=403, reason=exc.reason) from None
+            raise
+        return Revoked.REVOKED
 
     def _request(self, method: str, url: str, params: dict | None = None, *, label: str, authorization: Callable[[], str] | None = None) -> dict:
         """Call and read the JSON object answered ({} for an empty body), retried as the module

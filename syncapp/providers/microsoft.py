@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import urllib3
 
-from .base import Check, DeltaExpired, Page, ProviderError, RevocationRefused, Revoked, require_str
+from .base import Check, DeltaExpired, Page, ProviderError, Revoked, require_str
 from .http import HTTP_CONFIG_KEYS, HttpProvider, clean_http_config, connection_problem
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
@@ -205,17 +205,10 @@ class MicrosoftProvider(HttpProvider):
         """Each Principal grant of the user to the application, deleted. An administrator's consent
         for everyone (AllPrincipals) is not the user's to lose, and stays."""
         grants = self._user_grants(user_key, client_id)
-        for grant in grants:
+        for grant in grants:  # one removed meanwhile (its 404) is gone all the same
             path = f"{GRANTS_PATH}/{quote(str(grant['id']), safe='')}"
-            try:
-                self._delete(self.config["base_url"] + path, label=path)
-            except ProviderError as exc:
-                if exc.status == 404:
-                    continue  # removed meanwhile
-                if exc.status == 403:
-                    raise RevocationRefused(f"Graph refused to revoke ({exc}): grant the app the application permission "
-                                            f"{REVOKE_PERMISSION} and an administrator's consent", status=403, reason=exc.reason) from None
-                raise
+            self._revoke(self.config["base_url"] + path, label=path,
+                         needs=f"the application permission {REVOKE_PERMISSION}, with an administrator's consent")
         return Revoked.REVOKED if grants else Revoked.GONE
 
     def still_granted(self, user_key: str, client_id: str) -> bool:

@@ -364,3 +364,17 @@ def test_only_a_person_who_may_revoke_makes_an_api_key_that_may(client):
         client.force_login(user)
         client.post("/admin/syncapp/apikey/add/", {"tenant": tenant.pk, "name": name, "may_revoke": "on"})
     assert dict(ApiKey.objects.values_list("name", "may_revoke")) == {"staff's": False, "root's": True}
+
+
+def test_a_rate_403_that_outlasts_its_retries_is_no_refusal_of_the_permission(synced, fake_google):
+    from syncapp.providers import ProviderError, RevocationRefused, get_provider
+
+    from ..fakegoogle import USERS_PATH, google_error
+
+    tenant, app = synced
+    token = Token.objects.filter(tenant=tenant, application__client_id=app).select_related("user").first()
+    fake_google.fail_next(f"{USERS_PATH}/{token.user.primary_email}/tokens/{app}", 403, google_error(403, "Rate Limit Exceeded", "rateLimitExceeded"),
+                          times=4)  # the tenant's max_attempts
+    with pytest.raises(ProviderError, match="gave up after 4 attempts") as raised:
+        get_provider(tenant).revoke_token(token.user.primary_email, app)
+    assert not isinstance(raised.value, RevocationRefused)  # one grant failed; the others may still go
