@@ -16,6 +16,7 @@ from django.utils.text import Truncator
 from django_q.admin import ScheduleAdmin as QScheduleAdmin
 from django_q.models import Schedule
 
+from monitoring.forms import errors_in_words
 from monitoring.admin import ReadOnlyAdmin, TenantQuotaInline
 from monitoring.governor.profiles import route_policy
 from monitoring.ledger.owners import run_owner, run_owner_of
@@ -494,19 +495,23 @@ class NewApplicationFilter(admin.SimpleListFilter):
         return queryset
 
 
-class AsksToRevoke:
-    """Admin actions that record a revocation request (syncapp.revocations) for a person with the
-    revoke permission: its page lists exactly what would go, and it waits for approval."""
+class RevokePermission:
+    """Actions with permissions=["revoke"] are offered to a person who may revoke (syncapp.revoke_token)."""
 
     def has_revoke_permission(self, request):
         return may_revoke(request.user)
+
+
+class AsksToRevoke(RevokePermission):
+    """Admin actions that record a revocation request (syncapp.revocations): its page lists
+    exactly what would go, and it waits for approval."""
 
     def ask(self, request, tenant: Tenant, client_id: str, user_email: str, what: str) -> None:
         try:
             plan = plan_revocation(tenant=tenant, client_id=client_id, user_email=user_email)
             revocation = request_revocation(plan, requested_by=request.user.get_username())
         except ValidationError as exc:
-            self.message_user(request, f"{what}: {' '.join(m for ms in exc.message_dict.values() for m in ms)}", messages.ERROR)
+            self.message_user(request, f"{what}: {errors_in_words(exc.message_dict)}", messages.ERROR)
             return
         url = reverse("admin:syncapp_revocation_change", args=[revocation.pk])
         self.message_user(request, format_html('Revocation <a href="{}">{}</a> asked: {} grant(s) of {}; it waits for approval.',
@@ -734,7 +739,7 @@ class RevocationItemInline(ReadOnlyInline):
 
 
 @admin.register(Revocation)
-class RevocationAdmin(ReadOnlyAdmin):
+class RevocationAdmin(RevokePermission, ReadOnlyAdmin):
     """The revocation audit: who asked, who approved, when, what, and each grant's answer. Kept: never deleted here."""
 
     list_display = ["__str__", "tenant", "state", "requested_by", "requested_at", "approved_by", "approved_at", "run", "outcome"]
@@ -743,9 +748,6 @@ class RevocationAdmin(ReadOnlyAdmin):
     list_select_related = ["tenant", "run"]
     inlines = [RevocationItemInline]
     actions = ["approve"]
-
-    def has_revoke_permission(self, request):
-        return may_revoke(request.user)
 
     @admin.action(description="Approve and revoke (or carry on a stopped one)", permissions=["revoke"])
     def approve(self, request, queryset):
@@ -757,7 +759,7 @@ class RevocationAdmin(ReadOnlyAdmin):
                 else:
                     run = resume_revocation(revocation, resumed_by=who)
             except (ValidationError, PermissionDenied, RunRefused) as exc:
-                text = " ".join(m for ms in exc.message_dict.values() for m in ms) if isinstance(exc, ValidationError) else str(exc)
+                text = errors_in_words(exc.message_dict) if isinstance(exc, ValidationError) else str(exc)
                 self.message_user(request, f"{revocation}: {text}", messages.ERROR)
                 continue
             self.message_user(request, format_html('{}: run <a href="{}">#{}</a> queued.', revocation,

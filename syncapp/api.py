@@ -12,7 +12,7 @@ from functools import wraps
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import EmptyPage, Paginator
-from django.db.models import Count, Q
+from django.db.models import Q
 from django.http import JsonResponse
 from django.urls import path, re_path, reverse
 from django.utils import timezone
@@ -25,7 +25,7 @@ from monitoring.models import Allocation
 from .apikeys import request_key, resolve_tenant
 from .forms import run_request
 from .inventory import RISKS, application_record, applications_of, changed_since, holding_scope, iso, token_record, tokens_of
-from .models import DirectoryUser, Revocation, RevocationItem, Status, SyncRun, UserAppRelation
+from .models import DirectoryUser, Revocation, Status, SyncRun, UserAppRelation
 from .revocations import approve_revocation, plan_revocation, request_revocation
 from .runs import QuotaReached, RunRefused, run_summary, start_run
 
@@ -41,6 +41,12 @@ class BadParameter(ValueError):
     def __init__(self, field: str, message: str):
         super().__init__(f"{field}: {message}")
         self.field = field
+
+    @classmethod
+    def of(cls, exc: ValidationError) -> "BadParameter":
+        """The first field a service's ValidationError blames, with its messages."""
+        field, messages = next(iter(exc.message_dict.items()))
+        return cls(field, " ".join(messages))
 
 
 def error(status: int, code: str, message: str, *, field: str = "", error_id: str = "", **headers) -> JsonResponse:
@@ -166,8 +172,7 @@ def runs(request, tenant):
     try:
         request_made = run_request(steps=body.get("steps"), profile=body.get("profile"), provider=tenant.provider)
     except ValidationError as exc:
-        field, messages = next(iter(exc.message_dict.items()))
-        raise BadParameter(field, " ".join(messages)) from None
+        raise BadParameter.of(exc) from None
     if not isinstance(queue, bool):
         raise BadParameter("queue", "must be true or false")
     if not queue:
@@ -197,12 +202,11 @@ def json_body(request) -> dict:
 
 
 def revocation_json(revocation: Revocation) -> dict:
-    outcomes = dict(revocation.items.values_list("outcome").annotate(n=Count("id")))
     return {
         "id": revocation.pk, "application": revocation.client_id, "user": revocation.user_email or None, "unused_days": revocation.unused_days,
         "state": revocation.state, "requested_by": revocation.requested_by, "requested_at": iso(revocation.requested_at),
         "approved_by": revocation.approved_by or None, "approved_at": iso(revocation.approved_at), "run": revocation.run_id,
-        "grants": {outcome: outcomes.get(outcome, 0) for outcome in RevocationItem.Outcome.values}, "outcome": revocation.outcome,
+        "grants": revocation.outcome_counts(), "outcome": revocation.outcome,
     }
 
 
@@ -225,8 +229,7 @@ def revocations(request, tenant):
     try:
         plan = plan_revocation(tenant=tenant, client_id=body["app"], user_email=body.get("user") or "", unused_days=unused_days)
     except ValidationError as exc:
-        field, messages = next(iter(exc.message_dict.items()))
-        raise BadParameter(field, " ".join(messages)) from None
+        raise BadParameter.of(exc) from None
     if dry_run:
         return JsonResponse({"dry_run": True, **plan.as_dict()})
     key = request_key(request)

@@ -96,28 +96,39 @@ def request_revocation(plan: Plan, *, requested_by: str) -> Revocation:
     return revocation
 
 
-def unfinished_revocation(plan: Plan) -> Revocation | None:
-    """An approved revocation of the same grants whose run ended with some still pending (the run
-    was stopped, or its process died): asking again carries it on rather than asking anew."""
-    candidates = Revocation.objects.filter(
-        tenant=plan.tenant, client_id=plan.client_id, user_email=plan.user_email, unused_days=plan.unused_days,
+def _unfinished():
+    """Approved revocations whose run ended with grants still pending (the run was stopped, or its
+    process died): those a new run carries on."""
+    return Revocation.objects.filter(
         state__in=[Revocation.State.APPROVED, Revocation.State.INCOMPLETE], items__outcome=RevocationItem.Outcome.PENDING,
     ).exclude(run__status__in=[Status.QUEUED, Status.RUNNING])
-    return candidates.order_by("-pk").first()
+
+
+def unfinished_revocation(plan: Plan) -> Revocation | None:
+    """An unfinished revocation of the same grants: asking again carries it on rather than asking anew."""
+    return _unfinished().filter(
+        tenant=plan.tenant, client_id=plan.client_id, user_email=plan.user_email, unused_days=plan.unused_days,
+    ).order_by("-pk").first()
+
+
+def _start(revocation: Revocation, *, enqueue: bool, **recorded) -> SyncRun:
+    """Queue (or, without enqueue, only record) the run that revokes the revocation's pending
+    grants; `recorded`: more of the revocation's fields, saved with it."""
+    with transaction.atomic():
+        run = start_revocation_run(tenant=revocation.tenant, enqueue=enqueue)
+        for name, value in {"run": run, "state": Revocation.State.APPROVED, **recorded}.items():
+            setattr(revocation, name, value)
+        revocation.save(update_fields=["run", "state", *recorded])
+    return run
 
 
 def resume_revocation(revocation: Revocation, *, resumed_by: str, enqueue: bool = True) -> SyncRun:
-    """Carry on an approved revocation whose run ended with grants still pending: a new run takes
-    the pending ones. A grant whose answer was lost with its batch is asked again and found gone."""
-    if revocation.state not in (Revocation.State.APPROVED, Revocation.State.INCOMPLETE) or not revocation.items.filter(
-            outcome=RevocationItem.Outcome.PENDING).exists():
-        raise ValidationError({"state": f"revocation {revocation.pk} is {revocation.get_state_display()}, with nothing left to revoke"})
-    if revocation.run is not None and revocation.run.status in (Status.QUEUED, Status.RUNNING):
-        raise ValidationError({"state": f"revocation {revocation.pk}'s run {revocation.run_id} is still {revocation.run.status}"})
-    with transaction.atomic():
-        run = start_revocation_run(tenant=revocation.tenant, enqueue=enqueue)
-        revocation.run, revocation.state = run, Revocation.State.APPROVED
-        revocation.save(update_fields=["run", "state"])
+    """Carry on an unfinished revocation: a new run takes the pending grants. A grant whose answer
+    was lost with its batch is asked again and found gone."""
+    if not _unfinished().filter(pk=revocation.pk).exists():
+        still = f"; its run {revocation.run_id} is still {revocation.run.status}" if revocation.run and revocation.run.status in (Status.QUEUED, Status.RUNNING) else ""
+        raise ValidationError({"state": f"revocation {revocation.pk} is {revocation.get_state_display()}, with nothing left to carry on{still}"})
+    run = _start(revocation, enqueue=enqueue)
     log.info("revocation %s carried on by %s in run %s", revocation.pk, resumed_by, run.pk)
     return run
 
@@ -129,9 +140,4 @@ def approve_revocation(revocation: Revocation, *, approved_by: str, enqueue: boo
         raise ValidationError({"state": f"revocation {revocation.pk} is {revocation.get_state_display()}, not waiting for approval"})
     if getattr(settings, "BALLAST_REVOCATION_SECOND_APPROVER", False) and approved_by == revocation.requested_by:
         raise PermissionDenied(f"revocation {revocation.pk} needs another person's approval than its requester's ({approved_by})")
-    with transaction.atomic():
-        run = start_revocation_run(tenant=revocation.tenant, enqueue=enqueue)
-        revocation.run, revocation.state = run, Revocation.State.APPROVED
-        revocation.approved_by, revocation.approved_at = approved_by, timezone.now()
-        revocation.save(update_fields=["run", "state", "approved_by", "approved_at"])
-    return run
+    return _start(revocation, enqueue=enqueue, approved_by=approved_by, approved_at=timezone.now())

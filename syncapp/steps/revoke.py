@@ -39,12 +39,21 @@ def _revoke_one(ctx: StepContext, item: RevocationItem) -> tuple[RevocationItem,
     return item, Done.REVOKED, "revoked"
 
 
+def _at_once(ctx: StepContext, call, items: list) -> list:
+    """call(item) for each item, as many under way as the governor allows now; answers in order."""
+    with ThreadPoolExecutor(max_workers=max(1, min(len(items), ctx.governor.calls_under_way()))) as pool:
+        return list(pool.map(call, items))
+
+
 def _write(results: list[tuple[RevocationItem, str, str]]):
     """The batch's outcomes, and its revoked tokens marked so (the timeline's trigger records them)."""
 
     def write(now: datetime) -> Outcome:
+        alike: dict[tuple[str, str], list[int]] = {}  # most of a batch shares its outcome and answer: one UPDATE each
         for item, outcome, answer in results:
-            RevocationItem.objects.filter(pk=item.pk).update(outcome=outcome, answer=answer, done_at=now)
+            alike.setdefault((outcome, answer), []).append(item.pk)
+        for (outcome, answer), pks in alike.items():
+            RevocationItem.objects.filter(pk__in=pks).update(outcome=outcome, answer=answer, done_at=now)
         gone = [item.token_id for item, outcome, _ in results if outcome in (Done.REVOKED, Done.GONE)]
         deactivated = Token.objects.filter(pk__in=gone, revoked_at__isnull=True).update(revoked_at=now)
         return Outcome(deactivated=deactivated)
@@ -58,8 +67,7 @@ def revoke_grants(ctx: StepContext) -> None:
         pending = list(revocation.items.filter(outcome=Done.PENDING).select_related("token__application").order_by("pk"))
         ctx.expect(len(pending))
         for batch in ctx.batches(pending):
-            with ThreadPoolExecutor(max_workers=max(1, min(len(batch), ctx.governor.calls_under_way()))) as pool:
-                results = list(pool.map(lambda item: _revoke_one(ctx, item), batch))
+            results = _at_once(ctx, lambda item: _revoke_one(ctx, item), batch)
             ctx.tally.received += len(batch)
             ctx.tally.done += len(batch)
             ctx.tally.failed += sum(1 for _, outcome, _ in results if outcome == Done.FAILED)
@@ -85,8 +93,7 @@ def _check_gone(ctx: StepContext, revocation: Revocation) -> None:
             log.warning("%s grant of %s not checked: %s", ctx.label(), item.user_key, exc)
             return None
 
-    with ThreadPoolExecutor(max_workers=max(1, min(len(done), ctx.governor.calls_under_way()))) as pool:
-        still = [pk for pk in pool.map(still_there, done) if pk is not None]
+    still = [pk for pk in _at_once(ctx, still_there, done) if pk is not None]
     if still:
         RevocationItem.objects.filter(pk__in=still).update(outcome=Done.STILL_LISTED, answer="listed again after revoking")
         log.warning("%s %d grant(s) still listed after revoking", ctx.label(), len(still))
@@ -95,7 +102,7 @@ def _check_gone(ctx: StepContext, revocation: Revocation) -> None:
 def settle(revocation: Revocation, refused: str = "") -> None:
     """The revocation's state and outcome in words, from its items; `refused`: the provider's
     refusal for want of a permission, which fails it."""
-    counts = {o: revocation.items.filter(outcome=o).count() for o in Done.values}
+    counts = revocation.outcome_counts()
     words = [f"{counts[Done.REVOKED]} revoked", f"{counts[Done.GONE]} already gone"]
     for outcome in (Done.FAILED, Done.STILL_LISTED, Done.PENDING):
         if counts[outcome]:
