@@ -8,6 +8,8 @@ Python sees the plain values (SecretsJSONField decrypts as it reads); a database
 replica or a backup holds only the tokens.
 """
 
+from functools import lru_cache
+
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.db import models
@@ -22,7 +24,12 @@ class SecretUnreadable(ValueError):
 
 
 def _fernet() -> MultiFernet | None:
-    keys = getattr(settings, "BALLAST_SECRETS_KEYS", [])
+    return _fernet_of(tuple(getattr(settings, "BALLAST_SECRETS_KEYS", [])))
+
+
+@lru_cache(maxsize=8)
+def _fernet_of(keys: tuple[str, ...]) -> MultiFernet | None:
+    """Made once per set of keys: every tenant read decrypts with it."""
     return MultiFernet([Fernet(key) for key in keys]) if keys else None
 
 
