@@ -14,7 +14,7 @@ from .exportfiles import GAM_COMMANDS
 from .models import Tenant
 from .providers import ConfigError, provider_class
 from .secrets import masked, unmasked
-from .step_registry import FULL_SYNC, STEP_NAMES, STEPS, offered_steps, supported_steps
+from .step_registry import FULL_SYNC, STEPS, offered_steps, supported_steps
 
 
 def clean_steps(steps: str | Iterable[str] | None) -> list[str]:
@@ -47,7 +47,7 @@ def clean_profile(profile) -> str:
 class StepsField(forms.Field):
     """Ticked boxes in the admin; "users,tokens" or a list from the API and the commands."""
 
-    widget = forms.CheckboxSelectMultiple(choices=[(s, s) for s in STEP_NAMES if STEPS[s].offered])
+    widget = forms.CheckboxSelectMultiple(choices=[(s, s) for s in offered_steps()])
 
     def to_python(self, value):
         return clean_steps(value)
