@@ -108,7 +108,7 @@ def _fernet_keys(name: str) -> list[str]:
             Fernet(key)
         except ValueError:
             raise _bad(name, "Fernet keys separated by commas (make one with python3 -c 'from cryptography.fernet import Fernet; "
-                       f"print(Fernet.generate_key().decode())')", f"key {n} is not one") from None
+                       "print(Fernet.generate_key().decode())')", f"key {n} is not one") from None
     return keys
 
 
@@ -300,6 +300,9 @@ BALLAST_RISK_MANY_USERS = _int("RISK_MANY_USERS", 100, minimum=1)
 # on a disk the clusters see). Each goes when its run ends.
 # Uploads up to 10 MB are held in memory; larger ones Django streams to a temporary file.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 2**20
+# Where a tenant's credentials_file may be (syncapp/providers/credentials.py): a path outside it, a
+# symlink leading out, or a file others may read is refused naming the key.
+BALLAST_PROVIDER_CREDENTIALS_DIR = Path(os.environ.get("PROVIDER_CREDENTIALS_DIR") or BASE_DIR / "credentials")
 BALLAST_IMPORT_DIR = Path(os.environ.get("IMPORT_DIR") or Path(tempfile.gettempdir()) / "ballast-imports")
 BALLAST_SYNC_PROFILE = _choice(
     "SYNC_PROFILE", "production", ("production", "development", "background", "moderate", "fast")

@@ -61,6 +61,13 @@ def fake_google():
 
 
 @pytest.fixture
+def credentials_dir(tmp_path, settings):
+    """PROVIDER_CREDENTIALS_DIR, a folder of this test's own: where a credentials_file may be."""
+    settings.BALLAST_PROVIDER_CREDENTIALS_DIR = tmp_path
+    return tmp_path
+
+
+@pytest.fixture
 def google_tenant(db, fake_google):
     return TenantFactory(
         slug="acme",

@@ -86,6 +86,7 @@ class FakeDirectory(LoopbackJsonServer):
             "client_id": "1",
             "token_uri": self.url + "/token",
         }))
+        path.chmod(0o600)  # as a key file must be (syncapp/providers/credentials.py)
         return path
 
     def load(self, users: list[dict], tokens: dict[str, list[dict]]) -> None:

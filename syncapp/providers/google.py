@@ -19,6 +19,7 @@ from google.oauth2 import service_account
 from monitoring.governor.call_limits import Outcome
 
 from .base import Check, ConfigError, Page, ProviderError, Revoked, require_str
+from .credentials import check_credentials_file, read_credentials_file
 from .http import HTTP_CONFIG_KEYS, HttpProvider, clean_http_config
 
 USERS_SCOPE = "https://www.googleapis.com/auth/admin.directory.user.readonly"
@@ -53,12 +54,12 @@ class GoogleProvider(HttpProvider):
         self._scoped: dict[tuple[str, ...], object] = {}  # credentials per set of scopes
         self._credentials_lock = threading.Lock()
         if "credentials_file" in self.config:
+            key = read_credentials_file(self.config["credentials_file"], "credentials_file")
             try:
-                with open(self.config["credentials_file"], encoding="utf-8") as file:
-                    key = json.load(file)
+                key = json.loads(key)
                 self._credentials = service_account.Credentials.from_service_account_info(key, scopes=SCOPES, subject=self.config["subject"])
                 self._token_uri = key.get("token_uri") or "Google's token endpoint"
-            except (OSError, ValueError) as exc:
+            except (ValueError, TypeError, AttributeError) as exc:  # not JSON, not an object, not a service account's key
                 raise ConfigError(f"credentials_file cannot be used: {exc.__class__.__name__}") from None
 
     @classmethod
@@ -69,6 +70,7 @@ class GoogleProvider(HttpProvider):
         elif config.get("credentials_file"):
             cleaned["credentials_file"] = require_str(config, "credentials_file")
             cleaned["subject"] = require_str(config, "subject")
+            check_credentials_file(cleaned["credentials_file"], "credentials_file")
         else:
             raise ConfigError("set access_token, or credentials_file and subject (an admin to impersonate)")
         return cleaned

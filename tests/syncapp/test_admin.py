@@ -53,6 +53,7 @@ def test_saving_with_the_mask_keeps_the_secret(admin_client, google):
     [
         ('{"customer": "C1"}', "google provider: set access_token, or credentials_file and subject"),
         ('{"access_token": "t", "timeout_s": "soon"}', "google provider: timeout_s must be a whole number"),
+        ('{"credentials_file": "/etc/passwd", "subject": "a@b.c"}', "google provider: credentials_file: /etc/passwd is outside PROVIDER_CREDENTIALS_DIR"),
         ("[1, 2]", "Enter a JSON object"),
     ],
 )

@@ -56,10 +56,10 @@ def test_refused_credentials(google_tenant, loaded):
     assert "not-the-token" not in json.dumps(report.as_json())
 
 
-def test_a_service_account_missing_a_delegated_scope_is_found_scope_by_scope(db, fake_google, loaded, tmp_path):
+def test_a_service_account_missing_a_delegated_scope_is_found_scope_by_scope(db, fake_google, loaded, credentials_dir):
     fake_google.delegated_scopes = {USERS_SCOPE}
     tenant = TenantFactory(provider="google", provider_config={
-        "base_url": fake_google.url, "credentials_file": str(fake_google.service_account_file(tmp_path)), "subject": "admin@example.org",
+        "base_url": fake_google.url, "credentials_file": str(fake_google.service_account_file(credentials_dir)), "subject": "admin@example.org",
     })
     report = check_tenant_connection(tenant)
     assert [(c.name, c.ok) for c in report.checks] == [

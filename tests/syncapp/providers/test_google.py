@@ -142,8 +142,8 @@ def test_connection_errors_are_retried(sleeps):
     assert len(sleeps) == 2
 
 
-def test_service_account_with_domain_wide_delegation(fake_google, tmp_path, sleeps):
-    credentials = fake_google.service_account_file(tmp_path)
+def test_service_account_with_domain_wide_delegation(fake_google, credentials_dir, sleeps):
+    credentials = fake_google.service_account_file(credentials_dir)
     fake_google.load(make_users(2), {"1000": [{"clientId": "a.apps"}]})
     p = GoogleProvider(
         {"base_url": fake_google.url, "credentials_file": str(credentials), "subject": "admin@example.org"},
@@ -158,14 +158,14 @@ def test_service_account_with_domain_wide_delegation(fake_google, tmp_path, slee
     assert set(claims["scope"].split()) == set(SCOPES)
 
 
-def test_the_token_feed_is_paged_newest_first_from_a_start_time_with_a_token_of_its_own_scope(fake_google, tmp_path, sleeps):
+def test_the_token_feed_is_paged_newest_first_from_a_start_time_with_a_token_of_its_own_scope(fake_google, credentials_dir, sleeps):
     from datetime import datetime, timedelta, timezone
 
     from syncapp.providers.google import REPORTS_SCOPE
 
     from ...fakegoogle import ACTIVITY_PATH
 
-    credentials = fake_google.service_account_file(tmp_path)
+    credentials = fake_google.service_account_file(credentials_dir)
     fake_google.load(make_users(2), {})
     start = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc)
     for n in range(2500):
@@ -233,6 +233,9 @@ def test_bad_config_is_refused_with_the_key_named(config, message):
         GoogleProvider.clean_config(config)
 
 
-def test_unreadable_credentials_file_is_a_config_error(tmp_path):
-    with pytest.raises(ConfigError, match="credentials_file cannot be used"):
-        GoogleProvider({"credentials_file": str(tmp_path / "missing.json"), "subject": "a@b.c"})
+@pytest.mark.parametrize("content", [b"not json", b"\xff\xfe", b"[1]", b'{"type": "service_account"}'])
+def test_a_credentials_file_that_is_no_service_account_key_is_a_config_error(credentials_dir, content):
+    (credentials_dir / "key.json").write_bytes(content)
+    (credentials_dir / "key.json").chmod(0o600)
+    with pytest.raises(ConfigError, match=r"^credentials_file cannot be used: \w+$"):
+        GoogleProvider({"credentials_file": "key.json", "subject": "a@b.c"})
