@@ -283,11 +283,15 @@ BALLAST_TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
 
 # --- Sync and its resource governor ---------------------------------------
 BALLAST_INVALID_SAMPLES = _int("INVALID_SAMPLES", 5)
-# Directory exports (GAM CSV, JSON lines) are read this many bytes at a time: memory stays flat.
 # A changes step reads the token feed from the tenant's cursor less this many seconds: the
 # provider delivers some events late, and those already applied are skipped.
 BALLAST_CHANGES_OVERLAP_S = _int("CHANGES_OVERLAP_S", 900, minimum=0)
+# Directory exports (GAM CSV, JSON lines) are read this many bytes at a time: memory stays flat.
 BALLAST_FILE_CHUNK_BYTES = _int("FILE_CHUNK_BYTES", 2**20, minimum=4096)
+# An export larger than this once decompressed is refused (a small .gz can expand without end),
+# and a line longer than LINE_MAX_BYTES is an invalid row, never held whole.
+BALLAST_FILE_MAX_BYTES = _int("FILE_MAX_BYTES", 8 * 2**30, minimum=1)
+BALLAST_LINE_MAX_BYTES = _int("LINE_MAX_BYTES", 2**20, minimum=1024)
 # The accidental-delete guard: a whole read that would mark more than this percent of a tenant's
 # users deleted or tokens revoked, and at least DELETE_GUARD_MIN_ROWS, holds them for a person.
 BALLAST_DELETE_GUARD_PERCENT = _float("DELETE_GUARD_PERCENT", 10.0, minimum=0.0)

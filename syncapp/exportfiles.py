@@ -15,11 +15,13 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 from django.conf import settings
 
 FORMATS = ("csv", "jsonl")
+SUFFIX_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}  # a name's extension, optionally before .gz
 # The GAM columns Ballast reads (others are ignored). GAM names a column by the Directory API's
 # field, subfields joined by ".": each names the record field it fills.
 GAM_COLUMNS = {
@@ -62,55 +64,94 @@ class Row:
     problem: str | None = None  # why there is no record (the line is `line`)
 
 
+def export_suffix(name: str) -> str:
+    """The extensions of a file's name that say its format (.csv, .jsonl, .ndjson, each optionally
+    .gz), lower-cased; "" when it has none of them. Nothing else of a name given from outside (an
+    upload's) is kept: no path, no NUL, no length."""
+    suffixes = [s.lower() for s in Path(name.replace("\x00", "")).suffixes[-2:]]
+    gz = [".gz"] if suffixes[-1:] == [".gz"] else []
+    kind = suffixes[-2:-1] if gz else suffixes[-1:]
+    return "".join(kind + gz) if kind and kind[0] in SUFFIX_FORMATS else ""
+
+
 def format_of(path: Path | str, given: str | None = None) -> str:
     """csv or jsonl, as given, else from the name (.csv, .jsonl or .ndjson, optionally .gz)."""
     if given:
         if given not in FORMATS:
             raise ExportFileError(f"unknown format {given!r}; choose from {', '.join(FORMATS)}")
         return given
-    suffixes = [s.lower() for s in Path(path).suffixes]
-    if suffixes and suffixes[-1] == ".gz":
-        suffixes = suffixes[:-1]
-    kind = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}.get(suffixes[-1] if suffixes else "")
+    kind = SUFFIX_FORMATS.get(export_suffix(Path(path).name).removesuffix(".gz"))
     if kind is None:
         raise ExportFileError(f"{Path(path).name}: cannot tell the format from the name; name it .csv, .jsonl or .ndjson (optionally .gz), or say --format")
     return kind
 
 
-def _decoded(path: Path, line: bytes, number: int) -> str:
+class Unread(Enum):
+    """Why a line was not read as text."""
+
+    TOO_LONG = "too long"  # longer than LINE_MAX_BYTES: skipped, never held
+    NOT_TEXT = "not UTF-8"
+
+
+@dataclass(frozen=True)
+class Line:
+    """A line of the file: its number, the byte offset after it, and its text with its newline;
+    or, for a line that cannot be read as text, "", why not and the words for it."""
+
+    number: int
+    after: int
+    text: str
+    unread: Unread | None = None
+    problem: str | None = None
+
+
+def _line(raw: bytes, number: int, after: int, first: bool) -> Line:
+    if first:  # Excel saves CSV with a BOM; its bytes still count
+        raw = raw.removeprefix(codecs.BOM_UTF8)
     try:
-        return line.decode("utf-8")  # a UTF-8 character never contains a newline byte: lines decode alone
-    except UnicodeDecodeError:
-        raise ExportFileError(f"{path.name}: line {number} is not UTF-8 text: not an export") from None
+        return Line(number, after, raw.decode("utf-8"))  # a UTF-8 character never contains a newline byte: lines decode alone
+    except UnicodeDecodeError as exc:
+        return Line(number, after, "", Unread.NOT_TEXT, f"not UTF-8 text (byte {exc.start + 1} of the line)")
 
 
-def _raw(path: Path):
-    """The file's bytes, decompressed as they are read when it is gzip (.gz)."""
-    return (gzip.open if path.suffix.lower() == ".gz" else open)(path, "rb")
+def _too_long(number: int, after: int, limit: int) -> Line:
+    return Line(number, after, "", Unread.TOO_LONG, f"line longer than LINE_MAX_BYTES ({limit:,} bytes): not read")
 
 
-def _lines(path: Path, start: Position, chunk_bytes: int) -> Iterator[tuple[int, int, str]]:
-    """(line number, offset after the line, text with its newline) from `start`, read
-    chunk_bytes at a time: only the chunk and an unfinished line are ever held."""
-    with _raw(path) as raw:
-        if start.offset:
-            raw.seek(start.offset)  # gzip seeks by decompressing up to there: still a stream
-        offset, number, pending = start.offset, start.line, b""
+def _chunks(path: Path, offset: int, chunk_bytes: int) -> Iterator[bytes]:
+    """The file's bytes from `offset`, decompressed as they are read when it is gzip (.gz).
+    ExportFileError once more than FILE_MAX_BYTES have been read: a small .gz must not expand
+    without end."""
+    most, compressed = settings.BALLAST_FILE_MAX_BYTES, path.suffix.lower() == ".gz"
+    with (gzip.open if compressed else open)(path, "rb") as raw:
+        if offset:
+            raw.seek(offset)  # gzip seeks by decompressing up to there: still a stream
         while chunk := raw.read(chunk_bytes):
-            pending += chunk
-            *complete, pending = pending.split(b"\n")
-            for line in complete:
-                size = len(line) + 1
-                if offset == 0:
-                    line = line.removeprefix(codecs.BOM_UTF8)  # as Excel saves CSV; its bytes still count
-                offset += size
-                yield number, offset, _decoded(path, line + b"\n", number)
-                number += 1
-        if pending:
-            size = len(pending)
-            if offset == 0:
-                pending = pending.removeprefix(codecs.BOM_UTF8)
-            yield number, offset + size, _decoded(path, pending, number)
+            offset += len(chunk)
+            if offset > most:
+                raise ExportFileError(f"{path.name}: more than FILE_MAX_BYTES ({most:,} bytes){' once decompressed' if compressed else ''}: "
+                                      "refused (raise FILE_MAX_BYTES for an export that large)")
+            yield chunk
+
+
+def _lines(path: Path, start: Position, chunk_bytes: int) -> Iterator[Line]:
+    """The lines from `start`, read chunk_bytes at a time: only the chunk and an unfinished line
+    are ever held, and an unfinished line no longer than LINE_MAX_BYTES (a longer one is skipped
+    to its end as it is read, and comes out as a problem)."""
+    limit = settings.BALLAST_LINE_MAX_BYTES
+    offset, number, pending, skipping = start.offset, start.line, b"", False
+    for chunk in _chunks(path, start.offset, chunk_bytes):
+        *complete, pending = (pending + chunk).split(b"\n")
+        for line in complete:
+            first, offset = offset == 0, offset + len(line) + 1
+            yield _too_long(number, offset, limit) if skipping or len(line) >= limit else _line(line + b"\n", number, offset, first)
+            skipping = False
+            number += 1
+        if len(pending) >= limit:  # not held on to: skipped to the line's end
+            offset, pending, skipping = offset + len(pending), b"", True
+    if pending or skipping:
+        first, offset = offset == 0, offset + len(pending)
+        yield _too_long(number, offset, limit) if skipping else _line(pending, number, offset, first)
 
 
 def _opened(path: Path | str, kind: str, chunk_bytes: int | None) -> tuple[Path, int]:
@@ -152,8 +193,8 @@ def count_records(path: Path | str, kind: str, *, format: str | None = None, chu
     is not one): what an import's progress is told against."""
     path, chunk_bytes = _opened(path, kind, chunk_bytes)
     lines, last = 0, b"\n"
-    with _read_or_refuse(path), _raw(path) as raw:
-        while chunk := raw.read(chunk_bytes):
+    with _read_or_refuse(path):
+        for chunk in _chunks(path, 0, chunk_bytes):
             lines, last = lines + chunk.count(b"\n"), chunk[-1:]
     lines += last != b"\n"  # a last line without its newline
     return max(lines - (format_of(path, format) == "csv"), 0)
@@ -186,25 +227,34 @@ def given_fields(path: Path | str, kind: str, *, format: str | None = None, comp
 
 def _jsonl_rows(path: Path, kind: str, start: Position, chunk_bytes: int) -> Iterator[Row]:
     first = start.line == 1
-    for number, after, text in _lines(path, start, chunk_bytes):
-        if not text.strip():
+    for line in _lines(path, start, chunk_bytes):
+        after = Position(line.after, line.number + 1)
+        if line.unread:
+            if first and line.unread is Unread.NOT_TEXT:
+                raise ExportFileError(f"{path.name}: line {line.number} is not UTF-8 text: not an export")
+            yield Row(line.number, after, None, line.problem)
+            continue
+        if not line.text.strip():
             continue
         try:
-            record = json.loads(text)
+            record = json.loads(line.text)
+        except RecursionError:  # nested deeper than Python's parser goes
+            yield Row(line.number, after, None, "not JSON (nested too deep)")
+            continue
         except ValueError as exc:
             if first:
-                raise ExportFileError(f"{path.name}: line {number} is not JSON: not a JSON lines export") from None
-            yield Row(number, Position(after, number + 1), None, f"not JSON ({exc.__class__.__name__})")
+                raise ExportFileError(f"{path.name}: line {line.number} is not JSON: not a JSON lines export") from None
+            yield Row(line.number, after, None, f"not JSON ({exc.__class__.__name__})")
             continue
         if not isinstance(record, dict):
             if first:
-                raise ExportFileError(f"{path.name}: line {number} is not a JSON object: not a JSON lines export")
-            yield Row(number, Position(after, number + 1), None, "not a JSON object")
+                raise ExportFileError(f"{path.name}: line {line.number} is not a JSON object: not a JSON lines export")
+            yield Row(line.number, after, None, "not a JSON object")
             continue
         first = False
         if kind == "tokens" and "userKey" not in record and "user" in record:
             record = {**record, "userKey": record["user"]}
-        yield Row(number, Position(after, number + 1), record)
+        yield Row(line.number, after, record)
 
 
 def _csv_header(path: Path, kind: str, chunk_bytes: int) -> tuple[list[str], Position]:
@@ -212,13 +262,15 @@ def _csv_header(path: Path, kind: str, chunk_bytes: int) -> tuple[list[str], Pos
     the columns and the gam command that writes them, when the export cannot be read without them."""
     lines = _lines(path, Position(), chunk_bytes)
     try:
-        _, end, text = next(lines)
+        line = next(lines)
     except StopIteration:
         raise ExportFileError(f"{path.name}: empty: not a GAM {kind} export") from None
     finally:
         lines.close()
+    if line.unread:
+        raise ExportFileError(f"{path.name}: line 1 (the header): {line.problem}: not a GAM {kind} export")
     try:
-        header = next(csv.reader([text], **GAM_DIALECT))
+        header = next(csv.reader([line.text], **GAM_DIALECT))
     except (csv.Error, StopIteration):
         header = []
     missing = [" or ".join(choice) for choice in REQUIRED_COLUMNS[kind] if not set(choice) & set(header)]
@@ -228,7 +280,7 @@ def _csv_header(path: Path, kind: str, chunk_bytes: int) -> tuple[list[str], Pos
             f"{path.name}: no {' and no '.join(missing)} column, so not a GAM {kind} export Ballast can read "
             f"(its columns: {shown or 'none'}); write it with `{GAM_COMMANDS[kind]}`"
         )
-    return header, Position(end, 2)
+    return header, Position(line.after, 2)
 
 
 def _csv_rows(path: Path, kind: str, start: Position, chunk_bytes: int) -> Iterator[Row]:
@@ -236,12 +288,14 @@ def _csv_rows(path: Path, kind: str, start: Position, chunk_bytes: int) -> Itera
     given = set(header) & set(GAM_COLUMNS[kind])
     if start.line == 1:
         start = first_row
-    where = {"after": start}  # the position after the last line the CSV reader took
+    where = {"after": start, "unread": None}  # the position after the last line the CSV reader took; a line it could not
 
     def text_lines():
-        for number, after, text in _lines(path, start, chunk_bytes):
-            where["after"] = Position(after, number + 1)
-            yield text
+        for line in _lines(path, start, chunk_bytes):
+            where["after"] = Position(line.after, line.number + 1)
+            if line.unread:  # the reader gets an empty line in its place: the row it falls in is invalid
+                where["unread"] = where["unread"] or line.problem
+            yield line.text or "\n"
 
     lines = text_lines()
     reader = csv.reader(lines, **GAM_DIALECT)
@@ -252,8 +306,13 @@ def _csv_rows(path: Path, kind: str, start: Position, chunk_bytes: int) -> Itera
         except StopIteration:
             return
         except csv.Error as exc:
+            where["unread"] = None
             yield Row(row_line, where["after"], None, f"not CSV ({exc})")
             reader = csv.reader(lines, **GAM_DIALECT)  # go on with the next line
+            continue
+        if unread := where["unread"]:
+            where["unread"] = None
+            yield Row(row_line, where["after"], None, unread)
             continue
         if not any(v.strip() for v in values):
             continue

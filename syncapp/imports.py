@@ -11,7 +11,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from .exportfiles import FORMATS, ExportFileError, given_fields
+from .exportfiles import FORMATS, ExportFileError, export_suffix, given_fields
 from .models import SyncRun, Tenant
 from .runs import start_run
 
@@ -54,13 +54,13 @@ def start_import(tenant: Tenant, source: dict, *, trigger: str = SyncRun.Trigger
 
 
 def save_upload(upload, kind: str) -> Path:
-    """Keep an uploaded file (Django's UploadedFile) in BALLAST_IMPORT_DIR for its run, with its
-    name's extensions (.csv, .jsonl.gz…), which say its format. Django streamed a large upload to
+    """Keep an uploaded file (Django's UploadedFile) in BALLAST_IMPORT_DIR for its run, under a
+    generated name with the extensions of its own that say its format (.csv, .jsonl.gz…). Django streamed a large upload to
     a temporary file already (FILE_UPLOAD_MAX_MEMORY_SIZE): it is moved; a small one, held in
     memory, is written out in FILE_CHUNK_BYTES chunks."""
     folder = Path(settings.BALLAST_IMPORT_DIR)
     folder.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(Path(upload.name).suffixes[-2:])
+    suffix = export_suffix(upload.name or "")  # the name is the sender's: only the format is taken from it
     with tempfile.NamedTemporaryFile("wb", dir=folder, prefix=f"{kind}-", suffix=suffix, delete=False) as out:
         if not hasattr(upload, "temporary_file_path"):
             for chunk in upload.chunks(settings.BALLAST_FILE_CHUNK_BYTES):

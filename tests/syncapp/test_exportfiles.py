@@ -75,7 +75,7 @@ def test_bad_rows_are_problems_naming_their_line_and_the_rest_goes_on(tmp_path):
 
 
 @pytest.mark.parametrize("name, content, words", [
-    ("users.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", "line 1 is not UTF-8 text: not an export"),
+    ("users.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", "line 1 (the header): not UTF-8 text (byte 1 of the line): not a GAM users export"),
     ("users.csv", "name,email\nAda,ada@example.org\n", "no id and no primaryEmail column, so not a GAM users export"),
     ("tokens.csv", USERS_CSV, "no clientId and no userKey or user column, so not a GAM tokens export"),
     ("users.csv", "", "empty: not a GAM users export"),
