@@ -10,7 +10,8 @@ from datetime import datetime, time
 from datetime import timezone as dt_timezone
 from functools import wraps
 
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, ValidationError
 from django.core.paginator import EmptyPage, Paginator
 from django.db.models import Q
 from django.http import JsonResponse
@@ -77,6 +78,8 @@ def api_view(*methods: str):
                 return view(request, tenant, *args, **kwargs)
             except BadParameter as exc:
                 return error(400, "bad_request", str(exc), field=exc.field)
+            except RequestDataTooBig:
+                return error(413, "too_large", f"the body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE:,} bytes", field="body")
             except Exception:  # answered in JSON like every error here; the traceback goes to the log
                 error_id = uuid.uuid4().hex[:12]
                 log.exception("API error %s: %s %s", error_id, request.method, request.path)
@@ -194,7 +197,9 @@ def json_body(request) -> dict:
     """The request's body as a JSON object, or BadParameter."""
     try:
         body = json.loads(request.body or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except RecursionError:
+        raise BadParameter("body", "the body is nested too deep") from None
+    except ValueError as exc:  # not JSON, not UTF-8, or a number of more digits than Python converts
         raise BadParameter("body", f"the body is not JSON: {getattr(exc, 'msg', exc)}") from None
     if not isinstance(body, dict):
         raise BadParameter("body", "the body must be a JSON object")

@@ -257,9 +257,13 @@ def follow(run_id: int, stream: TextIO, *, worker: threading.Thread | None = Non
                 else:
                     display.note(f"{request.reason}: interrupting the run after the batches in progress…")
             run = SyncRun.objects.select_related("tenant").prefetch_related("step_records").get(pk=run_id)
-            finished = run.finished_at is not None and (worker is None or not worker.is_alive())
+            # The worker here finalises its run before it stops: once it has stopped, the run is
+            # as final as it will be, even if the worker died before finishing it.
+            finished = not worker.is_alive() if worker is not None else run.finished_at is not None
             display.show(run, finished)
             if finished:
+                if run.finished_at is None:
+                    display.note("The run's worker stopped before finishing it: see the log for why.")
                 return run
             if worker is not None:
                 worker.join(interval)

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
+import hypothesis
 import pytest
 from django.db import connection
 from django_q.brokers import get_broker
@@ -20,6 +21,15 @@ from .factories import TenantFactory
 from .fakegoogle import FakeDirectory
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Property tests (tests/hostile/): a fixed number of examples, drawn the same way on every run, so
+# CI is fast and a failure repeats. HYPOTHESIS_PROFILE=explore draws many more, at random.
+hypothesis.settings.register_profile(
+    "ci", max_examples=60, derandomize=True, deadline=None, database=None,
+    suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture, hypothesis.HealthCheck.too_slow],
+)
+hypothesis.settings.register_profile("explore", parent=hypothesis.settings.get_profile("ci"), max_examples=2000, derandomize=False)
+hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def demo_org(users: int, seed: int = 7, apps: int = 30) -> tuple[list[dict], dict[str, list[dict]]]:

@@ -11,7 +11,7 @@ import termios
 from io import StringIO
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from syncapp import progress
 from syncapp.models import SyncRun
@@ -48,6 +48,23 @@ def test_quiet_says_only_how_it_ended():
     TenantFactory(slug="acme", provider_config={"users": 10})
     out = sync("acme", "--in-process", "--quiet")
     assert re.fullmatch(r"Run #\d+ Completed in [\d.]+ s\.\n", out), out
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the death this test causes
+def test_a_run_whose_worker_here_dies_before_finishing_it_is_not_followed_for_ever(monkeypatch):
+    """Found by the hostile-input suite: the command waited for ever on a run its thread would
+    never finish."""
+    def dies(run_id):
+        raise RuntimeError("the worker died")
+
+    monkeypatch.setattr(progress, "run_in_process", dies)
+    TenantFactory(slug="acme", provider_config={"users": 10})
+    out = StringIO()
+    with pytest.raises(CommandError):  # a run that did not complete exits 1
+        call_command("sync", "acme", "--in-process", stdout=out, stderr=StringIO())
+    assert "The run's worker stopped before finishing it: see the log for why." in out.getvalue()
+    assert SyncRun.objects.get().finished_at is None
 
 
 def _in_a_terminal(command: list[str], columns: int, env: dict) -> str:
