@@ -4,7 +4,7 @@ A bad record raises InvalidRecord with a short reason; the step counts it, keeps
 a sample and goes on. Limits come from the model fields, so they cannot drift.
 """
 
-from datetime import datetime
+from datetime import datetime, timezone
 from functools import cache
 
 from .models import Application, DirectoryUser, StagedToken
@@ -62,9 +62,21 @@ def _text(raw, name: str, limit: int, *, required: bool = False, key: str | None
         raise InvalidRecord(f"{name} is not text", key)
     if "\x00" in raw:
         raise InvalidRecord(f"{name} contains a NUL byte", key)
+    if not _unicode(raw):
+        raise InvalidRecord(f"{name} is not Unicode text (a lone surrogate)", key)
     if len(raw) > limit:
         raise InvalidRecord(f"{name} longer than {limit} characters", key)
     return raw
+
+
+def _unicode(text: str) -> bool:
+    """Whether the text can be written as UTF-8: JSON may carry a lone surrogate ("\\ud800"),
+    which no database takes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _flag(raw, name: str, key: str | None) -> bool:
@@ -85,11 +97,15 @@ def timestamp(raw, name: str, key: str | None = None) -> datetime | None:
         raise InvalidRecord(f"{name} is not a timestamp", key) from None
     if moment.tzinfo is None:
         raise InvalidRecord(f"{name} has no time zone", key)
+    try:
+        moment.astimezone(timezone.utc)  # as the database stores it
+    except OverflowError:  # year 1 east of UTC, year 9999 west of it
+        raise InvalidRecord(f"{name} is out of range", key) from None
     return moment
 
 
 def _usable_key(raw, limit: int) -> str | None:
-    if isinstance(raw, str) and raw and "\x00" not in raw and len(raw) <= limit:
+    if isinstance(raw, str) and raw and "\x00" not in raw and len(raw) <= limit and _unicode(raw):
         return raw
     return None
 
@@ -124,7 +140,7 @@ def parse_token(raw: dict) -> dict:
     key = _usable_key(raw.get("clientId"), limit)
     client_id = _text(raw.get("clientId"), "clientId", limit, required=True, key=key)
     scopes = raw.get("scopes") or []
-    if not isinstance(scopes, list) or not all(isinstance(s, str) and s and "\x00" not in s for s in scopes):
+    if not isinstance(scopes, list) or not all(isinstance(s, str) and s and "\x00" not in s and _unicode(s) for s in scopes):
         raise InvalidRecord("scopes is not a list of text", key)
     native = _flag(raw.get("nativeApp"), "nativeApp", key)
     return {
