@@ -53,7 +53,7 @@ def _object(raw) -> dict:
     return raw
 
 
-def _text(raw, name: str, limit: int, *, required: bool = False, key: str | None = None) -> str:
+def text_field(raw, name: str, limit: int, *, required: bool = False, key: str | None = None) -> str:
     if raw is None or raw == "":
         if required:
             raise InvalidRecord(f"missing {name}", key)
@@ -77,6 +77,14 @@ def _unicode(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def scope_list(raw, name: str, key: str | None) -> list[str]:
+    """A list of scopes (absent: none), each text a database takes."""
+    scopes = raw or []
+    if not isinstance(scopes, list) or not all(isinstance(s, str) and s and "\x00" not in s and _unicode(s) for s in scopes):
+        raise InvalidRecord(f"{name} is not a list of text", key)
+    return scopes
 
 
 def _flag(raw, name: str, key: str | None) -> bool:
@@ -105,29 +113,36 @@ def timestamp(raw, name: str, key: str | None = None) -> datetime | None:
 
 
 def _usable_key(raw, limit: int) -> str | None:
-    if isinstance(raw, str) and raw and "\x00" not in raw and len(raw) <= limit and _unicode(raw):
-        return raw
-    return None
+    """The record's key, when it is one a sample may name."""
+    try:
+        return text_field(raw, "key", limit, required=True)
+    except InvalidRecord:
+        return None
+
+
+def clipped_text(raw, limit: int) -> str:
+    """Text a database takes, cut to `limit`; "" for anything else (a label not worth a record)."""
+    return raw[:limit] if isinstance(raw, str) and "\x00" not in raw and _unicode(raw) else ""
 
 
 def parse_user(raw: dict) -> dict:
     """A users.list item → DirectoryUser fields (external_id is the key)."""
     raw = _object(raw)
     key = _usable_key(raw.get("id"), _max_length(DirectoryUser, "external_id"))
-    external_id = _text(raw.get("id"), "id", _max_length(DirectoryUser, "external_id"), required=True, key=key)
-    email = _text(raw.get("primaryEmail"), "primaryEmail", _max_length(DirectoryUser, "primary_email"), required=True, key=key)
+    external_id = text_field(raw.get("id"), "id", _max_length(DirectoryUser, "external_id"), required=True, key=key)
+    email = text_field(raw.get("primaryEmail"), "primaryEmail", _max_length(DirectoryUser, "primary_email"), required=True, key=key)
     if "@" not in email:
         raise InvalidRecord("primaryEmail has no @", key)
     name = raw.get("name") if isinstance(raw.get("name"), dict) else {}
     return {
         "external_id": external_id,
         "primary_email": email,
-        "full_name": _text(name.get("fullName"), "name.fullName", _max_length(DirectoryUser, "full_name"), key=key),
+        "full_name": text_field(name.get("fullName"), "name.fullName", _max_length(DirectoryUser, "full_name"), key=key),
         "is_admin": _flag(raw.get("isAdmin"), "isAdmin", key),
         "is_delegated_admin": _flag(raw.get("isDelegatedAdmin"), "isDelegatedAdmin", key),
         "is_suspended": _flag(raw.get("suspended"), "suspended", key),
         "is_archived": _flag(raw.get("archived"), "archived", key),
-        "org_unit": _text(raw.get("orgUnitPath"), "orgUnitPath", _max_length(DirectoryUser, "org_unit"), key=key),
+        "org_unit": text_field(raw.get("orgUnitPath"), "orgUnitPath", _max_length(DirectoryUser, "org_unit"), key=key),
         "last_login_at": timestamp(raw.get("lastLoginTime"), "lastLoginTime", key),
         "created_at_source": timestamp(raw.get("creationTime"), "creationTime", key),
     }
@@ -138,14 +153,12 @@ def parse_token(raw: dict) -> dict:
     raw = _object(raw)
     limit = _max_length(Application, "client_id")
     key = _usable_key(raw.get("clientId"), limit)
-    client_id = _text(raw.get("clientId"), "clientId", limit, required=True, key=key)
-    scopes = raw.get("scopes") or []
-    if not isinstance(scopes, list) or not all(isinstance(s, str) and s and "\x00" not in s and _unicode(s) for s in scopes):
-        raise InvalidRecord("scopes is not a list of text", key)
+    client_id = text_field(raw.get("clientId"), "clientId", limit, required=True, key=key)
+    scopes = scope_list(raw.get("scopes"), "scopes", key)
     native = _flag(raw.get("nativeApp"), "nativeApp", key)
     return {
         "client_id": client_id,
-        "display_name": _text(raw.get("displayText"), "displayText", _max_length(Application, "display_name"), key=key),
+        "display_name": text_field(raw.get("displayText"), "displayText", _max_length(Application, "display_name"), key=key),
         "native_app": native,
         "anonymous": _flag(raw.get("anonymous"), "anonymous", key),
         "scopes": sorted(set(scopes)),
@@ -167,10 +180,10 @@ def parse_listed_token(raw) -> dict:
     else:
         token = parse_token(raw)
     key = token["client_id"] or None
-    user_key = _text(raw.get("userKey"), "userKey", _max_length(StagedToken, "user_key"), required=True, key=key)
+    user_key = text_field(raw.get("userKey"), "userKey", _max_length(StagedToken, "user_key"), required=True, key=key)
     if "@" not in user_key and len(user_key) > _max_length(DirectoryUser, "external_id"):
         raise InvalidRecord(f"userKey longer than {_max_length(DirectoryUser, 'external_id')} characters", key)
     if "\x1f" in user_key or "\x1f" in token["client_id"]:  # the stage joins the two with it (steps/tokenlist.py)
         raise InvalidRecord("userKey or clientId contains a control character", key)
-    email = _text(raw.get("user"), "user", _max_length(DirectoryUser, "primary_email"), key=key)
+    email = text_field(raw.get("user"), "user", _max_length(DirectoryUser, "primary_email"), key=key)
     return {**token, "user_key": user_key, "email": email}

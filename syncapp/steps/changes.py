@@ -17,9 +17,9 @@ from django.db import transaction
 from django.db.models import F, Q
 
 from ..directory import users_by_key
-from ..models import AppliedChange, Application, Tenant, Token, UserAppRelation
+from ..models import Application, AppliedChange, Tenant, Token, UserAppRelation
 from ..providers import ConfigError
-from ..records import InvalidRecord, timestamp
+from ..records import InvalidRecord, clipped_text, scope_list, text_field, timestamp
 from ..writers import Outcome
 from .context import StepContext
 
@@ -63,26 +63,21 @@ def parse_activity(item) -> tuple[datetime, list[Change]]:
     if not isinstance(item, dict) or not isinstance(item.get("id"), dict):
         raise InvalidRecord("activity without an id")
     ident, actor = item["id"], item.get("actor") if isinstance(item.get("actor"), dict) else {}
-    time, qualifier = timestamp(ident.get("time"), "id.time"), ident.get("uniqueQualifier")
+    time = timestamp(ident.get("time"), "id.time")
     if time is None:
         raise InvalidRecord("activity without an id.time")
-    if not isinstance(qualifier, str) or not qualifier or len(qualifier) > 64:
-        raise InvalidRecord("activity without a uniqueQualifier")
+    qualifier = text_field(ident.get("uniqueQualifier"), "id.uniqueQualifier", 64, required=True)
+    email = text_field(actor.get("email"), "actor.email", 254) or None
+    user_id = text_field(actor.get("profileId"), "actor.profileId", 64, key=email) or None
     changes = []
     for event in item.get("events") or []:
         if not isinstance(event, dict) or event.get("name") not in (*APPLIED, USED):
             continue
         values = {p.get("name"): p.get("multiValue", p.get("value")) for p in event.get("parameters") or [] if isinstance(p, dict)}
-        client_id = values.get("client_id")
-        if not isinstance(client_id, str) or not client_id or len(client_id) > 255:
-            raise InvalidRecord("event without a client_id", actor.get("email"))
-        scopes = values.get("scope") or []
-        if not isinstance(scopes, list) or not all(isinstance(s, str) and s for s in scopes):
-            raise InvalidRecord("scope is not a list of text", client_id)
-        client_type = values.get("client_type")
-        client_type = client_type[:40] if isinstance(client_type, str) else ""
-        changes.append(Change(time, qualifier, event["name"], actor.get("profileId"), actor.get("email"), client_id,
-                              str(values.get("app_name") or "")[:255], client_type, tuple(sorted(set(scopes)))))
+        client_id = text_field(values.get("client_id"), "client_id", 255, required=True, key=email)
+        scopes = scope_list(values.get("scope"), "scope", client_id)
+        changes.append(Change(time, qualifier, event["name"], user_id, email, client_id, clipped_text(values.get("app_name"), 255),
+                              clipped_text(values.get("client_type"), 40), tuple(sorted(set(scopes)))))
     return time, changes
 
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from syncapp.models import Application, DirectoryUser
 from syncapp.records import InvalidRecord, parse_listed_token, parse_token, parse_user
+from syncapp.steps.changes import parse_activity
 
 from ..factories import TenantFactory
 
@@ -38,6 +39,15 @@ tokens = st.fixed_dictionaries({}, optional={
     "clientId": json_values | json_text, "displayText": json_values | json_text, "scopes": json_values | st.lists(json_text, max_size=4),
     "nativeApp": json_values, "anonymous": json_values, "userKey": json_values | json_text, "user": json_values | json_text,
     "orgScopes": json_values, "tokenless": json_values,
+})
+
+
+activities = st.fixed_dictionaries({"id": st.fixed_dictionaries({}, optional={"time": timestamps, "uniqueQualifier": json_values | json_text}) | json_values}, optional={
+    "actor": st.fixed_dictionaries({}, optional={"email": json_values | json_text, "profileId": json_values | json_text}) | json_values,
+    "events": st.lists(st.fixed_dictionaries({"name": st.sampled_from(["authorize", "revoke", "activity", "other"]) | json_values}, optional={
+        "parameters": st.lists(st.fixed_dictionaries({"name": st.sampled_from(["client_id", "scope", "app_name", "client_type"]) | json_text},
+                                                     optional={"value": json_values | json_text, "multiValue": json_values}), max_size=4),
+    }), max_size=3) | json_values,
 })
 
 
@@ -91,6 +101,19 @@ def test_any_token_record_is_refused_or_stored_as_it_is(tenant, record):
             transaction.set_rollback(True)
 
 
+@given(item=activities | json_values)
+def test_any_token_activity_is_refused_or_gives_changes_a_database_takes(item):
+    result = parsed(parse_activity, item)
+    if result is None:
+        return
+    time, changes = result
+    assert time.astimezone(timezone.utc)
+    for change in changes:
+        assert storable(change.client_id, 255) and storable(change.app_name, 255) and storable(change.client_type, 40)
+        assert all(storable(text, 254) for text in (change.qualifier, change.email or "", change.user_id or ""))
+        assert all(storable(scope, 10_000) for scope in change.scopes)
+
+
 def test_json_text_reaches_the_parsers_as_python_reads_it():
     """The strategies above stand for what json.loads gives: a lone surrogate comes through."""
     assert json.loads('"\\ud800"') == "\ud800"
@@ -107,6 +130,13 @@ def test_json_text_reaches_the_parsers_as_python_reads_it():
     (parse_token, {"clientId": "a.apps", "scopes": ["openid", "\ud800"]}, "scopes is not a list of text"),
     (parse_listed_token, {"clientId": "a.apps", "userKey": "\ud800"}, "userKey is not Unicode text (a lone surrogate)"),
     (parse_user, {"id": "1", "primaryEmail": "a@example.org", "creationTime": "0001-01-01T00:00:00+01:00"}, "creationTime is out of range"),
+    (parse_activity, {"id": {"time": "2026-12-07T10:00:00Z", "uniqueQualifier": "1"}, "events": [
+        {"name": "authorize", "parameters": [{"name": "client_id", "value": "a\x00.apps"}]}]}, "client_id contains a NUL byte"),
+    (parse_activity, {"id": {"time": "2026-12-07T10:00:00Z", "uniqueQualifier": "1"}, "actor": {"email": "\ud800@example.org"}, "events": []},
+     "actor.email is not Unicode text (a lone surrogate)"),
+    (parse_activity, {"id": {"time": "2026-12-07T10:00:00Z", "uniqueQualifier": "1"}, "events": [
+        {"name": "authorize", "parameters": [{"name": "client_id", "value": "a.apps"}, {"name": "scope", "multiValue": ["\x00"]}]}]},
+     "scope is not a list of text"),
     (parse_user, {"id": "1", "primaryEmail": "a@example.org", "lastLoginTime": "9999-12-31T23:59:59-01:00"}, "lastLoginTime is out of range"),
 ])
 def test_text_no_database_takes_and_times_it_cannot_hold_make_a_record_invalid(parse, record, reason):
