@@ -109,7 +109,13 @@ def whole_number(request, name: str, default: int, minimum: int, maximum: int | 
 
 
 def text(request, name: str) -> str:
-    value = request.GET.get(name, "")
+    return checked_text(name, request.GET.get(name, ""))
+
+
+def checked_text(name: str, value) -> str:
+    """A parameter or body field that must be text a database can compare (no NUL)."""
+    if not isinstance(value, str):
+        raise BadParameter(name, "must be a string")
     if "\x00" in value:
         raise BadParameter(name, "must not contain NUL characters")
     return value
@@ -225,8 +231,8 @@ def revocations(request, tenant):
     if not isinstance(dry_run, bool):
         raise BadParameter("dry_run", "must be true or false")
     for field in ("app", "user"):
-        if body.get(field) is not None and not isinstance(body[field], str):
-            raise BadParameter(field, "must be a string")
+        if body.get(field) is not None:
+            checked_text(field, body[field])
     if not body.get("app"):
         raise BadParameter("app", "give the application's client id")
     if unused_days is not None and (isinstance(unused_days, bool) or not isinstance(unused_days, int)):

@@ -3,6 +3,7 @@
 import hashlib
 import hmac
 import secrets
+import string
 from datetime import timedelta
 
 from django.utils import timezone
@@ -35,8 +36,8 @@ def create_key(tenant: Tenant, name: str = "", *, may_revoke: bool = False) -> t
 
 def _live_key(key: str) -> ApiKey | None:
     parts = key.split("_")
-    if len(parts) < 3 or parts[0] != "bk":
-        return None
+    if len(parts) < 3 or parts[0] != "bk" or len(parts[1]) != PREFIX_LENGTH or not all(c in string.hexdigits for c in parts[1]):
+        return None  # not a key we made: no query (a NUL in it would fail one on PostgreSQL)
     row = ApiKey.objects.select_related("tenant").filter(prefix=parts[1], revoked_at__isnull=True).first()
     if row is None or not hmac.compare_digest(row.key_hash, _hash(key)) or not row.tenant.active:
         return None
