@@ -7,21 +7,28 @@ from django.core.checks import Error, Warning, register
 from django.db import DatabaseError, connection
 
 from .encryption import SecretUnreadable, decrypt_secrets
+from .providers import ConfigError
+from .providers.credentials import check_credentials_file
 
 
-@register()
-def secrets_readable(app_configs=None, **kwargs) -> list:
-    """Every encrypted provider secret is readable with SECRETS_KEYS: else syncs would fail tenant
-    by tenant, later. Read raw, so that a bad value is named, not raised."""
+def _stored_configs() -> list[tuple[str, dict]]:
+    """Each tenant's slug and provider config as stored, read raw: a value a model field would
+    raise on is named here instead. None before migrate, or without a database to ask."""
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT slug, provider_config FROM syncapp_tenant")
             rows = cursor.fetchall()
     except DatabaseError:  # no table yet (before migrate), or no database to ask: nothing stored to read
         return []
+    return [(slug, json.loads(config) if isinstance(config, str) else config) for slug, config in rows]
+
+
+@register()
+def secrets_readable(app_configs=None, **kwargs) -> list:
+    """Every encrypted provider secret is readable with SECRETS_KEYS: else syncs would fail tenant
+    by tenant, later."""
     unreadable = []
-    for slug, config in rows:
-        config = json.loads(config) if isinstance(config, str) else config
+    for slug, config in _stored_configs():
         try:
             decrypt_secrets(config)
         except SecretUnreadable:
@@ -33,6 +40,24 @@ def secrets_readable(app_configs=None, **kwargs) -> list:
         hint="set SECRETS_KEYS to the keys they were encrypted with (a new key goes first, the old ones after it)",
         id="syncapp.E001",
     )]
+
+
+@register()
+def credentials_files_confined(app_configs=None, **kwargs) -> list:
+    """A tenant saved before credential files were confined (or whose file moved since) is named
+    now, not when its next sync fails."""
+    refused = []
+    for slug, config in _stored_configs():
+        value = config.get("credentials_file") if isinstance(config, dict) else None
+        if isinstance(value, str) and value:
+            try:
+                check_credentials_file(value, "credentials_file")
+            except ConfigError as exc:
+                refused.append(f"{slug} ({exc})")
+    if not refused:
+        return []
+    return [Warning(f"the key files of these tenants will be refused: {'; '.join(refused)}", id="syncapp.W002",
+                    hint="put each key in PROVIDER_CREDENTIALS_DIR, readable by Ballast's user and group only, and name it there")]
 
 
 @register(deploy=True)

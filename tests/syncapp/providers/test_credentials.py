@@ -98,3 +98,17 @@ def test_a_key_in_the_folder_is_used_by_a_relative_or_absolute_name_and_through_
         assert [len(page.records) for page in provider.user_pages()] == [1]
     assert len(fake_google.assertions) == 3
 
+
+
+@pytest.mark.django_db
+def test_a_tenant_whose_key_would_be_refused_is_named_at_start_up(folder):
+    from django.core.checks import run_checks
+
+    from syncapp.models import Tenant
+
+    key_file(folder / "good.json")
+    for slug, name in (("good", "good.json"), ("old", "/etc/ballast/google-sa.json")):
+        Tenant.objects.bulk_create([Tenant(slug=slug, name=slug, provider="google", provider_config={"credentials_file": name, "subject": SUBJECT})])
+    [warning] = [m for m in run_checks() if m.id == "syncapp.W002"]
+    assert warning.msg == ("the key files of these tenants will be refused: old (credentials_file: /etc/ballast/google-sa.json "
+                           f"is outside PROVIDER_CREDENTIALS_DIR ({folder}); put the file there)")
