@@ -12,6 +12,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 from django_q.admin import ScheduleAdmin as QScheduleAdmin
 from django_q.models import Schedule
@@ -426,7 +427,7 @@ def timeline_table(events, *, named: bool = True):
     ))
     heads = "<th>when</th><th>change</th>" + ("<th>user</th><th>application</th>" if named else "") + "<th>seen by</th>"
     more = f" (the latest {SHOWN_EVENTS})" if len(shown) > SHOWN_EVENTS else ""
-    return format_html("<table><thead><tr>{}</tr></thead><tbody>{}</tbody></table>{}", format_html(heads), rows, more)
+    return format_html("<table><thead><tr>{}</tr></thead><tbody>{}</tbody></table>{}", mark_safe(heads), rows, more)  # heads: our own markup
 
 
 def csv_download(rows, record, name: str) -> StreamingHttpResponse:
@@ -614,7 +615,7 @@ class TokenAdmin(AsksToRevoke, DirectoryAdmin):
         """The revocation requests that named this grant, with what became of it: the audit beside its timeline."""
         items = token.revocation_items.select_related("revocation").order_by("-id")
         return format_html_join(
-            format_html("<br>"), '<a href="{}">{}</a>: {} ({})',
+            mark_safe("<br>"), '<a href="{}">{}</a>: {} ({})',
             ((reverse("admin:syncapp_revocation_change", args=[i.revocation_id]), i.revocation, i.get_outcome_display(),
               i.revocation.get_state_display()) for i in items),
         ) or "—"
