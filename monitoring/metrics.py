@@ -8,10 +8,12 @@ machine) are set by monitoring.views.metrics_view in the serving process just be
 """
 
 import itertools
+import os
 from collections.abc import Iterable
 
 from prometheus_client import Counter, Gauge, Histogram
 
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))  # read once, as prometheus_client does at import
 cpu_percent = Gauge("ballast_cpu_percent", "Machine (container) CPU use, percent", multiprocess_mode="mostrecent")
 memory_percent = Gauge("ballast_memory_percent", "Memory use of the effective limit, percent", multiprocess_mode="mostrecent")
 rss_bytes = Gauge("ballast_rss_bytes", "Resident memory of Ballast's live processes", multiprocess_mode="livesum")
@@ -30,6 +32,14 @@ db_pool = Gauge("ballast_db_pool", "Database connection pool of the serving proc
 changes_lag = Gauge("ballast_changes_lag_seconds", "Age of a tenant's changes cursor: how far its token feed is behind", ["tenant"],
                     multiprocess_mode="mostrecent")
 provider_calls = Counter("ballast_provider_calls", "Calls to identity providers", ["provider", "status"])
+
+
+def forget_series(metric) -> None:
+    """Drop every series of a labelled metric, where the client can: in one process. In
+    multiprocess mode the series live in the processes' files, which prometheus_client cannot
+    clear (it warns at each try), until the directory is emptied at the next start."""
+    if not MULTIPROCESS:
+        metric.clear()
 
 
 def start_at_zero(metric, **label_values: Iterable[str]) -> None:

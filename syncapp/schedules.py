@@ -92,6 +92,6 @@ def schedule_words(tenant: Tenant, now: datetime | None = None) -> str:
 def observe_changes_lag() -> None:
     """ballast_changes_lag_seconds{tenant} for every tenant whose feed is scheduled (set at scrape time)."""
     now = timezone.now()
-    metrics.changes_lag.clear()
+    metrics.forget_series(metrics.changes_lag)  # a tenant no longer scheduled has no lag
     for tenant in Tenant.objects.filter(active=True, changes_every_minutes__isnull=False, changes_cursor__isnull=False):
         metrics.changes_lag.labels(tenant=tenant.slug).set(feed_lag_s(tenant, now))
