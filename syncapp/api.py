@@ -27,6 +27,7 @@ from .apikeys import request_key, resolve_tenant
 from .forms import run_request
 from .inventory import RISKS, application_record, applications_of, changed_since, holding_scope, iso, token_record, tokens_of
 from .models import DirectoryUser, Revocation, Status, SyncRun, UserAppRelation
+from .records import is_unicode
 from .revocations import approve_revocation, plan_revocation, request_revocation
 from .runs import QuotaReached, RunRefused, run_summary, start_run
 
@@ -118,6 +119,8 @@ def checked_text(name: str, value) -> str:
         raise BadParameter(name, "must be a string")
     if "\x00" in value:
         raise BadParameter(name, "must not contain NUL characters")
+    if not is_unicode(value):  # JSON may carry a lone surrogate ("\\ud800"), which no database takes
+        raise BadParameter(name, "must be Unicode text (no lone surrogates)")
     return value
 
 
@@ -305,7 +308,10 @@ def _since(request):
         moment = None
     if moment is None:
         raise BadParameter("since", f"must be an ISO 8601 date or time, e.g. 2026-12-01T00:00:00Z, not {raw[:40]!r}")
-    return moment if timezone.is_aware(moment) else timezone.make_aware(moment, dt_timezone.utc)
+    try:
+        return (moment if timezone.is_aware(moment) else timezone.make_aware(moment, dt_timezone.utc)).astimezone(dt_timezone.utc)
+    except OverflowError:  # the first day of year 1 east of UTC: before any time the database holds
+        raise BadParameter("since", f"is out of range: {raw[:40]!r}") from None
 
 
 @api_view("GET")

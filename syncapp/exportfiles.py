@@ -275,7 +275,7 @@ def _csv_header(path: Path, kind: str, chunk_bytes: int) -> tuple[list[str], Pos
         header = []
     missing = [" or ".join(choice) for choice in REQUIRED_COLUMNS[kind] if not set(choice) & set(header)]
     if missing:
-        shown = ", ".join(header[:8]) + (", …" if len(header) > 8 else "")
+        shown = ", ".join(" ".join(column.split()) for column in header[:8]) + (", …" if len(header) > 8 else "")  # one line, whatever they hold
         raise ExportFileError(
             f"{path.name}: no {' and no '.join(missing)} column, so not a GAM {kind} export Ballast can read "
             f"(its columns: {shown or 'none'}); write it with `{GAM_COMMANDS[kind]}`"

@@ -62,14 +62,14 @@ def text_field(raw, name: str, limit: int, *, required: bool = False, key: str |
         raise InvalidRecord(f"{name} is not text", key)
     if "\x00" in raw:
         raise InvalidRecord(f"{name} contains a NUL byte", key)
-    if not _unicode(raw):
+    if not is_unicode(raw):
         raise InvalidRecord(f"{name} is not Unicode text (a lone surrogate)", key)
     if len(raw) > limit:
         raise InvalidRecord(f"{name} longer than {limit} characters", key)
     return raw
 
 
-def _unicode(text: str) -> bool:
+def is_unicode(text: str) -> bool:
     """Whether the text can be written as UTF-8: JSON may carry a lone surrogate ("\\ud800"),
     which no database takes."""
     try:
@@ -82,7 +82,7 @@ def _unicode(text: str) -> bool:
 def scope_list(raw, name: str, key: str | None) -> list[str]:
     """A list of scopes (absent: none), each text a database takes."""
     scopes = raw or []
-    if not isinstance(scopes, list) or not all(isinstance(s, str) and s and "\x00" not in s and _unicode(s) for s in scopes):
+    if not isinstance(scopes, list) or not all(isinstance(s, str) and s and "\x00" not in s and is_unicode(s) for s in scopes):
         raise InvalidRecord(f"{name} is not a list of text", key)
     return scopes
 
@@ -122,7 +122,7 @@ def _usable_key(raw, limit: int) -> str | None:
 
 def clipped_text(raw, limit: int) -> str:
     """Text a database takes, cut to `limit`; "" for anything else (a label not worth a record)."""
-    return raw[:limit] if isinstance(raw, str) and "\x00" not in raw and _unicode(raw) else ""
+    return raw[:limit] if isinstance(raw, str) and "\x00" not in raw and is_unicode(raw) else ""
 
 
 def parse_user(raw: dict) -> dict:

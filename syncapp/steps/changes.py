@@ -57,6 +57,14 @@ class Change:
         return self.client_type.startswith("NATIVE_")
 
 
+def _list(raw, name: str, key: str | None) -> list:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise InvalidRecord(f"{name} is not a list", key)
+    return raw
+
+
 def parse_activity(item) -> tuple[datetime, list[Change]]:
     """A Reports API token activity → its time, and its authorize, revoke and activity (a use)
     events; others are neither changes nor uses."""
@@ -70,10 +78,11 @@ def parse_activity(item) -> tuple[datetime, list[Change]]:
     email = text_field(actor.get("email"), "actor.email", 254) or None
     user_id = text_field(actor.get("profileId"), "actor.profileId", 64, key=email) or None
     changes = []
-    for event in item.get("events") or []:
+    for event in _list(item.get("events"), "events", email):
         if not isinstance(event, dict) or event.get("name") not in (*APPLIED, USED):
             continue
-        values = {p.get("name"): p.get("multiValue", p.get("value")) for p in event.get("parameters") or [] if isinstance(p, dict)}
+        parameters = _list(event.get("parameters"), "parameters", email)
+        values = {p.get("name"): p.get("multiValue", p.get("value")) for p in parameters if isinstance(p, dict)}
         client_id = text_field(values.get("client_id"), "client_id", 255, required=True, key=email)
         scopes = scope_list(values.get("scope"), "scope", client_id)
         changes.append(Change(time, qualifier, event["name"], user_id, email, client_id, clipped_text(values.get("app_name"), 255),

@@ -76,12 +76,14 @@ def test_a_number_of_more_digits_than_python_converts_is_400(client, key, path):
 
 # --- Handled already: proved here -----------------------------------------------------------------
 
-def test_a_nul_in_a_body_field_is_400_naming_it(client, key):
-    """Finding: on PostgreSQL, a NUL in "app" or "user" reached the query and answered 500."""
+@pytest.mark.parametrize("text, words", [("a\x00", "must not contain NUL characters"), ("\ud800", "must be Unicode text (no lone surrogates)")])
+def test_a_nul_or_a_lone_surrogate_in_a_body_field_is_400_naming_it(client, key, text, words):
+    """Finding: on PostgreSQL, a NUL (this suite) or a lone surrogate (an exploring run) in "app"
+    or "user" reached the query and answered 500."""
     for field in ("app", "user"):
-        response = post(client, "/api/v1/revocations/", key, json.dumps({"app": "a.apps", field: "a\x00"}).encode())
+        response = post(client, "/api/v1/revocations/", key, json.dumps({"app": "a.apps", field: text}).encode())
         assert response.status_code == 400
-        assert response.json()["error"] == {"code": "bad_request", "message": f"{field}: must not contain NUL characters", "field": field}
+        assert response.json()["error"] == {"code": "bad_request", "message": f"{field}: {words}", "field": field}
 
 
 @pytest.mark.parametrize("body", [b"\xff\xfe{}", b"null", b"[]", b'"text"', b"{" * 3])
@@ -141,3 +143,10 @@ def test_a_key_whose_prefix_we_never_made_is_401_without_looking_it_up(client, k
         response = client.get("/api/v1/runs/", HTTP_AUTHORIZATION=header)
     assert response.status_code == 401
     assert not [q for q in queries.captured_queries if "syncapp_apikey" in q["sql"]]
+
+
+def test_a_since_before_any_time_the_database_holds_is_400(client, key):
+    """Found by an exploring run (HYPOTHESIS_PROFILE=explore): year 1 east of UTC was a 500."""
+    response = client.get("/api/v1/tokens/", {"since": "0001-01-01T00:00:00+01:00"}, HTTP_AUTHORIZATION=f"Bearer {key}")
+    assert response.status_code == 400
+    assert response.json()["error"] == {"code": "bad_request", "message": "since: is out of range: '0001-01-01T00:00:00+01:00'", "field": "since"}

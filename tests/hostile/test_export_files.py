@@ -158,6 +158,16 @@ def test_a_json_line_nested_too_deep_for_the_parser_is_one_invalid_row(tmp_path)
     assert rows_of(path) == [(1, None), (2, "not JSON (nested too deep)"), (3, None)]
 
 
+def test_a_header_of_control_characters_is_refused_in_one_line(tmp_path):
+    """Found by an exploring run: a header of a lone escape character named a column holding a
+    newline, and the refusal took two lines."""
+    path = tmp_path / "users.csv"
+    path.write_bytes(b"\\\n")
+    with pytest.raises(ExportFileError) as refused:
+        list(read_export(path, "users"))
+    assert "\n" not in str(refused.value) and "no id and no primaryEmail column" in str(refused.value)
+
+
 # --- Handled already: proved here -----------------------------------------------------------------
 
 def test_nul_bytes_make_their_row_invalid_and_never_reach_the_database(tmp_path, tenant):
@@ -218,13 +228,18 @@ body_lines = st.lists(st.one_of(
 ), max_size=12)
 
 
+@pytest.fixture
+def short_lines(settings):
+    """Lines past 1 KB are too long: set once per test (an override per example would nest)."""
+    settings.BALLAST_LINE_MAX_BYTES = 1024
+
+
 @pytest.mark.parametrize("name, head", [("users.csv", HEADER), ("users.jsonl", b'{"id": "0", "primaryEmail": "z@example.org"}\n'),
                                         ("users.csv.gz", HEADER)])
 @given(lines=body_lines, chunk=st.integers(min_value=1, max_value=64))
-def test_any_bytes_give_rows_in_order_or_one_refusal_and_resume_from_any_row(tmp_path, settings, name, head, lines, chunk):
+def test_any_bytes_give_rows_in_order_or_one_refusal_and_resume_from_any_row(tmp_path, short_lines, name, head, lines, chunk):
     """Whatever follows a good first line: rows come in line order with a record or a problem,
     nothing but ExportFileError escapes, and reading on from any row's checkpoint gives the rest."""
-    settings.BALLAST_LINE_MAX_BYTES = 1024
     data = head + b"\n".join(lines)
     path = tmp_path / name
     path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)

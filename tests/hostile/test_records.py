@@ -137,6 +137,9 @@ def test_json_text_reaches_the_parsers_as_python_reads_it():
     (parse_activity, {"id": {"time": "2026-12-07T10:00:00Z", "uniqueQualifier": "1"}, "events": [
         {"name": "authorize", "parameters": [{"name": "client_id", "value": "a.apps"}, {"name": "scope", "multiValue": ["\x00"]}]}]},
      "scope is not a list of text"),
+    (parse_activity, {"id": {"time": "2026-12-07T10:00:00Z", "uniqueQualifier": "1"}, "events": True}, "events is not a list"),  # was a TypeError
+    (parse_activity, {"id": {"time": "2026-12-07T10:00:00Z", "uniqueQualifier": "1"}, "events": [{"name": "authorize", "parameters": 7}]},
+     "parameters is not a list"),
     (parse_user, {"id": "1", "primaryEmail": "a@example.org", "lastLoginTime": "9999-12-31T23:59:59-01:00"}, "lastLoginTime is out of range"),
 ])
 def test_text_no_database_takes_and_times_it_cannot_hold_make_a_record_invalid(parse, record, reason):
