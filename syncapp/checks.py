@@ -13,7 +13,7 @@ from .providers.credentials import check_credentials_file
 
 def _stored_configs() -> list[tuple[str, dict]]:
     """Each tenant's slug and provider config as stored, read raw: a value a model field would
-    raise on is named here instead. None before migrate, or without a database to ask."""
+    raise on is named here instead. Empty before migrate, or without a database to ask."""
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT slug, provider_config FROM syncapp_tenant")

@@ -55,9 +55,9 @@ def start_import(tenant: Tenant, source: dict, *, trigger: str = SyncRun.Trigger
 
 def save_upload(upload, kind: str) -> Path:
     """Keep an uploaded file (Django's UploadedFile) in BALLAST_IMPORT_DIR for its run, under a
-    generated name with the extensions of its own that say its format (.csv, .jsonl.gz…). Django streamed a large upload to
-    a temporary file already (FILE_UPLOAD_MAX_MEMORY_SIZE): it is moved; a small one, held in
-    memory, is written out in FILE_CHUNK_BYTES chunks."""
+    generated name with the extensions of its own that say its format (.csv, .jsonl.gz…).
+    Django streamed a large upload to a temporary file already (FILE_UPLOAD_MAX_MEMORY_SIZE): it
+    is moved; a small one, held in memory, is written out in FILE_CHUNK_BYTES chunks."""
     folder = Path(settings.BALLAST_IMPORT_DIR)
     folder.mkdir(parents=True, exist_ok=True)
     suffix = export_suffix(upload.name or "")  # the name is the sender's: only the format is taken from it

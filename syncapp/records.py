@@ -79,10 +79,15 @@ def is_unicode(text: str) -> bool:
     return True
 
 
+def _storable(raw) -> bool:
+    """Text a database takes: no NUL, no lone surrogate."""
+    return isinstance(raw, str) and "\x00" not in raw and is_unicode(raw)
+
+
 def scope_list(raw, name: str, key: str | None) -> list[str]:
     """A list of scopes (absent: none), each text a database takes."""
     scopes = raw or []
-    if not isinstance(scopes, list) or not all(isinstance(s, str) and s and "\x00" not in s and is_unicode(s) for s in scopes):
+    if not isinstance(scopes, list) or not all(s and _storable(s) for s in scopes):
         raise InvalidRecord(f"{name} is not a list of text", key)
     return scopes
 
@@ -122,7 +127,7 @@ def _usable_key(raw, limit: int) -> str | None:
 
 def clipped_text(raw, limit: int) -> str:
     """Text a database takes, cut to `limit`; "" for anything else (a label not worth a record)."""
-    return raw[:limit] if isinstance(raw, str) and "\x00" not in raw and is_unicode(raw) else ""
+    return raw[:limit] if _storable(raw) else ""
 
 
 def parse_user(raw: dict) -> dict:

@@ -54,9 +54,9 @@ class GoogleProvider(HttpProvider):
         self._scoped: dict[tuple[str, ...], object] = {}  # credentials per set of scopes
         self._credentials_lock = threading.Lock()
         if "credentials_file" in self.config:
-            key = read_credentials_file(self.config["credentials_file"], "credentials_file")
+            raw = read_credentials_file(self.config["credentials_file"], "credentials_file")
             try:
-                key = json.loads(key)
+                key = json.loads(raw)
                 self._credentials = service_account.Credentials.from_service_account_info(key, scopes=SCOPES, subject=self.config["subject"])
                 self._token_uri = key.get("token_uri") or "Google's token endpoint"
             except (ValueError, TypeError, AttributeError) as exc:  # not JSON, not an object, not a service account's key
